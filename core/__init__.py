@@ -1,0 +1,55 @@
+"""rlhfx: align language models with human feedback, every part a plugin.
+
+Plugin authors need only what this module exports.
+"""
+
+from rlhfx.components import (
+    AlignmentAlgorithm,
+    CleanResult,
+    Component,
+    ComponentConfig,
+    DataFormat,
+    EmptyConfig,
+    RewardSource,
+    Ranker,
+    ResponseCleaner,
+    Sample,
+    Stage,
+)
+from rlhfx.config import (
+    AlgorithmRef,
+    CleanerRef,
+    DataSource,
+    ModelSource,
+    RankerRef,
+    RewardSourceRef,
+)
+from rlhfx.context import StageContext
+from rlhfx.errors import UserError
+from rlhfx.hookspecs import hookimpl
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AlgorithmRef",
+    "AlignmentAlgorithm",
+    "CleanResult",
+    "CleanerRef",
+    "Component",
+    "ComponentConfig",
+    "DataFormat",
+    "DataSource",
+    "EmptyConfig",
+    "ModelSource",
+    "RankerRef",
+    "Ranker",
+    "ResponseCleaner",
+    "RewardSource",
+    "RewardSourceRef",
+    "Sample",
+    "Stage",
+    "StageContext",
+    "UserError",
+    "__version__",
+    "hookimpl",
+]

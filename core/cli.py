@@ -1,0 +1,115 @@
+"""The `rlhfx` command line. User mistakes print one or two lines and exit with status 2."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from rlhfx import __version__
+from rlhfx.errors import UserError
+
+err_console = Console(stderr=True)
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn UserError into a short red message and exit status 2, without a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            for line in str(exc).splitlines() or [type(exc).__name__]:
+                err_console.print(f"[red]error:[/red] {line}", markup=True, highlight=False,
+                                  soft_wrap=True)
+            sys.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/yellow]: run the same command to resume")
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rlhfx")
+def main() -> None:
+    """rlhfx: align language models with human feedback, from one recipe file."""
+
+
+# ----------------------------------------------------------------------------- plugins
+@main.group()
+def plugins() -> None:
+    """Inspect installed plugins."""
+
+
+@plugins.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Stable, sorted JSON instead of a table.")
+@click.option("--all", "show_all", is_flag=True, help="Also list plugins left out by RLHFX_PLUGINS.")
+@user_errors
+def plugins_list(as_json: bool, show_all: bool) -> None:
+    """List plugins with their version, origin, status and components (kind:name)."""
+    from rlhfx.registry import get_plugins
+
+    infos = get_plugins().listing(include_disabled=show_all)
+    if as_json:
+        click.echo(json.dumps([i.as_dict() for i in infos], indent=2, sort_keys=True))
+        return
+    table = Table(title="rlhfx plugins")
+    for col in ("name", "version", "origin", "status", "components"):
+        table.add_column(col, overflow="fold")
+    for info in infos:
+        status = {"loaded": "[green]loaded[/]", "failed": "[red]failed[/]"}.get(
+            info.status, info.status
+        )
+        detail = ", ".join(sorted(info.components)) or (info.error or "")
+        table.add_row(
+            info.name, info.version, "built-in" if info.builtin else info.distribution,
+            status, detail,
+        )
+    Console().print(table)
+
+
+# ----------------------------------------------------------------------------- recipes
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@user_errors
+def validate(recipe: str) -> None:
+    """Check a recipe completely (every component and its options) without loading a model."""
+    from rlhfx.recipe import load_recipe
+
+    loaded = load_recipe(recipe)
+    stages = ", ".join(f"{k} ({v.name})" for k, v in loaded.recipe.stages.items())
+    click.echo(f"{recipe}: ok ({len(loaded.recipe.stages)} stages: {stages})")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--output-dir", "-o", default=None, help="Overrides run.output_dir.")
+@click.option(
+    "--restart-from", default=None, metavar="STAGE",
+    help="Redo this stage and the ones after it (their old directories are kept aside).",
+)
+@user_errors
+def run(recipe: str, output_dir: str | None, restart_from: str | None) -> None:
+    """Run a recipe's stages in order; running it again resumes where it stopped."""
+    from rlhfx.recipe import load_recipe
+    from rlhfx.runner import run_recipe
+
+    loaded = load_recipe(recipe)
+    run_dir = run_recipe(loaded, console=err_console, output_dir=output_dir,
+                         restart_from=restart_from)
+    from rlhfx import distributed
+
+    if distributed.is_main():
+        click.echo(f"run complete: {run_dir}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

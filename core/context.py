@@ -1,0 +1,100 @@
+"""What a running stage gets from the core: its directory, seed, earlier outputs, logging."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from rlhfx import distributed
+from rlhfx.config import SourceStr
+from rlhfx.errors import UserError
+from rlhfx.io import append_jsonl
+from rlhfx.registry import PluginSystem
+
+
+@dataclass
+class StageContext:
+    run_dir: Path
+    stage_id: str
+    seed: int
+    device: str  # "cpu" or "cuda"
+    console: Console
+    plugins: PluginSystem
+    recipe_file: str
+    #: outputs of the stages that ran before this one: {stage_id: {output: path}}
+    earlier_outputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    log: logging.Logger = field(default_factory=lambda: logging.getLogger("rlhfx"))
+
+    @property
+    def stage_dir(self) -> Path:
+        return self.run_dir / "stages" / self.stage_id
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.stage_dir / "metrics.jsonl"
+
+    @property
+    def is_main(self) -> bool:
+        return distributed.is_main()
+
+    def resolve(self, source: str) -> str:
+        """Turn `@stage.output` into that output's path; other sources pass through."""
+        ref = SourceStr(source).stage_ref
+        if ref is None:
+            return str(Path(source).expanduser()) if SourceStr(source).looks_local else source
+        stage, output = ref
+        outputs = self.earlier_outputs.get(stage)
+        if outputs is None:
+            raise UserError(f"{self.recipe_file}: '@{stage}' has not run before '{self.stage_id}'")
+        if output is None:
+            if not outputs:
+                raise UserError(f"{self.recipe_file}: stage '{stage}' produced no output")
+            output = next(iter(outputs))
+        if output not in outputs:
+            raise UserError(
+                f"{self.recipe_file}: stage '{stage}' has no output '{output}' "
+                f"(it produced: {', '.join(outputs)})"
+            )
+        return outputs[output]
+
+    def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
+        """Append one record to the stage's metrics.jsonl and pass it to plugins (main only)."""
+        if not self.is_main:
+            return
+        record = {"step": step, "time": round(time.time(), 3), **metrics}
+        append_jsonl(self.metrics_file, record)
+        self.plugins.pm.hook.rlhfx_log_metrics(
+            run_dir=str(self.run_dir), stage=self.stage_id, step=step, metrics=dict(metrics)
+        )
+
+    @contextmanager
+    def progress(self) -> Iterator[Progress]:
+        """A rich progress display (silent on processes other than the main one)."""
+        with Progress(
+            SpinnerColumn(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.is_main,
+            transient=True,
+        ) as progress:
+            yield progress

@@ -1,0 +1,96 @@
+"""The hooks a plugin may implement. Each is documented in `docs/hooks.md` (a test checks it).
+
+A plugin is a module (or object) with functions decorated by `rlhfx.hookimpl` whose names are
+the hook names below. Registration hooks receive a `register` callback and call it once per
+component class; the core builds the name -> component tables itself and rejects duplicates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pluggy
+
+PROJECT = "rlhfx"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+Register = Callable[[type], None]
+
+
+@hookspec
+def rlhfx_register_stages(register: Register) -> None:
+    """Register pipeline stage classes (subclasses of `rlhfx.Stage`).
+
+    :param register: call `register(StageClass)` once for each stage the plugin provides.
+
+    Called once when the plugin manager starts, before any recipe is read.
+    """
+
+
+@hookspec
+def rlhfx_register_algorithms(register: Register) -> None:
+    """Register alignment algorithms (subclasses of `rlhfx.AlignmentAlgorithm`).
+
+    :param register: call `register(AlgorithmClass)` once for each algorithm.
+
+    Called once when the plugin manager starts. The `align` stage looks the recipe's
+    `algorithm.name` up in the table this builds.
+    """
+
+
+@hookspec
+def rlhfx_register_reward_sources(register: Register) -> None:
+    """Register reward sources (subclasses of `rlhfx.RewardSource`).
+
+    :param register: call `register(RewardSourceClass)` once for each reward source.
+
+    Called once when the plugin manager starts.
+    """
+
+
+@hookspec
+def rlhfx_register_cleaners(register: Register) -> None:
+    """Register response cleaners (subclasses of `rlhfx.ResponseCleaner`).
+
+    :param register: call `register(CleanerClass)` once for each cleaner.
+
+    Called once when the plugin manager starts.
+    """
+
+
+@hookspec
+def rlhfx_register_rankers(register: Register) -> None:
+    """Register rankers (subclasses of `rlhfx.Ranker`) that choose RAFT's training samples.
+
+    :param register: call `register(RankerClass)` once for each ranker.
+
+    Called once when the plugin manager starts.
+    """
+
+
+@hookspec
+def rlhfx_register_data_formats(register: Register) -> None:
+    """Register data formats (subclasses of `rlhfx.DataFormat`) that read preference data.
+
+    :param register: call `register(DataFormatClass)` once for each format.
+
+    Called once when the plugin manager starts.
+    """
+
+
+@hookspec
+def rlhfx_log_metrics(
+    run_dir: str, stage: str, step: int, metrics: Mapping[str, Any]
+) -> None:
+    """Receive one metrics record (e.g. to forward it to an experiment tracker).
+
+    :param run_dir: the run's output directory.
+    :param stage: the id of the stage that logged the record (the key in `[stages.ID]`).
+    :param step: the iteration or optimisation step the record belongs to.
+    :param metrics: flat mapping of metric name to value (numbers, mostly).
+
+    Called on the main process only, after the record has been appended to
+    `stages/<stage>/metrics.jsonl`. Return values are ignored.
+    """

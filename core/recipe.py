@@ -1,0 +1,247 @@
+"""Reading and validating a recipe: TOML -> typed models -> every component checked.
+
+Validation is complete and cheap: it resolves every component name against the plugin tables
+and checks each component's options with its own config model, without importing torch models
+or reading data. Every problem found is reported with the recipe file and its dotted key path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rlhfx.config import ComponentRef, SourceStr, StageRef
+from rlhfx.errors import RecipeError, RecipeErrors
+from rlhfx.registry import PluginSystem, UnknownComponentError, get_plugins
+
+STAGE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+
+
+class RunSection(BaseModel):
+    """`[run]`: where a run writes and how it is seeded."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str | None = None
+    #: Relative paths are taken from the current directory. Default: runs/<recipe file stem>.
+    output_dir: str | None = None
+    seed: int = 42
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: `auto` uses CUDA when present, else the CPU.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    run: RunSection = Field(default_factory=RunSection)
+    stages: dict[str, StageRef]
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _stage_names_default_to_keys(cls, value: Any) -> Any:
+        # `[stages.sft]` means the `sft` stage unless the table says `name = ...`.
+        if isinstance(value, dict):
+            return {
+                k: ({"name": k, **v} if isinstance(v, dict) and "name" not in v else v)
+                for k, v in value.items()
+            }
+        return value
+
+    @field_validator("stages")
+    @classmethod
+    def _non_empty(cls, value: dict[str, StageRef]) -> dict[str, StageRef]:
+        if not value:
+            raise ValueError("a recipe needs at least one stage")
+        for key in value:
+            if not STAGE_ID.match(key):
+                raise ValueError(f"stage id '{key}' must be letters, digits, '_' or '-'")
+        return value
+
+
+class LoadedRecipe:
+    """A validated recipe with the text it came from (copied into the run directory)."""
+
+    def __init__(self, path: Path, text: str, data: dict[str, Any], recipe: Recipe):
+        self.path, self.text, self.data, self.recipe = path, text, data, recipe
+
+    @property
+    def output_dir(self) -> Path:
+        out = self.recipe.run.output_dir or f"runs/{self.path.stem}"
+        return Path(out).expanduser()
+
+    def stage_fingerprint(self, stage_id: str) -> str:
+        """Hash of a stage's table and the run seed: a completed stage with another hash is stale."""
+        body = {"stage": self.data["stages"][stage_id], "seed": self.recipe.run.seed}
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def dotted(loc: tuple[Any, ...] | list[Any]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def pydantic_messages(exc: ValidationError, model: type[BaseModel] | None = None) -> list[tuple[tuple, str]]:
+    """(location, message) pairs in words a recipe author understands."""
+    out: list[tuple[tuple, str]] = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        kind = err["type"]
+        if kind == "missing":
+            msg = "required value is missing"
+        elif kind == "extra_forbidden":
+            msg = "unknown key"
+            valid = _valid_keys(model, loc[:-1])
+            if valid:
+                msg += f" (valid keys: {', '.join(valid)})"
+        else:
+            got = err.get("input")
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, "):]
+            if kind not in ("value_error", "assertion_error") and not isinstance(got, (dict, list)):
+                msg += f" (got {got!r})"
+        out.append((loc, msg))
+    return out
+
+
+def _valid_keys(model: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """Field names of the model found by following `loc` (best effort, for the hint)."""
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+        if isinstance(part, int) or part not in current.model_fields:
+            return []
+        current = _inner_model(current.model_fields[part].annotation)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return []
+
+
+def _inner_model(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+class _Resolver:
+    """Walks a validated recipe, binding every ComponentRef and checking every source."""
+
+    def __init__(self, file: str, system: PluginSystem, stages: dict[str, StageRef]):
+        self.file, self.system = file, system
+        self.stages = stages
+        self.errors: list[RecipeError] = []
+        self.earlier: list[str] = []
+
+    def err(self, path: str, message: str) -> None:
+        self.errors.append(RecipeError(self.file, path, message))
+
+    def run(self) -> None:
+        for stage_id, ref in self.stages.items():
+            self.walk(ref, f"stages.{stage_id}")
+            self.earlier.append(stage_id)
+
+    def walk(self, value: Any, path: str) -> None:
+        if isinstance(value, ComponentRef):
+            self.bind(value, path)
+        elif isinstance(value, BaseModel):
+            for field_name in type(value).model_fields:
+                self.walk(getattr(value, field_name), f"{path}.{field_name}")
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                self.walk(item, f"{path}[{i}]")
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                self.walk(item, f"{path}.{key}")
+        elif isinstance(value, SourceStr):
+            self.check_source(value, path)
+
+    def bind(self, ref: ComponentRef, path: str) -> None:
+        try:
+            entry = self.system.get(ref.kind, ref.name)
+        except UnknownComponentError as exc:
+            self.err(f"{path}.name", exc.short)
+            return
+        try:
+            config = entry.cls.Config.model_validate(ref.options)
+        except ValidationError as exc:
+            for loc, msg in pydantic_messages(exc, entry.cls.Config):
+                self.err(f"{path}.{dotted(loc)}" if loc else path, msg)
+            return
+        ref.bind(entry, config)
+        self.walk(config, path)
+
+    def check_source(self, value: SourceStr, path: str) -> None:
+        stage_ref = value.stage_ref
+        if stage_ref is not None:
+            stage, output = stage_ref
+            if stage not in self.earlier:
+                where = "a later stage" if stage in self.stages else "not a stage of this recipe"
+                earlier = ", ".join(self.earlier) or "none"
+                self.err(path, f"'@{stage}' is {where} (earlier stages: {earlier})")
+                return
+            target = self.stages[stage]
+            if output is not None and target.resolved:
+                outputs = target.component_class.outputs  # type: ignore[attr-defined]
+                if output not in outputs:
+                    self.err(
+                        path,
+                        f"stage '{stage}' has no output '{output}' "
+                        f"(outputs: {', '.join(outputs) or 'none'})",
+                    )
+            return
+        missing = value.missing_local_file()
+        if missing:
+            self.err(path, missing)
+
+
+def parse_toml(path: Path) -> tuple[str, dict[str, Any]]:
+    file = str(path)
+    if not path.exists():
+        raise RecipeError(file, "", "recipe file does not exist")
+    if path.is_dir():
+        raise RecipeError(file, "", "is a directory, not a recipe file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecipeError(file, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        # Python 3.11's message already ends in "(at line L, column C)".
+        raise RecipeError(file, "", f"invalid TOML: {exc}") from None
+    return text, data
+
+
+def load_recipe(path: str | Path, system: PluginSystem | None = None) -> LoadedRecipe:
+    """Parse and fully validate a recipe; raise RecipeError(s) naming file and key path."""
+    path = Path(path)
+    file = str(path)
+    text, data = parse_toml(path)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        errors = [
+            RecipeError(file, dotted(loc), msg) for loc, msg in pydantic_messages(exc, Recipe)
+        ]
+        raise (errors[0] if len(errors) == 1 else RecipeErrors(errors)) from None
+    resolver = _Resolver(file, system or get_plugins(), recipe.stages)
+    resolver.run()
+    if resolver.errors:
+        errs = resolver.errors
+        raise (errs[0] if len(errs) == 1 else RecipeErrors(errs))
+    return LoadedRecipe(path, text, data, recipe)

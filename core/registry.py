@@ -1,0 +1,256 @@
+"""Loading plugins and building the name -> component tables.
+
+Built-in plugins and third-party ones load the same way: from the `rlhfx` entry-point group
+(rlhfx's own pyproject lists the built-ins there). A plugin that fails to import is recorded as
+failed and skipped, so one broken package never takes the CLI down; `RLHFX_STRICT_PLUGINS=1`
+makes such a failure fatal, which is what a plugin author wants while developing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import pluggy
+from pydantic import BaseModel
+
+from rlhfx import hookspecs
+from rlhfx.components import KIND_LABELS, KINDS, Component
+from rlhfx.errors import PluginError, UserError
+
+ENTRY_POINT_GROUP = "rlhfx"
+#: Comma-separated names (entry point or distribution) of third-party plugins to load.
+#: Unset: load all. Empty: load none. Built-ins always load.
+ENV_LOAD = "RLHFX_PLUGINS"
+#: Set to 1 to make a plugin that fails to load a fatal error.
+ENV_STRICT = "RLHFX_STRICT_PLUGINS"
+BUILTIN_DISTRIBUTION = "rlhfx"
+
+REGISTER_HOOKS: dict[str, str] = {
+    "stage": "rlhfx_register_stages",
+    "algorithm": "rlhfx_register_algorithms",
+    "reward_source": "rlhfx_register_reward_sources",
+    "cleaner": "rlhfx_register_cleaners",
+    "ranker": "rlhfx_register_rankers",
+    "data_format": "rlhfx_register_data_formats",
+}
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str
+    builtin: bool
+    distribution: str
+    status: str = "loaded"  # loaded | failed | disabled
+    error: str | None = None
+    components: list[str] = field(default_factory=list)  # "kind:name"
+
+    def provider(self) -> str:
+        return f"plugin '{self.name}' ({self.distribution} {self.version})"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "builtin": self.builtin,
+            "distribution": self.distribution,
+            "status": self.status,
+            "error": self.error,
+            "components": sorted(self.components),
+        }
+
+
+@dataclass
+class ComponentEntry:
+    kind: str
+    name: str
+    cls: type[Component]
+    plugin: PluginInfo
+
+    @property
+    def config_model(self) -> type[BaseModel]:
+        return self.cls.Config
+
+
+class UnknownComponentError(UserError):
+    def __init__(self, kind: str, name: str, valid: list[str]):
+        label = KIND_LABELS.get(kind, kind)
+        close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        choices = ", ".join(valid) if valid else "none installed"
+        self.short = f"unknown {label} '{name}'{hint}; valid: {choices}"
+        super().__init__(self.short)
+
+
+class PluginSystem:
+    """The loaded plugins and their components, one table per kind."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.plugins: dict[str, PluginInfo] = {}
+        self.components: dict[str, dict[str, ComponentEntry]] = {k: {} for k in KINDS}
+        self.strict = os.environ.get(ENV_STRICT, "").strip() not in ("", "0", "false", "no")
+
+    # ---------------------------------------------------------------- loading
+    def load_entry_points(self) -> None:
+        allow = _allow_list()
+        seen: set[str] = set()
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ep_sort_key):
+            dist_name = ep.dist.name if ep.dist is not None else "?"
+            version = ep.dist.version if ep.dist is not None else "?"
+            builtin = _canonical(dist_name) == BUILTIN_DISTRIBUTION
+            key = f"{dist_name}:{ep.name}"
+            if key in seen:  # the same distribution seen twice on sys.path
+                continue
+            seen.add(key)
+            info = PluginInfo(ep.name, version, builtin, dist_name)
+            if not builtin and allow is not None and not (
+                _canonical(ep.name) in allow or _canonical(dist_name) in allow
+            ):
+                info.status = "disabled"
+                self.plugins[ep.name] = info
+                continue
+            try:
+                module = ep.load()
+            except Exception as exc:  # any import-time failure: report, do not crash
+                self._fail(info, exc)
+                continue
+            self.add_plugin(module, info)
+
+    def add_plugin(self, plugin: object, info: PluginInfo) -> None:
+        """Register one plugin object (module, class or instance) and collect its components."""
+        if info.name in self.plugins and self.plugins[info.name].status == "loaded":
+            other = self.plugins[info.name]
+            raise PluginError(
+                f"two plugins are named '{info.name}': {other.provider()} and {info.provider()}"
+            )
+        self.plugins[info.name] = info
+        try:
+            self.pm.register(plugin, name=info.name)
+            self.pm.check_pending()
+        except Exception as exc:
+            self._unregister(info.name)
+            self._fail(info, exc)
+            return
+        pending: list[ComponentEntry] = []
+        try:
+            for kind, hook_name in REGISTER_HOOKS.items():
+                for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+                    if impl.plugin_name != info.name:
+                        continue
+                    impl.function(register=self._collector(kind, info, pending))
+        except UserError:
+            raise
+        except Exception as exc:
+            self._unregister(info.name)
+            self._fail(info, exc)
+            return
+        for entry in pending:
+            self._add_component(entry)
+            info.components.append(f"{entry.kind}:{entry.name}")
+
+    def _collector(self, kind: str, info: PluginInfo, pending: list[ComponentEntry]):
+        base = KINDS[kind]
+
+        def register(cls: type) -> None:
+            if not (isinstance(cls, type) and issubclass(cls, base)):
+                raise TypeError(f"{cls!r} is not a subclass of rlhfx.{base.__name__}")
+            if not cls.name:
+                raise TypeError(f"{cls.__name__} has no `name`")
+            model = cls.Config
+            if not (isinstance(model, type) and issubclass(model, BaseModel)):
+                raise TypeError(f"{cls.__name__}.Config is not a pydantic model")
+            if model.model_config.get("extra") != "forbid":
+                raise TypeError(
+                    f"{cls.__name__}.Config must reject unknown keys "
+                    "(subclass rlhfx.ComponentConfig)"
+                )
+            pending.append(ComponentEntry(kind, cls.name, cls, info))
+
+        return register
+
+    def _add_component(self, entry: ComponentEntry) -> None:
+        table = self.components[entry.kind]
+        if entry.name in table:
+            first = table[entry.name].plugin
+            label = KIND_LABELS[entry.kind]
+            raise PluginError(
+                f"{label} '{entry.name}' is registered by two plugins: {first.provider()} and "
+                f"{entry.plugin.provider()}; uninstall one or leave it out with {ENV_LOAD}"
+            )
+        table[entry.name] = entry
+
+    def _fail(self, info: PluginInfo, exc: BaseException) -> None:
+        info.status = "failed"
+        info.error = f"{type(exc).__name__}: {exc}"
+        self.plugins[info.name] = info
+        if self.strict:
+            raise PluginError(
+                f"plugin '{info.name}' ({info.distribution}) failed to load: {info.error}\n"
+                + "".join(traceback.format_exception(exc)[-3:]).rstrip()
+            ) from exc
+
+    def _unregister(self, name: str) -> None:
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin=plugin, name=name)
+
+    # ---------------------------------------------------------------- lookup
+    def get(self, kind: str, name: str) -> ComponentEntry:
+        table = self.components[kind]
+        if name not in table:
+            raise UnknownComponentError(kind, name, sorted(table))
+        return table[name]
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.components[kind])
+
+    def listing(self, include_disabled: bool = False) -> list[PluginInfo]:
+        infos = [
+            p for p in self.plugins.values() if include_disabled or p.status != "disabled"
+        ]
+        return sorted(infos, key=lambda p: (not p.builtin, p.name))
+
+
+def _canonical(name: str) -> str:
+    return name.strip().lower().replace("_", "-")
+
+
+def _allow_list() -> set[str] | None:
+    raw = os.environ.get(ENV_LOAD)
+    if raw is None:
+        return None
+    return {_canonical(n) for n in raw.split(",") if n.strip()}
+
+
+def _ep_sort_key(ep: metadata.EntryPoint) -> tuple[int, str]:
+    dist = ep.dist.name if ep.dist is not None else ""
+    return (0 if _canonical(dist) == BUILTIN_DISTRIBUTION else 1, ep.name)
+
+
+_SYSTEM: PluginSystem | None = None
+
+
+def get_plugins(extra: Iterable[tuple[object, str]] = ()) -> PluginSystem:
+    """The process-wide plugin system, loaded on first use."""
+    global _SYSTEM
+    if _SYSTEM is None:
+        system = PluginSystem()
+        system.load_entry_points()
+        for plugin, name in extra:
+            system.add_plugin(plugin, PluginInfo(name, "0", False, name))
+        _SYSTEM = system
+    return _SYSTEM
+
+
+def reset_plugins() -> None:
+    """Forget the loaded plugins (tests, or after installing a package in-process)."""
+    global _SYSTEM
+    _SYSTEM = None

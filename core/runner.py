@@ -1,0 +1,205 @@
+"""Running a recipe: output directory, seeding, logging, and stages in order, resumably.
+
+`run_state.json` in the output directory records each stage's status, outputs and the
+fingerprint of the recipe table it ran with. Running the same recipe again skips completed
+stages and lets an interrupted stage resume from its own checkpoints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.logging import RichHandler
+
+from rlhfx import distributed
+from rlhfx.context import StageContext
+from rlhfx.errors import UserError
+from rlhfx.io import atomic_write_json, atomic_write_text
+from rlhfx.registry import PluginSystem, get_plugins
+from rlhfx.recipe import LoadedRecipe
+
+STATE_FILE = "run_state.json"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # pragma: no cover - numpy comes with torch
+        pass
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("run.device = 'cuda' but no CUDA device is available")
+    return requested
+
+
+class RunState:
+    def __init__(self, path: Path):
+        self.path = path
+        self.data: dict[str, Any] = {"stages": {}}
+        if path.exists():
+            import json
+
+            self.data = json.loads(path.read_text(encoding="utf-8"))
+
+    def stage(self, stage_id: str) -> dict[str, Any]:
+        return self.data["stages"].get(stage_id, {})
+
+    def set_stage(self, stage_id: str, **fields: Any) -> None:
+        self.data["stages"].setdefault(stage_id, {}).update(fields)
+        if distributed.is_main():
+            atomic_write_json(self.path, self.data)
+
+
+def _setup_logging(run_dir: Path, level: str, console: Console) -> logging.Logger:
+    log = logging.getLogger("rlhfx")
+    log.setLevel(level.upper())
+    log.handlers.clear()
+    log.propagate = False
+    if distributed.is_main():
+        log.addHandler(RichHandler(console=console, show_path=False, markup=False))
+        file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        log.addHandler(file_handler)
+    else:
+        log.addHandler(logging.NullHandler())
+    return log
+
+
+def _keep_recipe_copy(run_dir: Path, loaded: LoadedRecipe) -> None:
+    """Copy the recipe into the run; an earlier, different copy is kept beside it, not lost."""
+    target = run_dir / "recipe.toml"
+    if target.exists() and target.read_text(encoding="utf-8") != loaded.text:
+        stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(target.stat().st_mtime))
+        target.rename(run_dir / f"recipe.{stamp}.toml")
+    if not target.exists():
+        atomic_write_text(target, loaded.text)
+
+
+def run_recipe(
+    loaded: LoadedRecipe,
+    console: Console | None = None,
+    output_dir: str | Path | None = None,
+    restart_from: str | None = None,
+    plugins: PluginSystem | None = None,
+) -> Path:
+    """Run every stage of a validated recipe; returns the run directory."""
+    console = console or Console(stderr=True)
+    plugins = plugins or get_plugins()
+    recipe = loaded.recipe
+    run_dir = Path(output_dir).expanduser() if output_dir else loaded.output_dir
+    stage_ids = list(recipe.stages)
+    if restart_from is not None and restart_from not in stage_ids:
+        raise UserError(
+            f"--restart-from: no stage '{restart_from}' in {loaded.path} "
+            f"(stages: {', '.join(stage_ids)})"
+        )
+
+    distributed.init()
+    if distributed.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _keep_recipe_copy(run_dir, loaded)
+    distributed.barrier()
+    log = _setup_logging(run_dir, recipe.run.log_level, console)
+    device = pick_device(recipe.run.device)
+    state = RunState(run_dir / STATE_FILE)
+
+    if restart_from is not None:
+        for stage_id in stage_ids[stage_ids.index(restart_from):]:
+            _retire_stage(run_dir, state, stage_id)
+
+    outputs: dict[str, dict[str, str]] = {}
+    upstream = ""
+    for index, stage_id in enumerate(stage_ids):
+        ref = recipe.stages[stage_id]
+        fingerprint = loaded.stage_fingerprint(stage_id) + upstream
+        upstream = fingerprint[:16]
+        previous = state.stage(stage_id)
+        if previous.get("status") == "completed":
+            if previous.get("fingerprint") == fingerprint:
+                log.info("stage %s: completed earlier, skipped", stage_id)
+                outputs[stage_id] = _absolute(run_dir, previous.get("outputs", {}))
+                continue
+            raise UserError(
+                f"{loaded.path}: stages.{stage_id}: this stage completed in {run_dir} with a "
+                f"different recipe (or an earlier stage changed); rerun with "
+                f"--restart-from {stage_id} to redo it, or set another run.output_dir"
+            )
+        seed_everything(recipe.run.seed + index)
+        ctx = StageContext(
+            run_dir=run_dir,
+            stage_id=stage_id,
+            seed=recipe.run.seed + index,
+            device=device,
+            console=console,
+            plugins=plugins,
+            recipe_file=str(loaded.path),
+            earlier_outputs=dict(outputs),
+            log=log,
+        )
+        if distributed.is_main():
+            ctx.stage_dir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
+        resumed = previous.get("status") == "running"
+        log.info("stage %s (%s): %s", stage_id, ref.name, "resuming" if resumed else "starting")
+        state.set_stage(stage_id, status="running", fingerprint=fingerprint, started=time.time())
+        started = time.time()
+        stage = ref.build()
+        produced = stage.run(ctx) or {}
+        distributed.barrier()
+        outputs[stage_id] = {k: str(v) for k, v in produced.items()}
+        state.set_stage(
+            stage_id,
+            status="completed",
+            outputs=_relative(run_dir, outputs[stage_id]),
+            seconds=round(time.time() - started, 2),
+        )
+        log.info("stage %s: completed in %.1f s", stage_id, time.time() - started)
+    return run_dir
+
+
+def _retire_stage(run_dir: Path, state: RunState, stage_id: str) -> None:
+    """Move a stage's directory aside (never delete work) and forget its status."""
+    stage_dir = run_dir / "stages" / stage_id
+    if distributed.is_main() and stage_dir.exists():
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stage_dir.rename(stage_dir.with_name(f"{stage_id}.old-{stamp}"))
+    state.data["stages"].pop(stage_id, None)
+    if distributed.is_main():
+        atomic_write_json(state.path, state.data)
+
+
+def _relative(run_dir: Path, outputs: dict[str, str]) -> dict[str, str]:
+    out = {}
+    for key, value in outputs.items():
+        p = Path(value)
+        try:
+            out[key] = str(p.resolve().relative_to(run_dir.resolve()))
+        except ValueError:
+            out[key] = value
+    return out
+
+
+def _absolute(run_dir: Path, outputs: dict[str, str]) -> dict[str, str]:
+    return {
+        k: (str(run_dir / v) if not Path(v).is_absolute() and (run_dir / v).exists() else v)
+        for k, v in outputs.items()
+    }

@@ -1,0 +1,106 @@
+"""Built-in response cleaners: cut at stop markers, strip stray characters, discard junk.
+
+Order matters and is the recipe's: a typical chain is stop_markers -> strip -> discard.
+The `discard` defaults carry LMFlow's HH-RLHF lesson: without a rule against `#`, half of the
+responses filled with `#` and distinct-2 fell from 0.39 to 0.22.
+"""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import Field, field_validator
+
+from rlhfx import CleanResult, ComponentConfig, ResponseCleaner, hookimpl
+
+
+class StopMarkersConfig(ComponentConfig):
+    #: Cut the response at the first of these (a base model otherwise writes the next turn).
+    markers: list[str] = Field(default_factory=lambda: ["###Human"], min_length=1)
+
+    @field_validator("markers")
+    @classmethod
+    def _non_empty(cls, value: list[str]) -> list[str]:
+        if any(not m for m in value):
+            raise ValueError("stop markers must not be empty strings")
+        return value
+
+
+class StopMarkers(ResponseCleaner):
+    """Cut a response at the first stop marker (default `###Human`)."""
+
+    name = "stop_markers"
+    Config = StopMarkersConfig
+    config: StopMarkersConfig
+
+    def __init__(self, config: StopMarkersConfig | None = None):
+        super().__init__(config)
+        self._pattern = re.compile("|".join(re.escape(m) for m in self.config.markers))
+
+    def clean(self, prompt: str, response: str) -> CleanResult:
+        match = self._pattern.search(response)
+        if match is None:
+            return CleanResult(response)
+        return CleanResult(response[: match.start()], changed=True)
+
+
+class StripConfig(ComponentConfig):
+    #: Characters removed from both ends besides whitespace.
+    chars: str = "#"
+
+
+class Strip(ResponseCleaner):
+    """Strip whitespace and stray characters (default `#`) from both ends of a response."""
+
+    name = "strip"
+    Config = StripConfig
+    config: StripConfig
+
+    def clean(self, prompt: str, response: str) -> CleanResult:
+        chars = self.config.chars + " \t\r\n"
+        text = response.strip(chars)
+        return CleanResult(text, changed=text != response)
+
+
+class DiscardConfig(ComponentConfig):
+    #: Regexes; a response that matches any is discarded (never selected or trained on).
+    patterns: list[str] = Field(default_factory=lambda: ["#"])
+    #: Responses shorter than this many characters (after earlier cleaners) are discarded.
+    min_chars: int = Field(default=2, ge=0)
+
+    @field_validator("patterns")
+    @classmethod
+    def _compiles(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"bad regex {pattern!r}: {exc}") from None
+        return value
+
+
+class Discard(ResponseCleaner):
+    """Discard responses that match a pattern (default `#`) or are too short."""
+
+    name = "discard"
+    Config = DiscardConfig
+    config: DiscardConfig
+
+    def __init__(self, config: DiscardConfig | None = None):
+        super().__init__(config)
+        self._patterns = [re.compile(p) for p in self.config.patterns]
+
+    def clean(self, prompt: str, response: str) -> CleanResult:
+        if len(response.strip()) < self.config.min_chars:
+            return CleanResult(response, discard_reason=f"shorter than {self.config.min_chars} chars")
+        for pattern in self._patterns:
+            if pattern.search(response):
+                return CleanResult(response, discard_reason=f"matches {pattern.pattern!r}")
+        return CleanResult(response)
+
+
+@hookimpl
+def rlhfx_register_cleaners(register):
+    register(StopMarkers)
+    register(Strip)
+    register(Discard)

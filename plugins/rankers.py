@@ -1,0 +1,58 @@
+"""Built-in rankers for RAFT: `top` (global top fraction) and `local` (best of k per prompt).
+
+Ties go to the earlier sample, so a fixed seed gives one selection. Discarded samples are never
+chosen, and a prompt whose samples were all discarded contributes nothing (as in LMFlow).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from pydantic import Field
+
+from rlhfx import ComponentConfig, EmptyConfig, Ranker, Sample, hookimpl
+
+
+def _eligible(samples: Sequence[Sample]) -> list[int]:
+    return [i for i, s in enumerate(samples) if not s.discarded and s.reward is not None]
+
+
+class TopConfig(ComponentConfig):
+    #: Share of all samples to keep (LMFlow's top_reward_percentage; 1/k keeps b of b*k).
+    fraction: float = Field(default=0.2, gt=0, le=1)
+
+
+class TopRanker(Ranker):
+    """Keep the global top `fraction` of all samples by reward."""
+
+    name = "top"
+    Config = TopConfig
+    config: TopConfig
+
+    def select(self, samples: Sequence[Sample]) -> list[int]:
+        want = max(1, math.ceil(self.config.fraction * len(samples) - 1e-9)) if samples else 0
+        ranked = sorted(_eligible(samples), key=lambda i: (-float(samples[i].reward), i))  # type: ignore[arg-type]
+        return sorted(ranked[:want])
+
+
+class LocalRanker(Ranker):
+    """Keep the best of the k samples of each prompt."""
+
+    name = "local"
+    Config = EmptyConfig
+
+    def select(self, samples: Sequence[Sample]) -> list[int]:
+        best: dict[int, int] = {}
+        for i in _eligible(samples):
+            group = samples[i].prompt_id
+            j = best.get(group)
+            if j is None or float(samples[i].reward) > float(samples[j].reward):  # type: ignore[arg-type]
+                best[group] = i
+        return sorted(best.values())
+
+
+@hookimpl
+def rlhfx_register_rankers(register):
+    register(TopRanker)
+    register(LocalRanker)

@@ -1,0 +1,165 @@
+"""Built-in reward sources that need no model: pattern penalties, length, weighted sums.
+
+A reward source sees the prompt and the cleaned response as text, never token ids, so a reward
+model with its own tokenizer plugs in beside these without the policy's tokenizer leaking in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from rlhfx import ComponentConfig, RewardSource, RewardSourceRef, hookimpl
+
+
+class PatternRule(ComponentConfig):
+    pattern: str
+    #: Subtracted from the reward per match (or once, see `count`). Negative = a bonus.
+    penalty: float = 1.0
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"bad regex {value!r}: {exc}") from None
+        return value
+
+
+class PatternPenaltyConfig(ComponentConfig):
+    #: Defaults: the hacks PPO found on HH-RLHF (stray `#`, runs of `:)` or `;)`).
+    rules: list[PatternRule] = Field(
+        default_factory=lambda: [
+            PatternRule(pattern="#", penalty=1.0),
+            PatternRule(pattern=r"(?:[:;]-?\)\s*){2,}", penalty=1.0),
+        ]
+    )
+    #: `each`: penalty per match; `once`: penalty once when the pattern occurs at all.
+    count: Literal["each", "once"] = "each"
+
+
+class PatternPenalty(RewardSource):
+    """Minus a penalty for each regex match (stray `#`, repeated `:)`, ...)."""
+
+    name = "pattern_penalty"
+    Config = PatternPenaltyConfig
+    config: PatternPenaltyConfig
+
+    def __init__(self, config: PatternPenaltyConfig | None = None):
+        super().__init__(config)
+        self._rules = [(re.compile(r.pattern), r.penalty) for r in self.config.rules]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        once = self.config.count == "once"
+        out = []
+        for text in responses:
+            total = 0.0
+            for pattern, penalty in self._rules:
+                n = len(pattern.findall(text))
+                total -= penalty * (min(n, 1) if once else n)
+            out.append(total)
+        return out
+
+
+class LengthConfig(ComponentConfig):
+    unit: Literal["chars", "words"] = "words"
+    #: Without a target: reward = scale * length (capped at `cap`).
+    #: With a target: reward = -scale * |length - target|.
+    target: float | None = Field(default=None, ge=0)
+    scale: float = 1.0
+    cap: float | None = None
+
+
+class LengthReward(RewardSource):
+    """A length term: linear in the response length, or distance from a target length."""
+
+    name = "length"
+    Config = LengthConfig
+    config: LengthConfig
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        c = self.config
+        out = []
+        for text in responses:
+            n = float(len(text) if c.unit == "chars" else len(text.split()))
+            if c.target is not None:
+                out.append(-c.scale * abs(n - c.target))
+            else:
+                value = c.scale * n
+                out.append(min(value, c.cap) if c.cap is not None else value)
+        return out
+
+
+class WeightedTerm(ComponentConfig):
+    source: RewardSourceRef
+    weight: float = 1.0
+    #: `batch`: z-score within each scoring call; `running`: z-score with running mean/std
+    #: over all calls so far (stable across iterations); `none`: raw values.
+    normalize: Literal["none", "batch", "running"] = "none"
+
+
+class WeightedConfig(ComponentConfig):
+    terms: list[WeightedTerm] = Field(min_length=1)
+
+
+class RunningStats:
+    """Welford's running mean and variance (numerically stable; one pass)."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, 0.0, 0.0
+
+    def update(self, values: Sequence[float]) -> None:
+        for x in values:
+            self.n += 1
+            delta = x - self.mean
+            self.mean += delta / self.n
+            self.m2 += delta * (x - self.mean)
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
+
+
+def _zscore(values: Sequence[float], mean: float, std: float) -> list[float]:
+    if std < 1e-8:
+        return [v - mean for v in values]
+    return [(v - mean) / std for v in values]
+
+
+class WeightedReward(RewardSource):
+    """A weighted sum of other reward sources, each optionally normalised first."""
+
+    name = "weighted"
+    Config = WeightedConfig
+    config: WeightedConfig
+
+    def __init__(self, config: WeightedConfig):
+        super().__init__(config)
+        self._sources = [t.source.build() for t in self.config.terms]
+        self._stats = [RunningStats() for _ in self.config.terms]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        total = [0.0] * len(responses)
+        for term, source, stats in zip(self.config.terms, self._sources, self._stats, strict=True):
+            values = [float(v) for v in source.score(prompts, responses)]
+            if term.normalize == "batch" and values:
+                mean = sum(values) / len(values)
+                var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+                values = _zscore(values, mean, math.sqrt(var))
+            elif term.normalize == "running":
+                stats.update(values)
+                values = _zscore(values, stats.mean, stats.std)
+            total = [t + term.weight * v for t, v in zip(total, values, strict=True)]
+        return total
+
+
+@hookimpl
+def rlhfx_register_reward_sources(register):
+    register(PatternPenalty)
+    register(LengthReward)
+    register(WeightedReward)

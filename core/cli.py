@@ -39,12 +39,24 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rlhfx")
-def main() -> None:
+def cli() -> None:
     """rlhfx: align language models with human feedback, from one recipe file."""
 
 
+def main() -> None:
+    """Console entry point: add the plugins' commands, then parse the command line."""
+    from rlhfx.registry import get_plugins
+
+    try:
+        get_plugins().add_commands(cli)
+    except UserError as exc:  # strict mode or conflicting plugins
+        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    cli()
+
+
 # ----------------------------------------------------------------------------- plugins
-@main.group()
+@cli.group()
 def plugins() -> None:
     """Inspect installed plugins."""
 
@@ -77,7 +89,7 @@ def plugins_list(as_json: bool, show_all: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- recipes
-@main.command()
+@cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @user_errors
 def validate(recipe: str) -> None:
@@ -89,7 +101,7 @@ def validate(recipe: str) -> None:
     click.echo(f"{recipe}: ok ({len(loaded.recipe.stages)} stages: {stages})")
 
 
-@main.command()
+@cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--output-dir", "-o", default=None, help="Overrides run.output_dir.")
 @click.option(

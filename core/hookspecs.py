@@ -81,6 +81,17 @@ def rlhfx_register_data_formats(register: Register) -> None:
 
 
 @hookspec
+def rlhfx_register_commands(cli: Any) -> None:
+    """Add commands to the `rlhfx` command line.
+
+    :param cli: the top-level `click.Group`; call `cli.add_command(cmd)` or use `@cli.command()`.
+
+    Called once when the CLI starts, before arguments are parsed. A plugin whose hook raises is
+    reported as failed by `rlhfx plugins list`, and the other commands keep working.
+    """
+
+
+@hookspec
 def rlhfx_log_metrics(
     run_dir: str, stage: str, step: int, metrics: Mapping[str, Any]
 ) -> None:

@@ -202,6 +202,16 @@ class PluginSystem:
         if plugin is not None:
             self.pm.unregister(plugin=plugin, name=name)
 
+    def add_commands(self, group: Any) -> None:
+        """Let each loaded plugin add CLI commands; a plugin whose hook fails is marked failed."""
+        for impl in self.pm.hook.rlhfx_register_commands.get_hookimpls():
+            info = self.plugins.get(impl.plugin_name)
+            try:
+                impl.function(cli=group)
+            except Exception as exc:
+                if info is not None:
+                    self._fail(info, exc)
+
     # ---------------------------------------------------------------- lookup
     def get(self, kind: str, name: str) -> ComponentEntry:
         table = self.components[kind]

@@ -38,10 +38,11 @@ def rlhfx_cli(rlhfx_plugins: Any) -> Callable[..., Any]:
     """Run the `rlhfx` CLI in-process: `rlhfx_cli("validate", path)` -> click Result."""
     from click.testing import CliRunner
 
-    from rlhfx.cli import main
+    from rlhfx.cli import cli
 
     def invoke(*args: str, **kwargs: Any) -> Any:
         registry.reset_plugins()
-        return CliRunner().invoke(main, list(args), catch_exceptions=False, **kwargs)
+        registry.get_plugins().add_commands(cli)
+        return CliRunner().invoke(cli, list(args), catch_exceptions=False, **kwargs)
 
     return invoke

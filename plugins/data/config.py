@@ -1,0 +1,46 @@
+"""Options of the `data` stage (and of `rlhfx data prepare`, which builds the same config)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from rlhfx import ComponentConfig, DataSource, ModelSource
+from rlhfx.config import DataFormatRef
+
+
+class DataConfig(ComponentConfig):
+    #: Preference data: a hub id (`Anthropic/hh-rlhf`, `Dahoas/full-hh-rlhf`) or a local
+    #: .jsonl, .jsonl.gz, .json (LMFlow layouts too) or .parquet file.
+    source: DataSource
+    #: Split to read when `source` is a hub id or a dataset directory.
+    split: str = "train"
+    #: `anthropic_hh`, `dahoas_hh`, `lmflow_pairs`, `lmflow_text` or a plugin's format;
+    #: unset: detected from the first record.
+    format: DataFormatRef | None = None
+    #: Read at most this many rows of `source` (all rows when unset).
+    max_rows: int | None = Field(default=None, ge=1)
+    #: Where held-out eval prompts come from (e.g. the hub dataset's `test` split). Unset: they
+    #: are held out of `source` (those rows then go into no training set).
+    eval_source: DataSource | None = None
+    eval_split: str = "test"
+    #: Number of held-out eval prompts (the seed used 2,000).
+    eval_size: int = Field(default=2000, ge=0)
+    #: When held out of `source`, at most this fraction of its usable rows become eval rows.
+    eval_max_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    #: Shuffle usable rows (with the run seed) before holding eval rows out.
+    shuffle: bool = True
+    #: `markers`: `###Human: ... ###Assistant: ...`; `chat`: the tokenizer's chat template.
+    template: Literal["markers", "chat"] = "markers"
+    human_marker: str = "###Human:"
+    assistant_marker: str = "###Assistant:"
+    #: What goes between turns in `markers` mode.
+    turn_separator: str = " "
+    #: The policy's tokenizer (a model directory or hub id): measures prompt length, and gives
+    #: the chat template. Unset: prompt length is counted in whitespace-separated words.
+    tokenizer: ModelSource | None = None
+    #: Prompts longer than this are left out of the prompt sets (the seed used 256 tokens).
+    max_prompt_tokens: int | None = Field(default=256, ge=1)
+    #: Also write LMFlow's json layouts under `lmflow/`.
+    lmflow_json: bool = False

@@ -1,0 +1,161 @@
+"""Dialogues as turns: parsing marker-delimited text and rendering it for a policy.
+
+HH-RLHF stores a dialogue as one string, `"\\n\\nHuman: ...\\n\\nAssistant: ..."`; LMFlow's
+HH example rewrites it as `"###Human: ... ###Assistant: ..."` so a base model learns where an
+answer starts. Both are the same structure (alternating turns), so one parser takes the two
+markers as parameters and one renderer writes whichever markers (or chat template) the
+recipe asks for.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+HUMAN, ASSISTANT = "human", "assistant"
+
+#: The markers of Anthropic's hh-rlhf files (the first one also matches at the very start).
+HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
+
+
+class BadRow(Exception):
+    """A row that cannot be used; `reason` is the short key it is counted under."""
+
+    def __init__(self, reason: str, detail: str):
+        self.reason, self.detail = reason, detail
+        super().__init__(f"{reason}: {detail}")
+
+
+@dataclass(frozen=True)
+class Turn:
+    role: str  # HUMAN or ASSISTANT
+    text: str
+
+
+@dataclass
+class Example:
+    """One usable row: a chosen dialogue and (for preference data) a rejected one.
+
+    Both end in an assistant turn; the prompt is the chosen dialogue without its last turn.
+    """
+
+    chosen: list[Turn]
+    rejected: list[Turn] | None = None
+
+    @property
+    def prompt(self) -> list[Turn]:
+        return self.chosen[:-1]
+
+
+def split_turns(text: str, human: str, assistant: str) -> list[Turn]:
+    """Split marker-delimited text into turns.
+
+    A human marker without its leading newlines is accepted at the very start (HH files begin
+    with `\\n\\nHuman:`, but hand-made files often drop the newlines). Text before the first
+    marker is an error, so that a row in a foreign layout is not silently mangled.
+    """
+    bare = _bare_variants(human, assistant)
+    pattern = re.compile("(" + "|".join(re.escape(m) for m in [human, assistant, *bare]) + ")")
+    parts = pattern.split(text)
+    head = parts[0]
+    if head.strip():
+        raise BadRow("no_human_turn", f"text before the first '{human.strip()}' marker")
+    turns: list[Turn] = []
+    for i in range(1, len(parts), 2):
+        marker, body = parts[i], parts[i + 1]
+        role = HUMAN if marker.strip() == human.strip() else ASSISTANT
+        if i > 1 and marker in bare:
+            # A bare marker in the middle of a turn is ordinary text, not a new turn.
+            turns[-1] = Turn(turns[-1].role, turns[-1].text + marker + body)
+            continue
+        turns.append(Turn(role, body))
+    return [Turn(t.role, t.text.strip()) for t in turns]
+
+
+def _bare_variants(human: str, assistant: str) -> list[str]:
+    """Markers without their surrounding whitespace, where that differs from the marker."""
+    return [m.strip() for m in (human, assistant) if m.strip() != m]
+
+
+def check_dialogue(turns: Sequence[Turn], what: str) -> list[Turn]:
+    """Validate turns for use as a dialogue ending in an answer; merges repeated roles."""
+    merged: list[Turn] = []
+    for t in turns:
+        if merged and merged[-1].role == t.role:
+            merged[-1] = Turn(t.role, (merged[-1].text + "\n\n" + t.text).strip())
+        else:
+            merged.append(t)
+    if not any(t.role == ASSISTANT for t in merged):
+        raise BadRow("no_assistant_turn", f"{what} has no assistant turn")
+    if merged[-1].role != ASSISTANT:
+        raise BadRow("no_assistant_turn", f"{what} ends with a human turn, not an answer")
+    if not merged[-1].text:
+        raise BadRow("empty_response", f"{what} has an empty last answer")
+    if not any(t.role == HUMAN and t.text for t in merged[:-1]):
+        raise BadRow("no_human_turn", f"{what} has no human turn before its answer")
+    return merged
+
+
+def require_str(record: dict[str, Any], key: str) -> str:
+    if key not in record:
+        raise BadRow("missing_field", f"no '{key}' field (fields: {', '.join(record) or 'none'})")
+    value = record[key]
+    if not isinstance(value, str):
+        raise BadRow("wrong_type", f"'{key}' is {type(value).__name__}, not a string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRow("bad_utf8", f"'{key}' holds characters that are not valid UTF-8") from None
+    return value
+
+
+# ------------------------------------------------------------------------------ rendering
+
+
+@dataclass(frozen=True)
+class MarkerStyle:
+    """`###Human: q ###Assistant: a`: the markers and what goes between turns."""
+
+    human: str = "###Human:"
+    assistant: str = "###Assistant:"
+    separator: str = " "
+
+    def turn(self, t: Turn) -> str:
+        marker = self.human if t.role == HUMAN else self.assistant
+        return f"{marker} {t.text}" if t.text else marker
+
+    def prompt(self, turns: Sequence[Turn]) -> str:
+        """The context followed by a bare assistant marker: where the model starts answering."""
+        return self.separator.join([*(self.turn(t) for t in turns), self.assistant])
+
+    def dialogue(self, turns: Sequence[Turn]) -> str:
+        return self.separator.join(self.turn(t) for t in turns)
+
+
+class ChatTemplateStyle:
+    """Renders with a tokenizer's chat template (for chat models) instead of markers."""
+
+    def __init__(self, tokenizer: Any):
+        if not getattr(tokenizer, "chat_template", None):
+            from rlhfx import UserError
+
+            raise UserError(
+                f"template = 'chat' but the tokenizer '{tokenizer.name_or_path}' has no chat "
+                "template; use template = 'markers'"
+            )
+        self.tokenizer = tokenizer
+
+    @staticmethod
+    def _messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
+        return [{"role": "user" if t.role == HUMAN else "assistant", "content": t.text}
+                for t in turns]
+
+    def prompt(self, turns: Sequence[Turn]) -> str:
+        return self.tokenizer.apply_chat_template(
+            self._messages(turns), tokenize=False, add_generation_prompt=True
+        )
+
+    def dialogue(self, turns: Sequence[Turn]) -> str:
+        return self.tokenizer.apply_chat_template(self._messages(turns), tokenize=False)

@@ -1,0 +1,311 @@
+"""Preference data -> the SFT, reward-model, prompt and eval-prompt sets, with counts.
+
+Shared by the `data` stage and `rlhfx data prepare`. Bad rows are counted by reason and the
+first few are kept with their file and row, never raised; a source with no usable row is a
+`UserError`. Prompts over the length limit leave the prompt sets only (the SFT and RM sets keep
+the row, as in the seed pipeline, where long prompts were dropped to keep PPO in memory).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rlhfx import UserError
+from rlhfx.io import atomic_write_json, write_jsonl
+
+from .config import DataConfig
+from .dialogue import BadRow, ChatTemplateStyle, Example, MarkerStyle
+from .formats import BUILTIN_FORMATS, PreferenceFormat
+from .readers import iter_rows
+from .sets import write_lmflow_pairs, write_lmflow_text
+
+log = logging.getLogger("rlhfx")
+
+OUTPUTS = ("sft", "rm", "prompts", "eval_prompts")
+EXAMPLES_PER_REASON = 3
+
+
+@dataclass
+class SourceCounts:
+    """What reading one source gave: rows read, kept, and dropped by reason (with examples)."""
+
+    source: str
+    format: str = ""
+    rows: int = 0
+    kept: int = 0
+    dropped: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def drop(self, reason: str, message: str) -> None:
+        self.dropped[reason] += 1
+        shown = self.examples.setdefault(reason, [])
+        if len(shown) < EXAMPLES_PER_REASON:
+            shown.append(message)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": self.source, "format": self.format, "rows": self.rows, "kept": self.kept,
+            "dropped": dict(sorted(self.dropped.items())), "examples": self.examples,
+        }
+
+
+@dataclass
+class PrepareReport:
+    train: SourceCounts
+    eval: SourceCounts | None
+    prompt_length_unit: str  # "tokens" or "words"
+    max_prompt_length: int | None = None
+    written: dict[str, int] = field(default_factory=dict)
+    #: prompts left out of `prompts` / `eval_prompts` for being over the length limit
+    prompt_too_long: dict[str, int] = field(default_factory=dict)
+    #: rows held out of `source` for eval prompts (0 when an eval source is given)
+    held_out: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "train": self.train.as_dict(),
+            "eval": self.eval.as_dict() if self.eval else None,
+            "held_out_rows": self.held_out,
+            "prompt_length_unit": self.prompt_length_unit,
+            "max_prompt_length": self.max_prompt_length,
+            "prompt_too_long": self.prompt_too_long,
+            "written": self.written,
+        }
+
+    def lines(self) -> list[str]:
+        """A short human summary: rows kept and dropped by reason, and the sets written."""
+        out = []
+        for counts in (self.train, self.eval):
+            if counts is None:
+                continue
+            dropped = ", ".join(f"{k} {v}" for k, v in sorted(counts.dropped.items()))
+            out.append(
+                f"{counts.source} ({counts.format}): {counts.rows} rows read, {counts.kept} kept"
+                + (f", dropped: {dropped}" if dropped else "")
+            )
+            for reason, shown in sorted(counts.examples.items()):
+                out.extend(f"  {reason}: {m}" for m in shown[:1])
+        if any(self.prompt_too_long.values()):
+            out.append(
+                f"prompt sets: dropped prompt_too_long "
+                f"{self.prompt_too_long.get('prompts', 0)} (train), "
+                f"{self.prompt_too_long.get('eval_prompts', 0)} (eval): over "
+                f"{self.max_prompt_length} {self.prompt_length_unit}"
+            )
+        out.append(
+            "written: " + ", ".join(f"{k} {v}" for k, v in self.written.items())
+            + (f" (eval rows held out of the source: {self.held_out})" if self.held_out else "")
+        )
+        return out
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def build_format(config: DataConfig, plugins: Any) -> PreferenceFormat | None:
+    """The recipe's format, or None for detection from the first record."""
+    ref = config.format
+    if ref is None:
+        return None
+    if not ref.resolved:  # built outside a recipe (the CLI): bind it here
+        entry = plugins.get("data_format", ref.name)
+        ref.bind(entry, entry.cls.Config.model_validate(ref.options))
+    fmt = ref.build()
+    if not isinstance(fmt, PreferenceFormat):
+        raise UserError(f"data format '{ref.name}' cannot be read by the data stage (no parse)")
+    return fmt
+
+
+def _candidates(plugins: Any) -> list[PreferenceFormat]:
+    """Formats to sniff with: the built-ins first (in a fixed order), then plugins' ones."""
+    builtin = [cls() for cls in BUILTIN_FORMATS]
+    names = {f.name for f in builtin}
+    others = []
+    if plugins is not None:
+        for name in plugins.names("data_format"):
+            cls = plugins.get("data_format", name).cls
+            if name not in names and issubclass(cls, PreferenceFormat):
+                others.append(cls())
+    return builtin + others
+
+
+def read_examples(
+    source: str,
+    split: str,
+    fmt: PreferenceFormat | None,
+    plugins: Any,
+    max_rows: int | None = None,
+    tick: Callable[[], None] | None = None,
+) -> tuple[list[Example], SourceCounts]:
+    """Parse every row of a source; count and skip the bad ones."""
+    counts = SourceCounts(source=source)
+    examples: list[Example] = []
+    candidates = _candidates(plugins) if fmt is None else []
+    for row in _limited(iter_rows(source, split), max_rows):
+        counts.rows += 1
+        if tick is not None:
+            tick()
+        if row.error is not None:
+            counts.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
+            continue
+        assert row.record is not None
+        if fmt is None:
+            fmt = _sniff(source, row.where, row.record, candidates)
+        try:
+            examples.append(fmt.parse(row.record))
+        except BadRow as bad:
+            counts.drop(bad.reason, f"{source}: {row.where}: {bad.detail}")
+    counts.format = fmt.name if fmt is not None else "?"
+    counts.kept = len(examples)
+    if not examples:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.dropped.items())) or "no rows"
+        first = next(iter(counts.examples.values()), [""])[0]
+        raise UserError(
+            f"{source}: no usable rows ({counts.rows} read; dropped: {reasons})"
+            + (f"\nfirst problem: {first}" if first else "")
+        )
+    return examples, counts
+
+
+def _limited(rows: Iterator[Any], limit: int | None) -> Iterator[Any]:
+    for i, row in enumerate(rows):
+        if limit is not None and i >= limit:
+            return
+        yield row
+
+
+def _sniff(source: str, where: str, record: dict[str, Any], candidates: list[PreferenceFormat]):
+    for candidate in candidates:
+        if candidate.sniff(record):
+            return candidate
+    names = ", ".join(c.name for c in candidates)
+    fields = ", ".join(list(record)[:8]) or "none"
+    raise UserError(
+        f"{source}: {where}: matches no known data format (fields: {fields}); "
+        f"set format = one of: {names}"
+    )
+
+
+# ------------------------------------------------------------------------------ preparing
+
+
+def _style(config: DataConfig, tokenizer: Any) -> Any:
+    if config.template == "chat":
+        if tokenizer is None:
+            raise UserError("data: template = 'chat' needs `tokenizer` (the policy's)")
+        return ChatTemplateStyle(tokenizer)
+    return MarkerStyle(config.human_marker, config.assistant_marker, config.turn_separator)
+
+
+def _lengths(texts: list[str], tokenizer: Any) -> list[int]:
+    if tokenizer is None:
+        return [len(t.split()) for t in texts]
+    lengths: list[int] = []
+    for start in range(0, len(texts), 1024):
+        enc = tokenizer(texts[start : start + 1024], add_special_tokens=False)
+        lengths.extend(len(ids) for ids in enc["input_ids"])
+    return lengths
+
+
+def _short_prompts(
+    prompts: list[str], tokenizer: Any, limit: int | None
+) -> tuple[list[str], int]:
+    if limit is None:
+        return prompts, 0
+    kept = [p for p, n in zip(prompts, _lengths(prompts, tokenizer), strict=True) if n <= limit]
+    return kept, len(prompts) - len(kept)
+
+
+def prepare(
+    config: DataConfig,
+    out_dir: str | Path,
+    seed: int,
+    plugins: Any = None,
+    tokenizer: Any = None,
+    source: str | None = None,
+    eval_source: str | None = None,
+    progress: Any = None,
+) -> tuple[dict[str, str], PrepareReport]:
+    """Read, filter, render and write the four sets; returns their paths and the counts.
+
+    `source`/`eval_source` override the config's (the stage passes them resolved).
+    """
+    out_dir = Path(out_dir)
+    source = source or config.source
+    eval_source = eval_source or config.eval_source
+    fmt = build_format(config, plugins)
+
+    task = progress.add_task("reading rows", total=config.max_rows) if progress else None
+    tick = (lambda: progress.advance(task)) if progress else None
+    examples, train_counts = read_examples(
+        source, config.split, fmt, plugins, config.max_rows, tick
+    )
+    if config.shuffle:
+        random.Random(seed).shuffle(examples)
+
+    eval_examples: list[Example] = []
+    eval_counts = None
+    held_out = 0
+    if eval_source:
+        if config.eval_size:
+            eval_examples, eval_counts = read_examples(
+                eval_source, config.eval_split, fmt, plugins, None, tick
+            )
+            if config.shuffle:
+                random.Random(seed + 1).shuffle(eval_examples)
+    else:
+        held_out = min(config.eval_size, int(len(examples) * config.eval_max_fraction))
+        if held_out:
+            examples, eval_examples = examples[:-held_out], examples[-held_out:]
+
+    style = _style(config, tokenizer)
+    sft = [{"text": style.dialogue(ex.chosen)} for ex in examples]
+    rm = [
+        {"chosen": style.dialogue(ex.chosen), "rejected": style.dialogue(ex.rejected)}
+        for ex in examples
+        if ex.rejected is not None
+    ]
+    prompts, long_train = _short_prompts(
+        [style.prompt(ex.prompt) for ex in examples], tokenizer, config.max_prompt_tokens
+    )
+    eval_prompts, long_eval = _short_prompts(
+        [style.prompt(ex.prompt) for ex in eval_examples], tokenizer, config.max_prompt_tokens
+    )
+    eval_prompts = eval_prompts[: config.eval_size]
+    unit = "words" if tokenizer is None else "tokens"
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sets: dict[str, list[dict[str, str]]] = {
+        "sft": sft,
+        "rm": rm,
+        "prompts": [{"prompt": p} for p in prompts],
+        "eval_prompts": [{"prompt": p} for p in eval_prompts],
+    }
+    paths: dict[str, str] = {}
+    written: dict[str, int] = {}
+    for name in OUTPUTS:
+        path = out_dir / f"{name}.jsonl"
+        written[name] = write_jsonl(path, sets[name])
+        paths[name] = str(path)
+    if config.lmflow_json:
+        lm = out_dir / "lmflow"
+        write_lmflow_text(lm / "sft.json", [r["text"] for r in sft])
+        write_lmflow_pairs(lm / "rm.json", [(r["chosen"], r["rejected"]) for r in rm])
+        write_lmflow_text(lm / "prompts.json", prompts)
+        write_lmflow_text(lm / "eval_prompts.json", eval_prompts)
+
+    report = PrepareReport(
+        train_counts, eval_counts, unit, config.max_prompt_tokens, written,
+        {"prompts": long_train, "eval_prompts": long_eval}, held_out,
+    )
+    atomic_write_json(out_dir / "data_report.json", report.as_dict())
+    if not prompts:
+        log.warning("data: every prompt is over %s %s: the prompt set is empty",
+                    config.max_prompt_tokens, unit)
+    return paths, report

@@ -1,0 +1,44 @@
+"""The `data` stage: prepares the SFT, reward-model, prompt and eval-prompt sets of a run."""
+
+from __future__ import annotations
+
+from rlhfx import Stage, StageContext
+
+from .config import DataConfig
+
+
+class DataStage(Stage):
+    """Preference data -> SFT, reward-model, prompt and held-out eval-prompt sets."""
+
+    name = "data"
+    Config = DataConfig
+    config: DataConfig
+    outputs = ("sft", "rm", "prompts", "eval_prompts")
+
+    def run(self, ctx: StageContext) -> dict[str, str]:
+        # Cheap to redo, so an interrupted data stage simply runs again; files are written
+        # atomically, so a kill never leaves a half-written set behind.
+        from rlhfx.models import load_tokenizer
+
+        from .prepare import prepare
+
+        c = self.config
+        tokenizer = load_tokenizer(ctx.resolve(c.tokenizer)) if c.tokenizer else None
+        with ctx.progress() as progress:
+            paths, report = prepare(
+                c,
+                ctx.stage_dir,
+                ctx.seed,
+                plugins=ctx.plugins,
+                tokenizer=tokenizer,
+                source=ctx.resolve(c.source),
+                eval_source=ctx.resolve(c.eval_source) if c.eval_source else None,
+                progress=progress,
+            )
+        for line in report.lines():
+            ctx.log.info("data: %s", line)
+        metrics = {f"written/{k}": v for k, v in report.written.items()}
+        metrics.update({"rows": report.train.rows, "kept": report.train.kept})
+        metrics.update({f"dropped/{k}": v for k, v in report.train.dropped.items()})
+        ctx.log_metrics(0, metrics)
+        return paths

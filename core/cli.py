@@ -10,12 +10,19 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rlhfx import __version__
 from rlhfx.errors import UserError
 
 err_console = Console(stderr=True)
+
+
+def print_error(message: str, label: str = "[red]error:[/red]") -> None:
+    """One stderr line per line of `message`; its text is never read as rich markup."""
+    for line in message.splitlines() or [""]:
+        err_console.print(f"{label} {escape(line)}", highlight=False, soft_wrap=True)
 
 
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -26,9 +33,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
-            for line in str(exc).splitlines() or [type(exc).__name__]:
-                err_console.print(f"[red]error:[/red] {line}", markup=True, highlight=False,
-                                  soft_wrap=True)
+            print_error(str(exc) or type(exc).__name__)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/yellow]: run the same command to resume")
@@ -37,21 +42,47 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class RlhfxGroup(click.Group):
+    """The top-level group: loads the plugins and their commands before parsing arguments.
+
+    Doing it here (not only in `main`) means `CliRunner().invoke(cli, ...)` in tests behaves
+    exactly like the installed `rlhfx` command.
+    """
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        load_plugin_commands(self)
+        return super().main(*args, **kwargs)
+
+
+@click.group(cls=RlhfxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rlhfx")
 def cli() -> None:
     """rlhfx: align language models with human feedback, from one recipe file."""
 
 
-def main() -> None:
-    """Console entry point: add the plugins' commands, then parse the command line."""
+def load_plugin_commands(group: click.Group) -> None:
+    """Load plugins, add their commands, warn about failed ones; exit 2 on a fatal problem."""
     from rlhfx.registry import get_plugins
 
+    for name in set(group.commands) - CORE_COMMANDS:  # from an earlier in-process invocation
+        del group.commands[name]
     try:
-        get_plugins().add_commands(cli)
+        system = get_plugins()
+        system.add_commands(group)
     except UserError as exc:  # strict mode or conflicting plugins
-        err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(exc.exit_code)
+    for info in system.failed():
+        first_line = info.error.splitlines()[0] if info.error else "unknown error"
+        print_error(
+            f"plugin '{info.name}' ({info.distribution}) failed to load and is skipped: "
+            f"{first_line} (see `rlhfx plugins list`)",
+            label="[yellow]warning:[/yellow]",
+        )
+
+
+def main() -> None:
+    """Console entry point (`rlhfx`)."""
     cli()
 
 
@@ -63,7 +94,9 @@ def plugins() -> None:
 
 @plugins.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Stable, sorted JSON instead of a table.")
-@click.option("--all", "show_all", is_flag=True, help="Also list plugins left out by RLHFX_PLUGINS.")
+@click.option(
+    "--all", "show_all", is_flag=True, help="Also list plugins left out by RLHFX_PLUGINS."
+)
 @user_errors
 def plugins_list(as_json: bool, show_all: bool) -> None:
     """List plugins with their version, origin, status and components (kind:name)."""
@@ -122,6 +155,9 @@ def run(recipe: str, output_dir: str | None, restart_from: str | None) -> None:
     if distributed.is_main():
         click.echo(f"run complete: {run_dir}")
 
+
+#: Commands rlhfx itself defines; any other command came from a plugin.
+CORE_COMMANDS = frozenset(cli.commands)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -56,8 +56,33 @@ class ComponentRef(BaseModel):
     def bind(self, entry: Any, config: ComponentConfig) -> None:
         self._entry, self._config = entry, config
 
+    def resolve(self, system: Any = None) -> None:
+        """Look the name up and validate the options now (a ref built in code, not a recipe).
+
+        Raises UserError naming the component when the name or an option is wrong.
+        """
+        from pydantic import ValidationError
+
+        from rlhfx.errors import UserError
+        from rlhfx.registry import UnknownComponentError, get_plugins
+
+        system = system or get_plugins()
+        try:
+            entry = system.get(self.kind, self.name)
+        except UnknownComponentError as exc:
+            raise UserError(exc.short) from None
+        try:
+            config = entry.cls.Config.model_validate(self.options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise UserError(f"{self.kind} '{self.name}': {where}: {first['msg']}") from None
+        self.bind(entry, config)
+
     def build(self) -> Any:
-        """Construct the component from its validated config."""
+        """Construct the component from its validated config (validating it first if needed)."""
+        if self._entry is None:
+            self.resolve()
         return self.component_class(self.config)
 
 
@@ -110,8 +135,7 @@ class SourceStr(str):
         """An error message when this clearly names a local path that does not exist."""
         if self.stage_ref or not self.looks_local:
             return None
-        path = Path(self).expanduser()
-        return None if path.exists() else f"file or directory does not exist: {path}"
+        return _missing(self)
 
 
 class ModelSourceStr(SourceStr):
@@ -141,10 +165,19 @@ ModelSource = Annotated[str, AfterValidator(_as_model_source)]
 DataSource = Annotated[str, AfterValidator(_as_data_source)]
 
 
-def _existing_file(value: str) -> str:
+def _missing(value: str) -> str | None:
+    """'does not exist: ...' for a path that is absent (relative ones from the current dir)."""
     path = Path(value).expanduser()
-    if not path.exists():
-        raise ValueError(f"file does not exist: {path}")
+    if path.exists():
+        return None
+    where = "" if path.is_absolute() else f" (relative to the current directory, {Path.cwd()})"
+    return f"file or directory does not exist: {value}{where}"
+
+
+def _existing_file(value: str) -> str:
+    missing = _missing(value)
+    if missing:
+        raise ValueError(missing)
     return value
 
 

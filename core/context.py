@@ -25,7 +25,7 @@ from rlhfx import distributed
 from rlhfx.config import SourceStr
 from rlhfx.errors import UserError
 from rlhfx.io import append_jsonl
-from rlhfx.registry import PluginSystem
+from rlhfx.registry import PluginSystem, call_impl
 
 
 @dataclass
@@ -40,6 +40,7 @@ class StageContext:
     #: outputs of the stages that ran before this one: {stage_id: {output: path}}
     earlier_outputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rlhfx"))
+    _failed_loggers: set[str] = field(default_factory=set, init=False, repr=False)
 
     @property
     def stage_dir(self) -> Path:
@@ -79,9 +80,20 @@ class StageContext:
             return
         record = {"step": step, "time": round(time.time(), 3), **metrics}
         append_jsonl(self.metrics_file, record)
-        self.plugins.pm.hook.rlhfx_log_metrics(
-            run_dir=str(self.run_dir), stage=self.stage_id, step=step, metrics=dict(metrics)
-        )
+        # Each plugin separately: a failing tracker must not stop training or the others.
+        for impl in self.plugins.pm.hook.rlhfx_log_metrics.get_hookimpls():
+            try:
+                call_impl(
+                    impl, run_dir=str(self.run_dir), stage=self.stage_id, step=step,
+                    metrics=dict(metrics),
+                )
+            except Exception as exc:
+                if impl.plugin_name not in self._failed_loggers:
+                    self._failed_loggers.add(impl.plugin_name)
+                    self.log.warning(
+                        "plugin %s: rlhfx_log_metrics failed (%s: %s); its later errors are "
+                        "not shown", impl.plugin_name, type(exc).__name__, exc,
+                    )
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:

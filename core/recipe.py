@@ -14,7 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from rlhfx.config import ComponentRef, SourceStr, StageRef
 from rlhfx.errors import RecipeError, RecipeErrors
@@ -75,7 +82,7 @@ class LoadedRecipe:
         return Path(out).expanduser()
 
     def stage_fingerprint(self, stage_id: str) -> str:
-        """Hash of a stage's table and the run seed: a completed stage with another hash is stale."""
+        """Hash of a stage's table and the run seed; a completed stage with another is stale."""
         body = {"stage": self.data["stages"][stage_id], "seed": self.recipe.run.seed}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -90,7 +97,9 @@ def dotted(loc: tuple[Any, ...] | list[Any]) -> str:
     return out
 
 
-def pydantic_messages(exc: ValidationError, model: type[BaseModel] | None = None) -> list[tuple[tuple, str]]:
+def pydantic_messages(
+    exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[tuple[tuple, str]]:
     """(location, message) pairs in words a recipe author understands."""
     out: list[tuple[tuple, str]] = []
     for err in exc.errors():
@@ -146,12 +155,14 @@ class _Resolver:
         self.stages = stages
         self.errors: list[RecipeError] = []
         self.earlier: list[str] = []
+        self.current: str | None = None
 
     def err(self, path: str, message: str) -> None:
         self.errors.append(RecipeError(self.file, path, message))
 
     def run(self) -> None:
         for stage_id, ref in self.stages.items():
+            self.current = stage_id
             self.walk(ref, f"stages.{stage_id}")
             self.earlier.append(stage_id)
 
@@ -176,33 +187,60 @@ class _Resolver:
         except UnknownComponentError as exc:
             self.err(f"{path}.name", exc.short)
             return
+        model = entry.cls.Config
         try:
-            config = entry.cls.Config.model_validate(ref.options)
+            config = model.model_validate(ref.options)
         except ValidationError as exc:
-            for loc, msg in pydantic_messages(exc, entry.cls.Config):
+            messages = pydantic_messages(exc, model)
+            for loc, msg in messages:
                 self.err(f"{path}.{dotted(loc)}" if loc else path, msg)
+            self.walk_valid_fields(model, ref.options, {loc[0] for loc, _ in messages if loc}, path)
             return
         ref.bind(entry, config)
         self.walk(config, path)
+
+    def walk_valid_fields(
+        self, model: type[BaseModel], options: dict[str, Any], bad: set[Any], path: str
+    ) -> None:
+        """Check the fields that did validate, so one pass reports nested problems too."""
+        for name, info in model.model_fields.items():
+            if name in bad or name not in options:
+                continue
+            try:
+                value = TypeAdapter(info.rebuild_annotation()).validate_python(options[name])
+            except Exception:  # the field depends on another (a model validator): skip it
+                continue
+            self.walk(value, f"{path}.{name}")
 
     def check_source(self, value: SourceStr, path: str) -> None:
         stage_ref = value.stage_ref
         if stage_ref is not None:
             stage, output = stage_ref
             if stage not in self.earlier:
-                where = "a later stage" if stage in self.stages else "not a stage of this recipe"
+                if stage == self.current:
+                    where = "this stage itself"
+                elif stage in self.stages:
+                    where = "a later stage"
+                else:
+                    where = "not a stage of this recipe"
                 earlier = ", ".join(self.earlier) or "none"
-                self.err(path, f"'@{stage}' is {where} (earlier stages: {earlier})")
+                self.err(
+                    path,
+                    f"'@{stage}' is {where}; only an earlier stage's output can be used "
+                    f"(earlier stages: {earlier})",
+                )
                 return
             target = self.stages[stage]
-            if output is not None and target.resolved:
-                outputs = target.component_class.outputs  # type: ignore[attr-defined]
-                if output not in outputs:
-                    self.err(
-                        path,
-                        f"stage '{stage}' has no output '{output}' "
-                        f"(outputs: {', '.join(outputs) or 'none'})",
-                    )
+            if not target.resolved:
+                return  # its name is unknown: reported already
+            outputs: tuple[str, ...] = getattr(target.component_class, "outputs", ())
+            if not outputs:
+                self.err(path, f"stage '{stage}' ({target.name}) has no outputs to use")
+            elif output is not None and output not in outputs:
+                self.err(
+                    path,
+                    f"stage '{stage}' has no output '{output}' (outputs: {', '.join(outputs)})",
+                )
             return
         missing = value.missing_local_file()
         if missing:
@@ -228,20 +266,37 @@ def parse_toml(path: Path) -> tuple[str, dict[str, Any]]:
 
 
 def load_recipe(path: str | Path, system: PluginSystem | None = None) -> LoadedRecipe:
-    """Parse and fully validate a recipe; raise RecipeError(s) naming file and key path."""
+    """Parse and fully validate a recipe; raise RecipeError(s) naming file and key path.
+
+    Every problem is collected in one pass: a bad `[run]` table does not hide the stages'.
+    """
     path = Path(path)
     file = str(path)
     text, data = parse_toml(path)
+    errors: list[RecipeError] = []
+    recipe: Recipe | None = None
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
-        errors = [
+        errors += [
             RecipeError(file, dotted(loc), msg) for loc, msg in pydantic_messages(exc, Recipe)
         ]
+    stages = recipe.stages if recipe is not None else _stages_alone(data)
+    if stages:
+        resolver = _Resolver(file, system or get_plugins(), stages)
+        resolver.run()
+        errors += resolver.errors
+    if errors:
         raise (errors[0] if len(errors) == 1 else RecipeErrors(errors)) from None
-    resolver = _Resolver(file, system or get_plugins(), recipe.stages)
-    resolver.run()
-    if resolver.errors:
-        errs = resolver.errors
-        raise (errs[0] if len(errs) == 1 else RecipeErrors(errs))
+    assert recipe is not None
     return LoadedRecipe(path, text, data, recipe)
+
+
+def _stages_alone(data: dict[str, Any]) -> dict[str, StageRef] | None:
+    """The stages of a recipe whose other tables are broken, or None if they are broken too."""
+    if "stages" not in data:
+        return None
+    try:
+        return Recipe.model_validate({"stages": data["stages"]}).stages
+    except ValidationError:
+        return None

@@ -145,7 +145,7 @@ class PluginSystem:
                 for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
                     if impl.plugin_name != info.name:
                         continue
-                    impl.function(register=self._collector(kind, info, pending))
+                    call_impl(impl, register=self._collector(kind, info, pending))
         except UserError:
             raise
         except Exception as exc:
@@ -159,12 +159,14 @@ class PluginSystem:
     def _collector(self, kind: str, info: PluginInfo, pending: list[ComponentEntry]):
         base = KINDS[kind]
 
-        def register(cls: type) -> None:
-            if not (isinstance(cls, type) and issubclass(cls, base)):
+        def register(cls: Any) -> None:
+            if not isinstance(cls, type) or not issubclass(cls, base):
                 raise TypeError(f"{cls!r} is not a subclass of rlhfx.{base.__name__}")
-            if not cls.name:
-                raise TypeError(f"{cls.__name__} has no `name`")
-            model = cls.Config
+            component: type[Component] = cls
+            name = component.name
+            if not isinstance(name, str) or not name.strip():
+                raise TypeError(f"{cls.__name__} has no `name` (the name recipes use)")
+            model = component.Config
             if not (isinstance(model, type) and issubclass(model, BaseModel)):
                 raise TypeError(f"{cls.__name__}.Config is not a pydantic model")
             if model.model_config.get("extra") != "forbid":
@@ -172,7 +174,7 @@ class PluginSystem:
                     f"{cls.__name__}.Config must reject unknown keys "
                     "(subclass rlhfx.ComponentConfig)"
                 )
-            pending.append(ComponentEntry(kind, cls.name, cls, info))
+            pending.append(ComponentEntry(kind, name, component, info))
 
         return register
 
@@ -207,7 +209,7 @@ class PluginSystem:
         for impl in self.pm.hook.rlhfx_register_commands.get_hookimpls():
             info = self.plugins.get(impl.plugin_name)
             try:
-                impl.function(cli=group)
+                call_impl(impl, cli=group)
             except Exception as exc:
                 if info is not None:
                     self._fail(info, exc)
@@ -219,6 +221,9 @@ class PluginSystem:
             raise UnknownComponentError(kind, name, sorted(table))
         return table[name]
 
+    def failed(self) -> list[PluginInfo]:
+        return [p for p in self.listing() if p.status == "failed"]
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.components[kind])
 
@@ -227,6 +232,11 @@ class PluginSystem:
             p for p in self.plugins.values() if include_disabled or p.status != "disabled"
         ]
         return sorted(infos, key=lambda p: (not p.builtin, p.name))
+
+
+def call_impl(impl: Any, **kwargs: Any) -> Any:
+    """Call one hook implementation with the arguments it asks for (pluggy's rule: a subset)."""
+    return impl.function(*(kwargs[name] for name in impl.argnames))
 
 
 def _canonical(name: str) -> str:
@@ -249,14 +259,19 @@ _SYSTEM: PluginSystem | None = None
 
 
 def get_plugins(extra: Iterable[tuple[object, str]] = ()) -> PluginSystem:
-    """The process-wide plugin system, loaded on first use."""
+    """The process-wide plugin system, loaded on first use.
+
+    `extra` adds plugin objects (modules) that are not installed, as `(plugin, name)` pairs;
+    tests use it. A name already present is not added twice.
+    """
     global _SYSTEM
     if _SYSTEM is None:
         system = PluginSystem()
         system.load_entry_points()
-        for plugin, name in extra:
-            system.add_plugin(plugin, PluginInfo(name, "0", False, name))
         _SYSTEM = system
+    for plugin, name in extra:
+        if name not in _SYSTEM.plugins:
+            _SYSTEM.add_plugin(plugin, PluginInfo(name, "0", False, name))
     return _SYSTEM
 
 

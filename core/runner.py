@@ -7,6 +7,7 @@ stages and lets an interrupted stage resume from its own checkpoints.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -21,8 +22,8 @@ from rlhfx import distributed
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.io import atomic_write_json, atomic_write_text
-from rlhfx.registry import PluginSystem, get_plugins
 from rlhfx.recipe import LoadedRecipe
+from rlhfx.registry import PluginSystem, get_plugins
 
 STATE_FILE = "run_state.json"
 
@@ -72,7 +73,9 @@ class RunState:
 def _setup_logging(run_dir: Path, level: str, console: Console) -> logging.Logger:
     log = logging.getLogger("rlhfx")
     log.setLevel(level.upper())
-    log.handlers.clear()
+    for handler in list(log.handlers):  # an earlier run in this process
+        handler.close()
+        log.removeHandler(handler)
     log.propagate = False
     if distributed.is_main():
         log.addHandler(RichHandler(console=console, show_path=False, markup=False))
@@ -130,19 +133,22 @@ def run_recipe(
     upstream = ""
     for index, stage_id in enumerate(stage_ids):
         ref = recipe.stages[stage_id]
-        fingerprint = loaded.stage_fingerprint(stage_id) + upstream
-        upstream = fingerprint[:16]
+        # A stage's fingerprint covers its own table and every earlier one, so a change
+        # upstream makes every later completed stage stale, not only the next.
+        fingerprint = _chain(upstream, loaded.stage_fingerprint(stage_id))
+        upstream = fingerprint
         previous = state.stage(stage_id)
-        if previous.get("status") == "completed":
-            if previous.get("fingerprint") == fingerprint:
-                log.info("stage %s: completed earlier, skipped", stage_id)
-                outputs[stage_id] = _absolute(run_dir, previous.get("outputs", {}))
-                continue
+        if previous and previous.get("fingerprint") not in (None, fingerprint):
+            what = "completed" if previous.get("status") == "completed" else "started"
             raise UserError(
-                f"{loaded.path}: stages.{stage_id}: this stage completed in {run_dir} with a "
+                f"{loaded.path}: stages.{stage_id}: this stage {what} in {run_dir} with a "
                 f"different recipe (or an earlier stage changed); rerun with "
                 f"--restart-from {stage_id} to redo it, or set another run.output_dir"
             )
+        if previous.get("status") == "completed":
+            log.info("stage %s: completed earlier, skipped", stage_id)
+            outputs[stage_id] = _absolute(run_dir, previous.get("outputs", {}))
+            continue
         seed_everything(recipe.run.seed + index)
         ctx = StageContext(
             run_dir=run_dir,
@@ -162,10 +168,20 @@ def run_recipe(
         log.info("stage %s (%s): %s", stage_id, ref.name, "resuming" if resumed else "starting")
         state.set_stage(stage_id, status="running", fingerprint=fingerprint, started=time.time())
         started = time.time()
-        stage = ref.build()
-        produced = stage.run(ctx) or {}
+        try:
+            stage = ref.build()
+            produced = stage.run(ctx) or {}
+        except BaseException as exc:
+            # The state stays "running": the next `rlhfx run` resumes this stage.
+            if isinstance(exc, UserError | KeyboardInterrupt):
+                log.error("stage %s stopped: %s", stage_id, exc or type(exc).__name__)
+            else:
+                log.exception("stage %s failed", stage_id)
+            raise
         distributed.barrier()
-        outputs[stage_id] = {k: str(v) for k, v in produced.items()}
+        outputs[stage_id] = _in_declared_order(
+            {k: str(v) for k, v in produced.items()}, getattr(type(stage), "outputs", ())
+        )
         state.set_stage(
             stage_id,
             status="completed",
@@ -181,10 +197,25 @@ def _retire_stage(run_dir: Path, state: RunState, stage_id: str) -> None:
     stage_dir = run_dir / "stages" / stage_id
     if distributed.is_main() and stage_dir.exists():
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        stage_dir.rename(stage_dir.with_name(f"{stage_id}.old-{stamp}"))
+        target = stage_dir.with_name(f"{stage_id}.old-{stamp}")
+        n = 1
+        while target.exists():  # two restarts within one second
+            n += 1
+            target = stage_dir.with_name(f"{stage_id}.old-{stamp}-{n}")
+        stage_dir.rename(target)
     state.data["stages"].pop(stage_id, None)
     if distributed.is_main():
         atomic_write_json(state.path, state.data)
+
+
+def _chain(upstream: str, own: str) -> str:
+    return hashlib.sha256(f"{upstream}:{own}".encode()).hexdigest()[:16] if upstream else own
+
+
+def _in_declared_order(produced: dict[str, str], declared: tuple[str, ...]) -> dict[str, str]:
+    """Declared outputs first, so `@stage` (no output name) means the first declared one."""
+    first = {k: produced[k] for k in declared if k in produced}
+    return {**first, **{k: v for k, v in produced.items() if k not in first}}
 
 
 def _relative(run_dir: Path, outputs: dict[str, str]) -> dict[str, str]:

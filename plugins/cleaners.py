@@ -92,7 +92,8 @@ class Discard(ResponseCleaner):
 
     def clean(self, prompt: str, response: str) -> CleanResult:
         if len(response.strip()) < self.config.min_chars:
-            return CleanResult(response, discard_reason=f"shorter than {self.config.min_chars} chars")
+            reason = f"shorter than {self.config.min_chars} chars"
+            return CleanResult(response, discard_reason=reason)
         for pattern in self._patterns:
             if pattern.search(response):
                 return CleanResult(response, discard_reason=f"matches {pattern.pattern!r}")

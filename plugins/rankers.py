@@ -15,7 +15,17 @@ from rlhfx import ComponentConfig, EmptyConfig, Ranker, Sample, hookimpl
 
 
 def _eligible(samples: Sequence[Sample]) -> list[int]:
-    return [i for i, s in enumerate(samples) if not s.discarded and s.reward is not None]
+    """Indices of samples that may be chosen: scored, not discarded, reward not NaN."""
+    return [
+        i
+        for i, s in enumerate(samples)
+        if not s.discarded and s.reward is not None and not math.isnan(s.reward)
+    ]
+
+
+def _reward(sample: Sample) -> float:
+    assert sample.reward is not None  # only called on eligible samples
+    return float(sample.reward)
 
 
 class TopConfig(ComponentConfig):
@@ -32,7 +42,7 @@ class TopRanker(Ranker):
 
     def select(self, samples: Sequence[Sample]) -> list[int]:
         want = max(1, math.ceil(self.config.fraction * len(samples) - 1e-9)) if samples else 0
-        ranked = sorted(_eligible(samples), key=lambda i: (-float(samples[i].reward), i))  # type: ignore[arg-type]
+        ranked = sorted(_eligible(samples), key=lambda i: (-_reward(samples[i]), i))
         return sorted(ranked[:want])
 
 
@@ -47,7 +57,7 @@ class LocalRanker(Ranker):
         for i in _eligible(samples):
             group = samples[i].prompt_id
             j = best.get(group)
-            if j is None or float(samples[i].reward) > float(samples[j].reward):  # type: ignore[arg-type]
+            if j is None or _reward(samples[i]) > _reward(samples[j]):
                 best[group] = i
         return sorted(best.values())
 

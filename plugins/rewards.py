@@ -138,7 +138,7 @@ class WeightedReward(RewardSource):
     Config = WeightedConfig
     config: WeightedConfig
 
-    def __init__(self, config: WeightedConfig):
+    def __init__(self, config: WeightedConfig | None = None):
         super().__init__(config)
         self._sources = [t.source.build() for t in self.config.terms]
         self._stats = [RunningStats() for _ in self.config.terms]

@@ -1,0 +1,164 @@
+"""The `reward_model` stage: a pairwise-loss reward model with TRL's RewardTrainer.
+
+As in the seed pipeline: LoRA by default (r=16, alpha=32, dropout 0.1) with full training as an
+option, lr 3e-5, one epoch, validation on the last `validation_split_percentage`% of the pairs
+(the data stage has shuffled them already) with pairwise accuracy as the metric; the adapter is
+merged and a full sequence-classification model is saved (output `model`), ready for the
+`reward_model` / `gpt-neo-rm` reward sources.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from rlhfx import Stage, StageContext, hookimpl
+from rlhfx.io import atomic_write_json
+
+from .sft import (
+    LoraOptions,
+    TrainingOptions,
+    finished_model,
+    hold_out,
+    lora_config,
+    make_progress_callback,
+    merge_if_lora,
+    quiet_trainer,
+    run_trainer,
+    save_atomically,
+    trainer_arguments,
+)
+
+EVAL_FILE = "eval.json"
+
+
+class RewardModelOptions(TrainingOptions):
+    method: Literal["full", "lora"] = "lora"
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    learning_rate: float = Field(default=3e-5, gt=0)
+    #: The last N% of the pairs are held out for validation (pairwise accuracy).
+    validation_split_percentage: float = Field(default=10.0, ge=0, lt=100)
+    #: Also measure validation accuracy before training (one extra pass over the held-out set).
+    eval_before_training: bool = False
+    #: Validate every N steps during training too (unset: only at the end).
+    eval_steps: int | None = Field(default=None, ge=1)
+    #: TRL's pull of the rewards towards zero mean (0.01 is its recommendation); unset: off.
+    center_rewards_coefficient: float | None = Field(default=None, ge=0)
+    #: Batch size when scoring the held-out pairs for accuracy.
+    eval_batch_size: int = Field(default=16, ge=1)
+
+
+def pairwise_accuracy(
+    model: Any, tokenizer: Any, pairs: list[tuple[str, str]], batch_size: int,
+    max_length: int | None, append_eos: bool,
+) -> dict[str, float]:
+    """Share of pairs where the chosen text outscores the rejected one (ties count as wrong)."""
+    from .gpt_neo_rm import score_texts
+
+    chosen = score_texts(model, tokenizer, [c for c, _ in pairs], batch_size, max_length,
+                         append_eos)
+    rejected = score_texts(model, tokenizer, [r for _, r in pairs], batch_size, max_length,
+                           append_eos)
+    margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
+    n = len(margins)
+    return {
+        "accuracy": sum(m > 0 for m in margins) / n if n else float("nan"),
+        "mean_margin": sum(margins) / n if n else float("nan"),
+        "pairs": float(n),
+    }
+
+
+class RewardModelStage(Stage):
+    """Train a reward model on preference pairs (TRL RewardTrainer; LoRA or full)."""
+
+    name = "reward_model"
+    Config = RewardModelOptions
+    config: RewardModelOptions
+    outputs = ("model",)
+
+    def run(self, ctx: StageContext) -> dict[str, str]:
+        done = finished_model(ctx)
+        if done is not None:
+            ctx.log.info("reward_model: model already saved in %s (an earlier attempt)", done)
+            return {"model": str(done)}
+        from datasets import Dataset
+        from trl import RewardConfig, RewardTrainer
+
+        from rlhfx.models import load_sequence_classifier, load_tokenizer
+        from rlhfx.plugins.data.sets import read_pairs
+
+        from .gpt_neo_rm import REWARD_INFO, prepare_for_scoring
+
+        c = self.config
+        pairs = read_pairs(ctx.resolve(c.data), c.data_split)
+        if c.max_rows:
+            pairs = pairs[: c.max_rows]
+        train, held = hold_out(pairs, c.validation_split_percentage)
+        model_source = ctx.resolve(c.model)
+        tokenizer = load_tokenizer(model_source)
+        model = load_sequence_classifier(model_source, dtype=c.dtype, num_labels=1)
+        prepare_for_scoring(model, tokenizer)
+        ctx.log.info("reward_model: %d training pairs, %d held out; %s", len(train), len(held),
+                     "LoRA" if c.method == "lora" else "full training")
+        results: dict[str, Any] = {"train_pairs": len(train), "validation_pairs": len(held)}
+        if held and c.eval_before_training:
+            before = pairwise_accuracy(model, tokenizer, held, c.eval_batch_size, c.max_length,
+                                       True)
+            results["before"] = before
+            ctx.log_metrics(0, {f"eval_before/{k}": v for k, v in before.items()})
+            ctx.log.info("reward_model: validation accuracy before training %.3f",
+                         before["accuracy"])
+
+        def as_dataset(rows: list[tuple[str, str]]) -> Any:
+            return Dataset.from_dict({"chosen": [a for a, _ in rows],
+                                      "rejected": [b for _, b in rows]})
+
+        eval_every = c.eval_steps is not None and bool(held)
+        args = trainer_arguments(
+            RewardConfig, c, ctx,
+            eval_strategy="steps" if eval_every else "no",
+            eval_steps=c.eval_steps,
+            center_rewards_coefficient=c.center_rewards_coefficient,
+        )
+        with ctx.progress() as progress:
+            trainer = RewardTrainer(
+                model=model,
+                args=args,
+                train_dataset=as_dataset(train),
+                eval_dataset=as_dataset(held) if held else None,
+                processing_class=tokenizer,
+                peft_config=lora_config(c.lora, "SEQ_CLS") if c.method == "lora" else None,
+                callbacks=[make_progress_callback(ctx, progress, "reward model")],
+            )
+            quiet_trainer(trainer)
+            run_trainer(trainer, ctx)
+        merged = merge_if_lora(trainer.model)
+        step = trainer.state.global_step
+        if held:
+            after = pairwise_accuracy(merged, tokenizer, held, c.eval_batch_size, c.max_length,
+                                      True)
+            results["after"] = after
+            ctx.log_metrics(step, {f"eval/{k}": v for k, v in after.items()})
+            ctx.log.info(
+                "reward_model: validation pairwise accuracy %.3f on %d held-out pairs "
+                "(mean margin %.3f)", after["accuracy"], len(held), after["mean_margin"],
+            )
+        if ctx.is_main:
+            atomic_write_json(ctx.stage_dir / EVAL_FILE, results)
+            target = ctx.stage_dir / "model"
+            # REWARD_INFO: how the trainer saw its texts, so the reward source scores the same.
+            save_atomically(merged, tokenizer, target,
+                            {"base": model_source, "method": c.method, **_short(results)},
+                            extra={REWARD_INFO: {"append_eos": True}})
+        return {"model": str(ctx.stage_dir / "model")}
+
+
+def _short(results: dict[str, Any]) -> dict[str, Any]:
+    after = results.get("after") or {}
+    return {"validation_accuracy": after.get("accuracy")} if after else {}
+
+
+@hookimpl
+def rlhfx_register_stages(register):
+    register(RewardModelStage)

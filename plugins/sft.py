@@ -1,0 +1,378 @@
+"""The `sft` stage (TRL's SFTTrainer, full or LoRA) and `rlhfx merge-lora`.
+
+Also the pieces the reward-model stage shares with it: the training options every HF-Trainer
+stage takes, LoRA options, a callback that turns Trainer logs into rlhfx metrics and a rich
+progress bar, resuming from the last Trainer checkpoint, and saving a model atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+from pydantic import Field
+
+from rlhfx import ComponentConfig, DataSource, ModelSource, Stage, StageContext, UserError, hookimpl
+
+# ------------------------------------------------------------------------------ options
+
+
+class LoraOptions(ComponentConfig):
+    """LoRA adapters (peft); merged into a full model when the stage ends."""
+
+    r: int = Field(default=16, ge=1)
+    alpha: float = Field(default=32, gt=0)
+    dropout: float = Field(default=0.1, ge=0, lt=1)
+    #: Module names to adapt; unset lets peft pick the usual ones for the architecture.
+    target_modules: list[str] | None = None
+
+
+class TrainingOptions(ComponentConfig):
+    """What every Trainer-based stage takes (the names follow `transformers.TrainingArguments`)."""
+
+    #: The model to start from: a directory, a hub id, `builtin:tiny-gpt-neo`, or `@stage.model`.
+    model: ModelSource
+    #: The training set: a file, a hub dataset id, or an earlier stage's output (`@data.sft`).
+    data: DataSource
+    #: Split to read when `data` is a hub id.
+    data_split: str = "train"
+    #: Use at most this many rows (all when unset).
+    max_rows: int | None = Field(default=None, ge=1)
+    #: `full` fine-tuning or `lora` adapters (merged into the saved model).
+    method: Literal["full", "lora"] = "full"
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    epochs: float = Field(default=1.0, gt=0)
+    #: Stop after this many optimizer steps (overrides `epochs` when > 0).
+    max_steps: int = -1
+    learning_rate: float = Field(default=2e-5, gt=0)
+    #: Per-device micro-batch; effective batch = this x accumulation x processes.
+    batch_size: int = Field(default=8, ge=1)
+    gradient_accumulation_steps: int = Field(default=1, ge=1)
+    #: Sequences are truncated (SFT) or filtered (reward model) at this many tokens.
+    max_length: int = Field(default=512, ge=8)
+    lr_scheduler: str = "linear"
+    warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    logging_steps: int = Field(default=10, ge=1)
+    #: A checkpoint every N optimizer steps; a killed stage resumes from the last one.
+    save_steps: int = Field(default=200, ge=1)
+    save_total_limit: int = Field(default=2, ge=1)
+    #: Weights dtype while training.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    #: Mixed precision: `auto` = bf16 on a GPU that supports it, none on the CPU.
+    precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    gradient_checkpointing: bool = False
+    #: Trainer integrations to report to (e.g. ["tensorboard"]); rlhfx's metrics.jsonl is
+    #: always written.
+    report_to: list[str] = Field(default_factory=list)
+    #: Extra `TrainingArguments` / TRL config fields, checked at run time; ours win.
+    training_args: dict[str, Any] = Field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------ shared helpers
+
+CHECKPOINTS = "checkpoints"
+DONE = "rlhfx_done.json"
+
+
+def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext, **ours: Any):
+    """Build a TRL config (SFTConfig, RewardConfig) from our options; unknown extras fail."""
+    import dataclasses
+
+    import torch
+
+    on_gpu = ctx.device == "cuda"
+    precision = opts.precision
+    if precision == "auto":
+        precision = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
+    args: dict[str, Any] = dict(
+        output_dir=str(ctx.stage_dir / CHECKPOINTS),
+        num_train_epochs=opts.epochs,
+        max_steps=opts.max_steps,
+        learning_rate=opts.learning_rate,
+        per_device_train_batch_size=opts.batch_size,
+        per_device_eval_batch_size=opts.batch_size,
+        gradient_accumulation_steps=opts.gradient_accumulation_steps,
+        lr_scheduler_type=opts.lr_scheduler,
+        warmup_ratio=opts.warmup_ratio,
+        weight_decay=opts.weight_decay,
+        logging_steps=opts.logging_steps,
+        save_strategy="steps",
+        save_steps=opts.save_steps,
+        save_total_limit=opts.save_total_limit,
+        bf16=precision == "bf16",
+        fp16=precision == "fp16",
+        gradient_checkpointing=opts.gradient_checkpointing,
+        report_to=list(opts.report_to),
+        use_cpu=not on_gpu,
+        seed=ctx.seed,
+        data_seed=ctx.seed,
+        disable_tqdm=True,  # rich progress instead (ProgressAndMetrics)
+        max_length=opts.max_length,
+        dataloader_num_workers=0,
+    )
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    extra = dict(opts.training_args)
+    unknown = sorted(set(extra) - fields)
+    if unknown:
+        raise UserError(
+            f"{ctx.recipe_file}: stages.{ctx.stage_id}.training_args: unknown "
+            f"{config_cls.__name__} field(s): {', '.join(unknown)}"
+        )
+    args.update(extra)
+    args.update(ours)
+    return config_cls(**args)
+
+
+def lora_config(opts: LoraOptions, task_type: str) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=opts.r,
+        lora_alpha=opts.alpha,
+        lora_dropout=opts.dropout,
+        target_modules=opts.target_modules,
+        task_type=task_type,
+    )
+
+
+def last_checkpoint(ctx: StageContext) -> str | None:
+    """The newest complete Trainer checkpoint of this stage, to resume from."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = ctx.stage_dir / CHECKPOINTS
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def finished_model(ctx: StageContext, name: str = "model") -> Path | None:
+    """The stage's final model when an earlier attempt already saved it completely."""
+    path = ctx.stage_dir / name
+    return path if (path / DONE).exists() else None
+
+
+def save_atomically(
+    model: Any, tokenizer: Any, target: Path, info: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Save to a temporary folder, then rename: a kill mid-save never leaves a half model.
+
+    `extra` maps file names to JSON written beside the model.
+    """
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    model.save_pretrained(tmp)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(tmp)
+    for name, data in (extra or {}).items():
+        (tmp / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (tmp / DONE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def hold_out(rows: list[Any], percentage: float) -> tuple[list[Any], list[Any]]:
+    """The last `percentage`% of rows (at least one when asked for any) as the eval part."""
+    if percentage <= 0 or len(rows) < 2:
+        return rows, []
+    n = max(1, int(len(rows) * percentage / 100))
+    n = min(n, len(rows) - 1)
+    return rows[:-n], rows[-n:]
+
+
+def make_progress_callback(ctx: StageContext, progress: Any, description: str) -> Any:
+    """A TrainerCallback: a rich progress bar over optimizer steps, logs -> metrics.jsonl."""
+    from transformers import TrainerCallback
+
+    class ProgressAndMetrics(TrainerCallback):
+        task: Any = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.task = progress.add_task(description, total=state.max_steps,
+                                          completed=state.global_step)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.task is not None:
+                progress.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
+            if not numbers:
+                return
+            ctx.log_metrics(state.global_step, numbers)
+            shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()
+                              if k in ("loss", "eval_loss", "accuracy", "eval_accuracy",
+                                       "learning_rate"))
+            if shown:
+                ctx.log.info("%s step %d: %s", ctx.stage_id, state.global_step, shown)
+
+    return ProgressAndMetrics()
+
+
+def quiet_trainer(trainer: Any) -> None:
+    """Drop the Trainer's own printing of log dicts (our callback logs them)."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+
+
+def run_trainer(trainer: Any, ctx: StageContext) -> None:
+    """Train, resuming from the stage's last checkpoint when there is one."""
+    resume = last_checkpoint(ctx)
+    if resume:
+        ctx.log.info("%s: resuming from %s", ctx.stage_id, resume)
+    trainer.train(resume_from_checkpoint=resume)
+
+
+def merge_if_lora(model: Any) -> Any:
+    from peft import PeftModel
+
+    return model.merge_and_unload() if isinstance(model, PeftModel) else model
+
+
+# ------------------------------------------------------------------------------ the stage
+
+
+class SFTOptions(TrainingOptions):
+    #: Column of `data` that holds the training text.
+    text_field: str = "text"
+    #: Hold out the last N% of rows to report an eval loss (0: none).
+    eval_split_percentage: float = Field(default=0.0, ge=0, lt=100)
+    #: Also keep the LoRA adapter on its own (`adapter` output) besides the merged model.
+    save_adapter: bool = True
+
+
+class SFTStage(Stage):
+    """Supervised fine-tuning of a causal LM on dialogues (TRL SFTTrainer; full or LoRA)."""
+
+    name = "sft"
+    Config = SFTOptions
+    config: SFTOptions
+    outputs = ("model", "adapter")
+
+    def run(self, ctx: StageContext) -> dict[str, str]:
+        done = finished_model(ctx)
+        if done is not None:
+            ctx.log.info("sft: model already saved in %s (an earlier attempt)", done)
+            return self._outputs(ctx)
+        from datasets import Dataset
+        from trl import SFTConfig, SFTTrainer
+
+        from rlhfx.models import load_causal_lm, load_tokenizer
+        from rlhfx.plugins.data.sets import read_texts
+
+        c = self.config
+        source = ctx.resolve(c.data)
+        texts = (read_texts(source, c.data_split) if c.text_field == "text"
+                 else _read_column(source, c.data_split, c.text_field))
+        if c.max_rows:
+            texts = texts[: c.max_rows]
+        train, held = hold_out(texts, c.eval_split_percentage)
+        model_source = ctx.resolve(c.model)
+        tokenizer = load_tokenizer(model_source)
+        model = load_causal_lm(model_source, dtype=c.dtype)
+        args = trainer_arguments(
+            SFTConfig, c, ctx,
+            dataset_text_field="text",
+            packing=False,
+            eval_strategy="no",
+        )
+        ctx.log.info("sft: %d training texts, %d held out; %s", len(train), len(held),
+                     "LoRA" if c.method == "lora" else "full fine-tuning")
+        with ctx.progress() as progress:
+            trainer = SFTTrainer(
+                model=model,
+                args=args,
+                train_dataset=Dataset.from_dict({"text": train}),
+                eval_dataset=Dataset.from_dict({"text": held}) if held else None,
+                processing_class=tokenizer,
+                peft_config=lora_config(c.lora, "CAUSAL_LM") if c.method == "lora" else None,
+                callbacks=[make_progress_callback(ctx, progress, "SFT")],
+            )
+            quiet_trainer(trainer)
+            run_trainer(trainer, ctx)
+            if held:
+                metrics = trainer.evaluate()
+                ctx.log_metrics(trainer.state.global_step, metrics)
+                ctx.log.info("sft: eval loss %.4f on %d held-out texts",
+                             metrics.get("eval_loss", float("nan")), len(held))
+        if ctx.is_main:
+            trained = trainer.model
+            if c.method == "lora" and c.save_adapter:
+                adapter = ctx.stage_dir / "adapter"
+                save_atomically(trained, tokenizer, adapter, {"base": model_source})
+            save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
+                            {"base": model_source, "method": c.method})
+        return self._outputs(ctx)
+
+    def _outputs(self, ctx: StageContext) -> dict[str, str]:
+        out = {"model": str(ctx.stage_dir / "model")}
+        if (ctx.stage_dir / "adapter" / DONE).exists():
+            out["adapter"] = str(ctx.stage_dir / "adapter")
+        return out
+
+
+def _read_column(source: str, split: str, column: str) -> list[str]:
+    from rlhfx.plugins.data.sets import _read_single
+
+    return _read_single(source, split, (column,), column)
+
+
+# ------------------------------------------------------------------------------ merge-lora
+
+
+def merge_lora(adapter: str, out: str, base: str | None = None, dtype: str = "float32") -> Path:
+    """Merge a peft LoRA adapter into its base model and save a full HF model (+ tokenizer)."""
+    from peft import PeftConfig, PeftModel
+
+    from rlhfx.models import load_causal_lm, load_sequence_classifier, load_tokenizer
+
+    adapter_path = Path(adapter).expanduser()
+    if not (adapter_path / "adapter_config.json").exists():
+        raise UserError(f"{adapter_path}: no adapter_config.json (not a peft adapter directory)")
+    peft_config = PeftConfig.from_pretrained(str(adapter_path))
+    base = base or peft_config.base_model_name_or_path
+    if not base:
+        raise UserError(f"{adapter_path}: the adapter does not name its base model; pass --base")
+    task = str(getattr(peft_config, "task_type", "") or "")
+    if task.endswith("SEQ_CLS"):
+        model = load_sequence_classifier(base, dtype=dtype, num_labels=1)
+    else:
+        model = load_causal_lm(base, dtype=dtype)
+    merged = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+    tok_source = str(adapter_path) if (adapter_path / "tokenizer_config.json").exists() else base
+    tokenizer = load_tokenizer(tok_source)
+    if task.endswith("SEQ_CLS") and merged.config.pad_token_id is None:
+        merged.config.pad_token_id = tokenizer.pad_token_id
+    return save_atomically(merged, tokenizer, Path(out).expanduser(),
+                           {"base": base, "adapter": str(adapter_path)})
+
+
+@hookimpl
+def rlhfx_register_stages(register):
+    register(SFTStage)
+
+
+@hookimpl
+def rlhfx_register_commands(cli):
+    from rlhfx.cli import user_errors
+
+    @cli.command("merge-lora")
+    @click.argument("adapter", type=click.Path(file_okay=False))
+    @click.option("--out", "-o", required=True, help="Directory for the merged model.")
+    @click.option("--base", default=None,
+                  help="Base model (default: the one recorded in the adapter).")
+    @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]),
+                  default="float32", show_default=True)
+    @user_errors
+    def merge_lora_cmd(adapter: str, out: str, base: str | None, dtype: str) -> None:
+        """Merge a LoRA ADAPTER directory into its base model; save a full model in --out."""
+        path = merge_lora(adapter, out, base, dtype)
+        click.echo(f"merged model: {path}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlhfx.errors import UserError
+from rlhfx.tiny import is_builtin, tiny_causal_lm, tiny_tokenizer
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
@@ -28,6 +29,9 @@ def torch_dtype(name: str) -> Any:
 def load_tokenizer(source: str, **kwargs: Any) -> Any:
     from transformers import AutoTokenizer
 
+    if is_builtin(source):
+        return tiny_tokenizer(source)
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
     except OSError as exc:
@@ -40,10 +44,45 @@ def load_tokenizer(source: str, **kwargs: Any) -> Any:
 def load_causal_lm(source: str, dtype: str = "auto", device: str = "cpu", **kwargs: Any) -> Any:
     from transformers import AutoModelForCausalLM
 
+    if is_builtin(source):  # `builtin:tiny-gpt-neo`: built from a config, no download
+        model = tiny_causal_lm(source)
+        return model.to(device=device, dtype=None if dtype == "auto" else torch_dtype(dtype))
+
     try:
         model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load a causal LM from '{source}': {_first_line(exc)}") from None
+    return model.to(device)
+
+
+def load_sequence_classifier(
+    source: str, dtype: str = "auto", device: str = "cpu", num_labels: int | None = None,
+    **kwargs: Any,
+) -> Any:
+    """A sequence-classification model (a reward model), e.g. `weqweasdas/hh_rlhf_rm`.
+
+    `num_labels=1` turns a causal-LM checkpoint (an SFT policy) into a reward model with a
+    fresh scoring head; None keeps what the checkpoint says (for a trained reward model).
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    if is_builtin(source):  # the built-in tiny body with a fresh head
+        body = tiny_causal_lm(source)
+        config = body.config
+        config.num_labels = kwargs.get("num_labels", 1)
+        model = AutoModelForSequenceClassification.from_config(config)
+        model.load_state_dict(body.state_dict(), strict=False)  # lm_head unused, score fresh
+        return model.to(device=device, dtype=None if dtype == "auto" else torch_dtype(dtype))
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            source, dtype=torch_dtype(dtype), **kwargs
+        )
+    except OSError as exc:
+        raise UserError(
+            f"cannot load a sequence-classification model from '{source}': {_first_line(exc)}"
+        ) from None
     return model.to(device)
 
 

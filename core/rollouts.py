@@ -7,6 +7,7 @@ over batches, never over samples, so the time goes to the model.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,15 @@ class SamplingSettings:
     top_k: int = 0  # 0 = off (the classic PPO setting: the KL estimate assumes plain sampling)
     top_p: float = 1.0
     do_sample: bool = True
+    #: When set, each generate call draws its max_new_tokens uniformly from [low, high]
+    #: (LMFlow's output_min_length / output_max_length), instead of using `max_new_tokens`.
+    length_range: tuple[int, int] | None = None
+
+    def draw_max_new_tokens(self, rng: random.Random) -> int:
+        if self.length_range is None:
+            return self.max_new_tokens
+        low, high = self.length_range
+        return rng.randint(low, high) if high > low else low
 
 
 def _rows_per_call(batch_size: int, num_samples: int) -> int:
@@ -46,8 +56,12 @@ def generate(
     stop_strings: Sequence[str] = (),
     progress: Any = None,
     description: str = "generating",
+    rng: random.Random | None = None,
 ) -> list[Rollout]:
-    """`num_samples` responses for each prompt, ordered prompt by prompt."""
+    """`num_samples` responses for each prompt, ordered prompt by prompt.
+
+    `rng` draws the per-call response length when `sampling.length_range` is set.
+    """
     import torch
 
     device = next(model.parameters()).device
@@ -58,6 +72,7 @@ def generate(
     per_call = _rows_per_call(batch_size, num_samples)
     task = progress.add_task(description, total=len(prompts)) if progress is not None else None
     out: list[Rollout] = []
+    rng = rng or random.Random(0)
     was_training = model.training
     model.eval()
     try:
@@ -66,7 +81,7 @@ def generate(
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
             enc = {k: v.to(device) for k, v in enc.items()}
             kwargs: dict[str, Any] = dict(
-                max_new_tokens=sampling.max_new_tokens,
+                max_new_tokens=sampling.draw_max_new_tokens(rng),
                 do_sample=sampling.do_sample,
                 num_return_sequences=num_samples,
                 pad_token_id=tokenizer.pad_token_id,
@@ -84,17 +99,22 @@ def generate(
             responses = generated[:, width:].tolist()
             prompt_rows = enc["input_ids"].tolist()
             masks = enc["attention_mask"].tolist()
-            for row, response in enumerate(responses):
+            prompt_ids = [
+                [t for t, m in zip(row, mask, strict=True) if m]
+                for row, mask in zip(prompt_rows, masks, strict=True)
+            ]
+            eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+            cut = [_cut_at_eos(r, eos, pad) for r in responses]
+            texts = tokenizer.batch_decode(cut, skip_special_tokens=True)
+            for row, (ids, text) in enumerate(zip(cut, texts, strict=True)):
                 p = row // num_samples
-                prompt_ids = [t for t, m in zip(prompt_rows[p], masks[p], strict=True) if m]
-                ids = _cut_at_eos(response, tokenizer.eos_token_id, tokenizer.pad_token_id)
                 out.append(
                     Rollout(
                         prompt_id=start + p,
                         prompt=chunk[p],
-                        prompt_ids=prompt_ids,
+                        prompt_ids=prompt_ids[p],
                         response_ids=ids,
-                        text=tokenizer.decode(ids, skip_special_tokens=True),
+                        text=text,
                     )
                 )
             if task is not None:

@@ -1,0 +1,395 @@
+"""The RAFT loop: generate -> clean and score -> select -> fine-tune, one checkpoint per iteration.
+
+Every process runs this code under `torchrun`: prompts are sharded, samples gathered, the main
+process makes the one selection (broadcast to the others), all processes fine-tune on it
+data-parallel, and only the main process writes files. Randomness is re-seeded from
+(seed, iteration, rank) at the start of each iteration, so a resumed run repeats exactly what
+an uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlhfx import Sample, StageContext, distributed
+from rlhfx.errors import UserError
+from rlhfx.io import atomic_write_json, read_jsonl, write_jsonl
+from rlhfx.metrics import mean_std, rate, rounded, sample_metrics
+from rlhfx.models import load_causal_lm, load_tokenizer
+from rlhfx.rollouts import SamplingSettings, generate
+from rlhfx.scoring import clean_and_score
+
+from . import guards
+from .checkpoint import Checkpoints, RaftState
+from .config import RaftConfig
+from .prompts import load_prompts
+from .train import build_examples, completion_text, finetune, training_arguments, wrap_lora
+
+
+def batch_prompt_indices(
+    num_prompts: int, per_iteration: int, iteration: int, seed: int
+) -> list[int]:
+    """Prompt indices for a 1-based iteration: consecutive slices of seeded shuffles.
+
+    Every prompt is used once before any repeats (a new shuffle per pass), and the answer
+    depends only on the arguments, so every process and every resumed run agrees.
+    """
+    out: list[int] = []
+    pos = (iteration - 1) * per_iteration
+    while len(out) < per_iteration:
+        epoch, offset = divmod(pos, num_prompts)
+        order = list(range(num_prompts))
+        random.Random(f"raft-prompts:{seed}:{epoch}").shuffle(order)
+        take = min(per_iteration - len(out), num_prompts - offset)
+        out += order[offset : offset + take]
+        pos += take
+    return out
+
+
+def iteration_seed(seed: int, iteration: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + iteration * 1_009 + rank) % 2**31
+
+
+class RaftLoop:
+    def __init__(self, ctx: StageContext, setup: Any, config: RaftConfig, ranker: Any):
+        self.ctx, self.setup, self.config, self.ranker = ctx, setup, config, ranker
+        self.seed = config.seed if config.seed is not None else ctx.seed
+        self.stage_dir = ctx.stage_dir
+        self.checkpoints = Checkpoints(self.stage_dir / "checkpoints", config.keep_checkpoints)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.stop_strings = self._stop_strings()
+
+    # ------------------------------------------------------------------ setup
+    def _stop_strings(self) -> list[str]:
+        if self.config.stop_strings is not None:
+            return list(self.config.stop_strings)
+        markers: list[str] = []
+        for cleaner in self.setup.cleaners:
+            if cleaner.name == "stop_markers":
+                markers += list(getattr(cleaner.config, "markers", []))
+        return markers
+
+    def _load_policy(self) -> RaftState:
+        """The policy and tokenizer to continue from: the last checkpoint or the recipe's."""
+        c, ctx = self.config, self.ctx
+        if ctx.is_main:
+            self.checkpoints.clean_partial()
+        distributed.barrier()
+        found = self.checkpoints.latest()
+        if found is None:
+            state = RaftState(fingerprint=c.fingerprint(), lora=c.lora is not None)
+            self.tokenizer = load_tokenizer(self.setup.policy)
+            model = load_causal_lm(self.setup.policy, dtype=c.dtype, device=ctx.device)
+            if c.lora is not None:
+                import torch
+
+                torch.manual_seed(self.seed)  # same adapter init on every process
+                model = wrap_lora(model, c.lora)
+        else:
+            path, state = found
+            if state.fingerprint != c.fingerprint():
+                raise UserError(
+                    f"{ctx.recipe_file}: stages.{ctx.stage_id}: the checkpoint in {path} was "
+                    f"written with other RAFT settings; rerun with --restart-from "
+                    f"{ctx.stage_id} to start this stage over"
+                )
+            self.tokenizer = load_tokenizer(str(path))
+            if state.lora:
+                from peft import PeftModel
+
+                base = load_causal_lm(self.setup.policy, dtype=c.dtype, device=ctx.device)
+                model = PeftModel.from_pretrained(base, str(path), is_trainable=True)
+            else:
+                model = load_causal_lm(str(path), dtype=c.dtype, device=ctx.device)
+            ctx.log.info("raft: resuming after iteration %d (%s)", state.iteration, path)
+        self.model = model
+        return state
+
+    def _load_prompts(self) -> tuple[list[str], list[str]]:
+        c = self.config
+        train = load_prompts(self.setup.prompts)
+        evals = load_prompts(self.setup.eval_prompts) if self.setup.eval_prompts else []
+        if c.eval_max_prompts is not None:
+            evals = evals[: c.eval_max_prompts]
+        if c.max_prompt_tokens is not None:
+            encoded = self.tokenizer(train, add_special_tokens=False)["input_ids"]
+            lengths = [len(ids) for ids in encoded]
+            kept = [p for p, n in zip(train, lengths, strict=True) if n <= c.max_prompt_tokens]
+            if len(kept) < len(train):
+                self.ctx.log.info(
+                    "raft: skipped %d prompts over %d tokens", len(train) - len(kept),
+                    c.max_prompt_tokens,
+                )
+            if not kept:
+                raise UserError(
+                    f"{self.setup.prompts}: no prompt is at most max_prompt_tokens = "
+                    f"{c.max_prompt_tokens} tokens long"
+                )
+            train = kept
+        return train, evals
+
+    def _repair_metrics(self, state: RaftState) -> None:
+        """Make metrics.jsonl hold exactly the committed records (a kill may leave extras)."""
+        if not self.ctx.is_main:
+            return
+        committed = {r["step"] for r in state.history}
+        kept, seen = [], set()
+        if self.ctx.metrics_file.exists():
+            for row in read_jsonl(self.ctx.metrics_file):
+                step = row.get("step")
+                if step in committed and step not in seen:
+                    kept.append(row)
+                    seen.add(step)
+        write_jsonl(self.ctx.metrics_file, kept)
+        for record in state.history:
+            if record["step"] not in seen:
+                self.ctx.log_metrics(record["step"], _without_step(record))
+
+    # ------------------------------------------------------------------ phases
+    def _generate(
+        self, prompts: Sequence[str], num_samples: int, sampling: SamplingSettings,
+        rng: random.Random, progress: Any, description: str,
+    ) -> list[Sample]:
+        """This process's share of `prompts`, sampled; prompt_id = index into `prompts`."""
+        positions = list(range(self.rank, len(prompts), self.world))
+        mine = [prompts[i] for i in positions]
+        rollouts = generate(
+            self.model, self.tokenizer, mine, sampling, num_samples=num_samples,
+            batch_size=self.config.inference_batch_size, stop_strings=self.stop_strings,
+            progress=progress, description=description, rng=rng,
+        ) if mine else []
+        eos = self.tokenizer.eos_token_id
+        samples = []
+        for n, r in enumerate(rollouts):
+            ended = bool(r.response_ids) and r.response_ids[-1] == eos
+            stopped = any(s in r.text for s in self.stop_strings)
+            samples.append(Sample(
+                prompt_id=positions[r.prompt_id], prompt=r.prompt, raw_response=r.text,
+                extra={"sample": n % num_samples, "response_tokens": len(r.response_ids),
+                       "finished": ended or stopped},
+            ))
+        return samples
+
+    def _score(self, samples: list[Sample], progress: Any, description: str) -> list[Sample]:
+        """Clean and score this process's samples, then gather everyone's, in prompt order."""
+        task = progress.add_task(description, total=len(samples)) if progress else None
+        clean_and_score(samples, self.setup.cleaners, self.setup.reward)
+        if task is not None:
+            progress.update(task, completed=len(samples))
+        everyone = [s for part in distributed.gather_objects(samples) for s in part]
+        everyone.sort(key=lambda s: (s.prompt_id, s.extra.get("sample", 0)))
+        return everyone
+
+    def _evaluate(self, it: int, evals: list[str], progress: Any) -> dict[str, Any]:
+        import torch
+
+        c = self.config
+        torch.manual_seed(iteration_seed(self.seed + 7, 0, self.rank))  # same noise every eval
+        sampling = SamplingSettings(
+            max_new_tokens=c.max_new_tokens, temperature=c.eval_temperature,
+            top_k=c.top_k, top_p=c.top_p,
+        )
+        samples = self._generate(evals, 1, sampling, random.Random(0), progress, "eval: generating")
+        samples = self._score(samples, progress, "eval: scoring")
+        if self.ctx.is_main:
+            write_jsonl(self.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl", (
+                {"prompt": s.prompt, "response": s.response, "reward": s.reward,
+                 "discarded": s.discarded} for s in samples
+            ))
+        m = sample_metrics(samples, prefix="eval_")
+        return {k: m[k] for k in ("eval_reward_mean", "eval_reward_std", "eval_discarded_rate",
+                                  "eval_distinct_2")}
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> dict[str, str]:
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own rich bars; no tqdm from save_pretrained
+        c, ctx = self.config, self.ctx
+        state = self._load_policy()
+        train_prompts, eval_prompts = self._load_prompts()
+        self._repair_metrics(state)
+        if state.iteration >= c.iterations:
+            ctx.log.info("raft: all %d iterations were done earlier", c.iterations)
+        elif state.iteration == 0:
+            ctx.log.info(
+                "raft: %d iterations, b=%d, k=%d, ranker %s, %d train / %d eval prompts, %d "
+                "process(es)", c.iterations, c.batch_size, c.k, c.ranker.name,
+                len(train_prompts), len(eval_prompts), self.world,
+            )
+        pending: list[dict[str, Any]] = []
+        if state.iteration == 0 and eval_prompts and c.eval_every:
+            with ctx.progress() as progress:
+                initial = self._evaluate(0, eval_prompts, progress)
+            pending.append({"step": 0, "iteration": 0, **rounded(initial)})
+            ctx.log.info("raft: initial policy: eval reward %s", _fmt(initial["eval_reward_mean"]))
+
+        grouped = not c.one_sample_per_prompt
+        per_iteration = c.batch_size if grouped else c.batch_size * c.k
+        num_samples = c.k if grouped else 1
+        sampling = SamplingSettings(
+            max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=c.top_k,
+            top_p=c.top_p, length_range=(c.min_new_tokens, c.max_new_tokens),
+        )
+        for it in range(state.iteration + 1, c.iterations + 1):
+            started = time.perf_counter()
+            torch.manual_seed(iteration_seed(self.seed, it, self.rank))
+            rng = random.Random(iteration_seed(self.seed, it, self.rank))
+            indices = batch_prompt_indices(len(train_prompts), per_iteration, it, self.seed)
+            prompts = [train_prompts[i] for i in indices]
+            times: dict[str, float] = {}
+            with ctx.progress() as progress:
+                t = time.perf_counter()
+                mine = self._generate(prompts, num_samples, sampling, rng, progress,
+                                      f"iteration {it}: generating")
+                times["generate"] = time.perf_counter() - t
+                t = time.perf_counter()
+                samples = self._score(mine, progress, f"iteration {it}: scoring")
+                times["score"] = time.perf_counter() - t
+                t = time.perf_counter()
+                chosen = distributed.broadcast_object(
+                    sorted(self.ranker.select(samples)) if ctx.is_main else None
+                )
+                selected = [samples[i] for i in chosen]
+                times["select"] = time.perf_counter() - t
+                self._write_samples(it, samples, set(chosen))
+                t = time.perf_counter()
+                pairs = [(s.prompt, self._completion(s)) for s in selected]
+                examples = build_examples(
+                    self.tokenizer, pairs, c,
+                    finished=[bool(s.extra.get("finished")) for s in selected],
+                )
+                args = training_arguments(
+                    c, self.stage_dir / "trainer", iteration_seed(self.seed, it), ctx.device
+                )
+                train_info = finetune(self.model, self.tokenizer, examples, args, progress)
+                times["train"] = time.perf_counter() - t
+                evaluation: dict[str, Any] = {}
+                if eval_prompts and c.eval_every and (it % c.eval_every == 0 or it == c.iterations):
+                    t = time.perf_counter()
+                    evaluation = self._evaluate(it, eval_prompts, progress)
+                    times["eval"] = time.perf_counter() - t
+            record = self._record(it, samples, selected, train_info, evaluation, times, started)
+            record["warnings"] = guards.check(
+                state.history + pending, record, c.distinct2_warn_fraction,
+                c.cleaner_rate_warn_increase,
+            )
+            for message in record["warnings"]:
+                ctx.log.warning("raft: iteration %d: %s", it, message)
+            t = time.perf_counter()
+            state.iteration = it
+            state.history += [*pending, record]
+            if ctx.is_main:
+                self.checkpoints.save(self.model, self.tokenizer, state)
+            distributed.barrier()
+            for r in [*pending, record]:
+                ctx.log_metrics(r["step"], _without_step(r))
+            pending = []
+            self._plot(state.history)
+            ctx.log.info(_summary(record, c.iterations, time.perf_counter() - t))
+        return {"model": str(self._save_final())}
+
+    # ------------------------------------------------------------------ records and files
+    def _record(
+        self, it: int, samples: list[Sample], selected: list[Sample], train_info: dict[str, Any],
+        evaluation: dict[str, Any], times: dict[str, float], started: float,
+    ) -> dict[str, Any]:
+        sel_mean, sel_std = mean_std(s.reward for s in selected)
+        lengths = [s.extra.get("response_tokens", 0) for s in samples]
+        record: dict[str, Any] = {
+            "step": it,
+            "iteration": it,
+            **sample_metrics(samples),
+            "cleaned_rate": rate(s.changed or s.discarded for s in samples),
+            "selected_reward_mean": sel_mean,
+            "selected_reward_std": sel_std,
+            "num_selected": len(selected),
+            "response_tokens_mean": sum(lengths) / len(lengths) if lengths else 0.0,
+            **train_info,
+            **evaluation,
+            **{f"seconds_{k}": v for k, v in times.items()},
+            "seconds_iteration": time.perf_counter() - started,
+        }
+        return rounded(record)
+
+    def _completion(self, sample: Sample) -> str:
+        return completion_text(sample.raw_response, sample.response, self.config.response_separator)
+
+    def _write_samples(self, it: int, samples: list[Sample], chosen: set[int]) -> None:
+        if not self.ctx.is_main:
+            return
+        folder = self.stage_dir / "iterations" / f"iter-{it:04d}"
+        write_jsonl(folder / "selected.jsonl", (
+            {"prompt_id": s.prompt_id, "prompt": s.prompt, "response": s.response,
+             "reward": s.reward, "text": s.prompt + self._completion(s)}
+            for i, s in enumerate(samples) if i in chosen
+        ))
+        if self.config.save_samples:
+            write_jsonl(folder / "samples.jsonl", (
+                {"prompt_id": s.prompt_id, "sample": s.extra.get("sample", 0),
+                 "prompt": s.prompt, "raw_response": s.raw_response, "response": s.response,
+                 "reward": s.reward, "changed": s.changed, "discarded": s.discarded,
+                 "discard_reason": s.discard_reason, "selected": i in chosen,
+                 "response_tokens": s.extra.get("response_tokens")}
+                for i, s in enumerate(samples)
+            ))
+
+    def _plot(self, history: list[dict[str, Any]]) -> None:
+        if not self.ctx.is_main:
+            return
+        from rlhfx.plotting import reward_curve
+
+        try:
+            reward_curve(history, self.stage_dir / "reward_curve.png", title="RAFT reward")
+        except Exception as exc:  # a plot must never cost a run
+            self.ctx.log.warning("raft: could not draw the reward curve: %s", exc)
+
+    def _save_final(self) -> Path:
+        """The policy in Hugging Face format (LoRA merged), written atomically by main."""
+        target = self.stage_dir / "model"
+        if self.ctx.is_main:
+            model = self.model
+            if hasattr(model, "merge_and_unload"):
+                model = model.merge_and_unload()
+            tmp = self.stage_dir / ".model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            self.tokenizer.save_pretrained(tmp)
+            atomic_write_json(tmp / "raft.json", {"iterations": self.config.iterations})
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+        distributed.barrier()
+        return target
+
+
+def _without_step(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k != "step"}
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _summary(r: dict[str, Any], total: int, save_seconds: float) -> str:
+    parts = [
+        f"iteration {r['iteration']}/{total}",
+        f"reward {_fmt(r['reward_mean'])}±{_fmt(r['reward_std'], '.2f')}",
+        f"selected {_fmt(r['selected_reward_mean'])} (n={r['num_selected']})",
+    ]
+    if "eval_reward_mean" in r:
+        parts.append(f"eval {_fmt(r['eval_reward_mean'])}")
+    parts += [
+        f"distinct-2 {r['distinct_2']:.2f}",
+        f"changed {r['changed_rate']:.0%} discarded {r['discarded_rate']:.0%}",
+        f"loss {_fmt(r.get('train_loss'), '.3f')}",
+        f"gen {r['seconds_generate']:.1f}s score {r['seconds_score']:.1f}s "
+        f"train {r['seconds_train']:.1f}s save {save_seconds:.1f}s",
+    ]
+    return "raft: " + " | ".join(parts)

@@ -1,0 +1,155 @@
+"""Fine-tuning on the selected samples with `transformers.Trainer` (LoRA through peft).
+
+Trainer gives us the optimizer, scheduler, gradient accumulation, mixed precision and
+data-parallel training under `torchrun` (DDP over gloo on the CPU). We tokenize the b selected
+pairs ourselves (a few lines) and let TRL's SFT collator pad them and keep the prompt out of the
+loss: that avoids building a `datasets.Dataset` and an SFTTrainer every iteration, which costs
+more than training b tiny samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlhfx.errors import UserError
+
+from .config import LoraSettings, RaftConfig
+
+
+def completion_text(raw: str, cleaned: str, separator: str | None) -> str:
+    """What the policy is trained to write after the prompt: the cleaned response, led by the
+    whitespace the policy itself generated before it (the `strip` cleaner removes it for
+    scoring, but the model should keep starting its answers the way it does), or by
+    `separator` when the recipe sets one.
+    """
+    lead = raw[: len(raw) - len(raw.lstrip())] if separator is None else separator
+    return lead + cleaned
+
+
+def build_examples(
+    tokenizer: Any,
+    pairs: Sequence[tuple[str, str]],
+    config: RaftConfig,
+    finished: Sequence[bool] | None = None,
+) -> list[dict[str, list[int]]]:
+    """Token ids and labels for each (prompt, completion); prompt labels are -100 by default.
+
+    Prompt and response are tokenized apart and joined, as the policy saw them while
+    generating, so the loss covers exactly the response tokens. EOS follows a response only
+    when it really ended (`finished`: EOS or a stop string); one cut by the length limit gets
+    none, or the policy would learn to stop wherever the limit happened to fall.
+    """
+    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    responses = tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"]
+    ends = list(finished) if finished is not None else [True] * len(pairs)
+    eos = tokenizer.eos_token_id
+    out = []
+    for p_ids, r_ids, done in zip(prompts, responses, ends, strict=True):
+        tail = [eos] if config.append_eos and done and eos is not None else []
+        ids = list(p_ids) + list(r_ids) + tail
+        labels = list(ids) if config.train_on_prompt else [-100] * len(p_ids) + ids[len(p_ids):]
+        out.append({"input_ids": ids, "labels": labels})
+    return out
+
+
+def wrap_lora(model: Any, lora: LoraSettings) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    peft_config = LoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    try:
+        return get_peft_model(model, peft_config)
+    except ValueError as exc:  # e.g. target modules not found in this architecture
+        raise UserError(f"lora: {exc}") from None
+
+
+def _progress_callback(progress: Any, description: str) -> Any:
+    from transformers import TrainerCallback
+
+    class RichProgress(TrainerCallback):
+        """Advances a rich progress bar per optimizer step (the Trainer's tqdm is off)."""
+
+        task = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if progress is not None:
+                self.task = progress.add_task(description, total=state.max_steps)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.task is not None:
+                progress.update(self.task, completed=state.global_step)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.task is not None:
+                progress.remove_task(self.task)
+
+    return RichProgress()
+
+
+def training_arguments(config: RaftConfig, output_dir: Path, seed: int, device: str) -> Any:
+    from transformers import TrainingArguments
+
+    ours: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        per_device_train_batch_size=config.train_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        num_train_epochs=config.epochs,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        bf16=config.dtype == "bfloat16" and device != "cpu",
+        fp16=config.dtype == "float16" and device != "cpu",
+        seed=seed,
+        data_seed=seed,
+        use_cpu=device == "cpu",
+        save_strategy="no",
+        logging_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+    )
+    # transformers 5 folded warmup_ratio into a fractional warmup_steps; 4.x has both.
+    fields = TrainingArguments.__dataclass_fields__
+    if config.warmup_ratio:
+        key = "warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"
+        ours[key] = config.warmup_ratio
+    try:
+        return TrainingArguments(**{**config.training_args, **ours})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"raft.training_args: {exc}") from None
+
+
+def finetune(
+    model: Any,
+    tokenizer: Any,
+    examples: list[dict[str, list[int]]],
+    args: Any,
+    progress: Any = None,
+) -> dict[str, float]:
+    """One pass of `args.num_train_epochs` over `examples`; returns the training loss."""
+    from transformers import Trainer
+    from transformers.trainer_callback import PrinterCallback
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    if not examples:
+        return {"train_loss": float("nan"), "train_steps": 0}
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=examples,  # a list is a map-style dataset; no datasets.Dataset needed
+        data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
+        callbacks=[_progress_callback(progress, "training")],
+    )
+    trainer.remove_callback(PrinterCallback)  # our summary line reports the loss
+    result = trainer.train()
+    model.eval()
+    return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step)}

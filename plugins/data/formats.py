@@ -45,11 +45,7 @@ class AnthropicHH(PreferenceFormat):
     name = "anthropic_hh"
 
     def sniff(self, record: dict[str, Any]) -> bool:
-        return (
-            "prompt" not in record
-            and isinstance(record.get("chosen"), str)
-            and isinstance(record.get("rejected"), str)
-        )
+        return "prompt" not in record and ("chosen" in record or "rejected" in record)
 
     def parse(self, record: dict[str, Any]) -> Example:
         chosen = require_str(record, "chosen")

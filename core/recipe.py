@@ -231,9 +231,10 @@ class _Resolver:
                 )
                 return
             target = self.stages[stage]
-            if not target.resolved:
+            entry = self.system.components["stage"].get(target.name)
+            if entry is None:
                 return  # its name is unknown: reported already
-            outputs: tuple[str, ...] = getattr(target.component_class, "outputs", ())
+            outputs: tuple[str, ...] = getattr(entry.cls, "outputs", ())
             if not outputs:
                 self.err(path, f"stage '{stage}' ({target.name}) has no outputs to use")
             elif output is not None and output not in outputs:

@@ -78,7 +78,10 @@ def _setup_logging(run_dir: Path, level: str, console: Console) -> logging.Logge
         log.removeHandler(handler)
     log.propagate = False
     if distributed.is_main():
-        log.addHandler(RichHandler(console=console, show_path=False, markup=False))
+        screen = RichHandler(console=console, show_path=False, markup=False)
+        # Records marked `extra={"screen": False}` go to run.log only (the CLI prints them).
+        screen.addFilter(lambda record: getattr(record, "screen", True))
+        log.addHandler(screen)
         file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(file_handler)
@@ -147,7 +150,9 @@ def run_recipe(
             )
         if previous.get("status") == "completed":
             log.info("stage %s: completed earlier, skipped", stage_id)
-            outputs[stage_id] = _absolute(run_dir, previous.get("outputs", {}))
+            outputs[stage_id] = _in_declared_order(
+                _absolute(run_dir, previous.get("outputs", {})), _declared_outputs(ref)
+            )
             continue
         seed_everything(recipe.run.seed + index)
         ctx = StageContext(
@@ -173,14 +178,16 @@ def run_recipe(
             produced = stage.run(ctx) or {}
         except BaseException as exc:
             # The state stays "running": the next `rlhfx run` resumes this stage.
+            quiet = {"screen": False}
             if isinstance(exc, UserError | KeyboardInterrupt):
-                log.error("stage %s stopped: %s", stage_id, exc or type(exc).__name__)
+                log.error("stage %s stopped: %s", stage_id, exc or type(exc).__name__,
+                          extra=quiet)
             else:
-                log.exception("stage %s failed", stage_id)
+                log.exception("stage %s failed", stage_id, extra=quiet)
             raise
         distributed.barrier()
         outputs[stage_id] = _in_declared_order(
-            {k: str(v) for k, v in produced.items()}, getattr(type(stage), "outputs", ())
+            {k: str(v) for k, v in produced.items()}, _declared_outputs(ref)
         )
         state.set_stage(
             stage_id,
@@ -210,6 +217,10 @@ def _retire_stage(run_dir: Path, state: RunState, stage_id: str) -> None:
 
 def _chain(upstream: str, own: str) -> str:
     return hashlib.sha256(f"{upstream}:{own}".encode()).hexdigest()[:16] if upstream else own
+
+
+def _declared_outputs(ref: Any) -> tuple[str, ...]:
+    return tuple(getattr(ref.component_class, "outputs", ()))
 
 
 def _in_declared_order(produced: dict[str, str], declared: tuple[str, ...]) -> dict[str, str]:

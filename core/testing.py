@@ -17,6 +17,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -135,3 +137,31 @@ def rlhfx_installed_plugin(
     for name in added:  # the next test may reuse a module name with other source
         sys.modules.pop(name, None)
     registry.reset_plugins()
+
+
+def rlhfx_command() -> list[str]:
+    """The installed `rlhfx` script beside this interpreter (or `python -m rlhfx.cli`)."""
+    script = Path(sys.executable).with_name("rlhfx")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "rlhfx.cli"]
+
+
+def run_rlhfx(
+    *args: str,
+    cwd: str | Path,
+    pythonpath: str | Path | None = None,
+    timeout: float = 120,
+    **env: str,
+) -> subprocess.CompletedProcess[str]:
+    """Run `rlhfx ARGS` in a real process (real exit status, stdout and stderr).
+
+    `RLHFX_*` variables of the calling environment are dropped; pass them as keywords.
+    `pythonpath` puts e.g. a `write_plugin_distribution` site directory on the path.
+    """
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("RLHFX_")}
+    if pythonpath is not None:
+        environ["PYTHONPATH"] = str(pythonpath)
+    environ.update(env)
+    return subprocess.run(
+        [*rlhfx_command(), *args], cwd=cwd, env=environ, capture_output=True, text=True,
+        timeout=timeout,
+    )

@@ -3,6 +3,8 @@ plugin system, so a developer's shell (or an earlier test) cannot change what lo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rlhfx import registry
@@ -15,3 +17,14 @@ def _clean_plugin_state(monkeypatch: pytest.MonkeyPatch):
     registry.reset_plugins()
     yield
     registry.reset_plugins()
+
+
+@pytest.fixture
+def teststages(rlhfx_installed_plugin):
+    """Install tests/plugin_teststages.py as the fake distribution `rlhfx-teststages`.
+
+    Returns the site directory (put it on PYTHONPATH for a subprocess)."""
+    source = (Path(__file__).parent / "plugin_teststages.py").read_text(encoding="utf-8")
+    return rlhfx_installed_plugin(
+        "rlhfx-teststages", {"rlhfx_teststages": source}, {"teststages": "rlhfx_teststages"}
+    )

@@ -9,6 +9,8 @@ merged and a full sequence-classification model is saved (output `model`), ready
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from pydantic import Field
@@ -19,11 +21,13 @@ from rlhfx.io import atomic_write_json
 from .sft import (
     LoraOptions,
     TrainingOptions,
+    drop_checkpoints,
     finished_model,
     hold_out,
     lora_config,
     make_progress_callback,
     merge_if_lora,
+    quiet_libraries,
     quiet_trainer,
     run_trainer,
     save_atomically,
@@ -53,8 +57,14 @@ def pairwise_accuracy(
     model: Any, tokenizer: Any, pairs: list[tuple[str, str]], batch_size: int,
     max_length: int | None, append_eos: bool,
 ) -> dict[str, float]:
-    """Share of pairs where the chosen text outscores the rejected one (ties count as wrong)."""
+    """Share of pairs where the chosen text outscores the rejected one (ties count as wrong).
+
+    Texts are cut the way the reward sources cut them (from the left, at the model's limit
+    unless `max_length`), so this is the accuracy the trained model will have in alignment.
+    """
     from .gpt_neo_rm import score_texts
+
+    tokenizer.truncation_side = "left"
 
     chosen = score_texts(model, tokenizer, [c for c, _ in pairs], batch_size, max_length,
                          append_eos)
@@ -91,20 +101,21 @@ class RewardModelStage(Stage):
         from .gpt_neo_rm import REWARD_INFO, prepare_for_scoring
 
         c = self.config
+        quiet_libraries()
         pairs = read_pairs(ctx.resolve(c.data), c.data_split)
         if c.max_rows:
             pairs = pairs[: c.max_rows]
         train, held = hold_out(pairs, c.validation_split_percentage)
         model_source = ctx.resolve(c.model)
         tokenizer = load_tokenizer(model_source)
-        model = load_sequence_classifier(model_source, dtype=c.dtype, num_labels=1)
+        with _quiet_fresh_head():
+            model = load_sequence_classifier(model_source, dtype=c.dtype, num_labels=1)
         prepare_for_scoring(model, tokenizer)
         ctx.log.info("reward_model: %d training pairs, %d held out; %s", len(train), len(held),
                      "LoRA" if c.method == "lora" else "full training")
         results: dict[str, Any] = {"train_pairs": len(train), "validation_pairs": len(held)}
         if held and c.eval_before_training:
-            before = pairwise_accuracy(model, tokenizer, held, c.eval_batch_size, c.max_length,
-                                       True)
+            before = pairwise_accuracy(model, tokenizer, held, c.eval_batch_size, None, True)
             results["before"] = before
             ctx.log_metrics(0, {f"eval_before/{k}": v for k, v in before.items()})
             ctx.log.info("reward_model: validation accuracy before training %.3f",
@@ -136,8 +147,7 @@ class RewardModelStage(Stage):
         merged = merge_if_lora(trainer.model)
         step = trainer.state.global_step
         if held:
-            after = pairwise_accuracy(merged, tokenizer, held, c.eval_batch_size, c.max_length,
-                                      True)
+            after = pairwise_accuracy(merged, tokenizer, held, c.eval_batch_size, None, True)
             results["after"] = after
             ctx.log_metrics(step, {f"eval/{k}": v for k, v in after.items()})
             ctx.log.info(
@@ -151,7 +161,21 @@ class RewardModelStage(Stage):
             save_atomically(merged, tokenizer, target,
                             {"base": model_source, "method": c.method, **_short(results)},
                             extra={REWARD_INFO: {"append_eos": True}})
+            drop_checkpoints(ctx, c)
         return {"model": str(ctx.stage_dir / "model")}
+
+
+@contextmanager
+def _quiet_fresh_head() -> Iterator[None]:
+    """Starting from a causal LM, the scoring head is new by design: skip the load report."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _short(results: dict[str, Any]) -> dict[str, Any]:

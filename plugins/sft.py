@@ -69,6 +69,9 @@ class TrainingOptions(ComponentConfig):
     #: Trainer integrations to report to (e.g. ["tensorboard"]); rlhfx's metrics.jsonl is
     #: always written.
     report_to: list[str] = Field(default_factory=list)
+    #: Keep the Trainer checkpoints after the final model is saved (they hold optimizer state,
+    #: about three times the model's size, and are only needed to resume an unfinished stage).
+    keep_checkpoints: bool = False
     #: Extra `TrainingArguments` / TRL config fields, checked at run time; ours win.
     training_args: dict[str, Any] = Field(default_factory=dict)
 
@@ -98,7 +101,6 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         per_device_eval_batch_size=opts.batch_size,
         gradient_accumulation_steps=opts.gradient_accumulation_steps,
         lr_scheduler_type=opts.lr_scheduler,
-        warmup_ratio=opts.warmup_ratio,
         weight_decay=opts.weight_decay,
         logging_steps=opts.logging_steps,
         save_strategy="steps",
@@ -116,6 +118,10 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         dataloader_num_workers=0,
     )
     fields = {f.name for f in dataclasses.fields(config_cls)}
+    if opts.warmup_ratio:
+        # transformers 5 folded `warmup_ratio` into `warmup_steps` (a float below 1 = ratio)
+        key = "warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"
+        args[key] = opts.warmup_ratio
     extra = dict(opts.training_args)
     unknown = sorted(set(extra) - fields)
     if unknown:
@@ -175,6 +181,22 @@ def save_atomically(
         shutil.rmtree(target)
     os.replace(tmp, target)
     return target
+
+
+def drop_checkpoints(ctx: StageContext, opts: TrainingOptions) -> None:
+    """Remove the resume checkpoints once the final model is safely saved (unless kept)."""
+    folder = ctx.stage_dir / CHECKPOINTS
+    if not opts.keep_checkpoints and folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def quiet_libraries() -> None:
+    """Our rich progress bar replaces the per-map and per-shard tqdm bars of datasets/hf."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
 
 
 def hold_out(rows: list[Any], percentage: float) -> tuple[list[Any], list[Any]]:
@@ -269,6 +291,7 @@ class SFTStage(Stage):
         from rlhfx.plugins.data.sets import read_texts
 
         c = self.config
+        quiet_libraries()
         source = ctx.resolve(c.data)
         texts = (read_texts(source, c.data_split) if c.text_field == "text"
                  else _read_column(source, c.data_split, c.text_field))
@@ -299,8 +322,7 @@ class SFTStage(Stage):
             quiet_trainer(trainer)
             run_trainer(trainer, ctx)
             if held:
-                metrics = trainer.evaluate()
-                ctx.log_metrics(trainer.state.global_step, metrics)
+                metrics = trainer.evaluate()  # logged to metrics.jsonl by the callback
                 ctx.log.info("sft: eval loss %.4f on %d held-out texts",
                              metrics.get("eval_loss", float("nan")), len(held))
         if ctx.is_main:
@@ -310,6 +332,7 @@ class SFTStage(Stage):
                 save_atomically(trained, tokenizer, adapter, {"base": model_source})
             save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
                             {"base": model_source, "method": c.method})
+            drop_checkpoints(ctx, c)
         return self._outputs(ctx)
 
     def _outputs(self, ctx: StageContext) -> dict[str, str]:

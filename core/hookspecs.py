@@ -1,4 +1,5 @@
-"""The hooks a plugin may implement. Each is documented in `docs/hooks.md` (a test checks it).
+"""The hooks a plugin may implement. Each is documented in `docs/hooks.md` (tests/test_docs.py
+fails when a hook here is undocumented there or its arguments drift).
 
 A plugin is a module (or object) with functions decorated by `rlhfx.hookimpl` whose names are
 the hook names below. Registration hooks receive a `register` callback and call it once per
@@ -25,7 +26,8 @@ def rlhfx_register_stages(register: Register) -> None:
 
     :param register: call `register(StageClass)` once for each stage the plugin provides.
 
-    Called once when the plugin manager starts, before any recipe is read.
+    Called once per process when the plugin system loads (at the start of every `rlhfx`
+    command), before any recipe is read.
     """
 
 
@@ -35,8 +37,8 @@ def rlhfx_register_algorithms(register: Register) -> None:
 
     :param register: call `register(AlgorithmClass)` once for each algorithm.
 
-    Called once when the plugin manager starts. The `align` stage looks the recipe's
-    `algorithm.name` up in the table this builds.
+    Called once per process when the plugin system loads. The `align` stage looks the
+    recipe's `algorithm.name` up in the table this builds and runs the algorithm.
     """
 
 
@@ -46,7 +48,8 @@ def rlhfx_register_reward_sources(register: Register) -> None:
 
     :param register: call `register(RewardSourceClass)` once for each reward source.
 
-    Called once when the plugin manager starts.
+    Called once per process when the plugin system loads. `score` is called later on batches
+    of (prompt, cleaned response) text, only for responses that no cleaner discarded.
     """
 
 
@@ -56,7 +59,8 @@ def rlhfx_register_cleaners(register: Register) -> None:
 
     :param register: call `register(CleanerClass)` once for each cleaner.
 
-    Called once when the plugin manager starts.
+    Called once per process when the plugin system loads. `clean` is called later for each
+    response, in the recipe's order; a cleaner that discards stops the chain.
     """
 
 
@@ -66,7 +70,8 @@ def rlhfx_register_rankers(register: Register) -> None:
 
     :param register: call `register(RankerClass)` once for each ranker.
 
-    Called once when the plugin manager starts.
+    Called once per process when the plugin system loads. `select` is called later, once per
+    RAFT iteration, with all of that iteration's samples.
     """
 
 
@@ -76,7 +81,8 @@ def rlhfx_register_data_formats(register: Register) -> None:
 
     :param register: call `register(DataFormatClass)` once for each format.
 
-    Called once when the plugin manager starts.
+    Called once per process when the plugin system loads. The data stage calls `sniff` on a
+    source's first record when the recipe names no format.
     """
 
 
@@ -86,8 +92,9 @@ def rlhfx_register_commands(cli: Any) -> None:
 
     :param cli: the top-level `click.Group`; call `cli.add_command(cmd)` or use `@cli.command()`.
 
-    Called once when the CLI starts, before arguments are parsed. A plugin whose hook raises is
-    reported as failed by `rlhfx plugins list`, and the other commands keep working.
+    Called at the start of every `rlhfx` command, after the plugins load and before the command
+    line is parsed. A plugin whose hook raises is reported as failed by `rlhfx plugins list`,
+    and the other commands keep working.
     """
 
 
@@ -100,8 +107,9 @@ def rlhfx_log_metrics(
     :param run_dir: the run's output directory.
     :param stage: the id of the stage that logged the record (the key in `[stages.ID]`).
     :param step: the iteration or optimisation step the record belongs to.
-    :param metrics: flat mapping of metric name to value (numbers, mostly).
+    :param metrics: flat mapping of metric name to value (numbers, mostly); a copy.
 
-    Called on the main process only, after the record has been appended to
-    `stages/<stage>/metrics.jsonl`. Return values are ignored.
+    Called on the main process only, each time a stage calls `ctx.log_metrics`, after the
+    record has been appended to `stages/<stage>/metrics.jsonl`. Return values are ignored; an
+    exception is logged once as a warning and does not stop the run.
     """

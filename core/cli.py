@@ -131,7 +131,8 @@ def validate(recipe: str) -> None:
 
     loaded = load_recipe(recipe)
     stages = ", ".join(f"{k} ({v.name})" for k, v in loaded.recipe.stages.items())
-    click.echo(f"{recipe}: ok ({len(loaded.recipe.stages)} stages: {stages})")
+    n = len(loaded.recipe.stages)
+    click.echo(f"{recipe}: ok ({n} stage{'' if n == 1 else 's'}: {stages})")
 
 
 @cli.command()

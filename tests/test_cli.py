@@ -233,6 +233,17 @@ def test_validate_does_not_import_torch(teststages, tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "0 []", out.stdout + out.stderr
 
 
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_recipes_validate(rlhfx_cli, recipe, monkeypatch):
+    monkeypatch.chdir(REPO)  # recipes name their files relative to the repository root
+    result = rlhfx_cli("validate", str(recipe.relative_to(REPO)))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith(f"recipes/{recipe.name}: ok (")
+
+
 def test_validate_missing_recipe_file(rlhfx_cli, tmp_path):
     result = rlhfx_cli("validate", str(tmp_path / "none.toml"))
     assert result.exit_code == 2

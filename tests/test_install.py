@@ -160,7 +160,7 @@ def test_example_plugin_installed_with_pip(rlhfx_wheel, tmp_path):
     )
     ok = venv.rlhfx("validate", recipe.name, cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
-    assert ok.stdout == "uses_it.toml: ok (1 stages: c (consume))\n"
+    assert ok.stdout == "uses_it.toml: ok (1 stage: c (consume))\n"
 
     # The plugin's own config model checks the recipe's options.
     bad = tmp_path / "bad.toml"
@@ -214,7 +214,7 @@ def test_broken_plugin_installed_with_pip(rlhfx_wheel, tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text('[stages.m]\nname = "make"\ncount = 1\n', encoding="utf-8")
     ok = venv.rlhfx("validate", recipe.name, cwd=tmp_path)
-    assert ok.returncode == 0 and ok.stdout == "r.toml: ok (1 stages: m (make))\n"
+    assert ok.returncode == 0 and ok.stdout == "r.toml: ok (1 stage: m (make))\n"
     assert "Traceback" not in ok.stderr
 
     strict = venv.rlhfx("validate", recipe.name, cwd=tmp_path, RLHFX_STRICT_PLUGINS="1")

@@ -42,13 +42,16 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def pick_device(requested: str) -> str:
+def pick_device(requested: str, recipe_file: str = "recipe") -> str:
     import torch
 
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("run.device = 'cuda' but no CUDA device is available")
+        raise UserError(
+            f"{recipe_file}: run.device: 'cuda' asked for, but no CUDA device is available "
+            "(use 'auto' or 'cpu')"
+        )
     return requested
 
 
@@ -95,7 +98,7 @@ def _keep_recipe_copy(run_dir: Path, loaded: LoadedRecipe) -> None:
     target = run_dir / "recipe.toml"
     if target.exists() and target.read_text(encoding="utf-8") != loaded.text:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(target.stat().st_mtime))
-        target.rename(run_dir / f"recipe.{stamp}.toml")
+        target.rename(_unused(run_dir / f"recipe.{stamp}", ".toml"))
     if not target.exists():
         atomic_write_text(target, loaded.text)
 
@@ -119,35 +122,41 @@ def run_recipe(
             f"(stages: {', '.join(stage_ids)})"
         )
 
+    retire = stage_ids[stage_ids.index(restart_from):] if restart_from is not None else []
+    # A stage's fingerprint covers its own table and every earlier one, so a change upstream
+    # makes every later stage stale, not only the next.
+    fingerprints: dict[str, str] = {}
+    upstream = ""
+    for stage_id in stage_ids:
+        upstream = fingerprints[stage_id] = _chain(upstream, loaded.stage_fingerprint(stage_id))
+    state = RunState(run_dir / STATE_FILE)
+    # Refuse a changed recipe before anything in the run directory is touched.
+    for stage_id in stage_ids:
+        previous = state.stage(stage_id)
+        if stage_id in retire or previous.get("fingerprint") in (None, fingerprints[stage_id]):
+            continue
+        what = "completed" if previous.get("status") == "completed" else "started"
+        raise UserError(
+            f"{loaded.path}: stages.{stage_id}: this stage {what} in {run_dir} with a "
+            f"different recipe (or an earlier stage changed); rerun with "
+            f"--restart-from {stage_id} to redo it, or set another run.output_dir"
+        )
+    device = pick_device(recipe.run.device, str(loaded.path))
+
     distributed.init()
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _keep_recipe_copy(run_dir, loaded)
     distributed.barrier()
     log = _setup_logging(run_dir, recipe.run.log_level, console)
-    device = pick_device(recipe.run.device)
-    state = RunState(run_dir / STATE_FILE)
-
-    if restart_from is not None:
-        for stage_id in stage_ids[stage_ids.index(restart_from):]:
-            _retire_stage(run_dir, state, stage_id)
+    for stage_id in retire:
+        _retire_stage(run_dir, state, stage_id)
 
     outputs: dict[str, dict[str, str]] = {}
-    upstream = ""
     for index, stage_id in enumerate(stage_ids):
         ref = recipe.stages[stage_id]
-        # A stage's fingerprint covers its own table and every earlier one, so a change
-        # upstream makes every later completed stage stale, not only the next.
-        fingerprint = _chain(upstream, loaded.stage_fingerprint(stage_id))
-        upstream = fingerprint
+        fingerprint = fingerprints[stage_id]
         previous = state.stage(stage_id)
-        if previous and previous.get("fingerprint") not in (None, fingerprint):
-            what = "completed" if previous.get("status") == "completed" else "started"
-            raise UserError(
-                f"{loaded.path}: stages.{stage_id}: this stage {what} in {run_dir} with a "
-                f"different recipe (or an earlier stage changed); rerun with "
-                f"--restart-from {stage_id} to redo it, or set another run.output_dir"
-            )
         if previous.get("status") == "completed":
             log.info("stage %s: completed earlier, skipped", stage_id)
             outputs[stage_id] = _in_declared_order(
@@ -204,15 +213,19 @@ def _retire_stage(run_dir: Path, state: RunState, stage_id: str) -> None:
     stage_dir = run_dir / "stages" / stage_id
     if distributed.is_main() and stage_dir.exists():
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        target = stage_dir.with_name(f"{stage_id}.old-{stamp}")
-        n = 1
-        while target.exists():  # two restarts within one second
-            n += 1
-            target = stage_dir.with_name(f"{stage_id}.old-{stamp}-{n}")
-        stage_dir.rename(target)
+        stage_dir.rename(_unused(stage_dir.with_name(f"{stage_id}.old-{stamp}")))
     state.data["stages"].pop(stage_id, None)
     if distributed.is_main():
         atomic_write_json(state.path, state.data)
+
+
+def _unused(stem: Path, suffix: str = "") -> Path:
+    """`stem + suffix`, or `stem-2 + suffix`, ...: a name nothing has yet (never overwrite)."""
+    target, n = stem.with_name(stem.name + suffix), 1
+    while target.exists():  # e.g. two restarts within one second
+        n += 1
+        target = stem.with_name(f"{stem.name}-{n}{suffix}")
+    return target
 
 
 def _chain(upstream: str, own: str) -> str:

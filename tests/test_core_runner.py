@@ -154,6 +154,36 @@ def test_changed_stage_table_is_refused(rlhfx_cli, workdir, changed):
         "another run.output_dir\n"
     )
     assert calls(workdir / "out") == ["m", "c"]
+    # Nothing was touched: the run directory still describes the run that happened.
+    assert (workdir / "out/recipe.toml").read_text() == TWO_STAGES
+    assert sorted(p.name for p in (workdir / "out").glob("recipe*")) == ["recipe.toml"]
+
+
+def test_every_older_recipe_copy_is_kept(rlhfx_cli, workdir):
+    recipe = write(workdir / "r.toml", TWO_STAGES)
+    texts = [TWO_STAGES]
+    assert rlhfx_cli("run", recipe).exit_code == 0
+    for extra in ("a", "b"):  # two changes within one second must not overwrite a copy
+        texts.append(TWO_STAGES + f'\n[stages.{extra}]\nname = "noop"\n')
+        write(workdir / "r.toml", texts[-1])
+        assert rlhfx_cli("run", recipe).exit_code == 0
+    kept = {p.read_text() for p in (workdir / "out").glob("recipe*.toml")}
+    assert kept == set(texts)
+    assert (workdir / "out/recipe.toml").read_text() == texts[-1]
+
+
+def test_cuda_asked_for_without_cuda(rlhfx_cli, workdir):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    recipe = write(workdir / "r.toml", '[run]\ndevice = "cuda"\n' + TWO_STAGES.split("\n", 1)[1])
+    result = rlhfx_cli("run", recipe)
+    assert result.exit_code == 2
+    assert errors(result) == (
+        "error: r.toml: run.device: 'cuda' asked for, but no CUDA device is available "
+        "(use 'auto' or 'cpu')\n"
+    )
 
 
 def test_changed_seed_is_refused(rlhfx_cli, workdir):

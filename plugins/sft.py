@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -147,11 +148,30 @@ def lora_config(opts: LoraOptions, task_type: str) -> Any:
 
 
 def last_checkpoint(ctx: StageContext) -> str | None:
-    """The newest complete Trainer checkpoint of this stage, to resume from."""
-    from transformers.trainer_utils import get_last_checkpoint
+    """The newest complete Trainer checkpoint of this stage, to resume from.
 
+    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was
+    cut short by a kill; it is removed (ours, not transformers' `get_last_checkpoint`, which
+    would pick it and then fail to load it).
+    """
     folder = ctx.stage_dir / CHECKPOINTS
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+    if not folder.is_dir():
+        return None
+    found = []
+    for path in folder.iterdir():
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and path.is_dir():
+            found.append((int(match.group(1)), path))
+    for _, path in sorted(found, reverse=True):
+        try:
+            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            if ctx.is_main:
+                ctx.log.warning("%s: removing incomplete checkpoint %s", ctx.stage_id, path.name)
+                shutil.rmtree(path, ignore_errors=True)
+            continue
+        return str(path)
+    return None
 
 
 def finished_model(ctx: StageContext, name: str = "model") -> Path | None:

@@ -26,7 +26,7 @@ class LoraOptions(ComponentConfig):
     """LoRA adapters (peft); merged into a full model when the stage ends."""
 
     r: int = Field(default=16, ge=1)
-    alpha: float = Field(default=32, gt=0)
+    alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     #: Module names to adapt; unset lets peft pick the usual ones for the architecture.
     target_modules: list[str] | None = None

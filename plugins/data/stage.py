@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlhfx import Stage, StageContext
+from rlhfx import Stage, StageContext, distributed
 
 from .config import DataConfig
 
@@ -20,9 +20,12 @@ class DataStage(Stage):
         # atomically, so a kill never leaves a half-written set behind.
         from rlhfx.models import load_tokenizer
 
-        from .prepare import prepare
+        from .prepare import OUTPUTS, prepare
 
         c = self.config
+        if not ctx.is_main:  # under torchrun one process writes the sets, the others wait
+            distributed.barrier()
+            return {name: str(ctx.stage_dir / f"{name}.jsonl") for name in OUTPUTS}
         tokenizer = load_tokenizer(ctx.resolve(c.tokenizer)) if c.tokenizer else None
         with ctx.progress() as progress:
             paths, report = prepare(
@@ -41,4 +44,5 @@ class DataStage(Stage):
         metrics.update({"rows": report.train.rows, "kept": report.train.kept})
         metrics.update({f"dropped/{k}": v for k, v in report.train.dropped.items()})
         ctx.log_metrics(0, metrics)
+        distributed.barrier()
         return paths

@@ -148,9 +148,10 @@ class PPORun:
         c, ctx = self.config, self.ctx
         ctx.log.info(
             "ppo: %d steps of %d rollouts (%d per process), %d mini-batches x %d epochs, "
-            "responses %d-%d tokens, %s", self.steps, c.batch_size, c.batch_size // self.world,
-            c.minibatches_per_epoch, c.ppo_epochs, c.output_min_length, c.output_max_length - 1,
-            "LoRA" if c.lora else "full fine-tuning",
+            "responses %d-%d tokens, %s, %d process(es) (%s)", self.steps, c.batch_size,
+            c.batch_size // self.world, c.minibatches_per_epoch, c.ppo_epochs, c.output_min_length,
+            c.output_max_length - 1, "LoRA" if c.lora else "full fine-tuning",
+            self.trainer.accelerator.num_processes, self.trainer.accelerator.distributed_type.value,
         )
         with ctx.progress() as progress:
             task = progress.add_task("PPO steps", total=self.steps, completed=self.start)
@@ -260,6 +261,7 @@ class PPORun:
 
     # ------------------------------------------------------------------ saving
     def _checkpoint(self, step: int) -> None:
+        self._check_in_sync(step)
         distributed.barrier()
         if self.ctx.is_main:
             state = {"fingerprint": self.config.fingerprint(), "trainer": self.trainer.state(),
@@ -267,6 +269,17 @@ class PPORun:
             checkpoint.save(self.ctx.stage_dir / "checkpoints", step, self.model,
                             self.trainer.optimizer, state, self.config.keep_checkpoints)
         distributed.barrier()
+
+    def _check_in_sync(self, step: int) -> None:
+        """Every process must hold the same weights (data parallelism); stop loudly if not."""
+        if self.world == 1:
+            return
+        total = sum(float(p.detach().double().sum()) for p in self.model.parameters()
+                    if p.requires_grad)
+        sums = distributed.gather_objects(total)
+        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"step {step}: the processes' weights differ ({sums}); "
+                               "gradients were not synchronised")
 
     def save_final(self, model_dir: Path) -> None:
         """The policy in Hugging Face format (LoRA merged), its tokenizer, and the value head."""

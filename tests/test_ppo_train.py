@@ -1,0 +1,188 @@
+"""PPO runs end to end on the built-in tiny policy, in-process (no subprocess start-up cost)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+CLASSIC_STATS = (
+    "objective/kl", "objective/kl_coef", "objective/entropy", "ppo/mean_scores",
+    "ppo/std_scores", "ppo/mean_non_score_reward", "ppo/loss/policy", "ppo/loss/value",
+    "ppo/loss/total", "ppo/policy/entropy", "ppo/policy/approxkl", "ppo/policy/policykl",
+    "ppo/policy/clipfrac", "ppo/val/var_explained", "ppo/returns/mean", "ppo/val/error",
+    "tokens/queries_len_mean", "tokens/responses_len_mean", "env/reward_mean",
+    "time/generation", "time/scoring", "time/ppo/forward_pass", "time/ppo/optimize_step",
+    "time/ppo/total", "ppo/learning_rate",
+)
+WORD_BONUS = '{ name = "pattern_penalty", rules = [{ pattern = "[A-Za-z]{3,}", penalty = -1.0 }] }'
+
+
+def toml_value(value) -> str:
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    return json.dumps(value)  # numbers, booleans, strings and lists read the same in TOML
+
+
+def write_recipe(tmp_path: Path, algorithm: dict, reward: str = WORD_BONUS, seed: int = 3,
+                 extra: str = "") -> Path:
+    options = ", ".join(f"{k} = {toml_value(v)}" for k, v in algorithm.items())
+    text = (
+        f'[run]\nseed = {seed}\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'
+        f'prompts = "builtin:tiny-prompts"\nreward = {reward}\n{extra}'
+        f'algorithm = {{ name = "ppo", {options} }}\n'
+    )
+    path = tmp_path / "recipe.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def records(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "stages" / "align" / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def run_in_process(rlhfx_cli, tmp_path: Path, algorithm: dict, **kw) -> Path:
+    recipe = write_recipe(tmp_path, algorithm, **kw)
+    out = tmp_path / "run"
+    result = rlhfx_cli("run", str(recipe), "-o", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+SMALL = dict(steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3,
+             output_min_length=8, output_max_length=12, save_samples=True)
+
+
+@pytest.mark.slow
+def test_reward_rises_while_kl_stays_bounded(rlhfx_cli, tmp_path):
+    """A randomly initialised policy learns to write real-looking words in two dozen steps."""
+    out = run_in_process(rlhfx_cli, tmp_path, dict(
+        steps=24, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
+        init_kl_coef=0.2, target=6, horizon=100, output_min_length=16, output_max_length=17,
+        save_every=100, save_samples=False,
+    ))
+    recs = records(out)
+    assert [r["step"] for r in recs] == list(range(1, 25))
+    for r in recs:
+        missing = [k for k in CLASSIC_STATS if k not in r]
+        assert not missing, missing
+    rewards = [r["env/reward_mean"] for r in recs]
+    first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
+    assert last > first + 2.0, rewards  # about 8 -> 12 words per 16-token answer
+    kls = [r["objective/kl"] for r in recs]
+    assert kls[0] == pytest.approx(0.0, abs=1e-5)  # the policy starts as the reference
+    assert all(math.isfinite(k) and -1.0 < k < 25.0 for k in kls), kls
+    coefs = [r["objective/kl_coef"] for r in recs]
+    assert coefs[1] < coefs[0]  # KL below target: the adaptive controller relaxes first
+    stage = out / "stages" / "align"
+    assert (stage / "reward_curve.png").stat().st_size > 1000
+    assert (stage / "kl_curve.png").stat().st_size > 1000
+
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.tiny import tiny_causal_lm
+
+    trained = AutoModelForCausalLM.from_pretrained(stage / "model")
+    start = tiny_causal_lm("builtin:tiny-gpt-neo")
+    delta = sum((a - b).abs().sum().item() for a, b in
+                zip(trained.parameters(), start.parameters(), strict=True))
+    assert delta > 0
+
+
+def _tiny_reward_model(path: Path) -> None:
+    """A GPT-Neo classifier with a word-level tokenizer: nothing like the policy's BPE."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import GPTNeoConfig, GPTNeoForSequenceClassification, PreTrainedTokenizerFast
+
+    from rlhfx.tiny import _corpus
+
+    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.train_from_iterator(_corpus(), trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+    tokenizer.save_pretrained(path)
+    config = GPTNeoConfig(
+        vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2,
+        attention_types=[[["global"], 1]], max_position_embeddings=128, num_labels=1,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    GPTNeoForSequenceClassification(config).save_pretrained(path)
+
+
+def test_reward_model_with_another_tokenizer(rlhfx_cli, tmp_path):
+    """The RM reads (prompt, cleaned response) as text with its own word-level tokenizer."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from rlhfx.tiny import tiny_tokenizer
+
+    rm_dir = tmp_path / "rm"
+    _tiny_reward_model(rm_dir)
+    out = run_in_process(rlhfx_cli, tmp_path, SMALL,
+                         reward=f'{{ name = "reward_model", model = "{rm_dir}" }}')
+    rows = [json.loads(line) for line in
+            (out / "stages" / "align" / "samples" / "step_000002.jsonl").read_text().splitlines()]
+    trained = [r for r in rows if r["trained"]]
+    assert trained
+
+    rm_tok = AutoTokenizer.from_pretrained(rm_dir)
+    policy_tok = tiny_tokenizer("builtin:tiny-gpt-neo")
+    text = trained[0]["prompt"] + " " + trained[0]["response"]
+    assert rm_tok(text)["input_ids"] != policy_tok(text)["input_ids"]
+    rm = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    with torch.no_grad():
+        for row in trained:
+            enc = rm_tok(row["prompt"] + " " + row["response"], return_tensors="pt")
+            assert row["score"] == pytest.approx(rm(**enc).logits[0, 0].item(), abs=1e-4)
+    assert len({round(r["score"], 6) for r in trained}) > 1
+
+
+def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "lora": {"r": 4, "alpha": 8}})
+    recs = records(out)
+    # LoRA's B starts at zero: policy == reference (the base, adapter off) at step 1
+    assert recs[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)
+    model_dir = out / "stages" / "align" / "model"
+    assert not (model_dir / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(model_dir)
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    trainable = (out / "stages" / "align" / "checkpoints").glob("step_*/trainable.pt")
+    import torch
+
+    state = torch.load(next(iter(trainable)))
+    assert state and all("lora" in k or k.startswith("v_head") for k in state)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"kl_penalty": "full", "whiten_rewards": True, "use_score_scaling": True,
+         "use_score_norm": True, "score_clip": 3.0},
+        {"kl_penalty": "abs", "early_stopping": True, "target_kl": 0.001, "ppo_epochs": 4,
+         "adap_kl_ctrl": False, "max_grad_norm": 1.0, "gradient_accumulation_steps": 2,
+         "mini_batch_size": 2},
+        {"kl_penalty": "mse", "min_response_tokens": 1000},  # every response too short
+    ],
+    ids=["full-kl-scaled-scores", "early-stop-accumulate", "all-dropped"],
+)
+def test_options_run(rlhfx_cli, tmp_path, options):
+    out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, **options})
+    recs = records(out)
+    assert [r["step"] for r in recs] == [1, 2]
+    if options.get("min_response_tokens"):
+        assert all(r["ppo/kept"] == 0 and r["ppo/too_short"] == 8 for r in recs)
+        return
+    for r in recs:
+        assert math.isfinite(r["objective/kl"]) and math.isfinite(r["ppo/loss/total"])
+    if options.get("early_stopping"):
+        # a tiny target_kl: the epochs stop after the first one once the policy has moved
+        assert recs[1]["ppo/epochs"] < 4
+    if options.get("score_clip"):
+        assert all(abs(r["ppo/mean_scores"]) <= 3.0 for r in recs)

@@ -1,8 +1,8 @@
 """Loading models and tokenizers from what a recipe names: a directory or a hub id.
 
 Stages and algorithms call these instead of `from_pretrained` directly, so that every way of
-naming a model (later: GGUF files, files inside installed packages, built-in tiny models) works
-everywhere at once.
+naming a model (GGUF files and files inside installed packages: model_sources.py; built-in
+tiny models: tiny.py) works everywhere at once.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlhfx.errors import UserError
+from rlhfx.model_sources import loadable_path
 from rlhfx.tiny import is_builtin, tiny_causal_lm, tiny_tokenizer
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -33,7 +34,7 @@ def load_tokenizer(source: str, **kwargs: Any) -> Any:
         return tiny_tokenizer(source)
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(loadable_path(source), **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load a tokenizer from '{source}': {_first_line(exc)}") from None
     if tokenizer.pad_token is None:
@@ -49,7 +50,9 @@ def load_causal_lm(source: str, dtype: str = "auto", device: str = "cpu", **kwar
         return model.to(device=device, dtype=None if dtype == "auto" else torch_dtype(dtype))
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype(dtype), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            loadable_path(source), dtype=torch_dtype(dtype), **kwargs
+        )
     except OSError as exc:
         raise UserError(f"cannot load a causal LM from '{source}': {_first_line(exc)}") from None
     return model.to(device)
@@ -77,7 +80,7 @@ def load_sequence_classifier(
         return model.to(device=device, dtype=None if dtype == "auto" else torch_dtype(dtype))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
-            source, dtype=torch_dtype(dtype), **kwargs
+            loadable_path(source), dtype=torch_dtype(dtype), **kwargs
         )
     except OSError as exc:
         raise UserError(

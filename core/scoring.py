@@ -35,7 +35,8 @@ def score(samples: Sequence[Sample], reward: RewardSource) -> None:
         values = reward.score([s.prompt for s in keep], [s.response for s in keep])
         if len(values) != len(keep):
             raise RuntimeError(
-                f"reward source '{reward.name}' returned {len(values)} scores for {len(keep)} responses"
+                f"reward source '{reward.name}' returned {len(values)} scores "
+                f"for {len(keep)} responses"
             )
         for sample, value in zip(keep, values, strict=True):
             sample.reward = float(value)

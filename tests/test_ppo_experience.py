@@ -159,3 +159,20 @@ def test_bad_options_are_one_line_errors(rlhfx_cli, tmp_path, options, message):
     assert result.exit_code == 2
     assert "stages.align.algorithm" in result.output and message in result.output
     assert "Traceback" not in result.output
+
+
+def test_negative_kl_warning_names_the_likely_cause(caplog):
+    import logging
+
+    from rlhfx.plugins.ppo.loop import PPORun
+
+    run = PPORun.__new__(PPORun)  # only the reporting part
+    run.config = PPOConfig()
+    run.ctx = type("Ctx", (), {"log": logging.getLogger("ppo_test_warnings")})()
+    with caplog.at_level(logging.WARNING, logger="ppo_test_warnings"):
+        run._warn(7, {"objective/kl": -0.5, "ppo/retokenized": 0})  # within the tolerance
+        assert not caplog.records
+        run._warn(8, {"objective/kl": -3.2, "ppo/retokenized": 2})
+    message = caplog.records[0].getMessage()
+    assert "step 8" in message and "-3.200" in message
+    assert "min_length" in message and "2 responses re-tokenized" in message

@@ -145,8 +145,13 @@ def test_reward_model_with_another_tokenizer(rlhfx_cli, tmp_path):
 def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "lora": {"r": 4, "alpha": 8}})
+    out = run_in_process(
+        rlhfx_cli, tmp_path,
+        {**SMALL, "lora": {"r": 4, "alpha": 8}, "eval_every": 2, "eval_max_prompts": 6},
+        extra='eval_prompts = "builtin:tiny-eval-prompts"\n',
+    )
     recs = records(out)
+    assert "eval/reward_mean" not in recs[0] and recs[1]["eval/reward_mean"] is not None
     # LoRA's B starts at zero: policy == reference (the base, adapter off) at step 1
     assert recs[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)
     model_dir = out / "stages" / "align" / "model"

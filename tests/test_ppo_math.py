@@ -239,3 +239,19 @@ def test_response_positions_line_up_with_the_shifted_logits():
     per_position = torch.arange(10).reshape(2, 5)
     assert response_slice(per_position, batch.positions)[0].tolist() == [1, 2, 3]
     assert response_slice(per_position, batch.positions)[1, 0].item() == 7
+
+
+def test_minibatches_shrink_when_responses_were_dropped():
+    from types import SimpleNamespace
+
+    from rlhfx.plugins.ppo.config import PPOConfig
+    from rlhfx.plugins.ppo.trainer import PPOTrainer
+
+    def count(max_kept: int, **options) -> int:
+        trainer = SimpleNamespace(config=PPOConfig(**options))
+        return PPOTrainer.minibatch_count(trainer, max_kept)
+
+    assert count(32, batch_size=32, mini_batch_size=4) == 8  # TRL: batch / mini-batch
+    assert count(3, batch_size=32, mini_batch_size=4) == 3  # never a mini-batch of nothing
+    # with accumulation over 2 mini-batches, whole groups only: 3 -> 4
+    assert count(3, batch_size=32, mini_batch_size=4, gradient_accumulation_steps=2) == 4

@@ -180,9 +180,11 @@ class PPORun:
             min_response_tokens=c.min_response_tokens, discarded_score=c.discarded_score,
             rng=random.Random(seed), progress=progress, timings=timings,
         )
-        all_scores = [s for part in distributed.gather_objects(exp.scores) for s in part]
+        per_process = distributed.gather_objects(exp.scores)
+        all_scores = [s for part in per_process for s in part]
         kl_coef = self.trainer.kl_ctl.value
-        out = self.trainer.step(exp.queries, exp.responses, exp.scores, all_scores, seed)
+        out = self.trainer.step(exp.queries, exp.responses, exp.scores, all_scores,
+                                max(len(p) for p in per_process), seed)
         timings.update(out.timings)
         parts = distributed.gather_objects(_payload(exp, out, timings))
         metrics = combine(parts, kl_coef, self.trainer.optimizer.param_groups[0]["lr"])
@@ -191,7 +193,7 @@ class PPORun:
         if self._eval_due(step):
             metrics.update(self.evaluate())
         metrics["time/step"] = time.perf_counter() - t0
-        metrics = rounded(metrics, 6)
+        metrics = rounded(metrics, 8)
         ctx.log_metrics(step, metrics)
         self._warn(step, metrics)
         if ctx.is_main:

@@ -7,7 +7,9 @@ gradient accumulation and gradient clipping.
 
 Several processes: each one trains on its own rollouts, and every process runs the same number
 of mini-batches per epoch (DDP needs matching backward calls), so a process whose responses
-were dropped fills its empty mini-batches with a zero-loss pass.
+were dropped fills its empty mini-batches with a zero-loss pass. When responses were dropped,
+fewer mini-batches than `batch_size / mini_batch_size` may be run (never an optimiser step on
+no data at all), and when every response of the step was dropped there is no update.
 """
 
 from __future__ import annotations
@@ -187,15 +189,21 @@ class PPOTrainer:
 
     def step(
         self, queries: list[list[int]], responses: list[list[int]], scores: list[float],
-        all_scores: list[float], seed: int,
+        all_scores: list[float], max_kept: int, seed: int,
     ) -> StepOutput:
+        """One PPO update on this process's rollouts.
+
+        `all_scores` are the raw scores of every process (for score scaling) and `max_kept` the
+        most rollouts any process kept; both are the same on every process.
+        """
         c = self.config
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         scaled = self.scale(scores, all_scores)
-        empty = not queries
-        if empty:
-            return self._optimise(None, {}, t0, timings, scaled, seed)
+        if max_kept == 0:  # every response of the step was dropped: nothing to learn from
+            return StepOutput({}, scaled, {}, 0, 0, timings)
+        if not queries:
+            return self._optimise(None, {}, t0, timings, scaled, seed, max_kept)
 
         t = time.perf_counter()
         batch = build_rollouts(queries, responses, self.pad_id, self.device)
@@ -214,16 +222,23 @@ class PPOTrainer:
         seq = ppo_math.sequence_stats(old["logprobs"], old["kls"], non_score, batch.mask)
         data = {"batch": batch, "logprobs": old["logprobs"], "values": values,
                 "advantages": advantages, "returns": returns}
-        out = self._optimise(data, seq, t0, timings, scaled, seed)
-        return out
+        return self._optimise(data, seq, t0, timings, scaled, seed, max_kept)
+
+    def minibatch_count(self, max_kept: int) -> int:
+        """Mini-batches per epoch: batch / mini-batch, fewer when fewer rollouts were kept,
+        rounded up to whole accumulation groups (so each group holds real data)."""
+        gas = self.config.gradient_accumulation_steps
+        wanted = min(self.config.minibatches_per_epoch, max_kept)
+        return -(-wanted // gas) * gas
 
     def _optimise(
         self, data: dict[str, Any] | None, seq: dict[str, list[float]], t0: float,
-        timings: dict[str, float], scaled: list[float], seed: int,
+        timings: dict[str, float], scaled: list[float], seed: int, max_kept: int,
     ) -> StepOutput:
         """ppo_epochs over shuffled mini-batches; the same number of passes on every process."""
         c = self.config
         t = time.perf_counter()
+        n_minibatches = self.minibatch_count(max_kept)
         rng = np.random.default_rng(seed)
         n = len(data["batch"]) if data else 0
         stats: list[dict[str, float]] = []
@@ -233,7 +248,7 @@ class PPOTrainer:
         for _ in range(c.ppo_epochs):
             epochs_run += 1
             order = rng.permutation(n)
-            for rows in np.array_split(order, c.minibatches_per_epoch):
+            for rows in np.array_split(order, n_minibatches):
                 with self.accelerator.accumulate(self.model):
                     if data is None or len(rows) == 0:
                         self._idle_pass()

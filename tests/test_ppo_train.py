@@ -58,12 +58,11 @@ SMALL = dict(steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_ra
 
 @pytest.mark.slow
 def test_reward_rises_while_kl_stays_bounded(rlhfx_cli, tmp_path):
-    """A randomly initialised policy learns to write real-looking words in two dozen steps."""
-    out = run_in_process(rlhfx_cli, tmp_path, dict(
-        steps=24, batch_size=16, mini_batch_size=8, ppo_epochs=4, learning_rate=1e-3,
-        init_kl_coef=0.2, target=6, horizon=100, output_min_length=16, output_max_length=17,
-        save_every=100, save_samples=False,
-    ))
+    """recipes/tiny_ppo.toml: a random policy learns to write real-looking words in 24 steps."""
+    recipe = Path(__file__).parent.parent / "recipes" / "tiny_ppo.toml"
+    out = tmp_path / "run"
+    result = rlhfx_cli("run", str(recipe), "-o", str(out))
+    assert result.exit_code == 0, result.output
     recs = records(out)
     assert [r["step"] for r in recs] == list(range(1, 25))
     for r in recs:
@@ -77,9 +76,11 @@ def test_reward_rises_while_kl_stays_bounded(rlhfx_cli, tmp_path):
     assert all(math.isfinite(k) and -1.0 < k < 25.0 for k in kls), kls
     coefs = [r["objective/kl_coef"] for r in recs]
     assert coefs[1] < coefs[0]  # KL below target: the adaptive controller relaxes first
+    assert coefs[-1] > min(coefs)  # ... and tightens once the KL passes the target
     stage = out / "stages" / "align"
     assert (stage / "reward_curve.png").stat().st_size > 1000
     assert (stage / "kl_curve.png").stat().st_size > 1000
+    assert [r["step"] for r in recs if "eval/reward_mean" in r] == [8, 16, 24]
 
     from transformers import AutoModelForCausalLM
 

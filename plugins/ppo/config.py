@@ -19,7 +19,7 @@ class LoraOptions(ComponentConfig):
     """LoRA adapters on the policy; the reference model is the base with the adapter off."""
 
     r: int = Field(default=16, ge=1)
-    alpha: float = Field(default=32, gt=0)
+    alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.05, ge=0, lt=1)
     #: Module names to adapt; None lets peft pick the usual ones for the architecture.
     target_modules: list[str] | None = None

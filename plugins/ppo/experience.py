@@ -149,7 +149,7 @@ def collect(
         exp.kept.append(i)
         exp.queries.append(rollouts[i].prompt_ids)
         exp.responses.append(tokens[i])
-        exp.scores.append(float(sample.reward))  # type: ignore[arg-type]
+        exp.scores.append(float(sample.reward))
     if timings is not None:
         timings["generation"] = t_gen
         timings["scoring"] = time.perf_counter() - t

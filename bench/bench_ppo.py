@@ -47,7 +47,7 @@ def build_tiny_rm(path: Path) -> None:
     config = GPTNeoConfig(
         vocab_size=len(tokenizer), hidden_size=64, num_layers=2, num_heads=4,
         attention_types=[[["global", "local"], 1]], max_position_embeddings=256, num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=None,
     )
     torch.manual_seed(0)
     GPTNeoForSequenceClassification(config).save_pretrained(path)

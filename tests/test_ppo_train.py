@@ -109,7 +109,7 @@ def _tiny_reward_model(path: Path) -> None:
     config = GPTNeoConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_layers=1, num_heads=2,
         attention_types=[[["global"], 1]], max_position_embeddings=128, num_labels=1,
-        pad_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=None,
     )
     torch.manual_seed(0)
     GPTNeoForSequenceClassification(config).save_pretrained(path)

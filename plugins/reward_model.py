@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlhfx import Stage, StageContext, hookimpl
+from rlhfx import Stage, StageContext, UserError, hookimpl
 from rlhfx.io import atomic_write_json
 
 from .sft import (
@@ -79,6 +79,37 @@ def pairwise_accuracy(
     }
 
 
+def tokenized_pairs(
+    tokenizer: Any, pairs: list[tuple[str, str]], max_length: int, append_eos: bool
+) -> tuple[Any, int]:
+    """Token ids for RewardTrainer (`chosen_ids`/`rejected_ids`), and how many were too long.
+
+    We tokenize rather than let the trainer do it so that texts are encoded exactly as the
+    reward sources encode them when scoring (EOS appended as text, the tokenizer's own special
+    tokens) and so that pairs over `max_length` are counted, not dropped silently.
+    """
+    from datasets import Dataset
+
+    eos = tokenizer.eos_token if append_eos else None
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        if eos:
+            texts = [t if t.endswith(eos) else t + eos for t in texts]
+        if not texts:
+            return []
+        # Cut at max_length + 1: enough to tell which are too long, and no long-input warning.
+        enc = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_length + 1)
+        return enc["input_ids"]
+
+    chosen = encode([a for a, _ in pairs])
+    rejected = encode([b for _, b in pairs])
+    keep = [i for i in range(len(pairs))
+            if len(chosen[i]) <= max_length and len(rejected[i]) <= max_length]
+    data = Dataset.from_dict({"chosen_ids": [chosen[i] for i in keep],
+                              "rejected_ids": [rejected[i] for i in keep]})
+    return data, len(pairs) - len(keep)
+
+
 class RewardModelStage(Stage):
     """Train a reward model on preference pairs (TRL RewardTrainer; LoRA or full)."""
 
@@ -92,7 +123,6 @@ class RewardModelStage(Stage):
         if done is not None:
             ctx.log.info("reward_model: model already saved in %s (an earlier attempt)", done)
             return {"model": str(done)}
-        from datasets import Dataset
         from trl import RewardConfig, RewardTrainer
 
         from rlhfx.models import load_sequence_classifier, load_tokenizer
@@ -115,15 +145,23 @@ class RewardModelStage(Stage):
                      "LoRA" if c.method == "lora" else "full training")
         results: dict[str, Any] = {"train_pairs": len(train), "validation_pairs": len(held)}
         if held and c.eval_before_training:
-            before = pairwise_accuracy(model, tokenizer, held, c.eval_batch_size, None, True)
+            before = pairwise_accuracy(model, tokenizer, held, c.eval_batch_size, None,
+                                       tokenizer.eos_token is not None)
             results["before"] = before
             ctx.log_metrics(0, {f"eval_before/{k}": v for k, v in before.items()})
             ctx.log.info("reward_model: validation accuracy before training %.3f",
                          before["accuracy"])
 
-        def as_dataset(rows: list[tuple[str, str]]) -> Any:
-            return Dataset.from_dict({"chosen": [a for a, _ in rows],
-                                      "rejected": [b for _, b in rows]})
+        append_eos = tokenizer.eos_token is not None  # BERT-like tokenizers have none
+        train_set, too_long = tokenized_pairs(tokenizer, train, c.max_length, append_eos)
+        if too_long:
+            ctx.log.warning("reward_model: %d of %d training pairs are over max_length = %d "
+                            "tokens and are left out", too_long, len(train), c.max_length)
+        if not len(train_set):
+            raise UserError(f"{ctx.recipe_file}: stages.{ctx.stage_id}.max_length: every "
+                            f"training pair is over {c.max_length} tokens")
+        eval_set, _ = tokenized_pairs(tokenizer, held, c.max_length, append_eos)
+        results["train_pairs_over_max_length"] = too_long
 
         eval_every = c.eval_steps is not None and bool(held)
         args = trainer_arguments(
@@ -136,8 +174,8 @@ class RewardModelStage(Stage):
             trainer = RewardTrainer(
                 model=model,
                 args=args,
-                train_dataset=as_dataset(train),
-                eval_dataset=as_dataset(held) if held else None,
+                train_dataset=train_set,
+                eval_dataset=eval_set if len(eval_set) else None,
                 processing_class=tokenizer,
                 peft_config=lora_config(c.lora, "SEQ_CLS") if c.method == "lora" else None,
                 callbacks=[make_progress_callback(ctx, progress, "reward model")],
@@ -147,7 +185,7 @@ class RewardModelStage(Stage):
         merged = merge_if_lora(trainer.model)
         step = trainer.state.global_step
         if held:
-            after = pairwise_accuracy(merged, tokenizer, held, c.eval_batch_size, None, True)
+            after = pairwise_accuracy(merged, tokenizer, held, c.eval_batch_size, None, append_eos)
             results["after"] = after
             ctx.log_metrics(step, {f"eval/{k}": v for k, v in after.items()})
             ctx.log.info(
@@ -160,7 +198,7 @@ class RewardModelStage(Stage):
             # REWARD_INFO: how the trainer saw its texts, so the reward source scores the same.
             save_atomically(merged, tokenizer, target,
                             {"base": model_source, "method": c.method, **_short(results)},
-                            extra={REWARD_INFO: {"append_eos": True}})
+                            extra={REWARD_INFO: {"append_eos": append_eos}})
             drop_checkpoints(ctx, c)
         return {"model": str(ctx.stage_dir / "model")}
 

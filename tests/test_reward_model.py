@@ -82,6 +82,25 @@ def test_full_training_and_finished_stage_is_not_redone(setup):
     assert (ctx.stage_dir / "model" / "model.safetensors").stat().st_mtime_ns == stamp
 
 
+def test_model_without_eos_token(setup):
+    """BERT-like reward models (the MiniLM backbone) have no EOS: nothing is appended."""
+    from fixtures.tiny import save_tiny_bert_rm
+
+    tmp, rm, _ = setup
+    bert = save_tiny_bert_rm(tmp / "bert", corpus(make_rows(100, seed=6)))
+    ctx, out, results = train(tmp, rm, bert, "bert", method="full", learning_rate=1e-3,
+                              max_steps=6, eval_before_training=False)
+    info = json.loads((ctx.stage_dir / "model" / "rlhfx_reward.json").read_text())
+    assert info == {"append_eos": False}
+    assert results["validation_pairs"] == 50 and 0 <= results["after"]["accuracy"] <= 1
+    source = SequenceReward(SequenceReward.Config(model=out["model"]))
+    held = list(read_jsonl(rm))[-50:]
+    chosen = source.score([""] * 50, [p["chosen"] for p in held])
+    rejected = source.score([""] * 50, [p["rejected"] for p in held])
+    agree = sum(c > r for c, r in zip(chosen, rejected, strict=True)) / 50
+    assert agree == pytest.approx(results["after"]["accuracy"])
+
+
 def test_defaults_follow_the_seed():
     c = RewardModelStage.Config(model="m", data="d.jsonl")
     assert c.method == "lora" and (c.lora.r, c.lora.alpha, c.lora.dropout) == (16, 32, 0.1)

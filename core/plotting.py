@@ -1,8 +1,16 @@
-"""Reward curves as PNG files (matplotlib's Agg backend: no display needed)."""
+"""Reward curves as PNG files (matplotlib's Agg backend: no display needed).
+
+`reward_curve` draws one; `BackgroundPlotter` redraws it in a helper process, so a training
+loop that updates its curve every iteration never waits for matplotlib (a draw costs a tenth
+of a second or more of CPU: as much as a tiny model's whole training step).
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -56,3 +64,69 @@ def reward_curve(
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+class BackgroundPlotter:
+    """Draws reward curves in a child process that reads one JSON request a line on stdin.
+
+    The child skips to the newest request when several are waiting, and exits when its stdin
+    closes, which also happens when the parent is killed. `close()` waits for the last
+    drawing and, should the child have failed, draws it in this process instead.
+    """
+
+    def __init__(self) -> None:
+        self._child: subprocess.Popen[bytes] | None = None
+        self._last: dict[str, Any] | None = None
+        self._broken = False
+
+    def submit(
+        self, records: Sequence[Mapping[str, Any]], path: str | Path, title: str = "reward"
+    ) -> None:
+        self._last = {"records": [dict(r) for r in records], "path": str(path), "title": title}
+        if self._broken:
+            return
+        try:
+            if self._child is None:
+                self._child = subprocess.Popen(
+                    [sys.executable, "-c", "from rlhfx.plotting import _serve; _serve()"],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                )
+            assert self._child.stdin is not None
+            line = json.dumps(self._last, default=str) + "\n"
+            self._child.stdin.write(line.encode("utf-8"))
+            self._child.stdin.flush()
+        except OSError:
+            self._broken = True
+
+    def close(self, timeout: float = 60.0) -> None:
+        child, self._child = self._child, None
+        ok = False
+        if child is not None:
+            try:
+                if child.stdin is not None:
+                    child.stdin.close()
+                ok = child.wait(timeout=timeout) == 0
+            except (OSError, subprocess.TimeoutExpired):
+                child.kill()
+        if self._last is not None and not ok:
+            last = self._last
+            reward_curve(last["records"], last["path"], title=last["title"])
+        self._last = None
+
+
+def _serve() -> None:
+    """The child's loop: draw the newest waiting request; stop at end of input."""
+    import select
+
+    stream = sys.stdin.buffer
+    while True:
+        line = stream.readline()
+        if not line:
+            return
+        while select.select([stream], [], [], 0)[0]:  # newer requests waiting: skip ahead
+            newer = stream.readline()
+            if not newer:
+                break
+            line = newer
+        request = json.loads(line)
+        reward_curve(request["records"], request["path"], title=request["title"])

@@ -73,7 +73,8 @@ class Checkpoints:
         model.save_pretrained(tmp)  # a PeftModel writes only its adapter
         tokenizer.save_pretrained(tmp)
         atomic_write_json(tmp / STATE, state.to_json())
-        _fsync_dir(tmp)
+        # No fsync of the weights: a killed process loses nothing the kernel already has, and
+        # the rename below is atomic. (A power cut may need the previous checkpoint.)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -85,10 +86,3 @@ class Checkpoints:
         done = sorted(p for p in self.root.glob("iter-*") if p.is_dir())
         for old in done[: max(0, len(done) - self.keep)]:
             shutil.rmtree(old, ignore_errors=True)
-
-
-def _fsync_dir(path: Path) -> None:
-    for item in path.iterdir():
-        if item.is_file():
-            with item.open("rb") as f:
-                os.fsync(f.fileno())

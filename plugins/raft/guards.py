@@ -12,7 +12,7 @@ from typing import Any
 
 
 def cleaner_rate(record: Mapping[str, Any]) -> float:
-    """Share of responses a cleaner changed or discarded (a discard counts once)."""
+    """Share of responses a cleaner discarded or changed beyond surrounding whitespace."""
     return float(record.get("cleaned_rate", 0.0))
 
 

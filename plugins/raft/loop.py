@@ -63,6 +63,7 @@ class RaftLoop:
         self.checkpoints = Checkpoints(self.stage_dir / "checkpoints", config.keep_checkpoints)
         self.rank, self.world = distributed.rank(), distributed.world_size()
         self.stop_strings = self._stop_strings()
+        self._plotter: Any = None
 
     # ------------------------------------------------------------------ setup
     def _stop_strings(self) -> list[str]:
@@ -208,6 +209,18 @@ class RaftLoop:
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, str]:
         import torch
+
+        threads = torch.get_num_threads()
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        try:
+            return self._run()
+        finally:
+            self._finish_plots()
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict[str, str]:
+        import torch
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own rich bars; no tqdm from save_pretrained
@@ -268,6 +281,11 @@ class RaftLoop:
                 args = training_arguments(
                     c, self.stage_dir / "trainer", iteration_seed(self.seed, it), ctx.device
                 )
+                if not examples:
+                    ctx.log.warning(
+                        "raft: iteration %d: every sample was discarded by the cleaners; "
+                        "nothing to train on", it,
+                    )
                 train_info = finetune(self.model, self.tokenizer, examples, args, progress)
                 times["train"] = time.perf_counter() - t
                 evaluation: dict[str, Any] = {}
@@ -306,7 +324,12 @@ class RaftLoop:
             "step": it,
             "iteration": it,
             **sample_metrics(samples),
-            "cleaned_rate": rate(s.changed or s.discarded for s in samples),
+            # The guard's rate: discarded, or changed beyond surrounding whitespace (stripping
+            # the space a model starts its answer with is no sign of hacking).
+            "cleaned_rate": rate(
+                s.discarded or (s.changed and s.response.strip() != s.raw_response.strip())
+                for s in samples
+            ),
             "selected_reward_mean": sel_mean,
             "selected_reward_std": sel_std,
             "num_selected": len(selected),
@@ -341,14 +364,22 @@ class RaftLoop:
             ))
 
     def _plot(self, history: list[dict[str, Any]]) -> None:
+        """Redraw the reward curve in a helper process (the loop never waits for matplotlib)."""
         if not self.ctx.is_main:
             return
-        from rlhfx.plotting import reward_curve
+        from rlhfx.plotting import BackgroundPlotter
 
-        try:
-            reward_curve(history, self.stage_dir / "reward_curve.png", title="RAFT reward")
-        except Exception as exc:  # a plot must never cost a run
-            self.ctx.log.warning("raft: could not draw the reward curve: %s", exc)
+        if self._plotter is None:
+            self._plotter = BackgroundPlotter()
+        self._plotter.submit(history, self.stage_dir / "reward_curve.png", title="RAFT reward")
+
+    def _finish_plots(self) -> None:
+        plotter, self._plotter = self._plotter, None
+        if plotter is not None:
+            try:
+                plotter.close()
+            except Exception as exc:  # a plot must never cost a run
+                self.ctx.log.warning("raft: could not draw the reward curve: %s", exc)
 
     def _save_final(self) -> Path:
         """The policy in Hugging Face format (LoRA merged), written atomically by main."""

@@ -41,6 +41,8 @@ def build_examples(
     when it really ended (`finished`: EOS or a stop string); one cut by the length limit gets
     none, or the policy would learn to stop wherever the limit happened to fall.
     """
+    if not pairs:
+        return []
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
     responses = tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"]
     ends = list(finished) if finished is not None else [True] * len(pairs)
@@ -116,6 +118,7 @@ def training_arguments(config: RaftConfig, output_dir: Path, seed: int, device: 
         disable_tqdm=True,
         dataloader_num_workers=0,
         remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every trainable weight is used in each forward
     )
     # transformers 5 folded warmup_ratio into a fractional warmup_steps; 4.x has both.
     fields = TrainingArguments.__dataclass_fields__
@@ -134,14 +137,14 @@ def finetune(
     examples: list[dict[str, list[int]]],
     args: Any,
     progress: Any = None,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """One pass of `args.num_train_epochs` over `examples`; returns the training loss."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     if not examples:
-        return {"train_loss": float("nan"), "train_steps": 0}
+        return {"train_loss": None, "train_steps": 0}
     trainer = Trainer(
         model=model,
         args=args,

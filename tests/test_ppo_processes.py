@@ -36,7 +36,11 @@ def records(run_dir: Path) -> list[dict]:
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # The same thread count as this process: the resume test compares a subprocess run with
+    # one made here, number for number.
+    import torch
+
+    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
 def _cli(*args: str) -> list[str]:

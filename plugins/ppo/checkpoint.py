@@ -39,8 +39,8 @@ def save(
 
     final = checkpoint_dir(root, step)
     tmp = root / f".tmp-{final.name}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    for stale in root.glob(".tmp-step_*"):  # left by a kill in the middle of a save
+        shutil.rmtree(stale, ignore_errors=True)
     tmp.mkdir(parents=True)
     torch.save(model.trainable_state(), tmp / "trainable.pt")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")

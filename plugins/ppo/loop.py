@@ -127,17 +127,18 @@ class PPORun:
         return out
 
     def _resume(self) -> int:
+        """Restore the last checkpoint (if any); returns the step it was taken after."""
+        step = 0
         path = checkpoint.latest(self.ctx.stage_dir / "checkpoints")
-        if path is None:
-            return 0
-        state = checkpoint.load(path, self.model, self.trainer.optimizer,
-                                self.config.fingerprint(), self._where("*"))
-        self.trainer.load_state(state["trainer"])
-        step = int(state["step"])
-        self.ctx.log.info("ppo: resuming after step %d from %s", step, path)
+        if path is not None:
+            state = checkpoint.load(path, self.model, self.trainer.optimizer,
+                                    self.config.fingerprint(), self._where("*"))
+            self.trainer.load_state(state["trainer"])
+            step = int(state["step"])
+            self.ctx.log.info("ppo: resuming after step %d from %s", step, path)
         distributed.barrier()
         if self.ctx.is_main and self.ctx.metrics_file.exists():
-            # Records of steps after the checkpoint are redone; drop them, keep the rest.
+            # Steps after the checkpoint are done again: their old records go.
             kept = [r for r in read_jsonl(self.ctx.metrics_file) if r.get("step", 0) <= step]
             write_jsonl(self.ctx.metrics_file, kept)
         distributed.barrier()

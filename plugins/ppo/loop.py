@@ -324,6 +324,7 @@ def _payload(exp: Experience, out: Any, timings: dict[str, float]) -> dict[str, 
         "seq": out.seq, "raw": exp.scores, "scaled": out.scores,
         "qlen": [len(q) for q in exp.queries], "rlen": [len(r) for r in exp.responses],
         "train": out.train, "skipped": out.skipped_minibatches, "epochs": out.epochs_run,
+        "idle": out.idle_minibatches,
         "counts": dict(exp.counts), "n": len(exp.samples), "timings": timings,
         "samples": samples,
     }
@@ -383,6 +384,7 @@ def combine(parts: list[dict[str, Any]], kl_coef: float, lr: float) -> dict[str,
         "ppo/cut": counts.get("cut", 0),
         "ppo/retokenized": counts.get("retokenized", 0),
         "ppo/skipped_minibatches": sum(p["skipped"] for p in parts),
+        "ppo/idle_minibatches": sum(p["idle"] for p in parts),
         "ppo/epochs": max(p["epochs"] for p in parts),
     }
     trains = [p["train"] for p in parts if p["train"]]

@@ -96,6 +96,7 @@ class StepOutput:
     train: dict[str, float]  # mean of the mini-batch stats
     skipped_minibatches: int
     epochs_run: int
+    idle_minibatches: int  # zero-loss passes standing in for mini-batches this process lacked
     timings: dict[str, float]
 
 
@@ -201,7 +202,7 @@ class PPOTrainer:
         t0 = time.perf_counter()
         scaled = self.scale(scores, all_scores)
         if max_kept == 0:  # every response of the step was dropped: nothing to learn from
-            return StepOutput({}, scaled, {}, 0, 0, timings)
+            return StepOutput({}, scaled, {}, 0, 0, 0, timings)
         if not queries:
             return self._optimise(None, {}, t0, timings, scaled, seed, max_kept)
 
@@ -242,7 +243,7 @@ class PPOTrainer:
         rng = np.random.default_rng(seed)
         n = len(data["batch"]) if data else 0
         stats: list[dict[str, float]] = []
-        skipped = 0
+        skipped = idle = 0
         epochs_run = 0
         self.unwrapped.train()
         for _ in range(c.ppo_epochs):
@@ -252,6 +253,7 @@ class PPOTrainer:
                 with self.accelerator.accumulate(self.model):
                     if data is None or len(rows) == 0:
                         self._idle_pass()
+                        idle += 1
                         mb = None
                     else:
                         mb = self._minibatch(data, [int(i) for i in rows])
@@ -271,7 +273,7 @@ class PPOTrainer:
         timings["time/ppo/total"] = time.perf_counter() - t0
         return StepOutput(
             seq=seq, scores=scaled, train=ppo_math.mean_of(stats), skipped_minibatches=skipped,
-            epochs_run=epochs_run, timings=timings,
+            epochs_run=epochs_run, idle_minibatches=idle, timings=timings,
         )
 
     def _minibatch(self, data: dict[str, Any], rows: list[int]) -> ppo_math.LossOutput:

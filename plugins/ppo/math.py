@@ -201,6 +201,8 @@ def compute_advantages(
     values = values * mask
     rewards = rewards * mask
     if whiten_rewards:
+        # Masked again after whitening: TRL's version left (0 - mean) / std + mean on padding,
+        # which GAE then carried back into the last response tokens.
         rewards = masked_whiten(rewards, mask, shift_mean=False) * mask
     length = rewards.shape[-1]
     last_gae = torch.zeros_like(rewards[:, 0])

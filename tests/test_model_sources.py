@@ -319,6 +319,16 @@ def test_broken_gguf_file_is_a_user_error(tmp_path):
         loadable_path(str(tmp_path / "broken.gguf"))
 
 
+@needs_gguf
+def test_unwritable_cache_is_a_user_error(tmp_path, monkeypatch):
+    (tmp_path / "m.gguf").write_bytes(b"")
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # a file where the cache directory should go
+    monkeypatch.setenv(ms.CACHE_ENV, str(blocker))
+    with pytest.raises(UserError, match=f"cannot write the converted model.*set {ms.CACHE_ENV}"):
+        loadable_path(str(tmp_path / "m.gguf"))
+
+
 # ------------------------------------------------------------------------------ real models
 
 needs_smollm2 = pytest.mark.skipif(

@@ -15,6 +15,7 @@ from typing import Annotated, Any, ClassVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from rlhfx.components import Component, ComponentConfig
+from rlhfx.errors import UserError
 
 # ------------------------------------------------------------------------- component refs
 
@@ -63,7 +64,6 @@ class ComponentRef(BaseModel):
         """
         from pydantic import ValidationError
 
-        from rlhfx.errors import UserError
         from rlhfx.registry import UnknownComponentError, get_plugins
 
         system = system or get_plugins()
@@ -114,6 +114,7 @@ class DataFormatRef(ComponentRef):
 
 STAGE_REF = re.compile(r"^@(?P<stage>[A-Za-z_][A-Za-z0-9_-]*)(?:\.(?P<output>[A-Za-z0-9_-]+))?$")
 _LOCAL_HINT = ("./", "../", "/", "~", ".\\")
+PKG_PREFIX = "pkg:"
 
 
 class SourceStr(str):
@@ -133,6 +134,17 @@ class SourceStr(str):
 
     def missing_local_file(self) -> str | None:
         """An error message when this clearly names a local path that does not exist."""
+        if self.startswith(PKG_PREFIX):
+            # A file shipped inside an installed Python package (found without importing it).
+            from rlhfx.model_sources import check_model_source, package_path
+
+            if self.source_kind == "model":
+                return check_model_source(self)
+            try:
+                package_path(self)
+            except UserError as exc:
+                return str(exc)
+            return None
         if self.stage_ref or not self.looks_local:
             return None
         return _missing(self)

@@ -22,7 +22,7 @@ from rich.progress import (
 )
 
 from rlhfx import distributed
-from rlhfx.config import SourceStr
+from rlhfx.config import PKG_PREFIX, SourceStr
 from rlhfx.errors import UserError
 from rlhfx.io import append_jsonl
 from rlhfx.registry import PluginSystem, call_impl
@@ -56,6 +56,10 @@ class StageContext:
 
     def resolve(self, source: str) -> str:
         """Turn `@stage.output` into that output's path; other sources pass through."""
+        if source.startswith(PKG_PREFIX):
+            from rlhfx.model_sources import package_path
+
+            return str(package_path(source))
         ref = SourceStr(source).stage_ref
         if ref is None:
             return str(Path(source).expanduser()) if SourceStr(source).looks_local else source

@@ -20,7 +20,7 @@ class LoraSettings(ComponentConfig):
     #: Rank of the update matrices (LMFlow's reward-model LoRA: 16).
     r: int = Field(default=16, ge=1)
     #: Scaling numerator; the update is scaled by alpha / r (LMFlow: 32).
-    alpha: float = Field(default=32, gt=0)
+    alpha: int = Field(default=32, ge=1)
     dropout: float = Field(default=0.1, ge=0, lt=1)
     #: Module names to adapt; None lets peft pick the usual ones for the architecture.
     target_modules: list[str] | None = None

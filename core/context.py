@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -22,7 +23,7 @@ from rich.progress import (
 )
 
 from rlhfx import distributed
-from rlhfx.config import PKG_PREFIX, SourceStr
+from rlhfx.config import PKG_PREFIX, ComponentRef, SourceStr
 from rlhfx.errors import UserError
 from rlhfx.io import append_jsonl
 from rlhfx.registry import PluginSystem, call_impl
@@ -77,6 +78,36 @@ class StageContext:
                 f"(it produced: {', '.join(outputs)})"
             )
         return outputs[output]
+
+    def resolve_sources(self, value: Any) -> Any:
+        """Resolve every `@stage.output` and `pkg:` source inside a config tree, in place.
+
+        The runner does this for each stage's config before building the stage, so a component
+        nested anywhere (a reward model inside a weighted reward, say) receives real paths.
+        """
+        if isinstance(value, SourceStr):
+            resolved = self.resolve(value)
+            return value if resolved == value else type(value)(resolved)
+        if isinstance(value, ComponentRef):
+            if value.resolved:
+                value.bind(value._entry, self.resolve_sources(value.config))
+            return value
+        if isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                current = getattr(value, name)
+                new = self.resolve_sources(current)
+                if new is not current:
+                    object.__setattr__(value, name, new)
+            return value
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                value[i] = self.resolve_sources(item)
+            return value
+        if isinstance(value, dict):
+            for key, item in value.items():
+                value[key] = self.resolve_sources(item)
+            return value
+        return value
 
     def log_metrics(self, step: int, metrics: Mapping[str, Any]) -> None:
         """Append one record to the stage's metrics.jsonl and pass it to plugins (main only)."""

@@ -183,6 +183,7 @@ def run_recipe(
         state.set_stage(stage_id, status="running", fingerprint=fingerprint, started=time.time())
         started = time.time()
         try:
+            ctx.resolve_sources(ref)  # `@stage.output` and `pkg:` anywhere in the stage's table
             stage = ref.build()
             produced = stage.run(ctx) or {}
         except BaseException as exc:

@@ -18,6 +18,7 @@ from rlhfx import (
     ComponentConfig,
     DataSource,
     ModelSource,
+    RewardSource,
     RewardSourceRef,
     Stage,
     UserError,
@@ -113,6 +114,27 @@ class Noop(Stage):
 
     def run(self, ctx: Any) -> dict[str, str]:
         return {}
+
+
+class LinesConfig(ComponentConfig):
+    path: DataSource
+
+
+class Lines(RewardSource):
+    """Scores every response with the number of lines of `path` (which must be a real file)."""
+
+    name = "lines"
+    Config = LinesConfig
+
+    def score(self, prompts, responses):
+        with open(self.config.path, encoding="utf-8") as f:
+            n = sum(1 for _ in f)
+        return [float(n)] * len(responses)
+
+
+@hookimpl
+def rlhfx_register_reward_sources(register):
+    register(Lines)
 
 
 @hookimpl

@@ -139,6 +139,20 @@ def test_later_stage_added_to_a_finished_run_gets_earlier_outputs(rlhfx_cli, wor
     assert (workdir / "out/recipe.toml").read_text().endswith('source = "@m"\n')
 
 
+def test_stage_references_nested_in_components_are_resolved(rlhfx_cli, workdir):
+    """`@stage.output` deep inside a component's options reaches the component as a path."""
+    nested = (
+        '\n[stages.c3]\nname = "consume"\nsource = "@m.rows"\n'
+        'reward = { name = "weighted", terms = '
+        '[{ source = { name = "lines", path = "@m.rows" } }] }\n'
+    )
+    write(workdir / "r.toml", TWO_STAGES + nested)
+    result = rlhfx_cli("run", "r.toml")
+    assert result.exit_code == 0, result.output
+    summary = json.loads((workdir / "out/stages/c3/summary.json").read_text())
+    assert summary["scores"] == [3.0, 3.0, 3.0]  # the rows file has 3 lines
+
+
 @pytest.mark.parametrize("changed", ["m", "c"])
 def test_changed_stage_table_is_refused(rlhfx_cli, workdir, changed):
     recipe = write(workdir / "r.toml", TWO_STAGES)

@@ -241,8 +241,9 @@ def test_two_processes_under_torchrun(tmp_path):
 # ------------------------------------------------------------------ top ranker, empty selections
 def test_top_ranker_samples_b_times_k_prompts_once_each(tmp_path):
     recipe = write_recipe(tmp_path / "r.toml", iterations=1, batch_size=4, k=3, ranker="top",
-                          eval_every=0)
-    run_in_process(recipe, tmp_path / "run")
+                          eval_every=0, max_prompt_tokens=15)
+    log = run_in_process(recipe, tmp_path / "run")
+    assert "skipped" in log and "prompts over 15 tokens" in log
     folder = tmp_path / "run" / "stages" / "align" / "iterations" / "iter-0001"
     rows = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["prompt_id"] for r in rows) == list(range(12))  # 12 prompts, 1 sample each
@@ -251,6 +252,10 @@ def test_top_ranker_samples_b_times_k_prompts_once_each(tmp_path):
     chosen = sorted(r["reward"] for r in rows if r["selected"])
     assert chosen == sorted(top)
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1]  # no eval: no step 0
+    from rlhfx.models import load_tokenizer
+
+    tok = load_tokenizer("builtin:tiny-gpt-neo")
+    assert max(len(tok(r["prompt"])["input_ids"]) for r in rows) <= 15
 
 
 def test_iteration_where_everything_is_discarded_trains_on_nothing(tmp_path):

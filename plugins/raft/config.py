@@ -90,7 +90,7 @@ class RaftConfig(ComponentConfig):
     # ---- evaluation on held-out prompts (the align stage's `eval_prompts`)
     #: Evaluate every N iterations (and after the last one); 0 turns evaluation off.
     eval_every: int = Field(default=1, ge=0)
-    #: Low temperature for a stable eval estimate.
+    #: Low temperature for a stable eval estimate; eval answers get up to max_new_tokens.
     eval_temperature: float = Field(default=0.2, gt=0)
     #: At most this many eval prompts are used (the first ones of the file).
     eval_max_prompts: int | None = Field(default=256, ge=1)

@@ -324,12 +324,10 @@ class RaftLoop:
             "step": it,
             "iteration": it,
             **sample_metrics(samples),
-            # The guard's rate: discarded, or changed beyond surrounding whitespace (stripping
-            # the space a model starts its answer with is no sign of hacking).
-            "cleaned_rate": rate(
-                s.discarded or (s.changed and s.response.strip() != s.raw_response.strip())
-                for s in samples
-            ),
+            # Changed beyond surrounding whitespace (stripping the space a model starts its
+            # answer with is no sign of hacking); the guard watches edited + discarded.
+            "edited_rate": rate(not s.discarded and _edited(s) for s in samples),
+            "cleaned_rate": rate(s.discarded or _edited(s) for s in samples),
             "selected_reward_mean": sel_mean,
             "selected_reward_std": sel_std,
             "num_selected": len(selected),
@@ -400,6 +398,10 @@ class RaftLoop:
         return target
 
 
+def _edited(sample: Sample) -> bool:
+    return sample.changed and sample.response.strip() != sample.raw_response.strip()
+
+
 def _without_step(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "step"}
 
@@ -418,7 +420,7 @@ def _summary(r: dict[str, Any], total: int, save_seconds: float) -> str:
         parts.append(f"eval {_fmt(r['eval_reward_mean'])}")
     parts += [
         f"distinct-2 {r['distinct_2']:.2f}",
-        f"changed {r['changed_rate']:.0%} discarded {r['discarded_rate']:.0%}",
+        f"edited {r['edited_rate']:.0%} discarded {r['discarded_rate']:.0%}",
         f"loss {_fmt(r.get('train_loss'), '.3f')}",
         f"gen {r['seconds_generate']:.1f}s score {r['seconds_score']:.1f}s "
         f"train {r['seconds_train']:.1f}s save {save_seconds:.1f}s",

@@ -9,6 +9,7 @@ an uninterrupted one would have done.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import time
@@ -394,6 +395,8 @@ class RaftLoop:
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)
+            with contextlib.suppress(OSError):  # Trainer's output_dir; nothing is saved there
+                (self.stage_dir / "trainer").rmdir()
         distributed.barrier()
         return target
 

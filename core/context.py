@@ -41,7 +41,11 @@ class StageContext:
     #: outputs of the stages that ran before this one: {stage_id: {output: path}}
     earlier_outputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rlhfx"))
+    #: `[run] report_to`: trackers that also receive the metrics. The context itself writes
+    #: `tensorboard`; HF-Trainer stages pass the other names on to their trainers.
+    report_to: tuple[str, ...] = ()
     _failed_loggers: set[str] = field(default_factory=set, init=False, repr=False)
+    _tensorboard: Any = field(default=None, init=False, repr=False)
 
     @property
     def stage_dir(self) -> Path:
@@ -115,6 +119,8 @@ class StageContext:
             return
         record = {"step": step, "time": round(time.time(), 3), **metrics}
         append_jsonl(self.metrics_file, record)
+        if "tensorboard" in self.report_to:
+            self._to_tensorboard(step, record)
         # Each plugin separately: a failing tracker must not stop training or the others.
         for impl in self.plugins.pm.hook.rlhfx_log_metrics.get_hookimpls():
             try:
@@ -129,6 +135,36 @@ class StageContext:
                         "plugin %s: rlhfx_log_metrics failed (%s: %s); its later errors are "
                         "not shown", impl.plugin_name, type(exc).__name__, exc,
                     )
+
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.run_dir / "tensorboard" / self.stage_id
+
+    def _to_tensorboard(self, step: int, record: Mapping[str, Any]) -> None:
+        """Write a record's numbers as scalars (opened on first use: torch loads only then)."""
+        if "tensorboard" in self._failed_loggers:
+            return
+        try:
+            if self._tensorboard is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tensorboard = SummaryWriter(log_dir=str(self.tensorboard_dir))
+            for key, value in record.items():
+                if key not in ("step", "time") and _is_number(value):
+                    self._tensorboard.add_scalar(key, value, step, walltime=record["time"])
+            # A record is written every iteration or few steps: flushing each keeps a killed
+            # run's curves complete at little cost.
+            self._tensorboard.flush()
+        except Exception as exc:
+            self._failed_loggers.add("tensorboard")
+            self.log.warning("tensorboard: cannot write metrics (%s: %s); later records go to "
+                             "metrics.jsonl only", type(exc).__name__, exc)
+
+    def close(self) -> None:
+        """Flush and close what the stage opened (the runner calls it when the stage ends)."""
+        writer, self._tensorboard = self._tensorboard, None
+        if writer is not None:
+            writer.close()
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:
@@ -145,3 +181,7 @@ class StageContext:
             transient=True,
         ) as progress:
             yield progress
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

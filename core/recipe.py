@@ -8,6 +8,7 @@ or reading data. Every problem found is reported with the recipe file and its do
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import re
 import tomllib
@@ -29,6 +30,13 @@ from rlhfx.registry import PluginSystem, UnknownComponentError, get_plugins
 
 STAGE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
+#: `[run] report_to` names: transformers' Trainer integrations (its INTEGRATION_TO_CALLBACK
+#: keys; listed here so that validating a recipe never imports transformers).
+REPORT_TARGETS = frozenset({
+    "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
+    "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb",
+})
+
 
 class RunSection(BaseModel):
     """`[run]`: where a run writes and how it is seeded."""
@@ -41,6 +49,27 @@ class RunSection(BaseModel):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: `auto` uses CUDA when present, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    #: Experiment trackers that also receive the metrics (metrics.jsonl is always written).
+    #: `tensorboard`: every `ctx.log_metrics` record goes to `<run dir>/tensorboard/<stage>`
+    #: (needs the `tensorboard` package: `pip install "rlhfx[tensorboard]"`). Stages built on
+    #: the HF Trainer (sft, reward_model) take the other names (`wandb`, `mlflow`, ...: any
+    #: transformers integration) as the default of their own `report_to`.
+    report_to: list[str] = Field(default_factory=list)
+
+    @field_validator("report_to")
+    @classmethod
+    def _known_trackers(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in REPORT_TARGETS]
+        if unknown:
+            raise ValueError(
+                f"unknown tracker '{unknown[0]}' (known: {', '.join(sorted(REPORT_TARGETS))})"
+            )
+        # find_spec looks for the package without importing it: validation stays fast.
+        if "tensorboard" in value and importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                "'tensorboard' needs the tensorboard package: pip install \"rlhfx[tensorboard]\""
+            )
+        return list(dict.fromkeys(value))
 
 
 class Recipe(BaseModel):

@@ -174,6 +174,7 @@ def run_recipe(
             recipe_file=str(loaded.path),
             earlier_outputs=dict(outputs),
             log=log,
+            report_to=tuple(recipe.run.report_to),
         )
         if distributed.is_main():
             ctx.stage_dir.mkdir(parents=True, exist_ok=True)
@@ -195,6 +196,8 @@ def run_recipe(
             else:
                 log.exception("stage %s failed", stage_id, extra=quiet)
             raise
+        finally:
+            ctx.close()
         distributed.barrier()
         outputs[stage_id] = _in_declared_order(
             {k: str(v) for k, v in produced.items()}, _declared_outputs(ref)

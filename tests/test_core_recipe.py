@@ -103,7 +103,8 @@ def test_missing_file_directory_and_binary(recipe, tmp_path):
         ),
         (
             '[run]\nsed = 1\n[stages.m]\nname="make"\ncount=1\n',
-            "r.toml: run.sed: unknown key (valid keys: device, log_level, name, output_dir, seed)",
+            "r.toml: run.sed: unknown key "
+            "(valid keys: device, log_level, name, output_dir, report_to, seed)",
         ),
         (
             '[stages.m]\nname="make"\ncount=1\ncuont=2\n',

@@ -221,7 +221,6 @@ class RaftLoop:
             torch.set_num_threads(threads)
 
     def _run(self) -> dict[str, str]:
-        import torch
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own rich bars; no tqdm from save_pretrained
@@ -244,57 +243,12 @@ class RaftLoop:
             pending.append({"step": 0, "iteration": 0, **rounded(initial)})
             ctx.log.info("raft: initial policy: eval reward %s", _fmt(initial["eval_reward_mean"]))
 
-        grouped = not c.one_sample_per_prompt
-        per_iteration = c.batch_size if grouped else c.batch_size * c.k
-        num_samples = c.k if grouped else 1
         sampling = SamplingSettings(
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=c.top_k,
             top_p=c.top_p, length_range=(c.min_new_tokens, c.max_new_tokens),
         )
         for it in range(state.iteration + 1, c.iterations + 1):
-            started = time.perf_counter()
-            torch.manual_seed(iteration_seed(self.seed, it, self.rank))
-            rng = random.Random(iteration_seed(self.seed, it, self.rank))
-            indices = batch_prompt_indices(len(train_prompts), per_iteration, it, self.seed)
-            prompts = [train_prompts[i] for i in indices]
-            times: dict[str, float] = {}
-            with ctx.progress() as progress:
-                t = time.perf_counter()
-                mine = self._generate(prompts, num_samples, sampling, rng, progress,
-                                      f"iteration {it}: generating")
-                times["generate"] = time.perf_counter() - t
-                t = time.perf_counter()
-                samples = self._score(mine, progress, f"iteration {it}: scoring")
-                times["score"] = time.perf_counter() - t
-                t = time.perf_counter()
-                chosen = distributed.broadcast_object(
-                    sorted(self.ranker.select(samples)) if ctx.is_main else None
-                )
-                selected = [samples[i] for i in chosen]
-                times["select"] = time.perf_counter() - t
-                self._write_samples(it, samples, set(chosen))
-                t = time.perf_counter()
-                pairs = [(s.prompt, self._completion(s)) for s in selected]
-                examples = build_examples(
-                    self.tokenizer, pairs, c,
-                    finished=[bool(s.extra.get("finished")) for s in selected],
-                )
-                args = training_arguments(
-                    c, self.stage_dir / "trainer", iteration_seed(self.seed, it), ctx.device
-                )
-                if not examples:
-                    ctx.log.warning(
-                        "raft: iteration %d: every sample was discarded by the cleaners; "
-                        "nothing to train on", it,
-                    )
-                train_info = finetune(self.model, self.tokenizer, examples, args, progress)
-                times["train"] = time.perf_counter() - t
-                evaluation: dict[str, Any] = {}
-                if eval_prompts and c.eval_every and (it % c.eval_every == 0 or it == c.iterations):
-                    t = time.perf_counter()
-                    evaluation = self._evaluate(it, eval_prompts, progress)
-                    times["eval"] = time.perf_counter() - t
-            record = self._record(it, samples, selected, train_info, evaluation, times, started)
+            record = self._iteration(it, train_prompts, eval_prompts, sampling)
             record["warnings"] = guards.check(
                 state.history + pending, record, c.distinct2_warn_fraction,
                 c.cleaner_rate_warn_increase,
@@ -313,6 +267,60 @@ class RaftLoop:
             self._plot(state.history)
             ctx.log.info(_summary(record, c.iterations, time.perf_counter() - t))
         return {"model": str(self._save_final())}
+
+    def _iteration(
+        self, it: int, train_prompts: list[str], eval_prompts: list[str],
+        sampling: SamplingSettings,
+    ) -> dict[str, Any]:
+        """Generate, clean and score, select, fine-tune (and maybe evaluate); the metrics."""
+        import torch
+
+        c, ctx = self.config, self.ctx
+        grouped = not c.one_sample_per_prompt
+        per_iteration = c.batch_size if grouped else c.batch_size * c.k
+        started = time.perf_counter()
+        torch.manual_seed(iteration_seed(self.seed, it, self.rank))
+        rng = random.Random(iteration_seed(self.seed, it, self.rank))
+        indices = batch_prompt_indices(len(train_prompts), per_iteration, it, self.seed)
+        prompts = [train_prompts[i] for i in indices]
+        times: dict[str, float] = {}
+        with ctx.progress() as progress:
+            t = time.perf_counter()
+            mine = self._generate(prompts, c.k if grouped else 1, sampling, rng, progress,
+                                  f"iteration {it}: generating")
+            times["generate"] = time.perf_counter() - t
+            t = time.perf_counter()
+            samples = self._score(mine, progress, f"iteration {it}: scoring")
+            times["score"] = time.perf_counter() - t
+            t = time.perf_counter()
+            chosen = distributed.broadcast_object(
+                sorted(self.ranker.select(samples)) if ctx.is_main else None
+            )
+            selected = [samples[i] for i in chosen]
+            times["select"] = time.perf_counter() - t
+            self._write_samples(it, samples, set(chosen))
+            t = time.perf_counter()
+            pairs = [(s.prompt, self._completion(s)) for s in selected]
+            examples = build_examples(
+                self.tokenizer, pairs, c,
+                finished=[bool(s.extra.get("finished")) for s in selected],
+            )
+            args = training_arguments(
+                c, self.stage_dir / "trainer", iteration_seed(self.seed, it), ctx.device
+            )
+            if not examples:
+                ctx.log.warning(
+                    "raft: iteration %d: every sample was discarded by the cleaners; "
+                    "nothing to train on", it,
+                )
+            train_info = finetune(self.model, self.tokenizer, examples, args, progress)
+            times["train"] = time.perf_counter() - t
+            evaluation: dict[str, Any] = {}
+            if eval_prompts and c.eval_every and (it % c.eval_every == 0 or it == c.iterations):
+                t = time.perf_counter()
+                evaluation = self._evaluate(it, eval_prompts, progress)
+                times["eval"] = time.perf_counter() - t
+        return self._record(it, samples, selected, train_info, evaluation, times, started)
 
     # ------------------------------------------------------------------ records and files
     def _record(

@@ -16,7 +16,7 @@ from typing import Any
 from rlhfx.errors import UserError
 
 PREFIX = "builtin:"
-DATA_DIR = Path(__file__).parent / "data"
+DATA_DIR = Path(__file__).parent / "builtin_data"
 EOS = "<|endoftext|>"
 UNK = "<unk>"
 
@@ -123,4 +123,4 @@ def tiny_causal_lm(source: str) -> Any:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(spec.init_seed)
         model = GPTNeoForCausalLM(config)
-    return model
+    return model.eval()  # like from_pretrained

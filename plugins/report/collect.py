@@ -1,0 +1,299 @@
+"""Read what a run left in its directory, for the report.
+
+Everything here tolerates a run that is still going or was killed: a missing or half-written
+file is treated as absent, a torn last line of a JSON-lines file is skipped, and a stage the
+recipe lists but that never started is reported as such. Nothing is imported beyond the
+standard library, so reading a run is fast and needs no model.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+#: Ways a stage's metrics name the same figure; the first key present wins. RAFT writes the
+#: short names, PPO the names of TRL's classic PPOTrainer.
+SERIES_KEYS: dict[str, tuple[str, ...]] = {
+    "reward_all": ("reward_mean", "ppo/mean_scores", "env/reward_mean"),
+    "reward_all_std": ("reward_std", "ppo/std_scores", "env/reward_std"),
+    "reward_selected": ("selected_reward_mean",),
+    "reward_eval": ("eval_reward_mean", "eval/reward_mean"),
+    "reward_eval_std": ("eval_reward_std", "eval/reward_std"),
+    "distinct_1": ("distinct_1", "env/distinct_1"),
+    "distinct_2": ("distinct_2", "env/distinct_2"),
+    "eval_distinct_2": ("eval_distinct_2", "eval/distinct_2"),
+    "changed_rate": ("changed_rate",),
+    "edited_rate": ("edited_rate",),
+    "discarded_rate": ("discarded_rate",),
+    "eval_discarded_rate": ("eval_discarded_rate", "eval/discarded_rate"),
+    "kl": ("objective/kl",),
+    "kl_coef": ("objective/kl_coef",),
+    "response_length": ("response_tokens_mean", "tokens/responses_len_mean"),
+    "loss": ("loss", "train_loss", "ppo/loss/total"),
+    "rm_accuracy": ("eval/accuracy",),
+}
+
+#: Per-iteration timings: RAFT's `seconds_<phase>`, PPO's `time/<phase>`. Totals are left out:
+#: they would double-count the phases they contain.
+_PHASE = re.compile(r"^(seconds_|time/)(?P<phase>.+)$")
+_TOTALS = ("iteration", "step", "total", "ppo/total")
+
+EVAL_FILES = ("iterations/*/eval.jsonl", "eval/*.jsonl")
+SAMPLE_FILES = ("iterations/*/samples.jsonl", "samples/*.jsonl")
+
+
+@dataclass
+class Snapshot:
+    """Responses to a set of prompts at one step (an eval or one step's training samples)."""
+
+    step: int
+    path: Path
+    rows: list[dict[str, Any]]
+
+
+@dataclass
+class StageData:
+    id: str
+    #: The stage component (`align`, `sft`, ...), from the recipe.
+    component: str
+    #: The alignment algorithm (`raft`, `ppo`, ...) when the stage runs one.
+    algorithm: str | None
+    #: completed, running (or interrupted), not started
+    status: str
+    seconds: float | None
+    outputs: dict[str, str]
+    #: One merged record per step, in step order.
+    records: list[dict[str, Any]]
+    evals: list[Snapshot] = field(default_factory=list)
+    rm_eval: dict[str, Any] | None = None
+    directory: Path | None = None
+
+    @cached_property
+    def samples(self) -> list[Snapshot]:
+        """Every step's training samples; read only when a figure or table needs them."""
+        return read_snapshots(self.directory, SAMPLE_FILES) if self.directory else []
+
+    def series(self, name: str) -> list[tuple[int, float]]:
+        """(step, value) of a figure under whichever name this stage's metrics use."""
+        for key in SERIES_KEYS.get(name, (name,)):
+            points = [(r["step"], float(r[key])) for r in self.records if _number(r.get(key))]
+            if points:
+                return points
+        if name in ("discarded_rate", "changed_rate"):
+            return self._rate_from_samples(name.removesuffix("_rate"))
+        return []
+
+    def _rate_from_samples(self, flag: str) -> list[tuple[int, float]]:
+        """PPO logs counts, not the cleaners' rates: count the flags in the per-step samples."""
+        out = []
+        for snap in self.samples:
+            flags = [bool(r[flag]) for r in snap.rows if flag in r]
+            if flags:
+                out.append((snap.step, sum(flags) / len(flags)))
+        return out
+
+    def phases(self) -> dict[str, list[tuple[int, float]]]:
+        """Seconds spent in each phase, per step (generation, scoring, training, ...)."""
+        out: dict[str, list[tuple[int, float]]] = {}
+        for record in self.records:
+            for key, value in record.items():
+                match = _PHASE.match(key)
+                if match and match["phase"] not in _TOTALS and _number(value):
+                    out.setdefault(match["phase"], []).append((record["step"], float(value)))
+        return out
+
+    @property
+    def is_alignment(self) -> bool:
+        return bool(self.algorithm) or bool(self.series("reward_all") or self.evals)
+
+    @property
+    def last_step(self) -> int | None:
+        return self.records[-1]["step"] if self.records else None
+
+
+@dataclass
+class RunData:
+    directory: Path
+    recipe_text: str | None
+    recipe: dict[str, Any]
+    stages: list[StageData]
+
+    @property
+    def name(self) -> str:
+        return str(self.recipe.get("run", {}).get("name") or self.directory.resolve().name)
+
+    @property
+    def status(self) -> str:
+        statuses = {s.status for s in self.stages}
+        if not self.stages:
+            return "no stages found"
+        if statuses == {"completed"}:
+            return "completed"
+        if "running" in statuses:
+            return "running or interrupted"
+        return "incomplete"
+
+
+# --------------------------------------------------------------------------- reading files
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """JSON objects, one a line; a torn or garbled line (a kill mid-write) is skipped."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return []
+    out = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            out.append(row)
+    return out
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8", errors="replace"))
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def merge_by_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step: a step logged twice (a resumed run, or a trainer's summary beside
+    its eval) keeps every key, later values winning."""
+    merged: dict[int, dict[str, Any]] = {}
+    for record in records:
+        step = record.get("step")
+        if isinstance(step, bool) or not isinstance(step, int | float):
+            continue
+        merged.setdefault(int(step), {}).update(record)
+        merged[int(step)]["step"] = int(step)
+    return [merged[k] for k in sorted(merged)]
+
+
+def _number(value: Any) -> bool:
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _step_of(path: Path) -> int | None:
+    """`iter-0003/eval.jsonl` -> 3, `step_000012.jsonl` -> 12 (the last number in the path)."""
+    numbers = re.findall(r"\d+", str(path.relative_to(path.parents[1])))
+    return int(numbers[-1]) if numbers else None
+
+
+def read_snapshots(stage_dir: Path, patterns: tuple[str, ...]) -> list[Snapshot]:
+    """The first pattern that matches any file wins (a stage writes one layout)."""
+    for pattern in patterns:
+        found = []
+        for path in stage_dir.glob(pattern):
+            step = _step_of(path)
+            if step is None:
+                continue
+            rows = read_records(path)
+            if rows:
+                found.append(Snapshot(step, path, rows))
+        if found:
+            return sorted(found, key=lambda s: s.step)
+    return []
+
+
+def read_recipe(run_dir: Path) -> tuple[str | None, dict[str, Any]]:
+    path = run_dir / "recipe.toml"
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None, {}
+    try:
+        return text, tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        return text, {}
+
+
+def _stage_order(recipe: dict[str, Any], state: dict[str, Any], run_dir: Path) -> list[str]:
+    """The recipe's order, then stages only the state file or the directory knows about."""
+    order = list(recipe.get("stages", {}) or {})
+    order += [s for s in state if s not in order]
+    stages_dir = run_dir / "stages"
+    if stages_dir.is_dir():
+        order += sorted(
+            p.name for p in stages_dir.iterdir()
+            if p.is_dir() and ".old-" not in p.name and p.name not in order
+        )
+    return order
+
+
+def _algorithm(table: dict[str, Any], records: list[dict[str, Any]]) -> str | None:
+    algo = table.get("algorithm")
+    if isinstance(algo, str):
+        return algo
+    if isinstance(algo, dict) and isinstance(algo.get("name"), str):
+        return algo["name"]
+    keys = {k for r in records for k in r}
+    if "objective/kl" in keys:
+        return "ppo"
+    if "selected_reward_mean" in keys:
+        return "raft"
+    return None
+
+
+def _rm_eval(stage_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """A reward-model stage's pairwise accuracy: its eval.json, else its eval metrics."""
+    data = read_json(stage_dir / "eval.json")
+    if isinstance(data, dict) and any(
+        isinstance(data.get(k), dict) and "accuracy" in data[k] for k in ("before", "after")
+    ):
+        return data
+    found: dict[str, Any] = {}
+    for record in records:
+        for prefix, key in (("eval/", "after"), ("eval_before/", "before")):
+            if _number(record.get(f"{prefix}accuracy")):
+                found[key] = {k.removeprefix(prefix): v for k, v in record.items()
+                              if k.startswith(prefix)}
+    return found or None
+
+
+def collect_run(run_dir: str | Path) -> RunData:
+    run_dir = Path(run_dir)
+    text, recipe = read_recipe(run_dir)
+    state_file = read_json(run_dir / "run_state.json")
+    state = state_file.get("stages", {}) if isinstance(state_file, dict) else {}
+    if not isinstance(state, dict):
+        state = {}
+    tables = recipe.get("stages", {}) if isinstance(recipe.get("stages"), dict) else {}
+    stages = []
+    for stage_id in _stage_order({"stages": tables}, state, run_dir):
+        table = tables.get(stage_id) if isinstance(tables.get(stage_id), dict) else {}
+        entry = state.get(stage_id) if isinstance(state.get(stage_id), dict) else {}
+        stage_dir = run_dir / "stages" / stage_id
+        records = merge_by_step(read_records(stage_dir / "metrics.jsonl"))
+        status = entry.get("status") or ("running" if stage_dir.is_dir() else "not started")
+        seconds = entry.get("seconds")
+        if status != "completed" and _number(entry.get("started")) and records:
+            last = records[-1].get("time")
+            seconds = last - entry["started"] if _number(last) else None
+        stages.append(StageData(
+            id=stage_id,
+            component=str(table.get("name") or stage_id),
+            algorithm=_algorithm(table, records),
+            status=status,
+            seconds=seconds if _number(seconds) else None,
+            outputs={k: str(v) for k, v in (entry.get("outputs") or {}).items()},
+            records=records,
+            evals=read_snapshots(stage_dir, EVAL_FILES),
+            rm_eval=_rm_eval(stage_dir, records),
+            directory=stage_dir if stage_dir.is_dir() else None,
+        ))
+    return RunData(run_dir, text, recipe, stages)

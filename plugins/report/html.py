@@ -1,0 +1,330 @@
+"""The report page: one HTML file with its figures inlined as base64 PNG, so it opens from disk
+(or as an e-mail attachment) with no network and nothing beside it. Every piece of text that
+came from the run is escaped: responses are model output and may contain anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from html import escape
+from typing import Any
+
+from .collect import RunData, Snapshot, StageData
+from .figures import Chart
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
+       max-width: 1200px; padding: 0 1em; color: #1d1d1f; line-height: 1.4; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em;
+       margin-top: 2em; }
+.meta { color: #666; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
+th, td { border: 1px solid #ddd; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
+th { background: #f4f4f6; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+td.text { white-space: pre-wrap; word-break: break-word; max-width: 26em; }
+.figures { display: flex; flex-wrap: wrap; gap: 1em; }
+figure { margin: 0; border: 1px solid #eee; padding: 0.4em; max-width: 640px; }
+figure img { max-width: 100%; height: auto; display: block; }
+figcaption { font-size: 0.85em; color: #555; margin-top: 0.3em; }
+.up { color: #1a7f37; } .down { color: #c62828; }
+.tag { font-size: 0.8em; background: #fde7e7; color: #c62828; border-radius: 3px;
+       padding: 0 0.3em; }
+.status-completed { color: #1a7f37; } .status-running { color: #b26a00; }
+pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.88em; }
+"""
+
+
+def render(run: RunData, charts: Sequence[Chart], max_samples: int = 50) -> str:
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>rlhfx report: {escape(run.name)}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>rlhfx run: {escape(run.name)}</h1>",
+        '<p class="meta">',
+        f"Run directory <code>{escape(str(run.directory))}</code> · status "
+        f"<b>{escape(run.status)}</b> · report written "
+        f"{escape(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>",
+    ]
+    if run.status != "completed":
+        parts.append('<p class="meta">This run has not finished (it may still be going, or it '
+                     "was interrupted): the report shows what it had written so far. Run the "
+                     "same report command again to update it.</p>")
+    parts += _stages_section(run, charts)
+    for stage in run.stages:
+        parts += _stage_section(stage, [c for c in charts if c.stage == stage.id], max_samples)
+    parts.append("<h2>Recipe</h2>")
+    if run.recipe_text is None:
+        parts.append("<p>No <code>recipe.toml</code> in the run directory.</p>")
+    else:
+        parts.append(f'<pre id="recipe">{escape(run.recipe_text)}</pre>')
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+def _stages_section(run: RunData, charts: Sequence[Chart]) -> list[str]:
+    rows = []
+    for s in run.stages:
+        what = s.component + (f" ({s.algorithm})" if s.algorithm else "")
+        steps = f"{len(s.records)} records, last step {s.last_step}" if s.records else "—"
+        rows.append([
+            escape(s.id), escape(what),
+            f'<span class="status-{escape(s.status.split()[0])}">{escape(s.status)}</span>',
+            _seconds(s.seconds), escape(steps),
+            escape(", ".join(f"{k}: {v}" for k, v in s.outputs.items()) or "—"),
+        ])
+    out = ["<h2>Stages</h2>", _table(
+        ["stage", "component", "status", "wall time", "metrics", "outputs"], rows,
+        numeric={3}, attrs='id="stages"')]
+    out += _figures([c for c in charts if c.stage == ""])
+    return out
+
+
+def _stage_section(stage: StageData, charts: Sequence[Chart], max_samples: int) -> list[str]:
+    summary = _summary_table(stage)
+    rm = _reward_model_table(stage)
+    if not (summary or rm or charts or stage.evals or stage.is_alignment):
+        return []
+    title = stage.component + (f" with {stage.algorithm}" if stage.algorithm else "")
+    out = [f'<h2 id="stage-{escape(stage.id)}">Stage {escape(stage.id)} '
+           f"<small>({escape(title)})</small></h2>"]
+    if rm:
+        out += ["<h3>Reward model accuracy</h3>", rm]
+    if summary:
+        out += ["<h3>Before and after</h3>", summary]
+    out += _figures(charts)
+    if stage.is_alignment:
+        out += _samples_section(stage, max_samples)
+    return out
+
+
+#: (label, series, higher is better?) for the before/after table of an alignment stage.
+SUMMARY = (
+    ("eval reward (mean)", "reward_eval", True),
+    ("sample reward (mean)", "reward_all", True),
+    ("selected reward (mean)", "reward_selected", True),
+    ("distinct-2 (eval)", "eval_distinct_2", True),
+    ("distinct-2 (samples)", "distinct_2", True),
+    ("distinct-1 (samples)", "distinct_1", True),
+    ("discarded share (samples)", "discarded_rate", False),
+    ("changed by cleaners (samples)", "changed_rate", None),
+    ("KL to reference", "kl", None),
+    ("KL coefficient", "kl_coef", None),
+    ("response length (tokens)", "response_length", None),
+)
+
+
+def _summary_table(stage: StageData) -> str:
+    if not stage.is_alignment:
+        return ""
+    rows = []
+    for label, name, better in SUMMARY:
+        points = stage.series(name)
+        if not points:
+            continue
+        (s0, first), (s1, last) = points[0], points[-1]
+        change = last - first
+        css = ""
+        if better is not None and abs(change) > 1e-12:
+            css = "up" if (change > 0) == better else "down"
+        rows.append([
+            escape(label), _num(first), _num(last),
+            f'<span class="{css}">{change:+.4g}</span>' if len(points) > 1 else "—",
+            escape(f"{s0} → {s1}"),
+        ])
+    if not rows:
+        return ""
+    return _table(["figure", "first", "last", "change", "steps"], rows, numeric={1, 2, 3},
+                  attrs=f'id="summary-{escape(stage.id)}"')
+
+
+def _reward_model_table(stage: StageData) -> str:
+    rm = stage.rm_eval
+    if not rm:
+        return ""
+    rows = []
+    for key, label in (("before", "before training"), ("after", "after training")):
+        result = rm.get(key)
+        if isinstance(result, dict):
+            rows.append([escape(label), _num(result.get("accuracy")),
+                         _num(result.get("mean_margin")), _num(result.get("pairs"))])
+    counts = ", ".join(f"{k.replace('_', ' ')}: {rm[k]}" for k in
+                       ("train_pairs", "validation_pairs", "train_pairs_over_max_length")
+                       if isinstance(rm.get(k), int))
+    table = _table(["when", "pairwise accuracy", "mean margin", "held-out pairs"], rows,
+                   numeric={1, 2, 3}, attrs=f'id="rm-{escape(stage.id)}"')
+    note = ("<p class=\"meta\">Share of held-out preference pairs where the model scores the "
+            "preferred answer higher" + (f" ({escape(counts)})" if counts else "") + ".</p>")
+    return table + note
+
+
+def _figures(charts: Sequence[Chart]) -> list[str]:
+    if not charts:
+        return []
+    out = ['<div class="figures">']
+    for chart in charts:
+        data = base64.b64encode(chart.path.read_bytes()).decode("ascii")
+        out.append(
+            f'<figure><img class="figure" alt="{escape(chart.title)}" '
+            f'data-file="{escape(chart.path.name)}" src="data:image/png;base64,{data}">'
+            + (f"<figcaption>{escape(chart.caption)}</figcaption>" if chart.caption else "")
+            + "</figure>"
+        )
+    out.append("</div>")
+    return out
+
+
+# ----------------------------------------------------------------------------- samples
+
+
+def _samples_section(stage: StageData, max_samples: int) -> list[str]:
+    if stage.evals:
+        first, last = stage.evals[0], stage.evals[-1]
+        out = ["<h3>Eval prompts before and after</h3>"]
+        if first is last:
+            out.append(f'<p class="meta">Only one evaluation so far (step {first.step}).</p>')
+        else:
+            out.append(f'<p class="meta">The policy\'s responses to the held-out eval prompts '
+                       f"at step {first.step} (before alignment) and step {last.step}, with "
+                       f"their rewards.</p>")
+        return [*out, _paired(stage, first, last, max_samples, "eval")]
+    samples = stage.samples
+    if not samples:
+        return ["<h3>Eval prompts before and after</h3>",
+                "<p>No responses recorded yet (no eval or sample files).</p>"]
+    first, last = samples[0], samples[-1]
+    out = ["<h3>Training samples, first and last step</h3>",
+           '<p class="meta">This stage wrote no eval responses, so these are the responses '
+           f"sampled for training at step {first.step} and step {last.step}.</p>"]
+    if _shared_prompts(first, last) >= 0.5:
+        return [*out, _paired(stage, first, last, max_samples, "samples")]
+    return [*out, _side_by_side(stage, first, last, max_samples)]
+
+
+def _reward(row: dict[str, Any]) -> Any:
+    return row.get("reward", row.get("score"))
+
+
+def _response_cell(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return '<td class="text">—</td>'
+    tag = ' <span class="tag">discarded</span>' if row.get("discarded") else ""
+    return f'<td class="text">{escape(str(row.get("response", "")))}{tag}</td>'
+
+
+def _shared_prompts(a: Snapshot, b: Snapshot) -> float:
+    prompts = {r.get("prompt") for r in b.rows}
+    return sum(r.get("prompt") in prompts for r in a.rows) / max(len(a.rows), 1)
+
+
+def _paired(stage: StageData, first: Snapshot, last: Snapshot, limit: int, kind: str) -> str:
+    """One row per prompt: before and after side by side (a prompt sampled k times pairs the
+    i-th sample before with the i-th after)."""
+    later: dict[Any, list[dict[str, Any]]] = defaultdict(list)
+    for row in last.rows:
+        later[row.get("prompt")].append(row)
+    single = first is last
+    head = ["prompt", f"response at step {first.step}", "reward"]
+    if not single:
+        head += [f"response at step {last.step}", "reward", "change"]
+    body = []
+    for row in first.rows[:limit]:
+        after = None if single else (later[row.get("prompt")] or [None]).pop(0)
+        cells = [f'<td class="text">{escape(str(row.get("prompt", "")))}</td>',
+                 _response_cell(row), f'<td class="num">{_num(_reward(row))}</td>']
+        if not single:
+            delta = _delta(_reward(row), _reward(after) if after else None)
+            cells += [_response_cell(after),
+                      f'<td class="num">{_num(_reward(after) if after else None)}</td>',
+                      f'<td class="num">{delta}</td>']
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    foot = [["mean reward", "", _num(_mean(_reward(r) for r in first.rows))]]
+    if not single:
+        foot[0] += ["", _num(_mean(_reward(r) for r in last.rows)), ""]
+    return _raw_table(head, body, foot, f'id="{kind}-{escape(stage.id)}" class="samples"',
+                      more=len(first.rows) - limit)
+
+
+def _side_by_side(stage: StageData, first: Snapshot, last: Snapshot, limit: int) -> str:
+    head = [f"prompt at step {first.step}", "response", "reward",
+            f"prompt at step {last.step}", "response", "reward"]
+    body = []
+    for i in range(min(limit, max(len(first.rows), len(last.rows)))):
+        cells = []
+        for snap in (first, last):
+            row = snap.rows[i] if i < len(snap.rows) else None
+            prompt = escape(str(row.get("prompt", ""))) if row else "—"
+            cells += [f'<td class="text">{prompt}</td>', _response_cell(row),
+                      f'<td class="num">{_num(_reward(row) if row else None)}</td>']
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    foot = [["mean reward", "", _num(_mean(_reward(r) for r in first.rows)),
+             "", "", _num(_mean(_reward(r) for r in last.rows))]]
+    return _raw_table(head, body, foot, f'id="samples-{escape(stage.id)}" class="samples"',
+                      more=max(len(first.rows), len(last.rows)) - limit)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _table(head: list[str], rows: Iterable[list[str]], numeric: set[int] = frozenset(),
+           attrs: str = "") -> str:
+    body = [
+        "<tr>" + "".join(
+            f'<td class="num">{cell}</td>' if i in numeric else f"<td>{cell}</td>"
+            for i, cell in enumerate(row)
+        ) + "</tr>"
+        for row in rows
+    ]
+    return _raw_table([escape(h) for h in head], body, [], attrs)
+
+
+def _raw_table(head: list[str], body: list[str], foot: list[list[str]], attrs: str,
+               more: int = 0) -> str:
+    out = [f"<table {attrs}>", "<thead><tr>" + "".join(f"<th>{h}</th>" for h in head)
+           + "</tr></thead>", "<tbody>", *body, "</tbody>"]
+    if foot:
+        out.append("<tfoot>" + "".join(
+            "<tr>" + "".join(f"<th>{c}</th>" for c in row) + "</tr>" for row in foot
+        ) + "</tfoot>")
+    out.append("</table>")
+    if more > 0:
+        out.append(f'<p class="meta">… and {more} more (see the files in the stage '
+                   "directory, or raise --max-samples).</p>")
+    return "\n".join(out)
+
+
+def _num(value: Any) -> str:
+    if value is None or isinstance(value, bool):
+        return "—"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return "—" if not math.isfinite(value) else f"{value:.4g}"
+    return escape(str(value))
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:.1f} s" if value < 120 else f"{value / 60:.1f} min"
+
+
+def _mean(values: Iterable[Any]) -> float | None:
+    xs = [float(v) for v in values if isinstance(v, int | float) and not isinstance(v, bool)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def _delta(before: Any, after: Any) -> str:
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (before, after)):
+        return "—"
+    change = float(after) - float(before)
+    css = "up" if change > 0 else "down" if change < 0 else ""
+    return f'<span class="{css}">{change:+.4g}</span>'

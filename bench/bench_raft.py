@@ -107,16 +107,16 @@ def run_bare(iterations: int, b: int, k: int, seed: int) -> list[dict[str, Any]]
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from rlhfx.models import load_causal_lm, load_tokenizer
+    from rlhfx.plugins.align import read_prompt_set
     from rlhfx.plugins.cleaners import Discard, StopMarkers, Strip
     from rlhfx.plugins.raft.loop import batch_prompt_indices, iteration_seed
-    from rlhfx.plugins.raft.prompts import load_prompts
     from rlhfx.plugins.rewards import PatternPenalty, PatternPenaltyConfig, PatternRule
 
     torch.set_num_threads(1)
     seed = seed + 0  # the align stage is stage 0: the runner gives it run.seed + 0
     model = load_causal_lm("builtin:tiny-gpt-neo")
     tok = load_tokenizer("builtin:tiny-gpt-neo")
-    prompts = load_prompts("builtin:tiny-prompts")
+    prompts = read_prompt_set("builtin:tiny-prompts")
     cleaners = [StopMarkers(), Strip(), Discard()]
     reward = PatternPenalty(PatternPenaltyConfig(rules=[PatternRule(pattern="[A-Za-z]{3,}",
                                                                     penalty=-1.0)]))

@@ -12,14 +12,17 @@ from rlhfx.components import ResponseCleaner, RewardSource, Sample
 
 
 def clean(samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner]) -> None:
-    """Run the cleaner chain over each sample in place; a discard stops the chain."""
+    """Run the cleaner chain over each sample in place; a discard stops the chain.
+
+    `changed` is what the cleaners report (see `CleanResult`), not any difference in text.
+    """
     for sample in samples:
         text = sample.raw_response
         changed = False
         reason = None
         for cleaner in cleaners:
             result = cleaner.clean(sample.prompt, text)
-            changed = changed or result.changed or result.text != text
+            changed = changed or result.changed
             text = result.text
             if result.discard_reason:
                 reason = f"{cleaner.name}: {result.discard_reason}"

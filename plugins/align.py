@@ -7,7 +7,10 @@ rollouts (`rlhfx.rollouts`), cleans and scores them (`rlhfx.scoring` with the cl
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 
@@ -22,6 +25,7 @@ from rlhfx import (
     RewardSourceRef,
     Stage,
     StageContext,
+    UserError,
     hookimpl,
 )
 
@@ -48,6 +52,38 @@ class AlignConfig(ComponentConfig):
     reward: RewardSourceRef
 
 
+def read_prompt_set(source: str) -> list[str]:
+    """Prompts for any algorithm: a built-in set, a .txt file (one prompt a line), or anything
+    the data stage reads (JSONL/JSON/parquet, LMFlow layouts, a hub dataset); unusable rows are
+    skipped and counted there, and a file with none left is a UserError naming it."""
+    from rlhfx import tiny
+    from rlhfx.plugins.data.sets import read_prompts
+
+    if tiny.is_builtin(source):
+        source = str(tiny.prompt_set_path(source))
+    path = Path(source)
+    if path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise UserError(f"{source}: prompt file does not exist")
+        prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise UserError(f"{source}: no prompts in this file")
+        return prompts
+    return read_prompts(source)
+
+
+def drop_long_prompts(
+    prompts: list[str], tokenizer: Any, limit: int | None
+) -> tuple[list[str], int]:
+    """Prompts of at most `limit` policy tokens, and how many were dropped (long prompts ran
+    PPO out of memory in the HH example, which kept those of at most 256 tokens)."""
+    if limit is None:
+        return prompts, 0
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    kept = [p for p, n in zip(prompts, lengths, strict=True) if n <= limit]
+    return kept, len(prompts) - len(kept)
+
+
 @dataclass
 class AlignmentSetup:
     """Everything an algorithm needs besides its own config, already built and resolved."""
@@ -58,6 +94,24 @@ class AlignmentSetup:
     eval_prompts: str | None
     cleaners: list[ResponseCleaner]
     reward: RewardSource
+
+    def training_prompts(
+        self, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str
+    ) -> list[str]:
+        """The training prompts without those over `max_tokens` (the drop is logged)."""
+        prompts, dropped = drop_long_prompts(read_prompt_set(self.prompts), tokenizer, max_tokens)
+        if dropped:
+            log.info("skipped %d prompts over %d tokens", dropped, max_tokens)
+        if not prompts:
+            raise UserError(f"{where}: no prompt of {self.prompts} is at most {max_tokens} tokens")
+        return prompts
+
+    def held_out_prompts(self, limit: int | None) -> list[str]:
+        """The first `limit` eval prompts (none when the recipe names no eval set)."""
+        if not self.eval_prompts:
+            return []
+        prompts = read_prompt_set(self.eval_prompts)
+        return prompts[:limit] if limit is not None else prompts
 
 
 class AlignStage(Stage):

@@ -59,12 +59,16 @@ class Strip(ResponseCleaner):
     def clean(self, prompt: str, response: str) -> CleanResult:
         chars = self.config.chars + " \t\r\n"
         text = response.strip(chars)
-        return CleanResult(text, changed=text != response)
+        # Whitespace around an answer is normal; only removed characters count as a change,
+        # so the change-rate metric tracks junk (stray `#`), not formatting.
+        return CleanResult(text, changed=text != response.strip())
 
 
 class DiscardConfig(ComponentConfig):
     #: Regexes; a response that matches any is discarded (never selected or trained on).
-    patterns: list[str] = Field(default_factory=lambda: ["#"])
+    #: Defaults: any `#` (LMFlow's HH rule) and runs of two or more `:)` / `;)` (what PPO
+    #: learned to spam on HH-RLHF once `#` was ruled out).
+    patterns: list[str] = Field(default_factory=lambda: ["#", r"(?:[:;]-?\)\s*){2,}"])
     #: Responses shorter than this many characters (after earlier cleaners) are discarded.
     min_chars: int = Field(default=2, ge=0)
 

@@ -66,7 +66,8 @@ def test_stop_markers_must_be_non_empty(markers):
         ("  ## Hello there #\n", "Hello there", True),
         ("Hello there", "Hello there", False),
         ("Use # for comments", "Use # for comments", False),  # inner `#` is not stray
-        ("\t\n", "", True),
+        ("\t\n", "", False),  # whitespace alone is not a change
+        (" Hello there\n", "Hello there", False),
         ("###", "", True),
     ],
 )
@@ -156,3 +157,11 @@ def test_chain_order_is_the_recipe_order():
     clean([s2], [Discard(), Strip()])
     assert not s1.discarded and s1.response == "ok"
     assert s2.discarded and s2.response == "#ok#"  # the chain stopped at the discard
+
+
+def test_default_discard_catches_hashes_and_emoticon_runs_only():
+    cleaner = Discard()
+    assert cleaner.clean("p", "Glad to help :) :)").discard_reason is not None
+    assert cleaner.clean("p", "Thanks;) ;-)").discard_reason is not None
+    assert cleaner.clean("p", "## Answer").discard_reason is not None
+    assert cleaner.clean("p", "Glad to help :)").discard_reason is None

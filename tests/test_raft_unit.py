@@ -3,7 +3,6 @@ prompt files, checkpoints, and the recipe as `rlhfx validate` sees it."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,7 +13,6 @@ from rlhfx.plugins.raft import Raft, guards
 from rlhfx.plugins.raft.checkpoint import Checkpoints, RaftState
 from rlhfx.plugins.raft.config import RaftConfig
 from rlhfx.plugins.raft.loop import batch_prompt_indices
-from rlhfx.plugins.raft.prompts import load_prompts
 from rlhfx.plugins.raft.train import build_examples, completion_text
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -121,30 +119,6 @@ def test_guards_warn_on_collapsing_diversity_and_climbing_cleaner_rate():
     assert len(msgs) == 2 and "distinct-2 fell to 0.220" in msgs[0] and "50%" in msgs[1]
     assert guards.check(history, {"distinct_2": 0.1, "cleaned_rate": 0.1}, 0.0, 0.2) == []
     assert guards.check([], {"distinct_2": 0.0}, 0.6, 0.2) == []  # nothing to compare with
-
-
-# ------------------------------------------------------------------------------ prompt files
-def test_load_prompts_formats_and_errors(tmp_path):
-    assert len(load_prompts("builtin:tiny-prompts")) == 200
-    jsonl = tmp_path / "p.jsonl"
-    jsonl.write_text('{"prompt": "a"}\n\n{"text": "b"}\n')
-    assert load_prompts(str(jsonl)) == ["a", "b"]
-    lmflow = tmp_path / "p.json"
-    lmflow.write_text(json.dumps({"type": "text_only", "instances": [{"text": "c"}]}))
-    assert load_prompts(str(lmflow)) == ["c"]
-    txt = tmp_path / "p.txt"
-    txt.write_text("d\n\ne\n")
-    assert load_prompts(str(txt)) == ["d", "e"]
-    jsonl.write_text('{"prompt": "a"}\n{"prompt": 3}\n')
-    with pytest.raises(UserError, match=r"p.jsonl: row 2: expected"):
-        load_prompts(str(jsonl))
-    jsonl.write_text('{"prompt": "a"}\n{oops\n')
-    with pytest.raises(UserError, match=r"row 2: invalid JSON"):
-        load_prompts(str(jsonl))
-    with pytest.raises(UserError, match="does not exist"):
-        load_prompts(str(tmp_path / "missing.jsonl"))
-    with pytest.raises(UserError, match="unknown built-in prompt set"):
-        load_prompts("builtin:nope")
 
 
 # ------------------------------------------------------------------------------ checkpoints

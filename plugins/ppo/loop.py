@@ -24,7 +24,7 @@ from rlhfx.metrics import distinct_n, rounded, sample_metrics
 from . import checkpoint
 from .config import PPOConfig
 from .experience import Experience, collect, neutral_generation_config, policy_sampling
-from .prompts import drop_long, load_prompts, step_prompts
+from .prompts import step_prompts
 
 DONE = "ppo_done.json"
 
@@ -87,12 +87,9 @@ class PPORun:
 
         c, ctx = self.config, self.ctx
         self.tokenizer = load_tokenizer(self.setup.policy)
-        prompts = load_prompts(self.setup.prompts)
-        self.prompts, dropped = drop_long(prompts, self.tokenizer, c.max_prompt_tokens)
-        if dropped:
-            ctx.log.info("ppo: skipped %d prompts over %d tokens", dropped, c.max_prompt_tokens)
-        if not self.prompts:
-            raise UserError(f"{self._where('max_prompt_tokens')}: no prompt is short enough")
+        self.prompts = self.setup.training_prompts(
+            self.tokenizer, c.max_prompt_tokens, ctx.log, self._where("max_prompt_tokens")
+        )
         self.steps = c.steps or max(1, len(self.prompts) // c.batch_size)
         self.stop_strings = self._stop_strings()
 
@@ -217,8 +214,7 @@ class PPORun:
 
         c = self.config
         if not hasattr(self, "eval_prompts"):
-            prompts = load_prompts(self.setup.eval_prompts)
-            self.eval_prompts = prompts[: c.eval_max_prompts] if c.eval_max_prompts else prompts
+            self.eval_prompts = self.setup.held_out_prompts(c.eval_max_prompts)
         sampling = SamplingSettings(
             max_new_tokens=c.eval_max_new_tokens or c.output_max_length - 1,
             temperature=c.eval_temperature, top_k=0, top_p=1.0,

@@ -1,30 +1,10 @@
-"""Prompts for PPO: a file, a hub dataset, `builtin:tiny-prompts`, or an earlier stage's output."""
+"""Which prompts each PPO step takes: a pure function of (step, seed), so resuming repeats it."""
 
 from __future__ import annotations
 
 import random
-from typing import Any
 
 from rlhfx.errors import UserError
-
-
-def load_prompts(source: str) -> list[str]:
-    from rlhfx import tiny
-
-    if tiny.is_builtin(source):
-        source = str(tiny.prompt_set_path(source))
-    from rlhfx.plugins.data.sets import read_prompts
-
-    return read_prompts(source)
-
-
-def drop_long(prompts: list[str], tokenizer: Any, limit: int | None) -> tuple[list[str], int]:
-    """Prompts of at most `limit` policy tokens, and how many were dropped."""
-    if limit is None:
-        return prompts, 0
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-    kept = [p for p, n in zip(prompts, lengths, strict=True) if n <= limit]
-    return kept, len(prompts) - len(kept)
 
 
 def step_prompts(n_prompts: int, batch_size: int, step: int, seed: int) -> list[int]:

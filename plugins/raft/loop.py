@@ -28,7 +28,6 @@ from rlhfx.scoring import clean_and_score
 from . import guards
 from .checkpoint import Checkpoints, RaftState
 from .config import RaftConfig
-from .prompts import load_prompts
 from .train import build_examples, completion_text, finetune, training_arguments, wrap_lora
 
 
@@ -114,26 +113,10 @@ class RaftLoop:
 
     def _load_prompts(self) -> tuple[list[str], list[str]]:
         c = self.config
-        train = load_prompts(self.setup.prompts)
-        evals = load_prompts(self.setup.eval_prompts) if self.setup.eval_prompts else []
-        if c.eval_max_prompts is not None:
-            evals = evals[: c.eval_max_prompts]
-        if c.max_prompt_tokens is not None:
-            encoded = self.tokenizer(train, add_special_tokens=False)["input_ids"]
-            lengths = [len(ids) for ids in encoded]
-            kept = [p for p, n in zip(train, lengths, strict=True) if n <= c.max_prompt_tokens]
-            if len(kept) < len(train):
-                self.ctx.log.info(
-                    "raft: skipped %d prompts over %d tokens", len(train) - len(kept),
-                    c.max_prompt_tokens,
-                )
-            if not kept:
-                raise UserError(
-                    f"{self.setup.prompts}: no prompt is at most max_prompt_tokens = "
-                    f"{c.max_prompt_tokens} tokens long"
-                )
-            train = kept
-        return train, evals
+        where = f"{self.ctx.recipe_file}: stages.{self.ctx.stage_id}.algorithm.max_prompt_tokens"
+        log = self.ctx.log
+        train = self.setup.training_prompts(self.tokenizer, c.max_prompt_tokens, log, where)
+        return train, self.setup.held_out_prompts(c.eval_max_prompts)
 
     def _repair_metrics(self, state: RaftState) -> None:
         """Make metrics.jsonl hold exactly the committed records (a kill may leave extras)."""

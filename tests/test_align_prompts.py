@@ -1,0 +1,62 @@
+"""Prompt sets for every alignment algorithm: formats, long-prompt dropping, clear errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from rlhfx import UserError
+from rlhfx.plugins.align import AlignConfig, AlignmentSetup, drop_long_prompts, read_prompt_set
+
+
+class WordTokenizer:
+    """One token per whitespace-separated word: prompt lengths are easy to work out by hand."""
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [t.split() for t in texts]}
+
+
+def test_formats(tmp_path):
+    assert len(read_prompt_set("builtin:tiny-prompts")) == 200
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a"}\n\n{"text": "b"}\n')
+    assert read_prompt_set(str(jsonl)) == ["a", "b"]
+    lmflow = tmp_path / "p.json"
+    lmflow.write_text(json.dumps({"type": "text_only", "instances": [{"text": "c"}]}))
+    assert read_prompt_set(str(lmflow)) == ["c"]
+    txt = tmp_path / "p.txt"
+    txt.write_text("d\n\ne\n")
+    assert read_prompt_set(str(txt)) == ["d", "e"]
+
+
+def test_bad_rows_are_skipped_and_a_file_without_prompts_is_an_error(tmp_path):
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text('{"prompt": "a"}\n{"prompt": 3}\n{oops\n')
+    assert read_prompt_set(str(jsonl)) == ["a"]
+    jsonl.write_text('{"prompt": 3}\n{oops\n')
+    with pytest.raises(UserError, match=r"p.jsonl: no usable prompt rows; first problem: .*line 1"):
+        read_prompt_set(str(jsonl))
+    with pytest.raises(UserError, match="does not exist"):
+        read_prompt_set(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(UserError, match="does not exist"):
+        read_prompt_set(str(tmp_path / "missing.txt"))
+    with pytest.raises(UserError, match="unknown built-in"):
+        read_prompt_set("builtin:nope")
+
+
+def test_long_prompts_are_dropped_and_counted(tmp_path):
+    prompts = ["one", "one two three", "one two", "a b c d"]
+    assert drop_long_prompts(prompts, WordTokenizer(), 2) == (["one", "one two"], 2)
+    assert drop_long_prompts(prompts, WordTokenizer(), None) == (prompts, 0)
+
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
+    config = AlignConfig.model_construct(eval_prompts=None)
+    setup = AlignmentSetup(config, "policy", str(jsonl), str(jsonl), [], None)  # type: ignore[arg-type]
+    log = logging.getLogger("test")
+    assert setup.training_prompts(WordTokenizer(), 3, log, "r.toml: key") == prompts[:3]
+    assert setup.held_out_prompts(2) == prompts[:2]
+    with pytest.raises(UserError, match=r"r.toml: key: no prompt of .* is at most 0 tokens"):
+        setup.training_prompts(WordTokenizer(), 0, log, "r.toml: key")

@@ -183,6 +183,11 @@ def merge_by_step(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [merged[k] for k in sorted(merged)]
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    """`value` if it is a table, else an empty one (a hand-edited or foreign file)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _number(value: Any) -> bool:
     return (isinstance(value, int | float) and not isinstance(value, bool)
             and math.isfinite(value))
@@ -268,15 +273,11 @@ def _rm_eval(stage_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] |
 def collect_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     text, recipe = read_recipe(run_dir)
-    state_file = read_json(run_dir / "run_state.json")
-    state = state_file.get("stages", {}) if isinstance(state_file, dict) else {}
-    if not isinstance(state, dict):
-        state = {}
-    tables = recipe.get("stages", {}) if isinstance(recipe.get("stages"), dict) else {}
+    state = _dict(_dict(read_json(run_dir / "run_state.json")).get("stages"))
+    tables = _dict(recipe.get("stages"))
     stages = []
     for stage_id in _stage_order({"stages": tables}, state, run_dir):
-        table = tables.get(stage_id) if isinstance(tables.get(stage_id), dict) else {}
-        entry = state.get(stage_id) if isinstance(state.get(stage_id), dict) else {}
+        table, entry = _dict(tables.get(stage_id)), _dict(state.get(stage_id))
         stage_dir = run_dir / "stages" / stage_id
         records = merge_by_step(read_records(stage_dir / "metrics.jsonl"))
         status = entry.get("status") or ("running" if stage_dir.is_dir() else "not started")
@@ -290,7 +291,7 @@ def collect_run(run_dir: str | Path) -> RunData:
             algorithm=_algorithm(table, records),
             status=status,
             seconds=seconds if _number(seconds) else None,
-            outputs={k: str(v) for k, v in (entry.get("outputs") or {}).items()},
+            outputs={k: str(v) for k, v in _dict(entry.get("outputs")).items()},
             records=records,
             evals=read_snapshots(stage_dir, EVAL_FILES),
             rm_eval=_rm_eval(stage_dir, records),

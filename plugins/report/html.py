@@ -28,7 +28,8 @@ th { background: #f4f4f6; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.text { white-space: pre-wrap; word-break: break-word; max-width: 26em; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; border: 1px solid #eee; padding: 0.4em; max-width: 640px; }
+figure { margin: 0; border: 1px solid #eee; padding: 0.4em; flex: 0 1 calc(50% - 1.4em);
+         min-width: 0; box-sizing: border-box; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { font-size: 0.85em; color: #555; margin-top: 0.3em; }
 .up { color: #1a7f37; } .down { color: #c62828; }
@@ -83,7 +84,7 @@ def _stages_section(run: RunData, charts: Sequence[Chart]) -> list[str]:
         ])
     out = ["<h2>Stages</h2>", _table(
         ["stage", "component", "status", "wall time", "metrics", "outputs"], rows,
-        numeric={3}, attrs='id="stages"')]
+        numeric=frozenset({3}), attrs='id="stages"')]
     out += _figures([c for c in charts if c.stage == ""])
     return out
 
@@ -142,8 +143,8 @@ def _summary_table(stage: StageData) -> str:
         ])
     if not rows:
         return ""
-    return _table(["figure", "first", "last", "change", "steps"], rows, numeric={1, 2, 3},
-                  attrs=f'id="summary-{escape(stage.id)}"')
+    return _table(["figure", "first", "last", "change", "steps"], rows,
+                  numeric=frozenset({1, 2, 3}), attrs=f'id="summary-{escape(stage.id)}"')
 
 
 def _reward_model_table(stage: StageData) -> str:
@@ -160,7 +161,7 @@ def _reward_model_table(stage: StageData) -> str:
                        ("train_pairs", "validation_pairs", "train_pairs_over_max_length")
                        if isinstance(rm.get(k), int))
     table = _table(["when", "pairwise accuracy", "mean margin", "held-out pairs"], rows,
-                   numeric={1, 2, 3}, attrs=f'id="rm-{escape(stage.id)}"')
+                   numeric=frozenset({1, 2, 3}), attrs=f'id="rm-{escape(stage.id)}"')
     note = ("<p class=\"meta\">Share of held-out preference pairs where the model scores the "
             "preferred answer higher" + (f" ({escape(counts)})" if counts else "") + ".</p>")
     return table + note
@@ -237,7 +238,8 @@ def _paired(stage: StageData, first: Snapshot, last: Snapshot, limit: int, kind:
         head += [f"response at step {last.step}", "reward", "change"]
     body = []
     for row in first.rows[:limit]:
-        after = None if single else (later[row.get("prompt")] or [None]).pop(0)
+        waiting = later[row.get("prompt")]
+        after = waiting.pop(0) if waiting and not single else None
         cells = [f'<td class="text">{escape(str(row.get("prompt", "")))}</td>',
                  _response_cell(row), f'<td class="num">{_num(_reward(row))}</td>']
         if not single:
@@ -274,7 +276,7 @@ def _side_by_side(stage: StageData, first: Snapshot, last: Snapshot, limit: int)
 # ----------------------------------------------------------------------------- helpers
 
 
-def _table(head: list[str], rows: Iterable[list[str]], numeric: set[int] = frozenset(),
+def _table(head: list[str], rows: Iterable[list[str]], numeric: frozenset[int] = frozenset(),
            attrs: str = "") -> str:
     body = [
         "<tr>" + "".join(

@@ -61,6 +61,8 @@ def test_raft_run(tmp_path):
     assert rows[2][0] == EVAL_PROMPTS[1] and rows[2][1] == "### ### discarded"
     assert rows[2][2:] == ["—", "<script>alert(1)</script> & light scatters", "4", "—"]
     assert rows[3] == ["mean reward", "", "1", "", "4.5", ""]
+    assert '<li>step 3: distinct-2 fell to 0.8 &lt;below&gt;</li>' in text  # guard warnings
+    assert "tensorboard --logdir" not in text  # the run wrote no TensorBoard logs
     # Model output is escaped, never markup.
     assert "<script>alert" not in text and "&lt;script&gt;alert(1)&lt;/script&gt; &amp;" in text
     # The recipe, escaped and verbatim.
@@ -79,7 +81,9 @@ def test_ppo_run(tmp_path):
     # Phases without the totals that contain them.
     assert sorted(data.phases()) == ["generation", "ppo/forward_pass", "ppo/optimize_step",
                                      "scoring"]
+    (run / "tensorboard/align").mkdir(parents=True)
     text, page = report(run, output=tmp_path / "out/ppo.html")
+    assert f"tensorboard --logdir {run / 'tensorboard'}" in text
     assert (tmp_path / "out/ppo_files/align-kl.png").exists()
     assert "align-kl.png" in figure_files(page)
     summary = {row[0]: row[1:] for row in page.tables["summary-align"][1:]}

@@ -52,6 +52,9 @@ def render(run: RunData, charts: Sequence[Chart], max_samples: int = 50) -> str:
         f"<b>{escape(run.status)}</b> · report written "
         f"{escape(time.strftime('%Y-%m-%d %H:%M:%S'))}</p>",
     ]
+    if (run.directory / "tensorboard").is_dir():
+        parts.append('<p class="meta">TensorBoard has these metrics too: <code>tensorboard '
+                     f'--logdir {escape(str(run.directory / "tensorboard"))}</code></p>')
     if run.status != "completed":
         parts.append('<p class="meta">This run has not finished (it may still be going, or it '
                      "was interrupted): the report shows what it had written so far. Run the "
@@ -101,6 +104,7 @@ def _stage_section(stage: StageData, charts: Sequence[Chart], max_samples: int) 
         out += ["<h3>Reward model accuracy</h3>", rm]
     if summary:
         out += ["<h3>Before and after</h3>", summary]
+    out += _warnings(stage)
     out += _figures(charts)
     if stage.is_alignment:
         out += _samples_section(stage, max_samples)
@@ -145,6 +149,19 @@ def _summary_table(stage: StageData) -> str:
         return ""
     return _table(["figure", "first", "last", "change", "steps"], rows,
                   numeric=frozenset({1, 2, 3}), attrs=f'id="summary-{escape(stage.id)}"')
+
+
+def _warnings(stage: StageData) -> list[str]:
+    """What the stage's own guards flagged (RAFT: distinct-2 collapsing, cleaners busier)."""
+    items = [
+        f"<li>step {record['step']}: {escape(str(message))}</li>"
+        for record in stage.records
+        if isinstance(record.get("warnings"), list)
+        for message in record["warnings"]
+    ]
+    if not items:
+        return []
+    return ["<h3>Warnings</h3>", f'<ul id="warnings-{escape(stage.id)}">', *items, "</ul>"]
 
 
 def _reward_model_table(stage: StageData) -> str:

@@ -17,6 +17,7 @@ from report_fakes import (
     make_raft_run,
     png_size,
     raft_record,
+    write_jsonl,
     write_state,
 )
 
@@ -179,3 +180,16 @@ def test_cli_errors(rlhfx_cli, tmp_path, make, message):
     assert message in result.stderr and "Traceback" not in result.output
     assert len(result.stderr.strip().splitlines()) <= 2
 
+
+
+def test_eval_files_by_step(tmp_path):
+    """`eval/step_NNNNNN.jsonl` (what a PPO run would write) gives the before/after table."""
+    run = make_ppo_run(tmp_path / "run")
+    for step, words in ((0, "a b"), (3, "c d e")):
+        write_jsonl(run / f"stages/align/eval/step_{step:06d}.jsonl", [
+            {"prompt": p, "response": f"{words} {i}", "score": float(step + i)}
+            for i, p in enumerate(EVAL_PROMPTS)
+        ])
+    _, page = report(run)
+    assert page.tables["eval-align"][1] == [EVAL_PROMPTS[0], "a b 0", "0", "c d e 0", "3", "+3"]
+    assert "samples-align" not in page.tables

@@ -22,7 +22,8 @@ def torch_dtype(name: str) -> Any:
     if name == "auto":
         return "auto"
     try:
-        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
+        table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+        return table[name]
     except KeyError:
         raise UserError(f"unknown dtype '{name}' (choose one of: {', '.join(DTYPES)})") from None
 

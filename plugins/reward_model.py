@@ -17,14 +17,13 @@ from pydantic import Field
 
 from rlhfx import Stage, StageContext, UserError, hookimpl
 from rlhfx.io import atomic_write_json
+from rlhfx.lora import LoraSettings
 
 from .sft import (
-    LoraOptions,
     TrainingOptions,
     drop_checkpoints,
     finished_model,
     hold_out,
-    lora_config,
     make_progress_callback,
     merge_if_lora,
     quiet_libraries,
@@ -39,7 +38,7 @@ EVAL_FILE = "eval.json"
 
 class RewardModelOptions(TrainingOptions):
     method: Literal["full", "lora"] = "lora"
-    lora: LoraOptions = Field(default_factory=LoraOptions)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     learning_rate: float = Field(default=3e-5, gt=0)
     #: The last N% of the pairs are held out for validation (pairwise accuracy).
     validation_split_percentage: float = Field(default=10.0, ge=0, lt=100)
@@ -177,7 +176,7 @@ class RewardModelStage(Stage):
                 train_dataset=train_set,
                 eval_dataset=eval_set if len(eval_set) else None,
                 processing_class=tokenizer,
-                peft_config=lora_config(c.lora, "SEQ_CLS") if c.method == "lora" else None,
+                peft_config=c.lora.peft_config("SEQ_CLS") if c.method == "lora" else None,
                 callbacks=[make_progress_callback(ctx, progress, "reward model")],
             )
             quiet_trainer(trainer)

@@ -18,18 +18,9 @@ import click
 from pydantic import Field
 
 from rlhfx import ComponentConfig, DataSource, ModelSource, Stage, StageContext, UserError, hookimpl
+from rlhfx.lora import LoraSettings
 
 # ------------------------------------------------------------------------------ options
-
-
-class LoraOptions(ComponentConfig):
-    """LoRA adapters (peft); merged into a full model when the stage ends."""
-
-    r: int = Field(default=16, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    #: Module names to adapt; unset lets peft pick the usual ones for the architecture.
-    target_modules: list[str] | None = None
 
 
 class TrainingOptions(ComponentConfig):
@@ -45,7 +36,7 @@ class TrainingOptions(ComponentConfig):
     max_rows: int | None = Field(default=None, ge=1)
     #: `full` fine-tuning or `lora` adapters (merged into the saved model).
     method: Literal["full", "lora"] = "full"
-    lora: LoraOptions = Field(default_factory=LoraOptions)
+    lora: LoraSettings = Field(default_factory=LoraSettings)
     epochs: float = Field(default=1.0, gt=0)
     #: Stop after this many optimizer steps (overrides `epochs` when > 0).
     max_steps: int = -1
@@ -133,18 +124,6 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
     args.update(extra)
     args.update(ours)
     return config_cls(**args)
-
-
-def lora_config(opts: LoraOptions, task_type: str) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=opts.r,
-        lora_alpha=opts.alpha,
-        lora_dropout=opts.dropout,
-        target_modules=opts.target_modules,
-        task_type=task_type,
-    )
 
 
 def last_checkpoint(ctx: StageContext) -> str | None:
@@ -336,7 +315,7 @@ class SFTStage(Stage):
                 train_dataset=Dataset.from_dict({"text": train}),
                 eval_dataset=Dataset.from_dict({"text": held}) if held else None,
                 processing_class=tokenizer,
-                peft_config=lora_config(c.lora, "CAUSAL_LM") if c.method == "lora" else None,
+                peft_config=c.lora.peft_config("CAUSAL_LM") if c.method == "lora" else None,
                 callbacks=[make_progress_callback(ctx, progress, "SFT")],
             )
             quiet_trainer(trainer)

@@ -10,9 +10,9 @@ from typing import Any
 
 from rlhfx import AlignmentAlgorithm, StageContext, hookimpl
 
-from .config import LoraOptions, PPOConfig
+from .config import PPOConfig
 
-__all__ = ["PPO", "LoraOptions", "PPOConfig"]
+__all__ = ["PPO", "PPOConfig"]
 
 
 class PPO(AlignmentAlgorithm):

@@ -13,16 +13,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rlhfx import ComponentConfig
-
-
-class LoraOptions(ComponentConfig):
-    """LoRA adapters on the policy; the reference model is the base with the adapter off."""
-
-    r: int = Field(default=16, ge=1)
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.05, ge=0, lt=1)
-    #: Module names to adapt; None lets peft pick the usual ones for the architecture.
-    target_modules: list[str] | None = None
+from rlhfx.lora import LoraSettings
 
 
 class PPOConfig(ComponentConfig):
@@ -102,7 +93,7 @@ class PPOConfig(ComponentConfig):
     # ---- model
     #: None: full fine-tuning with a frozen copy as reference. A table (`lora = { r = 16 }`)
     #: trains LoRA adapters; the reference is the base with the adapter disabled (no copy).
-    lora: LoraOptions | None = None
+    lora: LoraSettings | None = None
     #: Dropout before the value head's linear layer (TRL's summary_dropout_prob: 0.1).
     value_head_dropout: float = Field(default=0.1, ge=0, lt=1)
     #: Turn the policy's own dropout off. TRL classic left it on, so the logprobs of the

@@ -102,12 +102,9 @@ class PPORun:
         if c.disable_dropout:
             disable_dropout_in_model(policy)
         if c.lora is not None:
-            from peft import LoraConfig, get_peft_model
+            from peft import get_peft_model
 
-            policy = get_peft_model(policy, LoraConfig(
-                r=c.lora.r, lora_alpha=c.lora.alpha, lora_dropout=c.lora.dropout,
-                target_modules=c.lora.target_modules, task_type="CAUSAL_LM",
-            ))
+            policy = get_peft_model(policy, c.lora.peft_config("CAUSAL_LM"))
         torch.manual_seed(self.seed)  # the same value head on every process
         self.model = PolicyWithValueHead(policy, c.value_head_dropout)
         self.trainer = PPOTrainer(c, self.model, self.tokenizer.pad_token_id, self._device())

@@ -11,9 +11,9 @@ from typing import Any
 
 from rlhfx import AlignmentAlgorithm, StageContext, hookimpl
 
-from .config import LoraSettings, RaftConfig
+from .config import RaftConfig
 
-__all__ = ["LoraSettings", "Raft", "RaftConfig"]
+__all__ = ["Raft", "RaftConfig"]
 
 
 class Raft(AlignmentAlgorithm):

@@ -12,18 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rlhfx import ComponentConfig, RankerRef
-
-
-class LoraSettings(ComponentConfig):
-    """LoRA adapters instead of full fine-tuning; merged into the final policy at the end."""
-
-    #: Rank of the update matrices (LMFlow's reward-model LoRA: 16).
-    r: int = Field(default=16, ge=1)
-    #: Scaling numerator; the update is scaled by alpha / r (LMFlow: 32).
-    alpha: int = Field(default=32, ge=1)
-    dropout: float = Field(default=0.1, ge=0, lt=1)
-    #: Module names to adapt; None lets peft pick the usual ones for the architecture.
-    target_modules: list[str] | None = None
+from rlhfx.lora import LoraSettings
 
 
 class RaftConfig(ComponentConfig):

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx.errors import UserError
+from rlhfx.lora import LoraSettings
 
-from .config import LoraSettings, RaftConfig
+from .config import RaftConfig
 
 
 def completion_text(raw: str, cleaned: str, separator: str | None) -> str:
@@ -57,17 +58,10 @@ def build_examples(
 
 
 def wrap_lora(model: Any, lora: LoraSettings) -> Any:
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    peft_config = LoraConfig(
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        task_type="CAUSAL_LM",
-    )
     try:
-        return get_peft_model(model, peft_config)
+        return get_peft_model(model, lora.peft_config("CAUSAL_LM"))
     except ValueError as exc:  # e.g. target modules not found in this architecture
         raise UserError(f"lora: {exc}") from None
 

@@ -58,9 +58,9 @@ class TrainingOptions(ComponentConfig):
     #: Mixed precision: `auto` = bf16 on a GPU that supports it, none on the CPU.
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
-    #: Trainer integrations to report to (e.g. ["tensorboard"]); rlhfx's metrics.jsonl is
-    #: always written.
-    report_to: list[str] = Field(default_factory=list)
+    #: Trackers the Trainer reports to (wandb, mlflow, ...). Unset: the run's `[run] report_to`,
+    #: less TensorBoard, which the run context already writes for every logged record.
+    report_to: list[str] | None = None
     #: Keep the Trainer checkpoints after the final model is saved (they hold optimizer state,
     #: about three times the model's size, and are only needed to resume an unfinished stage).
     keep_checkpoints: bool = False
@@ -101,7 +101,10 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         gradient_checkpointing=opts.gradient_checkpointing,
-        report_to=list(opts.report_to),
+        report_to=(
+            list(opts.report_to) if opts.report_to is not None
+            else [t for t in ctx.report_to if t != "tensorboard"]
+        ),
         use_cpu=not on_gpu,
         seed=ctx.seed,
         data_seed=ctx.seed,

@@ -176,3 +176,34 @@ def test_negative_kl_warning_names_the_likely_cause(caplog):
     message = caplog.records[0].getMessage()
     assert "step 8" in message and "-3.200" in message
     assert "min_length" in message and "2 responses re-tokenized" in message
+
+
+@pytest.mark.parametrize("logged", [True, False], ids=["eval-logged", "killed-before-eval"])
+def test_resume_before_the_first_checkpoint_keeps_the_step0_eval(tmp_path, logged):
+    """A run killed before its first checkpoint restarts at step 0: the initial policy's eval
+    it already logged stays (once) and is not done again; one it never logged is done."""
+    import json
+    import logging
+    from types import SimpleNamespace
+
+    from rlhfx.plugins.ppo.loop import PPORun
+
+    metrics = tmp_path / "metrics.jsonl"
+    old = [{"step": 1, "objective/kl": 0.0}, {"step": 2, "objective/kl": 0.1}]
+    if logged:
+        old.insert(0, {"step": 0, "eval/reward_mean": 1.5})
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in old))
+    logs: list[tuple[int, dict]] = []
+    run = PPORun.__new__(PPORun)
+    run.config = PPOConfig()
+    run.ctx = SimpleNamespace(stage_dir=tmp_path, metrics_file=metrics, is_main=True,
+                              log=logging.getLogger("ppo_test_resume"),
+                              log_metrics=lambda step, m: logs.append((step, m)))
+    evaluated: list[int] = []
+    run.evaluate = lambda step: evaluated.append(step) or {"eval/reward_mean": 2.0}
+
+    assert run._resume() == 0  # no checkpoint: from the start
+    kept = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert kept == (old[:1] if logged else [])  # later steps will be done again
+    run.initial_eval()
+    assert (evaluated, logs) == (([], []) if logged else ([0], [(0, {"eval/reward_mean": 2.0})]))

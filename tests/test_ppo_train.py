@@ -64,7 +64,10 @@ def test_reward_rises_while_kl_stays_bounded(rlhfx_cli, tmp_path):
     result = rlhfx_cli("run", str(recipe), "-o", str(out))
     assert result.exit_code == 0, result.output
     recs = records(out)
-    assert [r["step"] for r in recs] == list(range(1, 25))
+    assert [r["step"] for r in recs] == list(range(0, 25))  # 0: the initial policy's eval
+    assert [r["step"] for r in recs if "eval/reward_mean" in r] == [0, 8, 16, 24]
+    assert "objective/kl" not in recs[0]
+    recs = recs[1:]
     for r in recs:
         missing = [k for k in CLASSIC_STATS if k not in r]
         assert not missing, missing
@@ -80,7 +83,8 @@ def test_reward_rises_while_kl_stays_bounded(rlhfx_cli, tmp_path):
     stage = out / "stages" / "align"
     assert (stage / "reward_curve.png").stat().st_size > 1000
     assert (stage / "kl_curve.png").stat().st_size > 1000
-    assert [r["step"] for r in recs if "eval/reward_mean" in r] == [8, 16, 24]
+    assert sorted(p.name for p in (stage / "eval").iterdir()) == [
+        f"step_{s:06d}.jsonl" for s in (0, 8, 16, 24)]
 
     from transformers import AutoModelForCausalLM
 
@@ -143,7 +147,12 @@ def test_reward_model_with_another_tokenizer(rlhfx_cli, tmp_path):
     assert len({round(r["score"], 6) for r in trained}) > 1
 
 
+EVAL_KEYS = ("eval/reward_mean", "eval/reward_std", "eval/discarded_rate", "eval/distinct_2")
+
+
 def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
+    """Also the evals: the initial policy at step 0, files per eval, the report's table."""
+    from report_fakes import Page
     from transformers import AutoModelForCausalLM
 
     out = run_in_process(
@@ -152,9 +161,42 @@ def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
         extra='eval_prompts = "builtin:tiny-eval-prompts"\n',
     )
     recs = records(out)
-    assert "eval/reward_mean" not in recs[0] and recs[1]["eval/reward_mean"] is not None
+    assert [r["step"] for r in recs] == [0, 1, 2]
+    # step 0: the initial policy's eval only, under the names later evals use
+    assert set(recs[0]) == {"step", "time", *EVAL_KEYS}
+    assert "eval/reward_mean" not in recs[1] and set(EVAL_KEYS) <= set(recs[2])
     # LoRA's B starts at zero: policy == reference (the base, adapter off) at step 1
-    assert recs[0]["objective/kl"] == pytest.approx(0.0, abs=1e-6)
+    assert recs[1]["objective/kl"] == pytest.approx(0.0, abs=1e-6)
+    eval_dir = out / "stages" / "align" / "eval"
+    assert sorted(p.name for p in eval_dir.iterdir()) == ["step_000000.jsonl",
+                                                          "step_000002.jsonl"]
+    from rlhfx.plugins.align import read_prompt_set
+
+    prompts = read_prompt_set("builtin:tiny-eval-prompts")[:6]
+    files = {}
+    for step, rec in ((0, recs[0]), (2, recs[2])):
+        rows = [json.loads(line) for line in
+                (eval_dir / f"step_{step:06d}.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in rows] == prompts  # the eval set's order
+        for r in rows:
+            assert set(r) == {"prompt", "response", "reward", "discarded"}
+            assert (r["reward"] is None) == r["discarded"]
+        scored = [r["reward"] for r in rows if not r["discarded"]]
+        assert rec["eval/discarded_rate"] == pytest.approx(1 - len(scored) / len(rows))
+        if scored:
+            assert rec["eval/reward_mean"] == pytest.approx(sum(scored) / len(scored), abs=1e-6)
+        files[step] = rows
+    # `rlhfx report`: the eval table pairs step 0 (before) with the last eval (after)
+    result = rlhfx_cli("report", str(out))
+    assert result.exit_code == 0, result.output
+    page = Page((out / "report.html").read_text(encoding="utf-8"))
+    table = page.tables["eval-align"]
+    assert table[0] == ["prompt", "response at step 0", "reward", "response at step 2", "reward",
+                        "change"]
+    assert [row[0] for row in table[1:-1]] == prompts and table[-1][0] == "mean reward"
+    assert table[1][1].startswith(files[0][0]["response"].strip())
+    assert table[1][3].startswith(files[2][0]["response"].strip())
+    assert "samples-align" not in page.tables  # no fallback to training samples
     model_dir = out / "stages" / "align" / "model"
     assert not (model_dir / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(model_dir)

@@ -102,7 +102,8 @@ class PPOConfig(ComponentConfig):
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     # ---- evaluation on the align stage's `eval_prompts`
-    #: Evaluate every N steps (and after the last one); 0 turns evaluation off.
+    #: Evaluate every N steps, the initial policy at step 0 and after the last step; responses
+    #: go to eval/step_NNNNNN.jsonl. 0 turns evaluation off.
     eval_every: int = Field(default=0, ge=0)
     eval_temperature: float = Field(default=0.2, gt=0)
     eval_max_prompts: int | None = Field(default=256, ge=1)

@@ -1,9 +1,11 @@
 """The PPO run: load, resume, then per step collect -> update -> log -> checkpoint; save at the end.
 
 What a run leaves in its stage directory: metrics.jsonl (TRL's classic stat names, one record
-per step), reward_curve.png and kl_curve.png, samples/step_NNNNNN.jsonl (every response with its
-score and fate), checkpoints/ (resume after a kill), and model/ (the final policy, Hugging Face
-format, LoRA merged).
+per step; with eval prompts also a step-0 record of the initial policy's eval), reward_curve.png
+and kl_curve.png, samples/step_NNNNNN.jsonl (every response with its score and fate),
+eval/step_NNNNNN.jsonl (the eval prompts' responses and rewards at step 0 and every eval_every
+steps: what `rlhfx report` compares before and after), checkpoints/ (resume after a kill), and
+model/ (the final policy, Hugging Face format, LoRA merged).
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ def step_seed(seed: int, step: int, rank: int) -> int:
     """The seed of one step on one process: a resumed step samples what it would have."""
     digest = hashlib.sha256(f"ppo-{seed}-{step}-{rank}".encode()).hexdigest()
     return int(digest[:15], 16)
+
+
+def eval_seed(seed: int, rank: int) -> int:
+    """The same sampling noise at every eval, so before/after differences come from the policy."""
+    return step_seed(seed, -1, rank)
 
 
 def run_ppo(ctx: StageContext, setup: Any, config: PPOConfig) -> dict[str, str]:
@@ -121,8 +128,11 @@ class PPORun:
         return out
 
     def _resume(self) -> int:
-        """Restore the last checkpoint (if any); returns the step it was taken after."""
-        step = 0
+        """Restore the last checkpoint (if any); returns the step it was taken after.
+
+        Also sets `initial_eval_done`: a run killed before its first checkpoint keeps the
+        step-0 eval it already logged instead of doing (and logging) it again."""
+        step, initial_eval_done = 0, False
         path = checkpoint.latest(self.ctx.stage_dir / "checkpoints")
         if path is not None:
             state = checkpoint.load(path, self.model, self.trainer.optimizer,
@@ -135,6 +145,8 @@ class PPORun:
             # Steps after the checkpoint are done again: their old records go.
             kept = [r for r in read_jsonl(self.ctx.metrics_file) if r.get("step", 0) <= step]
             write_jsonl(self.ctx.metrics_file, kept)
+            initial_eval_done = any(r.get("step") == 0 and "eval/reward_mean" in r for r in kept)
+        self.initial_eval_done = bool(distributed.broadcast_object(initial_eval_done))
         distributed.barrier()
         return step
 
@@ -150,6 +162,8 @@ class PPORun:
         )
         with ctx.progress() as progress:
             task = progress.add_task("PPO steps", total=self.steps, completed=self.start)
+            if self.start == 0 and self._eval_due(0):
+                self.initial_eval()
             for step in range(self.start + 1, self.steps + 1):
                 self.one_step(step, progress)
                 for other in list(progress.task_ids):
@@ -186,7 +200,7 @@ class PPORun:
         if metrics["ppo/kept"]:
             self.trainer.kl_ctl.update(metrics["objective/kl"], int(metrics["ppo/kept"]))
         if self._eval_due(step):
-            metrics.update(self.evaluate())
+            metrics.update(self.evaluate(step))
         metrics["time/step"] = time.perf_counter() - t0
         metrics = rounded(metrics, 8)
         ctx.log_metrics(step, metrics)
@@ -203,8 +217,23 @@ class PPORun:
         every = self.config.eval_every
         return bool(every and self.setup.eval_prompts) and (step % every == 0 or step == self.steps)
 
-    def evaluate(self) -> dict[str, Any]:
-        """Held-out prompts at a low temperature: a steadier view of the reward than training's."""
+    def initial_eval(self) -> None:
+        """Evaluate the policy before any update (step 0): the report's "before" column."""
+        if self.initial_eval_done:
+            self.ctx.log.info("ppo: the initial policy was evaluated before the interruption")
+            return
+        metrics = rounded(self.evaluate(0), 8)
+        self.ctx.log_metrics(0, metrics)
+        self.initial_eval_done = True
+        reward = metrics["eval/reward_mean"]
+        self.ctx.log.info("ppo: initial policy: eval reward %s",
+                          "n/a" if reward is None else f"{reward:.3f}")
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        """Held-out prompts at a low temperature: a steadier view of the reward than training's.
+        The responses go to eval/step_NNNNNN.jsonl (main process)."""
+        import torch
+
         from rlhfx import Sample
         from rlhfx.rollouts import SamplingSettings, generate
         from rlhfx.scoring import clean_and_score
@@ -216,12 +245,21 @@ class PPORun:
             max_new_tokens=c.eval_max_new_tokens or c.output_max_length - 1,
             temperature=c.eval_temperature, top_k=0, top_p=1.0,
         )
+        torch.manual_seed(eval_seed(self.seed, self.rank))  # each training step reseeds anyway
         rollouts = generate(self.model.policy, self.tokenizer, distributed.shard(self.eval_prompts),
                             sampling, batch_size=c.inference_batch_size,
                             stop_strings=self.stop_strings)
-        samples = [Sample(r.prompt_id, r.prompt, r.text) for r in rollouts]
+        # prompt_id * world + rank: the prompt's place in the eval set (shard is round robin)
+        samples = [Sample(r.prompt_id * self.world + self.rank, r.prompt, r.text)
+                   for r in rollouts]
         clean_and_score(samples, self.setup.cleaners, self.setup.reward)
-        everyone = [s for part in distributed.gather_objects(samples) for s in part]
+        everyone = sorted((s for part in distributed.gather_objects(samples) for s in part),
+                          key=lambda s: s.prompt_id)
+        if self.ctx.is_main:
+            write_jsonl(self.ctx.stage_dir / "eval" / f"step_{step:06d}.jsonl", (
+                {"prompt": s.prompt, "response": s.response, "reward": s.reward,
+                 "discarded": s.discarded} for s in everyone
+            ))
         found = sample_metrics(everyone, prefix="eval/")
         return {k: found[k] for k in ("eval/reward_mean", "eval/reward_std",
                                       "eval/discarded_rate", "eval/distinct_2")}

@@ -208,11 +208,18 @@ class PluginSystem:
         """Let each loaded plugin add CLI commands; a plugin whose hook fails is marked failed."""
         for impl in self.pm.hook.rlhfx_register_commands.get_hookimpls():
             info = self.plugins.get(impl.plugin_name)
+            before = set(getattr(group, "commands", {}))
             try:
                 call_impl(impl, cli=group)
             except Exception as exc:
                 if info is not None:
                     self._fail(info, exc)
+                continue
+            if info is not None:  # listed as `command:NAME` beside the plugin's components
+                for name in sorted(set(getattr(group, "commands", {})) - before):
+                    entry = f"command:{name}"
+                    if entry not in info.components:
+                        info.components.append(entry)
 
     # ---------------------------------------------------------------- lookup
     def get(self, kind: str, name: str) -> ComponentEntry:

@@ -137,6 +137,9 @@ def test_plugin_commands_are_added_and_removed_with_the_plugin(
     result = rlhfx_cli("hello", "world")
     assert (result.exit_code, result.stdout) == (0, "hello world\n")
     assert "hello" in rlhfx_cli("--help").stdout
+    listed = {p["name"]: p for p in json.loads(rlhfx_cli("plugins", "list", "--json").stdout)}
+    assert listed["hello"]["components"] == ["command:hello"]
+    assert "command:report" in listed["report"]["components"]  # built-ins' commands too
     monkeypatch.setenv("RLHFX_PLUGINS", "")
     assert rlhfx_cli("hello", "world").exit_code == 2  # "No such command"
 

@@ -95,6 +95,37 @@ class LengthReward(RewardSource):
         return out
 
 
+class RepetitionConfig(ComponentConfig):
+    #: Length of the word n-grams compared (1: repeated words; 2: repeated word pairs).
+    n: int = Field(default=1, ge=1)
+    #: Subtracted per repeated n-gram (an n-gram seen before in the same response).
+    penalty: float = Field(default=1.0, ge=0)
+    #: Compare words case-insensitively and without surrounding punctuation.
+    normalize: bool = True
+
+
+class RepetitionPenalty(RewardSource):
+    """Minus a penalty per repeated word n-gram: the usual counter to answers that please a
+    reward by saying the same thing again (PKU-Alignment/safe-rlhf#71, LMFlow's distinct-2 drop).
+    """
+
+    name = "repetition_penalty"
+    Config = RepetitionConfig
+    config: RepetitionConfig
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        c = self.config
+        out = []
+        for text in responses:
+            words = text.split()
+            if c.normalize:
+                words = [w.strip(".,;:!?\"'()[]").lower() for w in words]
+                words = [w for w in words if w]
+            grams = [tuple(words[i : i + c.n]) for i in range(len(words) - c.n + 1)]
+            out.append(-c.penalty * (len(grams) - len(set(grams))))
+        return out
+
+
 class WeightedTerm(ComponentConfig):
     source: RewardSourceRef
     weight: float = 1.0
@@ -162,4 +193,5 @@ class WeightedReward(RewardSource):
 def rlhfx_register_reward_sources(register):
     register(PatternPenalty)
     register(LengthReward)
+    register(RepetitionPenalty)
     register(WeightedReward)

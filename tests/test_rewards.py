@@ -158,3 +158,18 @@ def test_weighted_needs_a_term_and_known_names():
         weighted({"source": "lenth"})
     with pytest.raises(UserError, match="reward_source 'length': unit: "):
         weighted({"source": {"name": "length", "unit": "lines"}})
+
+
+# ------------------------------------------------------------------------------ repetition
+def test_repetition_penalty_counts_repeated_ngrams_by_hand():
+    from rlhfx.plugins.rewards import RepetitionConfig, RepetitionPenalty
+
+    words = RepetitionPenalty()
+    texts = ["way guitar way, Way guitar", "all different words", "", "a a"]
+    # unigrams: way guitar way way guitar -> 5 words, 2 distinct -> 3 repeats
+    assert words.score(["p"] * 4, texts) == [-3.0, 0.0, 0.0, -1.0]
+    pairs = RepetitionPenalty(RepetitionConfig(n=2, penalty=0.5))
+    # bigrams: (way guitar) (guitar way) (way way) (way guitar) -> 1 repeat
+    assert pairs.score(["p"], [texts[0]]) == [-0.5]
+    raw = RepetitionPenalty(RepetitionConfig(normalize=False))
+    assert raw.score(["p"], ["Way way way"]) == [-1.0]  # "Way" differs from "way"

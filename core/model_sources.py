@@ -231,7 +231,7 @@ def materialize_gguf(location: ModelLocation) -> Path:
         except (OSError, ValueError, KeyError, ImportError) as exc:
             raise UserError(
                 f"model source '{location.source}': cannot read GGUF file "
-                f"{location.gguf_path}: {_first_line(exc)}"
+                f"{location.gguf_path}: {first_line(exc)}"
             ) from None
         dequantize_gguf_model(model).save_pretrained(work)
         tokenizer.save_pretrained(work)
@@ -264,6 +264,6 @@ def dequantize_gguf_model(model: Any) -> Any:
     return plain.eval()  # like from_pretrained
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__

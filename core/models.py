@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlhfx.errors import UserError
+from rlhfx.model_sources import first_line as _first_line
 from rlhfx.model_sources import loadable_path
 from rlhfx.tiny import is_builtin, tiny_causal_lm, tiny_tokenizer
 
@@ -88,8 +89,3 @@ def load_sequence_classifier(
             f"cannot load a sequence-classification model from '{source}': {_first_line(exc)}"
         ) from None
     return model.to(device)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

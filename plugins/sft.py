@@ -17,7 +17,16 @@ from typing import Any, Literal
 import click
 from pydantic import Field
 
-from rlhfx import ComponentConfig, DataSource, ModelSource, Stage, StageContext, UserError, hookimpl
+from rlhfx import (
+    ComponentConfig,
+    DataSource,
+    ModelSource,
+    Stage,
+    StageContext,
+    UserError,
+    distributed,
+    hookimpl,
+)
 from rlhfx.lora import LoraSettings
 
 # ------------------------------------------------------------------------------ options
@@ -335,6 +344,7 @@ class SFTStage(Stage):
             save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
                             {"base": model_source, "method": c.method})
             drop_checkpoints(ctx, c)
+        distributed.barrier()  # the other processes report outputs only once main has saved
         return self._outputs(ctx)
 
     def _outputs(self, ctx: StageContext) -> dict[str, str]:

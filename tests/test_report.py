@@ -193,3 +193,15 @@ def test_eval_files_by_step(tmp_path):
     _, page = report(run)
     assert page.tables["eval-align"][1] == [EVAL_PROMPTS[0], "a b 0", "0", "c d e 0", "3", "+3"]
     assert "samples-align" not in page.tables
+
+
+def test_ppo_reward_curve_is_the_raw_reward_not_the_scaled_score(tmp_path):
+    """With score scaling on, ppo/mean_scores is near 0; the curve must show env/reward_mean."""
+    run = make_ppo_run(tmp_path / "run")
+    metrics = run / "stages/align/metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    for row in rows:
+        row["ppo/mean_scores"] = 0.01 * row["step"]  # as if scaled
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stage = next(s for s in collect_run(run).stages if s.is_alignment)
+    assert stage.series("reward_all") == [(1, 8.0), (2, 9.0), (3, 10.0)]

@@ -20,8 +20,9 @@ from typing import Any
 #: Ways a stage's metrics name the same figure; the first key present wins. RAFT writes the
 #: short names, PPO the names of TRL's classic PPOTrainer.
 SERIES_KEYS: dict[str, tuple[str, ...]] = {
-    "reward_all": ("reward_mean", "ppo/mean_scores", "env/reward_mean"),
-    "reward_all_std": ("reward_std", "ppo/std_scores", "env/reward_std"),
+    # PPO: env/* is the raw reward; ppo/mean_scores is after score scaling/normalisation.
+    "reward_all": ("reward_mean", "env/reward_mean", "ppo/mean_scores"),
+    "reward_all_std": ("reward_std", "env/reward_std", "ppo/std_scores"),
     "reward_selected": ("selected_reward_mean",),
     "reward_eval": ("eval_reward_mean", "eval/reward_mean"),
     "reward_eval_std": ("eval_reward_std", "eval/reward_std"),

@@ -207,3 +207,67 @@ def test_resume_before_the_first_checkpoint_keeps_the_step0_eval(tmp_path, logge
     assert kept == (old[:1] if logged else [])  # later steps will be done again
     run.initial_eval()
     assert (evaluated, logs) == (([], []) if logged else ([0], [(0, {"eval/reward_mean": 2.0})]))
+
+
+def test_cut_flags_text_a_cleaner_removed_before_the_response(tokenizer):
+    raw = " ## hello world ##"
+    ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    cleaned = _clean(raw)
+    assert cleaned == "hello world"
+    # the caller drops it: the `#` tokens cannot be cut off the front
+    assert cut_to_clean_text(tokenizer, ids, raw, cleaned) == (ids, "prefix")
+    # leading whitespace alone is not a prefix
+    raw = "   hello world"
+    ids = tokenizer(raw, add_special_tokens=False)["input_ids"]
+    assert cut_to_clean_text(tokenizer, ids, raw, _clean(raw)) == (ids, "kept")
+
+
+def _fake_generate(texts):
+    from rlhfx.rollouts import Rollout
+
+    def fake_generate(model, tok, prompts, sampling, **kwargs):
+        out = []
+        for i, (prompt, text) in enumerate(zip(prompts, texts, strict=True)):
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+            out.append(Rollout(i, prompt, tok(prompt)["input_ids"], ids, tok.decode(ids)))
+        return out
+
+    return fake_generate
+
+
+def test_collect_drops_responses_with_a_removed_leading_hash(tokenizer, monkeypatch):
+    import rlhfx.plugins.ppo.experience as experience
+
+    texts = [" ## hello world ##", " # good answer here", " plant them deep."]
+    monkeypatch.setattr(experience, "generate", _fake_generate(texts))
+    prompts = [f"###Human: q{i} ###Assistant:" for i in range(3)]
+    reward = LengthReward(LengthConfig(unit="chars"))
+    exp = collect(None, tokenizer, prompts, [StopMarkers(), Strip(), Discard()], reward, None,
+                  batch_size=3, stop_strings=[], rng=random.Random(0), min_response_tokens=2,
+                  discarded_score=None)
+    assert [s.response for s in exp.samples][:2] == ["hello world", "good answer here"]
+    assert exp.kept == [2] and exp.counts["prefix"] == 2
+    assert exp.samples[0].extra["dropped"] == experience.DROPPED_PREFIX
+    assert all("#" not in tokenizer.decode(r) for r in exp.responses)
+
+
+def test_collect_drops_non_finite_scores(tokenizer, monkeypatch):
+    import math
+
+    import rlhfx.plugins.ppo.experience as experience
+
+    texts = [" plant them deep.", " water them often.", " sun is good for them."]
+    monkeypatch.setattr(experience, "generate", _fake_generate(texts))
+
+    class Broken:
+        name = "broken"
+
+        def score(self, prompts, responses):
+            return [math.nan, 1.5, math.inf][: len(responses)]
+
+    exp = collect(None, tokenizer, [f"q{i}" for i in range(3)], [Strip()], Broken(), None,
+                  batch_size=3, stop_strings=[], rng=random.Random(0), min_response_tokens=1,
+                  discarded_score=None)
+    assert exp.kept == [1] and exp.scores == [1.5]
+    assert exp.counts["nonfinite"] == 2
+    assert exp.samples[0].extra["dropped"] == experience.NONFINITE

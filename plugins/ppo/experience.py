@@ -8,6 +8,7 @@ and the tokens kept are exactly the ones sampled, so the KL estimate stays unbia
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +20,12 @@ from rlhfx.rollouts import Rollout, SamplingSettings, generate
 from rlhfx.scoring import clean, score
 
 TOO_SHORT = "ppo: too short"
+#: A cleaner removed text before the kept response (a leading `## `, say). Those tokens cannot be
+#: cut away (the response must continue the prompt token for token), and training on them with
+#: the cleaned text's score would reward exactly what the cleaner exists to hide: dropped.
+DROPPED_PREFIX = "ppo: cleaner removed text before the response"
+#: The reward source returned NaN or infinity: one such score would make every weight NaN in GAE.
+NONFINITE = "ppo: non-finite score"
 
 
 @dataclass
@@ -75,11 +82,15 @@ def cut_to_clean_text(
     `cleaned` normally lies inside `raw` (cleaners cut and strip). Then the response keeps the
     shortest prefix of its tokens that decodes past the end of the cleaned text; when only
     whitespace follows, all tokens (EOS included) are kept. A cleaner that rewrote the text
-    leaves no such prefix: the cleaned text is tokenized afresh ("retokenized").
+    leaves no such prefix: the cleaned text is tokenized afresh ("retokenized"). When anything
+    but whitespace precedes the cleaned text, the tokens are returned uncut with "prefix": the
+    caller must drop the sample (its leading tokens cannot be removed, see DROPPED_PREFIX).
     """
     start = raw.find(cleaned) if cleaned else 0
     if start < 0:
         return tokenizer(cleaned, add_special_tokens=False)["input_ids"], "retokenized"
+    if raw[:start].strip():
+        return list(ids), "prefix"
     end = start + len(cleaned)
     if not raw[end:].strip():
         return list(ids), "kept"
@@ -132,7 +143,9 @@ def collect(
         sample.extra["response_tokens"] = len(ids)
         if sample.discarded:
             exp.counts["discarded"] += 1
-        if len(ids) < min_response_tokens:
+        if how == "prefix":
+            sample.extra["dropped"] = DROPPED_PREFIX
+        elif len(ids) < min_response_tokens:
             exp.counts["too_short"] += 1
             sample.extra["cleaner_discarded"] = sample.discarded
             sample.discarded, sample.discard_reason = True, sample.discard_reason or TOO_SHORT
@@ -146,6 +159,10 @@ def collect(
                 sample.extra["dropped"] = "discarded"
                 continue
             sample.reward = discarded_score
+        if sample.reward is None or not math.isfinite(sample.reward):
+            exp.counts["nonfinite"] += 1
+            sample.extra["dropped"] = NONFINITE
+            continue
         exp.kept.append(i)
         exp.queries.append(rollouts[i].prompt_ids)
         exp.responses.append(tokens[i])

@@ -7,7 +7,8 @@ constructs the component, so `rlhfx validate` never loads a model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -33,6 +34,10 @@ class Component:
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
     Config: ClassVar[type[ComponentConfig]] = EmptyConfig
+    #: Option keys that may change between a run and its resume without making earlier work
+    #: stale (e.g. RAFT's `iterations` may grow). The runner leaves them out of a stage's
+    #: fingerprint, and re-enters a completed stage when only these changed.
+    resume_neutral: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, config: ComponentConfig | None = None):
         self.config = config if config is not None else self.Config()
@@ -84,9 +89,32 @@ class RewardSource(Component):
     """Scores (prompt, cleaned response) pairs as text, so any tokenizer may be used inside."""
 
     kind = "reward_source"
+    #: True inside `frozen_statistics(reward)`: score without updating running statistics
+    #: (evaluation must neither change nor depend on how often it ran).
+    statistics_frozen: bool = False
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """State that scores depend on besides the config (e.g. running statistics), as JSON
+        data; algorithms save it in their checkpoints so a resumed run scores the same."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+
+
+@contextmanager
+def frozen_statistics(reward: RewardSource) -> Iterator[RewardSource]:
+    """Within this block `reward` (and the sources inside it) score without updating their
+    running statistics: use it for evaluation."""
+    previous = reward.statistics_frozen
+    reward.statistics_frozen = True
+    try:
+        yield reward
+    finally:
+        reward.statistics_frozen = previous
 
 
 class Ranker(Component):

@@ -110,10 +110,46 @@ class LoadedRecipe:
         out = self.recipe.run.output_dir or f"runs/{self.path.stem}"
         return Path(out).expanduser()
 
-    def stage_fingerprint(self, stage_id: str) -> str:
-        """Hash of a stage's table and the run seed; a completed stage with another is stale."""
-        body = {"stage": self.data["stages"][stage_id], "seed": self.recipe.run.seed}
+    def stage_fingerprint(self, stage_id: str, exact: bool = False) -> str:
+        """Hash of a stage's table and the run seed; a completed stage with another is stale.
+
+        Keys the stage's component (or a component named in one of its fields, such as the
+        align stage's `algorithm`) declares `resume_neutral` are left out unless `exact`.
+        """
+        table = self.data["stages"][stage_id]
+        if not exact:
+            table = _without_neutral_keys(table, self.recipe.stages[stage_id])
+        body = {"stage": table, "seed": self.recipe.run.seed}
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _neutral_keys(ref: ComponentRef) -> frozenset[str]:
+    try:
+        return frozenset(getattr(ref.component_class, "resume_neutral", frozenset()))
+    except RuntimeError:  # not resolved (a recipe that was not validated)
+        return frozenset()
+
+
+def _without_neutral_keys(table: Any, ref: ComponentRef) -> Any:
+    """The stage table less its component's resume-neutral keys, and likewise for each
+    component ref among its fields (one level deep: `algorithm = { name = "raft", ... }`)."""
+    if not isinstance(table, dict):
+        return table
+    neutral = _neutral_keys(ref)
+    try:
+        config = ref.config
+    except RuntimeError:
+        config = None
+    out = {}
+    for key, value in table.items():
+        if key in neutral:
+            continue
+        sub = getattr(config, key, None) if config is not None else None
+        if isinstance(sub, ComponentRef) and isinstance(value, dict):
+            sub_neutral = _neutral_keys(sub)
+            value = {k: v for k, v in value.items() if k not in sub_neutral}
+        out[key] = value
+    return out
 
 
 def dotted(loc: tuple[Any, ...] | list[Any]) -> str:

@@ -125,15 +125,25 @@ def run_recipe(
     retire = stage_ids[stage_ids.index(restart_from):] if restart_from is not None else []
     # A stage's fingerprint covers its own table and every earlier one, so a change upstream
     # makes every later stage stale, not only the next.
+    # `fingerprints` leave out resume-neutral keys (e.g. RAFT's `iterations`, which may grow);
+    # `exact` covers them too: a completed stage whose exact print changed is re-entered (it
+    # resumes from its checkpoints) instead of skipped.
     fingerprints: dict[str, str] = {}
-    upstream = ""
+    exact: dict[str, str] = {}
+    upstream = upstream_exact = ""
     for stage_id in stage_ids:
         upstream = fingerprints[stage_id] = _chain(upstream, loaded.stage_fingerprint(stage_id))
+        upstream_exact = exact[stage_id] = _chain(
+            upstream_exact, loaded.stage_fingerprint(stage_id, exact=True)
+        )
     state = RunState(run_dir / STATE_FILE)
     # Refuse a changed recipe before anything in the run directory is touched.
     for stage_id in stage_ids:
         previous = state.stage(stage_id)
-        if stage_id in retire or previous.get("fingerprint") in (None, fingerprints[stage_id]):
+        # Runs written before resume-neutral keys existed recorded the exact print only.
+        if stage_id in retire or previous.get("fingerprint") in (
+            None, fingerprints[stage_id], exact[stage_id]
+        ):
             continue
         what = "completed" if previous.get("status") == "completed" else "started"
         raise UserError(
@@ -157,7 +167,10 @@ def run_recipe(
         ref = recipe.stages[stage_id]
         fingerprint = fingerprints[stage_id]
         previous = state.stage(stage_id)
-        if previous.get("status") == "completed":
+        recorded_exact = previous.get("exact_fingerprint", previous.get("fingerprint"))
+        if previous.get("status") == "completed" and recorded_exact != exact[stage_id]:
+            log.info("stage %s: resume-neutral options changed; continuing it", stage_id)
+        elif previous.get("status") == "completed":
             log.info("stage %s: completed earlier, skipped", stage_id)
             outputs[stage_id] = _in_declared_order(
                 _absolute(run_dir, previous.get("outputs", {})), _declared_outputs(ref)
@@ -179,9 +192,12 @@ def run_recipe(
         if distributed.is_main():
             ctx.stage_dir.mkdir(parents=True, exist_ok=True)
         distributed.barrier()
-        resumed = previous.get("status") == "running"
+        resumed = previous.get("status") in ("running", "completed")
         log.info("stage %s (%s): %s", stage_id, ref.name, "resuming" if resumed else "starting")
-        state.set_stage(stage_id, status="running", fingerprint=fingerprint, started=time.time())
+        state.set_stage(
+            stage_id, status="running", fingerprint=fingerprint,
+            exact_fingerprint=exact[stage_id], started=time.time(),
+        )
         started = time.time()
         try:
             ctx.resolve_sources(ref)  # `@stage.output` and `pkg:` anywhere in the stage's table

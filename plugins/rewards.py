@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
 from rlhfx import ComponentConfig, RewardSource, RewardSourceRef, hookimpl
+from rlhfx.components import frozen_statistics
 
 
 class PatternRule(ComponentConfig):
@@ -177,16 +178,44 @@ class WeightedReward(RewardSource):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         total = [0.0] * len(responses)
         for term, source, stats in zip(self.config.terms, self._sources, self._stats, strict=True):
-            values = [float(v) for v in source.score(prompts, responses)]
+            if self.statistics_frozen:
+                with frozen_statistics(source):
+                    values = [float(v) for v in source.score(prompts, responses)]
+            else:
+                values = [float(v) for v in source.score(prompts, responses)]
             if term.normalize == "batch" and values:
-                mean = sum(values) / len(values)
-                var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
-                values = _zscore(values, mean, math.sqrt(var))
+                values = _zscore(values, *_mean_std(values))
             elif term.normalize == "running":
-                stats.update(values)
-                values = _zscore(values, stats.mean, stats.std)
+                if not self.statistics_frozen:
+                    stats.update(values)
+                    values = _zscore(values, stats.mean, stats.std)
+                elif stats.n:
+                    values = _zscore(values, stats.mean, stats.std)
+                else:  # frozen before any update (eval of the initial policy): this batch's own
+                    values = _zscore(values, *_mean_std(values))
             total = [t + term.weight * v for t, v in zip(total, values, strict=True)]
         return total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "running": [[s.n, s.mean, s.m2] for s in self._stats],
+            "sources": [source.state_dict() for source in self._sources],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for stats, (n, mean, m2) in zip(self._stats, state.get("running", []), strict=False):
+            stats.n, stats.mean, stats.m2 = int(n), float(mean), float(m2)
+        for source, sub in zip(self._sources, state.get("sources", []), strict=False):
+            source.load_state_dict(sub)
+
+
+def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for fewer than two values)."""
+    if not values:
+        return 0.0, 0.0
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
+    return mean, math.sqrt(var)
 
 
 @hookimpl

@@ -3,12 +3,14 @@ weighted combination with batch and running normalisation."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 from pydantic import ValidationError
 
 from rlhfx import UserError
+from rlhfx.components import frozen_statistics
 from rlhfx.plugins.rewards import (
     LengthConfig,
     LengthReward,
@@ -173,3 +175,32 @@ def test_repetition_penalty_counts_repeated_ngrams_by_hand():
     assert pairs.score(["p"], [texts[0]]) == [-0.5]
     raw = RepetitionPenalty(RepetitionConfig(normalize=False))
     assert raw.score(["p"], ["Way way way"]) == [-1.0]  # "Way" differs from "way"
+
+
+def test_running_statistics_round_trip_through_state_dict_even_nested():
+    inner = {"name": "weighted", "terms": [{"source": "length", "normalize": "running"}]}
+    source = weighted({"source": inner}, {"source": "length", "normalize": "running"})
+    score(source, "a", "a b c")
+    state = json.loads(json.dumps(source.state_dict()))  # JSON data, as checkpoints store it
+    fresh = weighted({"source": inner}, {"source": "length", "normalize": "running"})
+    fresh.load_state_dict(state)
+    assert score(fresh, "a b c d e") == score(source, "a b c d e") == pytest.approx([2.0])
+    assert PatternPenalty(PatternPenaltyConfig()).state_dict() == {}
+
+
+def test_frozen_statistics_leave_running_stats_alone_also_in_nested_sources():
+    inner = {"name": "weighted", "terms": [{"source": "length", "normalize": "running"}]}
+    source = weighted({"source": inner})
+    score(source, "a", "a b c")  # mean 2, std sqrt(2)
+    before = source.state_dict()
+    with frozen_statistics(source):
+        assert source.statistics_frozen
+        assert score(source, "a b c d e") == pytest.approx([3 / math.sqrt(2)])
+    assert not source.statistics_frozen and source.state_dict() == before
+
+
+def test_frozen_before_any_update_normalises_by_the_batch_itself():
+    source = weighted({"source": "length", "normalize": "running"})
+    with frozen_statistics(source):
+        assert score(source, "a", "a b c") == pytest.approx([-1 / math.sqrt(2), 1 / math.sqrt(2)])
+    assert source.state_dict()["running"] == [[0, 0.0, 0.0]]

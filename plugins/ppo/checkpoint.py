@@ -32,10 +32,17 @@ def latest(root: Path) -> Path | None:
 
 
 def save(
-    root: Path, step: int, model: Any, optimizer: Any, state: dict[str, Any], keep: int
+    root: Path, step: int, model: Any, optimizer: Any, state: dict[str, Any], keep: int,
+    reward: Any = None,
 ) -> Path:
-    """Write a checkpoint (main process only) and drop the older ones beyond `keep`."""
+    """Write a checkpoint (main process only) and drop the older ones beyond `keep`.
+
+    `reward` (the run's RewardSource): its `state_dict()` (e.g. running statistics of a
+    `weighted` reward) is stored too, so a resumed run scores exactly as before."""
     import torch
+
+    if reward is not None:
+        state = {**state, "reward_state": reward.state_dict()}
 
     final = checkpoint_dir(root, step)
     tmp = root / f".tmp-{final.name}"
@@ -57,8 +64,11 @@ def _count(root: Path) -> int:
     return sum(1 for _ in root.glob("step_*"))
 
 
-def load(path: Path, model: Any, optimizer: Any, fingerprint: str, where: str) -> dict[str, Any]:
-    """Restore weights and optimizer in place; returns the saved state (step, controller...)."""
+def load(
+    path: Path, model: Any, optimizer: Any, fingerprint: str, where: str, reward: Any = None
+) -> dict[str, Any]:
+    """Restore weights and optimizer (and `reward`'s state) in place; returns the saved state
+    (step, controller...)."""
     import torch
 
     state = json.loads((path / STATE).read_text(encoding="utf-8"))
@@ -69,4 +79,6 @@ def load(path: Path, model: Any, optimizer: Any, fingerprint: str, where: str) -
         )
     model.load_trainable_state(torch.load(path / "trainable.pt", map_location="cpu"))
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location="cpu"))
+    if reward is not None:
+        reward.load_state_dict(state.get("reward_state") or {})
     return state

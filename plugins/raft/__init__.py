@@ -11,7 +11,7 @@ from typing import Any
 
 from rlhfx import AlignmentAlgorithm, StageContext, hookimpl
 
-from .config import RaftConfig
+from .config import RESUME_NEUTRAL, RaftConfig
 
 __all__ = ["Raft", "RaftConfig"]
 
@@ -22,6 +22,7 @@ class Raft(AlignmentAlgorithm):
     name = "raft"
     Config = RaftConfig
     config: RaftConfig
+    resume_neutral = RESUME_NEUTRAL
 
     def build_ranker(self) -> Any:
         """The recipe's ranker; `top` without a `fraction` keeps 1/k (b of b*k samples)."""

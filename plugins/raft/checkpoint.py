@@ -33,6 +33,7 @@ class RaftState:
     lora: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)  # one metrics record per step
     warned: list[str] = field(default_factory=list)
+    reward_state: dict[str, Any] = field(default_factory=dict)  # RewardSource.state_dict()
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)

@@ -14,6 +14,12 @@ from pydantic import Field, model_validator
 from rlhfx import ComponentConfig, RankerRef
 from rlhfx.lora import LoraSettings
 
+#: Options that may change when a run is resumed (the runner and the checkpoint fingerprint
+#: leave them out): more iterations continue from the last checkpoint.
+RESUME_NEUTRAL = frozenset(
+    {"iterations", "torch_threads", "keep_checkpoints", "eval_every", "save_samples"}
+)
+
 
 class RaftConfig(ComponentConfig):
     # ---- what one iteration collects (LMFlow: raft_batch_size, top_reward_percentage)
@@ -133,7 +139,6 @@ class RaftConfig(ComponentConfig):
 
     def fingerprint(self) -> str:
         """Hash of the settings a checkpoint depends on (`iterations` may grow on resume)."""
-        ignored = {"iterations", "keep_checkpoints", "torch_threads"}
-        data = self.model_dump(mode="json", exclude=ignored)
+        data = self.model_dump(mode="json", exclude=set(RESUME_NEUTRAL))
         data["ranker"] = {"name": self.ranker.name, **self.ranker.options}
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

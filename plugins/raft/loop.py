@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import Sample, StageContext, distributed
+from rlhfx.components import frozen_statistics
 from rlhfx.errors import UserError
 from rlhfx.io import atomic_write_json, read_jsonl, write_jsonl
 from rlhfx.metrics import mean_std, rate, rounded, sample_metrics
@@ -107,6 +108,7 @@ class RaftLoop:
                 model = PeftModel.from_pretrained(base, str(path), is_trainable=True)
             else:
                 model = load_causal_lm(str(path), dtype=c.dtype, device=ctx.device)
+            self.setup.reward.load_state_dict(state.reward_state)
             ctx.log.info("raft: resuming after iteration %d (%s)", state.iteration, path)
         self.model = model
         return state
@@ -180,7 +182,8 @@ class RaftLoop:
             top_k=c.top_k, top_p=c.top_p,
         )
         samples = self._generate(evals, 1, sampling, random.Random(0), progress, "eval: generating")
-        samples = self._score(samples, progress, "eval: scoring")
+        with frozen_statistics(self.setup.reward):  # eval must not move running statistics
+            samples = self._score(samples, progress, "eval: scoring")
         if self.ctx.is_main:
             write_jsonl(self.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl", (
                 {"prompt": s.prompt, "response": s.response, "reward": s.reward,
@@ -241,6 +244,7 @@ class RaftLoop:
             t = time.perf_counter()
             state.iteration = it
             state.history += [*pending, record]
+            state.reward_state = self.setup.reward.state_dict()
             if ctx.is_main:
                 self.checkpoints.save(self.model, self.tokenizer, state)
             distributed.barrier()

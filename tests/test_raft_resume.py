@@ -1,0 +1,101 @@
+"""Growing a finished RAFT run's `iterations` continues it from its checkpoint, and a `weighted`
+reward's running statistics travel in the checkpoint, so the continued run scores exactly as an
+uninterrupted one."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("torch")
+
+from rich.console import Console
+
+from rlhfx.recipe import load_recipe
+from rlhfx.runner import run_recipe
+
+SMALL = {
+    "batch_size": 4, "k": 2, "min_new_tokens": 4, "max_new_tokens": 6, "epochs": 1,
+    "learning_rate": 1e-3, "train_batch_size": 2, "eval_max_prompts": 4, "torch_threads": 1,
+}
+
+
+def write_recipe(path: Path, iterations: int, **extra: Any) -> Path:
+    settings = {**SMALL, "iterations": iterations, **extra}
+    lines = [
+        "[run]", "seed = 5", "",
+        "[stages.align]",
+        'policy = "builtin:tiny-gpt-neo"',
+        'prompts = "builtin:tiny-prompts"',
+        'eval_prompts = "builtin:tiny-eval-prompts"',
+        "",
+        "[stages.align.algorithm]",
+        'name = "raft"',
+        *(f"{k} = {json.dumps(v)}" for k, v in settings.items()),
+        "",
+        "[stages.align.reward]",
+        'name = "weighted"',
+        'terms = [{ source = { name = "length", scale = 0.1 }, normalize = "running" },',
+        '         { source = { name = "pattern_penalty", rules = [{ pattern = "#", '
+        'penalty = -1.0 }] } }]',
+    ]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def run(recipe: Path, out: Path) -> str:
+    console = Console(file=io.StringIO(), width=200)
+    run_recipe(load_recipe(recipe), console=console, output_dir=out)
+    return console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def metrics(out: Path) -> list[dict[str, Any]]:
+    path = out / "stages" / "align" / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_grown_iterations_continue_from_the_checkpoint_and_score_the_same(tmp_path):
+    whole = tmp_path / "whole"
+    run(write_recipe(tmp_path / "two.toml", 2), whole)
+
+    parts = tmp_path / "parts"
+    run(write_recipe(tmp_path / "grow.toml", 1), parts)
+    first = parts / "stages" / "align" / "iterations" / "iter-0001" / "selected.jsonl"
+    before = first.stat().st_mtime_ns
+    write_recipe(tmp_path / "grow.toml", 2, save_samples=False)  # also resume-neutral
+    run(tmp_path / "grow.toml", parts)
+
+    assert first.stat().st_mtime_ns == before  # iteration 1 was not done again
+    assert "resuming after iteration 1" in (parts / "run.log").read_text(encoding="utf-8")
+    grown, straight = metrics(parts), metrics(whole)
+    assert [r["step"] for r in grown] == [0, 1, 2]
+    # iteration 2 normalises with the statistics of iteration 1, restored from the checkpoint
+    # (and untouched by the evals); without them its rewards would differ.
+    for key in ("reward_mean", "reward_std", "selected_reward_mean", "eval_reward_mean"):
+        assert grown[2][key] == straight[2][key], key
+    state = json.loads((parts / "run_state.json").read_text())["stages"]["align"]
+    assert state["status"] == "completed"
+    assert json.loads((parts / "stages/align/model/raft.json").read_text())["iterations"] == 2
+
+    run(tmp_path / "grow.toml", parts)  # nothing changed now: skipped
+    assert [r["step"] for r in metrics(parts)] == [0, 1, 2]
+
+
+@pytest.mark.parametrize(("changes", "same"), [
+    ({"iterations": 9}, True),
+    ({"torch_threads": 2, "keep_checkpoints": 3, "eval_every": 2, "save_samples": False}, True),
+    ({"learning_rate": 0.5}, False),
+    ({"k": 3}, False),
+])
+def test_fingerprint_leaves_out_only_resume_neutral_keys(tmp_path, changes, same):
+    base = load_recipe(write_recipe(tmp_path / "a.toml", 1))
+    other = load_recipe(write_recipe(tmp_path / "b.toml", changes.pop("iterations", 1), **changes))
+    assert (base.stage_fingerprint("align") == other.stage_fingerprint("align")) is same
+    # the exact print sees every change: a completed stage is re-entered, not skipped
+    assert base.stage_fingerprint("align", exact=True) != other.stage_fingerprint(
+        "align", exact=True
+    )

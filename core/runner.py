@@ -62,7 +62,15 @@ class RunState:
         if path.exists():
             import json
 
-            self.data = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                self.data = json.loads(path.read_text(encoding="utf-8"))
+                if not isinstance(self.data.get("stages"), dict):
+                    raise ValueError("no 'stages' table")
+            except (ValueError, AttributeError) as exc:  # JSONDecodeError is a ValueError
+                raise UserError(
+                    f"{path}: unreadable run state ({exc}); fix or delete it (every stage then "
+                    "runs again), or set another run.output_dir"
+                ) from None
 
     def stage(self, stage_id: str) -> dict[str, Any]:
         return self.data["stages"].get(stage_id, {})
@@ -136,6 +144,8 @@ def run_recipe(
         upstream_exact = exact[stage_id] = _chain(
             upstream_exact, loaded.stage_fingerprint(stage_id, exact=True)
         )
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: the output directory is an existing file; name another")
     state = RunState(run_dir / STATE_FILE)
     # Refuse a changed recipe before anything in the run directory is touched.
     for stage_id in stage_ids:

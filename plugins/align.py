@@ -65,11 +65,23 @@ def read_prompt_set(source: str) -> list[str]:
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise UserError(f"{source}: prompt file does not exist")
-        prompts = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        prompts = [line for line in _read_utf8(path).splitlines() if line.strip()]
         if not prompts:
             raise UserError(f"{source}: no prompts in this file")
         return prompts
     return read_prompts(source)
+
+
+def _read_utf8(path: Path) -> str:
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the "
+            "prompt file as UTF-8"
+        ) from None
 
 
 def drop_long_prompts(

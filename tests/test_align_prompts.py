@@ -60,3 +60,10 @@ def test_long_prompts_are_dropped_and_counted(tmp_path):
     assert setup.held_out_prompts(2) == prompts[:2]
     with pytest.raises(UserError, match=r"r.toml: key: no prompt of .* is at most 0 tokens"):
         setup.training_prompts(WordTokenizer(), 0, log, "r.toml: key")
+
+
+def test_a_txt_prompt_file_that_is_not_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "p.txt"
+    path.write_bytes("first\nsecond caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"p\.txt: line 2: not UTF-8 text \(byte 0xe9\)"):
+        read_prompt_set(str(path))

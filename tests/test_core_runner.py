@@ -295,3 +295,24 @@ def test_run_in_a_real_process(teststages, workdir):
     assert result.stdout == "run complete: out\n"
     assert "stage c: completed" in result.stderr  # progress logging goes to stderr
     assert state(workdir / "out")["c"]["status"] == "completed"
+
+
+def test_output_dir_that_is_a_file_is_a_one_line_error(rlhfx_cli, workdir):
+    recipe = write(workdir / "r.toml", TWO_STAGES)
+    (workdir / "taken").write_text("x", encoding="utf-8")
+    result = rlhfx_cli("run", recipe, "-o", "taken")
+    assert result.exit_code == 2
+    assert errors(result) == (
+        "error: taken: the output directory is an existing file; name another\n"
+    )
+
+
+def test_hand_broken_run_state_is_a_user_error_saying_how_to_recover(rlhfx_cli, workdir):
+    recipe = write(workdir / "r.toml", TWO_STAGES)
+    assert rlhfx_cli("run", recipe).exit_code == 0
+    (workdir / "out/run_state.json").write_text('{"stages": {"m": ', encoding="utf-8")
+    result = rlhfx_cli("run", recipe)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    message = errors(result)
+    assert message.startswith("error: out/run_state.json: unreadable run state")
+    assert "fix or delete it" in message

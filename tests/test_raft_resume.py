@@ -99,3 +99,26 @@ def test_fingerprint_leaves_out_only_resume_neutral_keys(tmp_path, changes, same
     assert base.stage_fingerprint("align", exact=True) != other.stage_fingerprint(
         "align", exact=True
     )
+
+
+@pytest.mark.parametrize(("latest", "state", "message"), [
+    ("{not json", None, r"latest\.json: not valid JSON"),
+    ('{"dir": "iter-0009"}', None, r"latest\.json: names no checkpoint directory"),
+    ('{"dir": "iter-0001"}', "[1, 2", r"state\.json: not valid JSON"),
+    ('{"dir": "iter-0001"}', '{"bogus": 1, "iteration": "x", "extra": 2}', None),
+    ('{"dir": "iter-0001"}', "[]", r"state\.json: expected a JSON object"),
+])
+def test_damaged_checkpoint_files_are_user_errors(tmp_path, latest, state, message):
+    from rlhfx import UserError
+    from rlhfx.plugins.raft.checkpoint import Checkpoints
+
+    (tmp_path / "iter-0001").mkdir()
+    (tmp_path / "latest.json").write_text(latest, encoding="utf-8")
+    if state is not None:
+        (tmp_path / "iter-0001" / "state.json").write_text(state, encoding="utf-8")
+    if message is None:  # unknown keys are ignored (older/newer writers)
+        assert Checkpoints(tmp_path).latest() is not None
+        return
+    with pytest.raises(UserError, match=message) as info:
+        Checkpoints(tmp_path).latest()
+    assert "--restart-from" in str(info.value)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhfx.errors import UserError
 from rlhfx.io import atomic_write_json
 
 LATEST = "latest.json"
@@ -43,6 +44,25 @@ class RaftState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
+_RECOVER = (
+    "fix or delete it (deleting latest.json starts the stage over), or rerun with "
+    "--restart-from <stage>"
+)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file; a damaged or missing one is a UserError saying what to do."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: missing; {_RECOVER}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc}); {_RECOVER}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object; {_RECOVER}")
+    return data
+
+
 class Checkpoints:
     def __init__(self, root: Path, keep: int = 1):
         self.root, self.keep = root, keep
@@ -52,9 +72,16 @@ class Checkpoints:
         pointer = self.root / LATEST
         if not pointer.exists():
             return None
-        info = json.loads(pointer.read_text(encoding="utf-8"))
+        info = _read_json(pointer)
+        if not isinstance(info.get("dir"), str) or not (self.root / info["dir"]).is_dir():
+            raise UserError(
+                f"{pointer}: names no checkpoint directory here; {_RECOVER}"
+            )
         path = self.root / info["dir"]
-        state = RaftState.from_json(json.loads((path / STATE).read_text(encoding="utf-8")))
+        try:
+            state = RaftState.from_json(_read_json(path / STATE))
+        except TypeError as exc:
+            raise UserError(f"{path / STATE}: unexpected content ({exc}); {_RECOVER}") from None
         return path, state
 
     def clean_partial(self) -> None:

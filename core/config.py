@@ -115,6 +115,19 @@ class DataFormatRef(ComponentRef):
 STAGE_REF = re.compile(r"^@(?P<stage>[A-Za-z_][A-Za-z0-9_-]*)(?:\.(?P<output>[A-Za-z0-9_-]+))?$")
 _LOCAL_HINT = ("./", "../", "/", "~", ".\\")
 PKG_PREFIX = "pkg:"
+BUILTIN_PREFIX = "builtin:"
+
+
+def _unknown_builtin(value: str, source_kind: str) -> str | None:
+    """An error message for `builtin:<name>` naming no built-in model (or prompt set)."""
+    from rlhfx import tiny  # names only; builds nothing (no torch import)
+
+    table = tiny.MODELS if source_kind == "model" else tiny.PROMPT_SETS
+    what = "model" if source_kind == "model" else "prompt set"
+    if value[len(BUILTIN_PREFIX):] in table:
+        return None
+    known = ", ".join(BUILTIN_PREFIX + name for name in table)
+    return f"unknown built-in {what} '{value}' (known: {known})"
 
 
 class SourceStr(str):
@@ -145,6 +158,8 @@ class SourceStr(str):
             except UserError as exc:
                 return str(exc)
             return None
+        if self.startswith(BUILTIN_PREFIX):
+            return _unknown_builtin(self, self.source_kind)
         if self.stage_ref or not self.looks_local:
             return None
         return _missing(self)

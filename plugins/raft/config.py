@@ -62,7 +62,12 @@ class RaftConfig(ComponentConfig):
     #: Per-process optimizer micro-batch; effective batch = this x accumulation x processes.
     train_batch_size: int = Field(default=8, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
-    lr_scheduler: str = "linear"
+    #: transformers' SchedulerType values (written out: validation never imports transformers).
+    lr_scheduler: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant",
+        "constant_with_warmup", "inverse_sqrt", "reduce_lr_on_plateau", "cosine_with_min_lr",
+        "cosine_warmup_with_min_lr", "warmup_stable_decay", "greedy",
+    ] = "linear"
     warmup_ratio: float = Field(default=0.0, ge=0, lt=1)
     weight_decay: float = Field(default=0.0, ge=0)
     max_grad_norm: float = Field(default=1.0, gt=0)

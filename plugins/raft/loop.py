@@ -67,6 +67,10 @@ class RaftLoop:
         self._plotter: Any = None
 
     # ------------------------------------------------------------------ setup
+    @property
+    def _where(self) -> str:
+        return f"{self.ctx.recipe_file}: stages.{self.ctx.stage_id}.algorithm"
+
     def _stop_strings(self) -> list[str]:
         if self.config.stop_strings is not None:
             return list(self.config.stop_strings)
@@ -211,6 +215,8 @@ class RaftLoop:
 
         hf_logging.disable_progress_bar()  # our own rich bars; no tqdm from save_pretrained
         c, ctx = self.config, self.ctx
+        # Check `training_args` before the model loads (validation cannot import transformers).
+        training_arguments(c, self.stage_dir / "trainer", self.seed, ctx.device, self._where)
         state = self._load_policy()
         train_prompts, eval_prompts = self._load_prompts()
         self._repair_metrics(state)
@@ -293,7 +299,8 @@ class RaftLoop:
                 finished=[bool(s.extra.get("finished")) for s in selected],
             )
             args = training_arguments(
-                c, self.stage_dir / "trainer", iteration_seed(self.seed, it), ctx.device
+                c, self.stage_dir / "trainer", iteration_seed(self.seed, it), ctx.device,
+                self._where,
             )
             if not examples:
                 ctx.log.warning(

@@ -89,8 +89,22 @@ def _progress_callback(progress: Any, description: str) -> Any:
     return RichProgress()
 
 
-def training_arguments(config: RaftConfig, output_dir: Path, seed: int, device: str) -> Any:
+def training_arguments(
+    config: RaftConfig, output_dir: Path, seed: int, device: str, where: str = "raft"
+) -> Any:
+    """The Trainer's arguments: the recipe's `training_args` under RAFT's own settings.
+
+    `where` (`<recipe>: stages.<id>.algorithm`) prefixes errors; the loop calls this once
+    before loading the model, so a bad key fails fast (validation cannot import transformers).
+    """
     from transformers import TrainingArguments
+
+    fields = TrainingArguments.__dataclass_fields__
+    for key in config.training_args:
+        if key not in fields or not fields[key].init:
+            raise UserError(
+                f"{where}.training_args.{key}: not an option of transformers.TrainingArguments"
+            )
 
     ours: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -115,14 +129,13 @@ def training_arguments(config: RaftConfig, output_dir: Path, seed: int, device: 
         ddp_find_unused_parameters=False,  # every trainable weight is used in each forward
     )
     # transformers 5 folded warmup_ratio into a fractional warmup_steps; 4.x has both.
-    fields = TrainingArguments.__dataclass_fields__
     if config.warmup_ratio:
         key = "warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"
         ours[key] = config.warmup_ratio
     try:
         return TrainingArguments(**{**config.training_args, **ours})
     except (TypeError, ValueError) as exc:
-        raise UserError(f"raft.training_args: {exc}") from None
+        raise UserError(f"{where}.training_args: {exc}") from None
 
 
 def finetune(

@@ -35,3 +35,20 @@ class LoraSettings(ComponentConfig):
             target_modules=self.target_modules,
             task_type=task_type,
         )
+
+    def wrap(self, model: Any, task_type: str = "CAUSAL_LM", where: str = "lora") -> Any:
+        """`model` with LoRA adapters (peft's get_peft_model).
+
+        peft rejects settings that do not fit the model (target modules it cannot find, say)
+        with a ValueError; that is the user's to fix, so it becomes a one-line UserError
+        starting with `where` (a recipe key, or just "lora").
+        """
+        from peft import get_peft_model
+
+        from rlhfx.errors import UserError
+
+        try:
+            return get_peft_model(model, self.peft_config(task_type))
+        except ValueError as exc:  # peft's NoMatchingPeftModuleError is a ValueError too
+            message = " ".join(str(exc).split())
+            raise UserError(f"{where}: {message}") from None

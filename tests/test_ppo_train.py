@@ -234,3 +234,43 @@ def test_options_run(rlhfx_cli, tmp_path, options):
         assert recs[1]["ppo/epochs"] < 4
     if options.get("score_clip"):
         assert all(abs(r["ppo/mean_scores"]) <= 3.0 for r in recs)
+
+
+def test_lora_that_fits_no_module_is_a_one_line_error(rlhfx_cli, tmp_path):
+    recipe = write_recipe(tmp_path, {**SMALL, "lora": {"target_modules": ["nonexistent"]}})
+    result = rlhfx_cli("run", str(recipe), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if "nonexistent" in line]
+    assert len(lines) == 1 and "stages.align.algorithm.lora: Target modules" in lines[0]
+
+
+def test_lora_dropout_is_off_in_the_update(rlhfx_cli, tmp_path):
+    """One mini-batch per step, one epoch: with dropout off, every mini-batch is the first of
+    its step and its ratio is exactly 1. Step 2 matters: LoRA's B is zero at step 1, so the
+    adapter's dropout cannot show there."""
+    options = {**SMALL, "mini_batch_size": 8, "ppo_epochs": 1, "learning_rate": 1e-2,
+               "lora": {"r": 4, "alpha": 8, "dropout": 0.05}}
+    for sub in ("off", "on"):
+        (tmp_path / sub).mkdir()
+    recs = records(run_in_process(rlhfx_cli, tmp_path / "off", options))
+    assert [r["step"] for r in recs] == [1, 2]
+    for r in recs:
+        assert r["ppo/policy/approxkl"] == pytest.approx(0.0, abs=1e-9)
+        assert r["ppo/policy/clipfrac"] == 0.0
+    # the control: with dropout on, the same step's ratio is not 1
+    recs = records(run_in_process(rlhfx_cli, tmp_path / "on", {**options,
+                                                                 "disable_dropout": False}))
+    assert recs[1]["ppo/policy/approxkl"] > 1e-6
+
+
+def test_bfloat16_keeps_float32_weights_and_trains(rlhfx_cli, tmp_path):
+    import torch
+
+    out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "steps": 1, "dtype": "bfloat16"})
+    (rec,) = records(out)
+    assert math.isfinite(rec["objective/kl"]) and math.isfinite(rec["ppo/loss/total"])
+    path = next((out / "stages" / "align" / "checkpoints").glob("step_*/trainable.pt"))
+    state = torch.load(path)
+    assert any(k.startswith("v_head") for k in state) and len(state) > 2  # full fine-tuning
+    assert {v.dtype for v in state.values()} == {torch.float32}

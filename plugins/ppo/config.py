@@ -96,9 +96,15 @@ class PPOConfig(ComponentConfig):
     lora: LoraSettings | None = None
     #: Dropout before the value head's linear layer (TRL's summary_dropout_prob: 0.1).
     value_head_dropout: float = Field(default=0.1, ge=0, lt=1)
-    #: Turn the policy's own dropout off. TRL classic left it on, so the logprobs of the
-    #: update and of the rollout differed by dropout noise (ratio != 1 at the first step).
+    #: Turn every dropout off: the policy's, LoRA's and the value head's (value_head_dropout is
+    #: then ignored), and run the update in the rollout pass's (eval) mode. TRL classic left it
+    #: on, so the logprobs of the update and of the rollout differed by dropout noise (ratio != 1
+    #: at the first step).
     disable_dropout: bool = True
+    #: Compute precision. The trained weights always stay float32 (updates of 1e-5 vanish in
+    #: bf16 weights); "bfloat16"/"float16" run the forward passes (generation included) under
+    #: autocast in that dtype, and store the frozen reference copy (full fine-tuning) or the
+    #: frozen LoRA base in it. float16 needs CUDA (loss scaling by accelerate).
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
 
     # ---- evaluation on the align stage's `eval_prompts`

@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,15 +120,19 @@ def collect(
     rng: random.Random,
     progress: Any = None,
     timings: dict[str, float] | None = None,
+    precision: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Experience:
-    """Generate one response per prompt, clean, cut, drop the too-short ones, and score."""
+    """Generate one response per prompt, clean, cut, drop the too-short ones, and score.
+
+    `precision` wraps generation only (the policy's autocast), never the reward source."""
     import time
 
     t = time.perf_counter()
-    rollouts: list[Rollout] = generate(
-        model, tokenizer, prompts, sampling, num_samples=1, batch_size=batch_size,
-        stop_strings=stop_strings, progress=progress, description="generating", rng=rng,
-    )
+    with precision():
+        rollouts: list[Rollout] = generate(
+            model, tokenizer, prompts, sampling, num_samples=1, batch_size=batch_size,
+            stop_strings=stop_strings, progress=progress, description="generating", rng=rng,
+        )
     t_gen = time.perf_counter() - t
     t = time.perf_counter()
     samples = [

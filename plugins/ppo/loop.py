@@ -93,6 +93,9 @@ class PPORun:
         from .value_head import PolicyWithValueHead
 
         c, ctx = self.config, self.ctx
+        if c.dtype == "float16" and not self._device().startswith("cuda"):
+            raise UserError(f"{self._where('dtype')}: float16 needs a CUDA device (its gradients "
+                            "need loss scaling); use bfloat16 on the CPU")
         self.tokenizer = load_tokenizer(self.setup.policy)
         self.prompts = self.setup.training_prompts(
             self.tokenizer, c.max_prompt_tokens, ctx.log, self._where("max_prompt_tokens")
@@ -100,20 +103,27 @@ class PPORun:
         self.steps = c.steps or max(1, len(self.prompts) // c.batch_size)
         self.stop_strings = self._stop_strings()
 
-        policy = load_causal_lm(self.setup.policy, dtype=c.dtype, device=self._device())
+        # Trained weights stay float32 (the optimiser's master copy: bf16 weights round most
+        # small updates away); `dtype` sets the compute precision (autocast, see the trainer).
+        # With LoRA only the adapters train, so the frozen base may be stored in `dtype`; peft
+        # keeps the adapters in float32.
+        load_dtype = c.dtype if c.lora is not None else "float32"
+        policy = load_causal_lm(self.setup.policy, dtype=load_dtype, device=self._device())
         self.generation_config = policy.generation_config
         reset = neutral_generation_config(policy, self.tokenizer)
         if reset:
             ctx.log.info("ppo: generation defaults of the policy ignored (plain sampling keeps "
                          "the KL estimate honest): %s", ", ".join(reset))
-        if c.disable_dropout:
-            disable_dropout_in_model(policy)
         if c.lora is not None:
-            from peft import get_peft_model
-
-            policy = get_peft_model(policy, c.lora.peft_config("CAUSAL_LM"))
+            policy = c.lora.wrap(policy, "CAUSAL_LM", where=self._where("lora"))
         torch.manual_seed(self.seed)  # the same value head on every process
-        self.model = PolicyWithValueHead(policy, c.value_head_dropout)
+        self.model = PolicyWithValueHead(
+            policy, 0.0 if c.disable_dropout else c.value_head_dropout
+        )
+        if c.disable_dropout:
+            # After wrapping, so LoRA's own dropout goes too; the trainer also runs the update
+            # in eval mode, the rollout pass's mode, so old and new log-probs match exactly.
+            disable_dropout_in_model(self.model)
         self.trainer = PPOTrainer(c, self.model, self.tokenizer.pad_token_id, self._device())
         self.start = self._resume()
         self.trainer.prepare()
@@ -188,6 +198,7 @@ class PPORun:
             batch_size=c.inference_batch_size, stop_strings=self.stop_strings,
             min_response_tokens=c.min_response_tokens, discarded_score=c.discarded_score,
             rng=random.Random(seed), progress=progress, timings=timings,
+            precision=self.trainer.autocast,
         )
         per_process = distributed.gather_objects(exp.scores)
         all_scores = [s for part in per_process for s in part]
@@ -246,9 +257,10 @@ class PPORun:
             temperature=c.eval_temperature, top_k=0, top_p=1.0,
         )
         torch.manual_seed(eval_seed(self.seed, self.rank))  # each training step reseeds anyway
-        rollouts = generate(self.model.policy, self.tokenizer, distributed.shard(self.eval_prompts),
-                            sampling, batch_size=c.inference_batch_size,
-                            stop_strings=self.stop_strings)
+        with self.trainer.autocast():
+            rollouts = generate(self.model.policy, self.tokenizer,
+                                distributed.shard(self.eval_prompts), sampling,
+                                batch_size=c.inference_batch_size, stop_strings=self.stop_strings)
         # prompt_id * world + rank: the prompt's place in the eval set (shard is round robin)
         samples = [Sample(r.prompt_id * self.world + self.rank, r.prompt, r.text)
                    for r in rollouts]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,11 +110,16 @@ class PPOTrainer:
         self.config = config
         self.pad_id = pad_id
         self.world = distributed.world_size()
+        # Mixed precision: the weights stay float32 and forward passes run under autocast in
+        # `config.dtype` (our own context, so generation and the reference use it too).
+        # float16 also needs loss scaling: accelerate's GradScaler, on CUDA only.
+        self.compute_dtype = getattr(torch, config.dtype)
         self.accelerator = Accelerator(
-            cpu=device == "cpu", gradient_accumulation_steps=config.gradient_accumulation_steps
+            cpu=device == "cpu", gradient_accumulation_steps=config.gradient_accumulation_steps,
+            mixed_precision="fp16" if config.dtype == "float16" and device != "cpu" else None,
         )
         self.unwrapped = model
-        self.reference = Reference(model)
+        self.reference = Reference(model, self.compute_dtype)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
         self.kl_ctl: Any = (
@@ -127,6 +133,12 @@ class PPOTrainer:
     @property
     def device(self) -> Any:
         return self.accelerator.device
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        """Forward passes in the compute dtype (a no-op for float32)."""
+        if self.compute_dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
 
     def prepare(self) -> None:
         """Wrap model and optimizer (DDP under torchrun); call after loading a checkpoint."""
@@ -166,8 +178,9 @@ class PPOTrainer:
             for start in range(0, len(batch), chunk):
                 rows = list(range(start, min(start + chunk, len(batch))))
                 part = subset(batch, rows)
-                logits, values = self.unwrapped(part.input_ids, part.attention_mask)
-                ref_logits = self.reference.logits(part.input_ids, part.attention_mask)
+                with self.autocast():
+                    logits, values = self.unwrapped(part.input_ids, part.attention_mask)
+                    ref_logits = self.reference.logits(part.input_ids, part.attention_mask)
                 logits = response_slice(logits, part.positions)
                 ref_logits = response_slice(ref_logits, part.positions)
                 logprobs = ppo_math.logprobs_from_logits(logits, part.labels)
@@ -245,7 +258,10 @@ class PPOTrainer:
         stats: list[dict[str, float]] = []
         skipped = idle = 0
         epochs_run = 0
-        self.unwrapped.train()
+        # With dropout disabled the update runs in eval mode, as the rollout pass did, so
+        # nothing mode-dependent (attention dropout read from the config, say) separates the
+        # new log-probs from the old: the first mini-batch's ratio is exactly 1.
+        self.unwrapped.train(not c.disable_dropout)
         for _ in range(c.ppo_epochs):
             epochs_run += 1
             order = rng.permutation(n)
@@ -285,7 +301,8 @@ class PPOTrainer:
         def pick(key: str) -> torch.Tensor:
             return data[key][index, :span]
 
-        logits, values = self.model(part.input_ids, part.attention_mask)
+        with self.autocast():
+            logits, values = self.model(part.input_ids, part.attention_mask)
         logits = response_slice(logits, part.positions)
         vpreds = response_slice(values, part.positions)
         logprobs = ppo_math.logprobs_from_logits(logits, part.labels)
@@ -302,7 +319,8 @@ class PPOTrainer:
     def _idle_pass(self) -> None:
         """A zero-loss forward/backward so DDP's gradient all-reduce still lines up."""
         ids = torch.full((1, 2), self.pad_id, dtype=torch.long, device=self.device)
-        logits, values = self.model(ids, torch.ones_like(ids))
+        with self.autocast():
+            logits, values = self.model(ids, torch.ones_like(ids))
         self.accelerator.backward((logits.sum() + values.sum()) * 0.0)
 
     def _should_stop(self, last: dict[str, float] | None) -> bool:

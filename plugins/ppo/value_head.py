@@ -56,7 +56,7 @@ class PolicyWithValueHead(nn.Module):
             use_cache=False,
         )
         values = self.v_head(out.hidden_states[-1])
-        return out.logits.float(), values
+        return out.logits.float(), values.float()
 
     @property
     def uses_lora(self) -> bool:
@@ -83,11 +83,14 @@ def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
 class Reference:
     """Log-probs under the reference policy: a frozen copy, or the LoRA base (adapter off)."""
 
-    def __init__(self, model: PolicyWithValueHead):
+    def __init__(self, model: PolicyWithValueHead, dtype: Any = None):
+        """`dtype`: the frozen copy's storage dtype (it never trains, so no float32 needed)."""
         self.model = model
         self.copy: Any = None
         if not model.uses_lora:
             self.copy = copy.deepcopy(model.policy).eval()
+            if dtype is not None:
+                self.copy.to(dtype)
             for p in self.copy.parameters():
                 p.requires_grad_(False)
 

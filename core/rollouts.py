@@ -7,6 +7,7 @@ over batches, never over samples, so the time goes to the model.
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,34 @@ class SamplingSettings:
             return self.max_new_tokens
         low, high = self.length_range
         return rng.randint(low, high) if high > low else low
+
+
+def adds_bos(tokenizer: Any) -> bool:
+    """True when `tokenizer(text)` starts with BOS by default (LLaMA-style tokenizers), as in
+    TRL's SFTTrainer. Checked once per tokenizer and cached on it."""
+    cached = getattr(tokenizer, "_rlhfx_adds_bos", None)
+    if cached is not None:
+        return bool(cached)
+    bos = getattr(tokenizer, "bos_token_id", None)
+    ids = tokenizer("x")["input_ids"] if bos is not None else []
+    result = bool(ids) and ids[0] == bos
+    # A tokenizer that refuses new attributes is simply asked again next time.
+    with contextlib.suppress(AttributeError, TypeError):
+        tokenizer._rlhfx_adds_bos = result
+    return result
+
+
+def encode_prompts(tokenizer: Any, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of prompts as the policy saw them in SFT: BOS first when the tokenizer adds one
+    by default and the text does not already start with it, and no other special tokens
+    (a response is appended to these ids, so an EOS a template might add must not be here)."""
+    if not texts:
+        return []
+    ids = [list(row) for row in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    if adds_bos(tokenizer):
+        bos = tokenizer.bos_token_id
+        ids = [row if row[:1] == [bos] else [bos, *row] for row in ids]
+    return ids
 
 
 def _rows_per_call(batch_size: int, num_samples: int) -> int:
@@ -78,7 +107,9 @@ def generate(
     try:
         for start in range(0, len(prompts), per_call):
             chunk = list(prompts[start : start + per_call])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tokenizer.pad(
+                {"input_ids": encode_prompts(tokenizer, chunk)}, padding=True, return_tensors="pt"
+            )
             enc = {k: v.to(device) for k, v in enc.items()}
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=sampling.draw_max_new_tokens(rng),

@@ -91,7 +91,9 @@ def drop_long_prompts(
     PPO out of memory in the HH example, which kept those of at most 256 tokens)."""
     if limit is None:
         return prompts, 0
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+    from rlhfx.rollouts import encode_prompts
+
+    lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]  # as generate sees them
     kept = [p for p, n in zip(prompts, lengths, strict=True) if n <= limit]
     return kept, len(prompts) - len(kept)
 

@@ -97,3 +97,59 @@ def test_cut_at_eos_and_rows_per_call():
     assert _cut_at_eos([5, 6, 9, 9], eos=0, pad=9) == [5, 6]
     assert _cut_at_eos([5, 6], eos=0, pad=0) == [5, 6]
     assert _rows_per_call(8, 4) == 2 and _rows_per_call(3, 8) == 1
+
+
+# ------------------------------------------------------------------ BOS, as SFT (TRL) adds it
+def bos_tokenizer():
+    """A LLaMA-style tokenizer in miniature: `tok(text)` starts with BOS."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "hello": 4, "world": 5, "x": 6}
+    inner = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    inner.pre_tokenizer = pre_tokenizers.Whitespace()
+    inner.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", 1)]
+    )
+    return PreTrainedTokenizerFast(tokenizer_object=inner, bos_token="<s>", eos_token="</s>",
+                                   pad_token="<pad>", unk_token="<unk>")
+
+
+def test_encode_prompts_adds_bos_once_when_the_tokenizer_adds_it(policy):
+    from rlhfx.rollouts import adds_bos, encode_prompts
+
+    tok = bos_tokenizer()
+    assert adds_bos(tok) and adds_bos(tok)  # the second answer comes from the cache
+    assert encode_prompts(tok, ["hello world", "<s> x", "x"]) == [[1, 4, 5], [1, 6], [1, 6]]
+    _, tiny = policy  # GPT-2 style: no BOS by default, ids unchanged
+    assert not adds_bos(tiny)
+    assert encode_prompts(tiny, ["Hi"]) == [tiny("Hi", add_special_tokens=False)["input_ids"]]
+
+
+def test_generate_feeds_bos_first_with_such_a_tokenizer():
+    from transformers import GPTNeoConfig, GPTNeoForCausalLM
+
+    from rlhfx.rollouts import adds_bos
+
+    tok = bos_tokenizer()
+    torch.manual_seed(0)
+    model = GPTNeoForCausalLM(GPTNeoConfig(
+        vocab_size=8, hidden_size=16, num_layers=1, num_heads=2, attention_types=[[["global"], 1]],
+        max_position_embeddings=32, bos_token_id=1, eos_token_id=2,
+    ))
+    out = generate(model, tok, ["hello world", "x"], SamplingSettings(max_new_tokens=3),
+                   num_samples=2, batch_size=4)
+    assert [r.prompt_ids for r in out] == [[1, 4, 5]] * 2 + [[1, 6]] * 2
+    assert adds_bos(tok)
+
+
+def test_raft_examples_and_prompt_lengths_count_the_bos():
+    from rlhfx.plugins.align import drop_long_prompts
+    from rlhfx.plugins.raft.config import RaftConfig
+    from rlhfx.plugins.raft.train import build_examples
+
+    tok = bos_tokenizer()
+    [example] = build_examples(tok, [("hello", " world")], RaftConfig(), finished=[True])
+    assert example["input_ids"] == [1, 4, 5, 2]
+    assert example["labels"] == [-100, -100, 5, 2]
+    assert drop_long_prompts(["hello world", "x"], tok, 2) == (["x"], 1)

@@ -44,7 +44,9 @@ def build_examples(
     """
     if not pairs:
         return []
-    prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False)["input_ids"]
+    from rlhfx.rollouts import encode_prompts
+
+    prompts = encode_prompts(tokenizer, [p for p, _ in pairs])  # BOS as in generation and SFT
     responses = tokenizer([r for _, r in pairs], add_special_tokens=False)["input_ids"]
     ends = list(finished) if finished is not None else [True] * len(pairs)
     eos = tokenizer.eos_token_id

@@ -264,13 +264,27 @@ def test_lora_dropout_is_off_in_the_update(rlhfx_cli, tmp_path):
     assert recs[1]["ppo/policy/approxkl"] > 1e-6
 
 
-def test_bfloat16_keeps_float32_weights_and_trains(rlhfx_cli, tmp_path):
+@pytest.mark.parametrize("lora", [None, {"r": 4, "alpha": 8}], ids=["full", "lora"])
+def test_bfloat16_keeps_float32_weights_and_trains(rlhfx_cli, tmp_path, lora):
+    """bf16 autocast runs on the CPU too; the trained weights (the checkpoint) stay float32."""
     import torch
 
-    out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "steps": 1, "dtype": "bfloat16"})
+    options = {**SMALL, "steps": 1, "dtype": "bfloat16"}
+    if lora:
+        options["lora"] = lora
+    out = run_in_process(rlhfx_cli, tmp_path, options)
     (rec,) = records(out)
     assert math.isfinite(rec["objective/kl"]) and math.isfinite(rec["ppo/loss/total"])
     path = next((out / "stages" / "align" / "checkpoints").glob("step_*/trainable.pt"))
     state = torch.load(path)
-    assert any(k.startswith("v_head") for k in state) and len(state) > 2  # full fine-tuning
+    assert any(k.startswith("v_head") for k in state) and len(state) > 2
+    assert all(("lora" in k) == bool(lora) for k in state if not k.startswith("v_head"))
     assert {v.dtype for v in state.values()} == {torch.float32}
+
+
+def test_float16_on_the_cpu_is_a_one_line_error(rlhfx_cli, tmp_path):
+    recipe = write_recipe(tmp_path, {**SMALL, "dtype": "float16"})
+    result = rlhfx_cli("run", str(recipe), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output
+    assert "stages.align.algorithm.dtype: float16 needs a CUDA device" in result.output

@@ -109,6 +109,15 @@ class AlignmentSetup:
     cleaners: list[ResponseCleaner]
     reward: RewardSource
 
+    def default_stop_strings(self) -> list[str]:
+        """The markers of the recipe's `stop_markers` cleaners, without repeats, in order:
+        generation stops where the cleaner would cut anyway."""
+        out: list[str] = []
+        for cleaner in self.cleaners:
+            if cleaner.name == "stop_markers":
+                out += [m for m in getattr(cleaner.config, "markers", []) if m not in out]
+        return out
+
     def training_prompts(
         self, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str
     ) -> list[str]:

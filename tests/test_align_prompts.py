@@ -67,3 +67,17 @@ def test_a_txt_prompt_file_that_is_not_utf8_names_file_and_line(tmp_path):
     path.write_bytes("first\nsecond caf\xe9\n".encode("latin-1"))
     with pytest.raises(UserError, match=r"p\.txt: line 2: not UTF-8 text \(byte 0xe9\)"):
         read_prompt_set(str(path))
+
+
+def test_default_stop_strings_are_the_stop_markers_in_order_without_repeats():
+    from rlhfx.config import CleanerRef
+
+    cleaners = [CleanerRef.model_validate(c).build() for c in (
+        {"name": "stop_markers", "markers": ["###Human", "\n\n"]},
+        "strip",
+        {"name": "stop_markers", "markers": ["\n\n", "User:"]},
+        "discard",
+    )]
+    setup = AlignmentSetup(None, "p", "q", None, cleaners, None)  # type: ignore[arg-type]
+    assert setup.default_stop_strings() == ["###Human", "\n\n", "User:"]
+    assert AlignmentSetup(None, "p", "q", None, [], None).default_stop_strings() == []  # type: ignore[arg-type]

@@ -148,3 +148,24 @@ def test_unknown_builtin_model_is_a_user_error():
 
     with pytest.raises(UserError, match="known: builtin:tiny-gpt-neo"):
         load_tokenizer("builtin:huge-model")
+
+
+def test_a_ranker_cannot_make_raft_train_on_discarded_samples(caplog):
+    import logging
+
+    from rlhfx import Sample
+    from rlhfx.plugins.raft.loop import RaftLoop
+
+    class Careless:
+        def select(self, samples):
+            return [3, 0, 1, 7]  # 1 is discarded, 7 does not exist
+
+    loop = RaftLoop.__new__(RaftLoop)
+    loop.ranker, loop.config, loop._warned_ranker = Careless(), RaftConfig(), False
+    loop.ctx = type("Ctx", (), {"log": logging.getLogger("rlhfx.test")})()
+    samples = [Sample(i, "p", "r", discarded=i == 1) for i in range(4)]
+    with caplog.at_level(logging.WARNING, logger="rlhfx.test"):
+        assert loop._select(samples) == [0, 3]
+        assert loop._select(samples) == [0, 3]
+    warnings = [r for r in caplog.records if "discarded" in r.getMessage()]
+    assert len(warnings) == 1 and "2 discarded" in warnings[0].getMessage()

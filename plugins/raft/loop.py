@@ -29,7 +29,7 @@ from rlhfx.scoring import clean_and_score
 from . import guards
 from .checkpoint import Checkpoints, RaftState
 from .config import RaftConfig
-from .train import build_examples, completion_text, finetune, training_arguments, wrap_lora
+from .train import build_examples, completion_text, finetune, training_arguments
 
 
 def batch_prompt_indices(
@@ -63,7 +63,11 @@ class RaftLoop:
         self.stage_dir = ctx.stage_dir
         self.checkpoints = Checkpoints(self.stage_dir / "checkpoints", config.keep_checkpoints)
         self.rank, self.world = distributed.rank(), distributed.world_size()
-        self.stop_strings = self._stop_strings()
+        self.stop_strings = (
+            list(config.stop_strings) if config.stop_strings is not None
+            else setup.default_stop_strings()
+        )
+        self._warned_ranker = False
         self._plotter: Any = None
 
     # ------------------------------------------------------------------ setup
@@ -71,14 +75,18 @@ class RaftLoop:
     def _where(self) -> str:
         return f"{self.ctx.recipe_file}: stages.{self.ctx.stage_id}.algorithm"
 
-    def _stop_strings(self) -> list[str]:
-        if self.config.stop_strings is not None:
-            return list(self.config.stop_strings)
-        markers: list[str] = []
-        for cleaner in self.setup.cleaners:
-            if cleaner.name == "stop_markers":
-                markers += list(getattr(cleaner.config, "markers", []))
-        return markers
+    def _select(self, samples: list[Sample]) -> list[int]:
+        """The ranker's choice, less anything a cleaner discarded (or out of range): a plugin
+        ranker must never make RAFT train on a discarded sample."""
+        picked = sorted(self.ranker.select(samples))
+        kept = [i for i in picked if 0 <= i < len(samples) and not samples[i].discarded]
+        if len(kept) < len(picked) and not self._warned_ranker:
+            self._warned_ranker = True
+            self.ctx.log.warning(
+                "raft: ranker '%s' returned %d discarded (or invalid) samples; they are left "
+                "out (warned once)", self.config.ranker.name, len(picked) - len(kept),
+            )
+        return kept
 
     def _load_policy(self) -> RaftState:
         """The policy and tokenizer to continue from: the last checkpoint or the recipe's."""
@@ -95,7 +103,7 @@ class RaftLoop:
                 import torch
 
                 torch.manual_seed(self.seed)  # same adapter init on every process
-                model = wrap_lora(model, c.lora)
+                model = c.lora.wrap(model, where=f"{self._where}.lora")
         else:
             path, state = found
             if state.fingerprint != c.fingerprint():
@@ -287,7 +295,7 @@ class RaftLoop:
             times["score"] = time.perf_counter() - t
             t = time.perf_counter()
             chosen = distributed.broadcast_object(
-                sorted(self.ranker.select(samples)) if ctx.is_main else None
+                self._select(samples) if ctx.is_main else None
             )
             selected = [samples[i] for i in chosen]
             times["select"] = time.perf_counter() - t

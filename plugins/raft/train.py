@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx.errors import UserError
-from rlhfx.lora import LoraSettings
 
 from .config import RaftConfig
 
@@ -57,15 +56,6 @@ def build_examples(
         labels = list(ids) if config.train_on_prompt else [-100] * len(p_ids) + ids[len(p_ids):]
         out.append({"input_ids": ids, "labels": labels})
     return out
-
-
-def wrap_lora(model: Any, lora: LoraSettings) -> Any:
-    from peft import get_peft_model
-
-    try:
-        return get_peft_model(model, lora.peft_config("CAUSAL_LM"))
-    except ValueError as exc:  # e.g. target modules not found in this architecture
-        raise UserError(f"lora: {exc}") from None
 
 
 def _progress_callback(progress: Any, description: str) -> Any:

@@ -122,3 +122,24 @@ def test_damaged_checkpoint_files_are_user_errors(tmp_path, latest, state, messa
     with pytest.raises(UserError, match=message) as info:
         Checkpoints(tmp_path).latest()
     assert "--restart-from" in str(info.value)
+
+
+def test_bfloat16_trains_float32_weights_with_mixed_precision(tmp_path, monkeypatch):
+    import torch
+
+    import rlhfx.plugins.raft.loop as loop
+
+    seen: dict[str, Any] = {}
+    real = loop.finetune
+
+    def watching(model, tokenizer, examples, args, progress=None):
+        seen["dtypes"] = {p.dtype for p in model.parameters() if p.requires_grad}
+        seen["bf16"] = args.bf16
+        return real(model, tokenizer, examples, args, progress)
+
+    monkeypatch.setattr(loop, "finetune", watching)
+    out = tmp_path / "run"
+    run(write_recipe(tmp_path / "r.toml", 1, dtype="bfloat16", eval_max_prompts=2), out)
+    assert seen == {"dtypes": {torch.float32}, "bf16": True}
+    [record] = [r for r in metrics(out) if r["step"] == 1]
+    assert record["train_loss"] is not None and record["reward_mean"] is not None

@@ -81,7 +81,8 @@ class RaftConfig(ComponentConfig):
     response_separator: str | None = None
     #: None: full fine-tuning. A table (`lora = { r = 16 }`) trains LoRA adapters instead.
     lora: LoraSettings | None = None
-    #: Weights dtype while training and generating.
+    #: Compute dtype for training (Trainer mixed precision over float32 weights) and
+    #: generation (autocast). On the CPU, float16 falls back to float32.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     #: Extra `transformers.TrainingArguments` (e.g. `{ deepspeed = "ds.json" }`), checked at
     #: run time; ours win for the keys RAFT sets itself.

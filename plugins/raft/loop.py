@@ -75,6 +75,17 @@ class RaftLoop:
     def _where(self) -> str:
         return f"{self.ctx.recipe_file}: stages.{self.ctx.stage_id}.algorithm"
 
+    def _autocast(self) -> Any:
+        """bf16/fp16 compute for generation when `dtype` asks for it (the weights stay fp32).
+        On the CPU only bfloat16 (autocast's CPU half type); float16 there runs in fp32."""
+        import torch
+
+        dtype = self.config.dtype
+        device_type = "cuda" if str(self.ctx.device).startswith("cuda") else "cpu"
+        if dtype == "float32" or (device_type == "cpu" and dtype != "bfloat16"):
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device_type, dtype=getattr(torch, dtype))
+
     def _select(self, samples: list[Sample]) -> list[int]:
         """The ranker's choice, less anything a cleaner discarded (or out of range): a plugin
         ranker must never make RAFT train on a discarded sample."""
@@ -89,7 +100,12 @@ class RaftLoop:
         return kept
 
     def _load_policy(self) -> RaftState:
-        """The policy and tokenizer to continue from: the last checkpoint or the recipe's."""
+        """The policy and tokenizer to continue from: the last checkpoint or the recipe's.
+
+        Weights are float32 whatever `dtype` says: training updates an fp32 master copy while
+        the Trainer computes in bf16/fp16 (mixed precision), and generation runs under
+        autocast (`_autocast`); half-precision weights would lose small updates to rounding.
+        """
         c, ctx = self.config, self.ctx
         if ctx.is_main:
             self.checkpoints.clean_partial()
@@ -98,7 +114,7 @@ class RaftLoop:
         if found is None:
             state = RaftState(fingerprint=c.fingerprint(), lora=c.lora is not None)
             self.tokenizer = load_tokenizer(self.setup.policy)
-            model = load_causal_lm(self.setup.policy, dtype=c.dtype, device=ctx.device)
+            model = load_causal_lm(self.setup.policy, dtype="float32", device=ctx.device)
             if c.lora is not None:
                 import torch
 
@@ -116,10 +132,10 @@ class RaftLoop:
             if state.lora:
                 from peft import PeftModel
 
-                base = load_causal_lm(self.setup.policy, dtype=c.dtype, device=ctx.device)
+                base = load_causal_lm(self.setup.policy, dtype="float32", device=ctx.device)
                 model = PeftModel.from_pretrained(base, str(path), is_trainable=True)
             else:
-                model = load_causal_lm(str(path), dtype=c.dtype, device=ctx.device)
+                model = load_causal_lm(str(path), dtype="float32", device=ctx.device)
             self.setup.reward.load_state_dict(state.reward_state)
             ctx.log.info("raft: resuming after iteration %d (%s)", state.iteration, path)
         self.model = model
@@ -157,11 +173,12 @@ class RaftLoop:
         """This process's share of `prompts`, sampled; prompt_id = index into `prompts`."""
         positions = list(range(self.rank, len(prompts), self.world))
         mine = [prompts[i] for i in positions]
-        rollouts = generate(
-            self.model, self.tokenizer, mine, sampling, num_samples=num_samples,
-            batch_size=self.config.inference_batch_size, stop_strings=self.stop_strings,
-            progress=progress, description=description, rng=rng,
-        ) if mine else []
+        with self._autocast():
+            rollouts = generate(
+                self.model, self.tokenizer, mine, sampling, num_samples=num_samples,
+                batch_size=self.config.inference_batch_size, stop_strings=self.stop_strings,
+                progress=progress, description=description, rng=rng,
+            ) if mine else []
         eos = self.tokenizer.eos_token_id
         samples = []
         for n, r in enumerate(rollouts):

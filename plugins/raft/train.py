@@ -107,7 +107,9 @@ def training_arguments(
         lr_scheduler_type=config.lr_scheduler,
         weight_decay=config.weight_decay,
         max_grad_norm=config.max_grad_norm,
-        bf16=config.dtype == "bfloat16" and device != "cpu",
+        # Mixed precision over the fp32 weights the loop loads. The CPU autocasts to bf16
+        # only; fp16 there trains in fp32.
+        bf16=config.dtype == "bfloat16",
         fp16=config.dtype == "float16" and device != "cpu",
         seed=seed,
         data_seed=seed,

@@ -21,6 +21,10 @@ class PPO(AlignmentAlgorithm):
     name = "ppo"
     Config = PPOConfig
     config: PPOConfig
+    #: May change on resume (the runner leaves them out of the stage fingerprint).
+    resume_neutral = frozenset(
+        {"steps", "keep_checkpoints", "save_every", "eval_every", "save_samples"}
+    )
 
     def run(self, ctx: StageContext, setup: Any) -> dict[str, str]:
         from .loop import run_ppo

@@ -131,11 +131,7 @@ class PPORun:
     def _stop_strings(self) -> list[str]:
         if self.config.stop_strings is not None:
             return list(self.config.stop_strings)
-        out: list[str] = []
-        for cleaner in self.setup.cleaners:
-            if cleaner.name == "stop_markers":
-                out += [m for m in getattr(cleaner.config, "markers", []) if m not in out]
-        return out
+        return self.setup.default_stop_strings()
 
     def _resume(self) -> int:
         """Restore the last checkpoint (if any); returns the step it was taken after.
@@ -146,7 +142,8 @@ class PPORun:
         path = checkpoint.latest(self.ctx.stage_dir / "checkpoints")
         if path is not None:
             state = checkpoint.load(path, self.model, self.trainer.optimizer,
-                                    self.config.fingerprint(), self._where("*"))
+                                    self.config.fingerprint(), self._where("*"),
+                                    reward=self.setup.reward)
             self.trainer.load_state(state["trainer"])
             step = int(state["step"])
             self.ctx.log.info("ppo: resuming after step %d from %s", step, path)
@@ -246,6 +243,7 @@ class PPORun:
         import torch
 
         from rlhfx import Sample
+        from rlhfx.components import frozen_statistics
         from rlhfx.rollouts import SamplingSettings, generate
         from rlhfx.scoring import clean_and_score
 
@@ -264,7 +262,8 @@ class PPORun:
         # prompt_id * world + rank: the prompt's place in the eval set (shard is round robin)
         samples = [Sample(r.prompt_id * self.world + self.rank, r.prompt, r.text)
                    for r in rollouts]
-        clean_and_score(samples, self.setup.cleaners, self.setup.reward)
+        with frozen_statistics(self.setup.reward):  # eval must not move running reward stats
+            clean_and_score(samples, self.setup.cleaners, self.setup.reward)
         everyone = sorted((s for part in distributed.gather_objects(samples) for s in part),
                           key=lambda s: s.prompt_id)
         if self.ctx.is_main:
@@ -313,7 +312,8 @@ class PPORun:
             state = {"fingerprint": self.config.fingerprint(), "trainer": self.trainer.state(),
                      "steps": self.steps}
             checkpoint.save(self.ctx.stage_dir / "checkpoints", step, self.model,
-                            self.trainer.optimizer, state, self.config.keep_checkpoints)
+                            self.trainer.optimizer, state, self.config.keep_checkpoints,
+                            reward=self.setup.reward)
         distributed.barrier()
 
     def _check_in_sync(self, step: int) -> None:

@@ -50,6 +50,18 @@ class GptNeoRMConfig(SequenceRewardConfig):
     model: ModelSource = "weqweasdas/hh_rlhf_rm"
 
 
+def join_prompt_response(prompt: str, response: str, separator: str = " ") -> str:
+    """The text a reward model reads: `separator` goes between prompt and response unless
+    either side already has whitespace there (a chat prompt ends in a newline).
+
+    The data stage writes reward-model pairs with this same function, so a model trained on
+    them sees the layout it will score.
+    """
+    if not prompt or not response or prompt[-1].isspace() or response[0].isspace():
+        return prompt + response
+    return prompt + separator + response
+
+
 def score_texts(
     model: Any,
     tokenizer: Any,
@@ -158,10 +170,7 @@ class SequenceReward(RewardSource):
 
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
         sep = self.config.separator
-        return [
-            p + (r if (not p or not r or p[-1].isspace() or r[0].isspace()) else sep + r)
-            for p, r in zip(prompts, responses, strict=True)
-        ]
+        return [join_prompt_response(p, r, sep) for p, r in zip(prompts, responses, strict=True)]
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         if self._model is None:

@@ -2,9 +2,9 @@
 
 As in the seed pipeline: LoRA by default (r=16, alpha=32, dropout 0.1) with full training as an
 option, lr 3e-5, one epoch, validation on the last `validation_split_percentage`% of the pairs
-(the data stage has shuffled them already) with pairwise accuracy as the metric; the adapter is
-merged and a full sequence-classification model is saved (output `model`), ready for the
-`reward_model` / `gpt-neo-rm` reward sources.
+(the data stage has shuffled them already), or on a set of its own (`eval_data`), with pairwise
+accuracy as the metric; the adapter is merged and a full sequence-classification model is saved
+(output `model`), ready for the `reward_model` / `gpt-neo-rm` reward sources.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from rlhfx import Stage, StageContext, UserError, hookimpl
+from rlhfx import DataSource, Stage, StageContext, UserError, hookimpl
 from rlhfx.io import atomic_write_json
 from rlhfx.lora import LoraSettings
 
@@ -42,6 +42,10 @@ class RewardModelOptions(TrainingOptions):
     learning_rate: float = Field(default=3e-5, gt=0)
     #: The last N% of the pairs are held out for validation (pairwise accuracy).
     validation_split_percentage: float = Field(default=10.0, ge=0, lt=100)
+    #: Validation pairs from their own set instead (`@data.eval_rm`: pairs on held-out
+    #: prompts); every pair of `data` is then trained on.
+    eval_data: DataSource | None = None
+    eval_data_split: str = "test"
     #: Also measure validation accuracy before training (one extra pass over the held-out set).
     eval_before_training: bool = False
     #: Validate every N steps during training too (unset: only at the end).
@@ -50,6 +54,16 @@ class RewardModelOptions(TrainingOptions):
     center_rewards_coefficient: float | None = Field(default=None, ge=0)
     #: Batch size when scoring the held-out pairs for accuracy.
     eval_batch_size: int = Field(default=16, ge=1)
+
+    @model_validator(mode="after")
+    def _one_validation_set(self) -> RewardModelOptions:
+        split_asked = "validation_split_percentage" in self.model_fields_set
+        if self.eval_data is not None and split_asked and self.validation_split_percentage > 0:
+            raise ValueError(
+                "eval_data and validation_split_percentage both name validation pairs; "
+                "set one of them"
+            )
+        return self
 
 
 def pairwise_accuracy(
@@ -134,7 +148,10 @@ class RewardModelStage(Stage):
         pairs = read_pairs(ctx.resolve(c.data), c.data_split)
         if c.max_rows:
             pairs = pairs[: c.max_rows]
-        train, held = hold_out(pairs, c.validation_split_percentage)
+        if c.eval_data is not None:
+            train, held = pairs, read_pairs(ctx.resolve(c.eval_data), c.eval_data_split)
+        else:
+            train, held = hold_out(pairs, c.validation_split_percentage)
         model_source = ctx.resolve(c.model)
         tokenizer = load_tokenizer(model_source)
         with _quiet_fresh_head():

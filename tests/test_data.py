@@ -294,6 +294,88 @@ def test_chat_template_rendering(tmp_path):
         prepare(config, tmp_path, 0, get_plugins(), tokenizer=train_tokenizer(["x"], 300))
 
 
+def chat_tokenizer():
+    from fixtures.tiny import train_tokenizer
+
+    tokenizer = train_tokenizer(["hello world"], 300)
+    tokenizer.chat_template = (
+        "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+    )
+    return tokenizer
+
+
+def test_reward_model_pairs_are_what_the_reward_source_reads(tmp_path):
+    """The RM trains on prompt + answer as `gpt_neo_rm` joins them in alignment, not on the
+    full chat rendering that closes the answer with an end-of-turn marker the cleaners cut."""
+    from rlhfx.plugins.gpt_neo_rm import SequenceReward
+
+    reward = SequenceReward(SequenceReward.Config(model="unused"))
+    config = DataConfig(source=str(DAHOAS), eval_size=0, template="chat", shuffle=False)
+    paths, _ = prepare(config, tmp_path / "chat", 0, get_plugins(), tokenizer=chat_tokenizer())
+    prompts = [r["prompt"] for r in read_jsonl(paths["prompts"])]
+    rm = list(read_jsonl(paths["rm"]))
+    assert prompts[0] == "<|user|>What is a good name for a dog?<|end|>\n<|assistant|>\n"
+    assert rm[0]["chosen"] == reward.texts([prompts[0]], ["Rex is a fine name."])[0]
+    assert rm[0]["chosen"] == prompts[0] + "Rex is a fine name."
+    assert all("<|end|>" not in r["chosen"][len(p):] for r, p in zip(rm, prompts, strict=True))
+    # with markers the pair text is the dialogue itself, as before
+    sets, _ = run_prepare(tmp_path / "markers", source=str(DAHOAS), shuffle=False)
+    assert sets["rm"][0]["chosen"] == (
+        "###Human: What is a good name for a dog? ###Assistant: Rex is a fine name."
+    )
+    assert sets["rm"][0]["chosen"] == reward.texts([sets["prompts"][0]["prompt"]],
+                                                   ["Rex is a fine name."])[0]
+
+
+def test_prompt_files_give_the_prompt_sets(tmp_path):
+    train = tmp_path / "prompts.jsonl"
+    rows = [
+        {"prompt": "\n\nHuman: Hi\n\nAssistant: Hello!\n\nHuman: How do I boil an egg?"
+                   "\n\nAssistant:", "topic": "eggs"},
+        {"prompt": "###Human: Why is the sky blue? ###Assistant:"},
+        {"prompt": "What is compost?"},                            # a plain question
+        {"prompt": "\n\nHuman: q\n\nAssistant: an answer, not a prompt"},
+        {"prompt": ""},
+        {"question": "no prompt field"},
+    ]
+    train.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    evals = tmp_path / "eval.jsonl"
+    evals.write_text(json.dumps({"prompt": "\n\nHuman: Held out?\n\nAssistant:"}) + "\n")
+    sets, report = run_prepare(tmp_path, source=str(ANTHROPIC), prompts_source=str(train),
+                               eval_prompts_source=str(evals), eval_size=10)
+    assert [r["prompt"] for r in sets["prompts"]] == [
+        "###Human: Hi ###Assistant: Hello! ###Human: How do I boil an egg? ###Assistant:",
+        "###Human: Why is the sky blue? ###Assistant:",
+        "###Human: What is compost? ###Assistant:",
+    ]
+    assert sets["eval_prompts"] == [{"prompt": "###Human: Held out? ###Assistant:"}]
+    counts = report["prompt_files"][0]
+    assert counts["rows"] == 7 and counts["kept"] == 3
+    assert counts["dropped"] == {"bad_json": 1, "empty_prompt": 1, "missing_field": 1,
+                                 "no_human_turn": 1}
+    assert len(sets["sft"]) == len(sets["rm"]) == 4  # the pairs are still read from `source`
+    with pytest.raises(UserError, match=r"no usable prompt rows \(1 read"):
+        bad = tmp_path / "bad.jsonl"
+        bad.write_text(json.dumps({"prompt": ""}) + "\n")
+        run_prepare(tmp_path / "b", source=str(ANTHROPIC), prompts_source=str(bad))
+
+
+def test_eval_rm_holds_the_held_out_pairs(tmp_path):
+    sets, _ = run_prepare(tmp_path, source=str(ANTHROPIC), eval_source=str(DAHOAS), eval_size=5)
+    train_texts = {r["chosen"] for r in sets["rm"]}
+    assert len(sets["eval_rm"]) == 3  # the Dahoas file's usable pairs
+    assert not train_texts & {r["chosen"] for r in sets["eval_rm"]}
+    sets, _ = run_prepare(tmp_path / "two", source=str(ANTHROPIC), eval_source=str(DAHOAS),
+                          eval_size=2)
+    assert len(sets["eval_rm"]) == 2
+    sets, report = run_prepare(tmp_path / "split", source=str(FIXTURES / "hh_synthetic.jsonl"),
+                               eval_size=24)
+    assert len(sets["eval_rm"]) == report["held_out_rows"] == 24
+    for pair, prompt in zip(sets["eval_rm"], sets["eval_prompts"], strict=True):
+        assert pair["chosen"].startswith(prompt["prompt"])  # the held-out rows, in order
+
+
 # ----------------------------------------------------------------------------- CLI and stage
 
 
@@ -327,7 +409,9 @@ def test_data_stage_in_a_recipe(rlhfx_cli, tmp_path):
     stage = tmp_path / "run" / "stages" / "data"
     assert len((stage / "sft.jsonl").read_text().splitlines()) == 4
     state = json.loads((tmp_path / "run" / "run_state.json").read_text())
-    assert set(state["stages"]["data"]["outputs"]) == {"sft", "rm", "prompts", "eval_prompts"}
+    assert set(state["stages"]["data"]["outputs"]) == {
+        "sft", "rm", "prompts", "eval_prompts", "eval_rm",
+    }
     metrics = [json.loads(x) for x in (stage / "metrics.jsonl").read_text().splitlines()]
     assert metrics[0]["dropped/bad_json"] == 2 and metrics[0]["written/sft"] == 4
 

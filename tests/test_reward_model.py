@@ -101,6 +101,32 @@ def test_model_without_eos_token(setup):
     assert agree == pytest.approx(results["after"]["accuracy"])
 
 
+def test_validation_pairs_from_their_own_set(setup, tmp_path):
+    """`eval_data` (the data stage's `eval_rm`) is the validation set; all of `data` trains."""
+    from rlhfx.io import write_jsonl
+
+    tmp, rm, base = setup
+    pairs = list(read_jsonl(rm))
+    held = tmp_path / "held.jsonl"
+    write_jsonl(held, pairs[:30])
+    ctx = make_ctx(tmp / "eval_data", "reward_model")
+    run_stage(RewardModelStage, ctx, model=str(base), data=rm, eval_data=str(held),
+              method="full", learning_rate=1e-3, batch_size=8, max_steps=2, max_length=96)
+    results = json.loads((ctx.stage_dir / "eval.json").read_text())
+    assert results["train_pairs"] == len(pairs) and results["validation_pairs"] == 30
+
+
+def test_eval_data_and_a_split_are_not_both_asked_for():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="set one of them"):
+        RewardModelStage.Config(model="m", data="d.jsonl", eval_data="e.jsonl",
+                                validation_split_percentage=10)
+    c = RewardModelStage.Config(model="m", data="d.jsonl", eval_data="e.jsonl",
+                                validation_split_percentage=0)
+    assert c.eval_data == "e.jsonl"
+
+
 def test_defaults_follow_the_seed():
     c = RewardModelStage.Config(model="m", data="d.jsonl")
     assert c.method == "lora" and (c.lora.r, c.lora.alpha, c.lora.dropout) == (16, 32, 0.1)

@@ -25,7 +25,14 @@ class DataConfig(ComponentConfig):
     #: are held out of `source` (those rows then go into no training set).
     eval_source: DataSource | None = None
     eval_split: str = "test"
-    #: Number of held-out eval prompts (the seed used 2,000).
+    #: Alignment prompts from a file of their own instead of the prompts of `source`'s pairs:
+    #: rows with a `prompt` dialogue (HH's "\n\nHuman: ...\n\nAssistant:", the markers below,
+    #: or a plain question), rendered like every other set.
+    prompts_source: DataSource | None = None
+    #: The same for the held-out eval prompts (instead of those of the held-out pairs).
+    eval_prompts_source: DataSource | None = None
+    #: Number of held-out eval prompts, and of held-out pairs in `eval_rm` (the seed used
+    #: 2,000 prompts).
     eval_size: int = Field(default=2000, ge=0)
     #: When held out of `source`, at most this fraction of its usable rows become eval rows.
     eval_max_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)

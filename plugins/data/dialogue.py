@@ -74,6 +74,24 @@ def split_turns(text: str, human: str, assistant: str) -> list[Turn]:
     return [Turn(t.role, t.text.strip()) for t in turns]
 
 
+def prompt_turns(text: str, markers: Sequence[tuple[str, str]]) -> list[Turn]:
+    """The turns of a prompt row: a dialogue in the first of `markers` (human, assistant) that
+    it uses, ending in a human turn (a trailing empty assistant marker is where the answer
+    goes), or a plain question with no markers, which is one human turn."""
+    for human, assistant in markers:
+        if human.strip() in text:
+            turns = split_turns(text, human, assistant)
+            break
+    else:
+        turns = [Turn(HUMAN, text.strip())]
+    if turns and turns[-1].role == ASSISTANT and not turns[-1].text:
+        turns = turns[:-1]
+    if not turns or turns[-1].role != HUMAN:
+        raise BadRow("no_human_turn", "the prompt does not end with a human turn")
+    # Checked as a dialogue with a stand-in answer: the same rules as every other row.
+    return check_dialogue([*turns, Turn(ASSISTANT, "-")], "prompt")[:-1]
+
+
 def _bare_variants(human: str, assistant: str) -> list[str]:
     """Markers without their surrounding whitespace, where that differs from the marker."""
     return [m.strip() for m in (human, assistant) if m.strip() != m]
@@ -133,6 +151,9 @@ class MarkerStyle:
     def dialogue(self, turns: Sequence[Turn]) -> str:
         return self.separator.join(self.turn(t) for t in turns)
 
+    def scored(self, turns: Sequence[Turn]) -> str:
+        return scored_text(self, turns)
+
 
 class ChatTemplateStyle:
     """Renders with a tokenizer's chat template (for chat models) instead of markers."""
@@ -159,3 +180,20 @@ class ChatTemplateStyle:
 
     def dialogue(self, turns: Sequence[Turn]) -> str:
         return self.tokenizer.apply_chat_template(self._messages(turns), tokenize=False)
+
+    def scored(self, turns: Sequence[Turn]) -> str:
+        return scored_text(self, turns)
+
+
+def scored_text(style: Any, turns: Sequence[Turn]) -> str:
+    """A dialogue as a reward source reads it in alignment: the rendered prompt, then the last
+    answer joined as `gpt_neo_rm` joins prompt and response.
+
+    For markers this is the dialogue itself; for a chat template it differs from the full
+    rendering, which closes the answer with the end-of-turn marker (`<|im_end|>`) that the
+    stop-marker cleaner cuts from every response. A reward model trained on these texts
+    scores the layout it was trained on.
+    """
+    from rlhfx.plugins.gpt_neo_rm import join_prompt_response
+
+    return join_prompt_response(style.prompt(turns[:-1]), turns[-1].text)

@@ -20,14 +20,25 @@ from rlhfx import UserError
 from rlhfx.io import atomic_write_json, write_jsonl
 
 from .config import DataConfig
-from .dialogue import BadRow, ChatTemplateStyle, Example, MarkerStyle
+from .dialogue import (
+    HH_ASSISTANT,
+    HH_HUMAN,
+    BadRow,
+    ChatTemplateStyle,
+    Example,
+    MarkerStyle,
+    Turn,
+    prompt_turns,
+    require_str,
+)
 from .formats import BUILTIN_FORMATS, PreferenceFormat
 from .readers import iter_rows
 from .sets import write_lmflow_pairs, write_lmflow_text
 
 log = logging.getLogger("rlhfx")
 
-OUTPUTS = ("sft", "rm", "prompts", "eval_prompts")
+#: eval_rm: the held-out pairs (rows in no training set), for a reward model's validation.
+OUTPUTS = ("sft", "rm", "prompts", "eval_prompts", "eval_rm")
 EXAMPLES_PER_REASON = 3
 
 
@@ -66,6 +77,8 @@ class PrepareReport:
     prompt_too_long: dict[str, int] = field(default_factory=dict)
     #: rows held out of `source` for eval prompts (0 when an eval source is given)
     held_out: int = 0
+    #: what reading `prompts_source` / `eval_prompts_source` gave
+    prompt_files: list[SourceCounts] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -76,12 +89,13 @@ class PrepareReport:
             "max_prompt_length": self.max_prompt_length,
             "prompt_too_long": self.prompt_too_long,
             "written": self.written,
+            "prompt_files": [c.as_dict() for c in self.prompt_files],
         }
 
     def lines(self) -> list[str]:
         """A short human summary: rows kept and dropped by reason, and the sets written."""
         out = []
-        for counts in (self.train, self.eval):
+        for counts in (self.train, self.eval, *self.prompt_files):
             if counts is None:
                 continue
             dropped = ", ".join(f"{k} {v}" for k, v in sorted(counts.dropped.items()))
@@ -173,6 +187,39 @@ def read_examples(
     return examples, counts
 
 
+def read_prompt_rows(
+    source: str, split: str, config: DataConfig, tick: Callable[[], None] | None = None
+) -> tuple[list[list[Turn]], SourceCounts]:
+    """The dialogues of a prompt-only file (`prompts_source`): each row's `prompt`."""
+    counts = SourceCounts(source=source, format="prompts")
+    markers = [(config.human_marker, config.assistant_marker), (HH_HUMAN, HH_ASSISTANT)]
+    found: list[list[Turn]] = []
+    for row in iter_rows(source, split):
+        counts.rows += 1
+        if tick is not None:
+            tick()
+        if row.error is not None:
+            counts.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
+            continue
+        assert row.record is not None
+        try:
+            text = require_str(row.record, "prompt")
+            if not text.strip():
+                raise BadRow("empty_prompt", "'prompt' is empty")
+            found.append(prompt_turns(text, markers))
+        except BadRow as bad:
+            counts.drop(bad.reason, f"{source}: {row.where}: {bad.detail}")
+    counts.kept = len(found)
+    if not found:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.dropped.items())) or "no rows"
+        first = next(iter(counts.examples.values()), [""])[0]
+        raise UserError(
+            f"{source}: no usable prompt rows ({counts.rows} read; dropped: {reasons})"
+            + (f"\nfirst problem: {first}" if first else "")
+        )
+    return found, counts
+
+
 def _limited(rows: Iterator[Any], limit: int | None) -> Iterator[Any]:
     for i, row in enumerate(rows):
         if limit is not None and i >= limit:
@@ -203,6 +250,14 @@ def _style(config: DataConfig, tokenizer: Any) -> Any:
     return MarkerStyle(config.human_marker, config.assistant_marker, config.turn_separator)
 
 
+def _pairs(style: Any, examples: list[Example]) -> list[dict[str, str]]:
+    return [
+        {"chosen": style.scored(ex.chosen), "rejected": style.scored(ex.rejected)}
+        for ex in examples
+        if ex.rejected is not None
+    ]
+
+
 def _lengths(texts: list[str], tokenizer: Any) -> list[int]:
     if tokenizer is None:
         return [len(t.split()) for t in texts]
@@ -231,14 +286,19 @@ def prepare(
     source: str | None = None,
     eval_source: str | None = None,
     progress: Any = None,
+    prompts_source: str | None = None,
+    eval_prompts_source: str | None = None,
 ) -> tuple[dict[str, str], PrepareReport]:
-    """Read, filter, render and write the four sets; returns their paths and the counts.
+    """Read, filter, render and write the sets; returns their paths and the counts.
 
-    `source`/`eval_source` override the config's (the stage passes them resolved).
+    `source`, `eval_source` and the prompt sources override the config's (the stage passes
+    them resolved).
     """
     out_dir = Path(out_dir)
     source = source or config.source
     eval_source = eval_source or config.eval_source
+    prompts_source = prompts_source or config.prompts_source
+    eval_prompts_source = eval_prompts_source or config.eval_prompts_source
     fmt = build_format(config, plugins)
 
     task = progress.add_task("reading rows", total=config.max_rows) if progress else None
@@ -264,18 +324,30 @@ def prepare(
         if held_out:
             examples, eval_examples = examples[:-held_out], examples[-held_out:]
 
+    prompt_files: list[SourceCounts] = []
+    train_dialogues = [ex.prompt for ex in examples]
+    eval_dialogues = [ex.prompt for ex in eval_examples]
+    if prompts_source:
+        train_dialogues, counts = read_prompt_rows(prompts_source, config.split, config, tick)
+        prompt_files.append(counts)
+    if eval_prompts_source:
+        eval_dialogues, counts = read_prompt_rows(
+            eval_prompts_source, config.eval_split, config, tick
+        )
+        if config.shuffle:
+            random.Random(seed + 2).shuffle(eval_dialogues)
+        prompt_files.append(counts)
+
     style = _style(config, tokenizer)
     sft = [{"text": style.dialogue(ex.chosen)} for ex in examples]
-    rm = [
-        {"chosen": style.dialogue(ex.chosen), "rejected": style.dialogue(ex.rejected)}
-        for ex in examples
-        if ex.rejected is not None
-    ]
+    # Reward-model pairs are written as the reward sources will read them in alignment.
+    rm = _pairs(style, examples)
+    eval_rm = _pairs(style, eval_examples[: config.eval_size])
     prompts, long_train = _short_prompts(
-        [style.prompt(ex.prompt) for ex in examples], tokenizer, config.max_prompt_tokens
+        [style.prompt(turns) for turns in train_dialogues], tokenizer, config.max_prompt_tokens
     )
     eval_prompts, long_eval = _short_prompts(
-        [style.prompt(ex.prompt) for ex in eval_examples], tokenizer, config.max_prompt_tokens
+        [style.prompt(turns) for turns in eval_dialogues], tokenizer, config.max_prompt_tokens
     )
     eval_prompts = eval_prompts[: config.eval_size]
     unit = "words" if tokenizer is None else "tokens"
@@ -286,6 +358,7 @@ def prepare(
         "rm": rm,
         "prompts": [{"prompt": p} for p in prompts],
         "eval_prompts": [{"prompt": p} for p in eval_prompts],
+        "eval_rm": eval_rm,
     }
     paths: dict[str, str] = {}
     written: dict[str, int] = {}
@@ -299,10 +372,11 @@ def prepare(
         write_lmflow_pairs(lm / "rm.json", [(r["chosen"], r["rejected"]) for r in rm])
         write_lmflow_text(lm / "prompts.json", prompts)
         write_lmflow_text(lm / "eval_prompts.json", eval_prompts)
+        write_lmflow_pairs(lm / "eval_rm.json", [(r["chosen"], r["rejected"]) for r in eval_rm])
 
     report = PrepareReport(
         train_counts, eval_counts, unit, config.max_prompt_tokens, written,
-        {"prompts": long_train, "eval_prompts": long_eval}, held_out,
+        {"prompts": long_train, "eval_prompts": long_eval}, held_out, prompt_files,
     )
     atomic_write_json(out_dir / "data_report.json", report.as_dict())
     if not prompts:

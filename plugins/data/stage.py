@@ -8,12 +8,12 @@ from .config import DataConfig
 
 
 class DataStage(Stage):
-    """Preference data -> SFT, reward-model, prompt and held-out eval-prompt sets."""
+    """Preference data -> SFT, reward-model, prompt and held-out eval-prompt and pair sets."""
 
     name = "data"
     Config = DataConfig
     config: DataConfig
-    outputs = ("sft", "rm", "prompts", "eval_prompts")
+    outputs = ("sft", "rm", "prompts", "eval_prompts", "eval_rm")
 
     def run(self, ctx: StageContext) -> dict[str, str]:
         # Cheap to redo, so an interrupted data stage simply runs again; files are written
@@ -37,6 +37,10 @@ class DataStage(Stage):
                 source=ctx.resolve(c.source),
                 eval_source=ctx.resolve(c.eval_source) if c.eval_source else None,
                 progress=progress,
+                prompts_source=ctx.resolve(c.prompts_source) if c.prompts_source else None,
+                eval_prompts_source=(
+                    ctx.resolve(c.eval_prompts_source) if c.eval_prompts_source else None
+                ),
             )
         for line in report.lines():
             ctx.log.info("data: %s", line)

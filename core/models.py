@@ -52,12 +52,12 @@ def load_causal_lm(source: str, dtype: str = "auto", device: str = "cpu", **kwar
         return model.to(device=device, dtype=None if dtype == "auto" else torch_dtype(dtype))
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        loaded: Any = AutoModelForCausalLM.from_pretrained(
             loadable_path(source), dtype=torch_dtype(dtype), **kwargs
         )
     except OSError as exc:
         raise UserError(f"cannot load a causal LM from '{source}': {_first_line(exc)}") from None
-    return model.to(device)
+    return loaded.to(device)
 
 
 def load_sequence_classifier(

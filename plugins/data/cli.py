@@ -17,7 +17,8 @@ def add_commands(cli: Any) -> None:
     @data.command("prepare")
     @click.argument("source")
     @click.option("--out", "-o", "out_dir", default="data_prepared", show_default=True,
-                  help="Directory for sft.jsonl, rm.jsonl, prompts.jsonl, eval_prompts.jsonl.")
+                  help="Directory for sft.jsonl, rm.jsonl, prompts.jsonl, eval_prompts.jsonl, "
+                       "eval_rm.jsonl.")
     @click.option("--format", "fmt", default=None,
                   help="anthropic_hh, dahoas_hh, lmflow_pairs, lmflow_text (default: detect).")
     @click.option("--split", default="train", show_default=True, help="Split of a hub dataset.")
@@ -59,6 +60,10 @@ def add_commands(cli: Any) -> None:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
             raise UserError(f"data prepare: --{key.replace('_', '-')}: {err['msg']}") from None
+        from pathlib import Path
+
+        if Path(out_dir).exists() and not Path(out_dir).is_dir():
+            raise UserError(f"data prepare: --out {out_dir}: is a file, not a directory")
         tok = None
         if tokenizer:
             from rlhfx.models import load_tokenizer

@@ -46,7 +46,11 @@ def pick_device(requested: str, recipe_file: str = "recipe") -> str:
     import torch
 
     if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cpu":
+        # DeepSpeed (imported by transformers and accelerate) otherwise warns on every run that
+        # it "was unable to detect" a GPU; on the CPU that is what the recipe asked for.
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
     if requested == "cuda" and not torch.cuda.is_available():
         raise UserError(
             f"{recipe_file}: run.device: 'cuda' asked for, but no CUDA device is available "

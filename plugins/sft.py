@@ -109,7 +109,6 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         save_total_limit=opts.save_total_limit,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        gradient_checkpointing=opts.gradient_checkpointing,
         report_to=(
             list(opts.report_to) if opts.report_to is not None
             else [t for t in ctx.report_to if t != "tensorboard"]
@@ -126,6 +125,11 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         # transformers 5 folded `warmup_ratio` into `warmup_steps` (a float below 1 = ratio)
         key = "warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"
         args[key] = opts.warmup_ratio
+    # transformers 5 renamed it `activation_checkpointing` (setting the old name warns); 4.x has
+    # only the old one. Always set: TRL's configs default the old name to True.
+    key = "activation_checkpointing" if "activation_checkpointing" in fields \
+        else "gradient_checkpointing"
+    args[key] = opts.gradient_checkpointing
     extra = dict(opts.training_args)
     unknown = sorted(set(extra) - fields)
     if unknown:

@@ -24,6 +24,8 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -201,50 +203,77 @@ def gguf_cache_dir(location: ModelLocation) -> Path:
     return cache_root() / "gguf" / f"{gguf.stem}-{digest}"
 
 
+@contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (POSIX flock; a no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: the rename below still keeps it safe
+        yield
+        return
+    with open(lock_file, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process converting into %s", lock_file.parent)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def materialize_gguf(location: ModelLocation) -> Path:
     """A plain checkpoint (config, float32 weights, tokenizer) converted from a GGUF file.
 
-    Converted once; later calls return the cached directory. The directory appears complete
-    or not at all (written beside it, then renamed), so concurrent processes are safe.
+    Converted once per machine: under `torchrun` (or with two runs side by side) one process
+    converts while the others wait on a lock file and then read its result, instead of every
+    rank spending a minute of CPU on the same conversion. The directory appears complete or not
+    at all (written beside it, then renamed), so a killed conversion leaves nothing half-done.
     """
     target = gguf_cache_dir(location)
     if (target / _DONE_MARKER).exists():
         return target
     require_gguf(location)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("converting %s into a plain checkpoint in %s (once; takes a minute for a 135M "
-             "model)", location.gguf_path, target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        with _exclusive(target.parent / f".{target.name}.lock"):
+            if (target / _DONE_MARKER).exists():  # another process converted it meanwhile
+                return target
+            work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+            try:
+                _convert_gguf(location, work)
+                os.rename(work, target)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     except OSError as exc:
+        if (target / _DONE_MARKER).exists():
+            return target
         raise UserError(
             f"model source '{location.source}': cannot write the converted model to "
             f"{target.parent} ({exc.strerror}); set {CACHE_ENV} to a writable directory"
         ) from None
-    try:
-        gguf_file: Any = location.gguf_file
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(location.path, gguf_file=gguf_file)
-            model = AutoModelForCausalLM.from_pretrained(location.path, gguf_file=gguf_file)
-        except (OSError, ValueError, KeyError, ImportError) as exc:
-            raise UserError(
-                f"model source '{location.source}': cannot read GGUF file "
-                f"{location.gguf_path}: {first_line(exc)}"
-            ) from None
-        dequantize_gguf_model(model).save_pretrained(work)
-        tokenizer.save_pretrained(work)
-        marker = {"gguf": str(location.gguf_path), "source": location.source}
-        (work / _DONE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
-        try:
-            os.rename(work, target)
-        except OSError:  # another process finished first; its copy is as good
-            if not (target / _DONE_MARKER).exists():
-                raise
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _convert_gguf(location: ModelLocation, work: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    log.info("converting %s into a plain checkpoint (once; takes a minute for a 135M model)",
+             location.gguf_path)
+    gguf_file: Any = location.gguf_file
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location.path, gguf_file=gguf_file)
+        model = AutoModelForCausalLM.from_pretrained(location.path, gguf_file=gguf_file)
+    except (OSError, ValueError, KeyError, ImportError) as exc:
+        raise UserError(
+            f"model source '{location.source}': cannot read GGUF file "
+            f"{location.gguf_path}: {first_line(exc)}"
+        ) from None
+    dequantize_gguf_model(model).save_pretrained(work)
+    tokenizer.save_pretrained(work)
+    marker = {"gguf": str(location.gguf_path), "source": location.source}
+    (work / _DONE_MARKER).write_text(json.dumps(marker) + "\n", encoding="utf-8")
 
 
 def dequantize_gguf_model(model: Any) -> Any:

@@ -320,6 +320,35 @@ def test_broken_gguf_file_is_a_user_error(tmp_path):
 
 
 @needs_gguf
+def test_processes_converting_the_same_gguf_at_once_convert_it_once(tmp_path, monkeypatch):
+    # What torchrun does on one machine: every rank asks for the same GGUF model at once.
+    # flock conflicts between separate open()s even in one process, so threads stand in.
+    import threading
+
+    (tmp_path / "m.gguf").write_bytes(b"")
+    calls = []
+
+    def slow_convert(location, work):
+        calls.append(work)
+        time.sleep(0.3)  # long enough that the other callers arrive while it runs
+        (work / ms._DONE_MARKER).write_text("{}")
+
+    monkeypatch.setattr(ms, "_convert_gguf", slow_convert)
+    results: list[str] = []
+    threads = [threading.Thread(target=lambda: results.append(loadable_path(
+        str(tmp_path / "m.gguf")))) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert len(set(results)) == 1 and (Path(results[0]) / ms._DONE_MARKER).exists()
+    # no half-written copies left beside it
+    assert [p.name for p in Path(results[0]).parent.iterdir() if not p.name.endswith(".lock")] \
+        == [Path(results[0]).name]
+
+
+@needs_gguf
 def test_unwritable_cache_is_a_user_error(tmp_path, monkeypatch):
     (tmp_path / "m.gguf").write_bytes(b"")
     blocker = tmp_path / "not-a-dir"

@@ -73,7 +73,9 @@ class TrainingOptions(ComponentConfig):
     #: Keep the Trainer checkpoints after the final model is saved (they hold optimizer state,
     #: about three times the model's size, and are only needed to resume an unfinished stage).
     keep_checkpoints: bool = False
-    #: Extra `TrainingArguments` / TRL config fields, checked at run time; ours win.
+    #: Extra `TrainingArguments` / TRL config fields, checked when the stage starts. They
+    #: override the options above, but not what the stage relies on (output dir, dataset
+    #: fields).
     training_args: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -85,9 +87,9 @@ DONE = "rlhfx_done.json"
 
 def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext, **ours: Any):
     """Build a TRL config (SFTConfig, RewardConfig) from our options; unknown extras fail."""
-    import dataclasses
-
     import torch
+
+    from rlhfx.trainer_args import build_arguments
 
     on_gpu = ctx.device == "cuda"
     precision = opts.precision
@@ -120,26 +122,11 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         max_length=opts.max_length,
         dataloader_num_workers=0,
     )
-    fields = {f.name for f in dataclasses.fields(config_cls)}
-    if opts.warmup_ratio:
-        # transformers 5 folded `warmup_ratio` into `warmup_steps` (a float below 1 = ratio)
-        key = "warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"
-        args[key] = opts.warmup_ratio
-    # transformers 5 renamed it `activation_checkpointing` (setting the old name warns); 4.x has
-    # only the old one. Always set: TRL's configs default the old name to True.
-    key = "activation_checkpointing" if "activation_checkpointing" in fields \
-        else "gradient_checkpointing"
-    args[key] = opts.gradient_checkpointing
-    extra = dict(opts.training_args)
-    unknown = sorted(set(extra) - fields)
-    if unknown:
-        raise UserError(
-            f"{ctx.recipe_file}: stages.{ctx.stage_id}.training_args: unknown "
-            f"{config_cls.__name__} field(s): {', '.join(unknown)}"
-        )
-    args.update(extra)
-    args.update(ours)
-    return config_cls(**args)
+    return build_arguments(
+        config_cls, f"{ctx.recipe_file}: stages.{ctx.stage_id}", defaults=args,
+        extra=opts.training_args, forced=ours, warmup_ratio=opts.warmup_ratio,
+        activation_checkpointing=opts.gradient_checkpointing,
+    )
 
 
 def last_checkpoint(ctx: StageContext) -> str | None:

@@ -13,8 +13,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rlhfx.errors import UserError
-
 from .config import RaftConfig
 
 
@@ -91,14 +89,9 @@ def training_arguments(
     """
     from transformers import TrainingArguments
 
-    fields = TrainingArguments.__dataclass_fields__
-    for key in config.training_args:
-        if key not in fields or not fields[key].init:
-            raise UserError(
-                f"{where}.training_args.{key}: not an option of transformers.TrainingArguments"
-            )
+    from rlhfx.trainer_args import build_arguments
 
-    ours: dict[str, Any] = dict(
+    forced: dict[str, Any] = dict(
         output_dir=str(output_dir),
         per_device_train_batch_size=config.train_batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
@@ -114,6 +107,7 @@ def training_arguments(
         seed=seed,
         data_seed=seed,
         use_cpu=device == "cpu",
+        # The loop checkpoints, logs and shows progress itself, once per iteration.
         save_strategy="no",
         logging_strategy="no",
         report_to=[],
@@ -122,14 +116,8 @@ def training_arguments(
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,  # every trainable weight is used in each forward
     )
-    # transformers 5 folded warmup_ratio into a fractional warmup_steps; 4.x has both.
-    if config.warmup_ratio:
-        key = "warmup_ratio" if "warmup_ratio" in fields else "warmup_steps"
-        ours[key] = config.warmup_ratio
-    try:
-        return TrainingArguments(**{**config.training_args, **ours})
-    except (TypeError, ValueError) as exc:
-        raise UserError(f"{where}.training_args: {exc}") from None
+    return build_arguments(TrainingArguments, where, defaults={}, extra=config.training_args,
+                           forced=forced, warmup_ratio=config.warmup_ratio)
 
 
 def finetune(

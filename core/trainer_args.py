@@ -1,0 +1,71 @@
+"""Trainer arguments from recipe options, built one way for every Trainer-based step.
+
+The SFT and reward-model stages (TRL's SFTConfig / RewardConfig) and RAFT's fine-tuning step
+(transformers' TrainingArguments) each set their own values, but share the rules here: the
+recipe's free-form `training_args` are checked against the arguments class first (a typo is a
+one-line error naming the recipe key, not a TypeError from deep inside transformers), names
+that moved between transformers releases are picked for the installed one, and the recipe's
+extras override defaults but never the settings a step depends on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from rlhfx.errors import UserError
+
+
+def option_names(args_cls: Any) -> set[str]:
+    """The keyword arguments `args_cls(...)` accepts."""
+    return {f.name for f in dataclasses.fields(args_cls) if f.init}
+
+
+def check_extra_options(args_cls: Any, extra: Mapping[str, Any], where: str) -> None:
+    """Refuse `training_args` keys that `args_cls` does not take; `where` is the recipe key
+    that holds them (`recipe.toml: stages.align.algorithm`)."""
+    names = option_names(args_cls)
+    unknown = sorted(set(extra) - names)
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(unknown[0], names, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(
+            f"{where}.training_args.{unknown[0]}: not an option of "
+            f"{args_cls.__module__.split('.')[0]}.{args_cls.__name__}{hint}"
+        )
+
+
+def build_arguments(
+    args_cls: Any,
+    where: str,
+    defaults: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    forced: Mapping[str, Any] | None = None,
+    warmup_ratio: float = 0.0,
+    activation_checkpointing: bool | None = None,
+) -> Any:
+    """`args_cls(**defaults, **extra, **forced)`, the version-dependent names filled in.
+
+    `defaults`: what the recipe's typed options say (the extras may override them);
+    `forced`: what the step relies on (output dir, no Trainer checkpoints, ...).
+
+    transformers 5 folded `warmup_ratio` into a fractional `warmup_steps` and renamed
+    `gradient_checkpointing` to `activation_checkpointing` (the old name warns); 4.x has only
+    the old names. TRL's configs default gradient checkpointing to on, so stages pass it always.
+    """
+    check_extra_options(args_cls, extra, where)
+    names = option_names(args_cls)
+    values = dict(defaults)
+    if warmup_ratio:
+        values["warmup_ratio" if "warmup_ratio" in names else "warmup_steps"] = warmup_ratio
+    if activation_checkpointing is not None:
+        key = ("activation_checkpointing" if "activation_checkpointing" in names
+               else "gradient_checkpointing")
+        values[key] = activation_checkpointing
+    try:
+        return args_cls(**{**values, **extra, **(forced or {})})
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}.training_args: {exc}") from None

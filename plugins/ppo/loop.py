@@ -21,7 +21,7 @@ from typing import Any
 from rlhfx import StageContext, distributed
 from rlhfx.errors import UserError
 from rlhfx.io import atomic_write_json, read_jsonl, write_jsonl
-from rlhfx.metrics import distinct_n, rounded, sample_metrics
+from rlhfx.metrics import distinct_n, rounded
 
 from . import checkpoint
 from .config import PPOConfig
@@ -240,12 +240,8 @@ class PPORun:
     def evaluate(self, step: int) -> dict[str, Any]:
         """Held-out prompts at a low temperature: a steadier view of the reward than training's.
         The responses go to eval/step_NNNNNN.jsonl (main process)."""
-        import torch
-
-        from rlhfx import Sample
-        from rlhfx.components import frozen_statistics
-        from rlhfx.rollouts import SamplingSettings, generate
-        from rlhfx.scoring import clean_and_score
+        from rlhfx.evaluation import evaluate_policy
+        from rlhfx.rollouts import SamplingSettings
 
         c = self.config
         if not hasattr(self, "eval_prompts"):
@@ -254,26 +250,14 @@ class PPORun:
             max_new_tokens=c.eval_max_new_tokens or c.output_max_length - 1,
             temperature=c.eval_temperature, top_k=0, top_p=1.0,
         )
-        torch.manual_seed(eval_seed(self.seed, self.rank))  # each training step reseeds anyway
-        with self.trainer.autocast():
-            rollouts = generate(self.model.policy, self.tokenizer,
-                                distributed.shard(self.eval_prompts), sampling,
-                                batch_size=c.inference_batch_size, stop_strings=self.stop_strings)
-        # prompt_id * world + rank: the prompt's place in the eval set (shard is round robin)
-        samples = [Sample(r.prompt_id * self.world + self.rank, r.prompt, r.text)
-                   for r in rollouts]
-        with frozen_statistics(self.setup.reward):  # eval must not move running reward stats
-            clean_and_score(samples, self.setup.cleaners, self.setup.reward)
-        everyone = sorted((s for part in distributed.gather_objects(samples) for s in part),
-                          key=lambda s: s.prompt_id)
-        if self.ctx.is_main:
-            write_jsonl(self.ctx.stage_dir / "eval" / f"step_{step:06d}.jsonl", (
-                {"prompt": s.prompt, "response": s.response, "reward": s.reward,
-                 "discarded": s.discarded} for s in everyone
-            ))
-        found = sample_metrics(everyone, prefix="eval/")
-        return {k: found[k] for k in ("eval/reward_mean", "eval/reward_std",
-                                      "eval/discarded_rate", "eval/distinct_2")}
+        return evaluate_policy(
+            self.model.policy, self.tokenizer, self.eval_prompts, sampling,
+            cleaners=self.setup.cleaners, reward=self.setup.reward,
+            seed=eval_seed(self.seed, self.rank),  # each training step reseeds anyway
+            out_file=self.ctx.stage_dir / "eval" / f"step_{step:06d}.jsonl",
+            prefix="eval/", batch_size=c.inference_batch_size, stop_strings=self.stop_strings,
+            autocast=self.trainer.autocast(),
+        )
 
     # ------------------------------------------------------------------ reporting
     def _warn(self, step: int, metrics: dict[str, Any]) -> None:

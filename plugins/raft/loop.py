@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import Sample, StageContext, distributed
-from rlhfx.components import frozen_statistics
 from rlhfx.errors import UserError
+from rlhfx.evaluation import evaluate_policy
 from rlhfx.io import atomic_write_json, read_jsonl, write_jsonl
 from rlhfx.metrics import mean_std, rate, rounded, sample_metrics
 from rlhfx.models import load_causal_lm, load_tokenizer
@@ -202,25 +202,19 @@ class RaftLoop:
         return everyone
 
     def _evaluate(self, it: int, evals: list[str], progress: Any) -> dict[str, Any]:
-        import torch
-
         c = self.config
-        torch.manual_seed(iteration_seed(self.seed + 7, 0, self.rank))  # same noise every eval
         sampling = SamplingSettings(
             max_new_tokens=c.max_new_tokens, temperature=c.eval_temperature,
             top_k=c.top_k, top_p=c.top_p,
         )
-        samples = self._generate(evals, 1, sampling, random.Random(0), progress, "eval: generating")
-        with frozen_statistics(self.setup.reward):  # eval must not move running statistics
-            samples = self._score(samples, progress, "eval: scoring")
-        if self.ctx.is_main:
-            write_jsonl(self.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl", (
-                {"prompt": s.prompt, "response": s.response, "reward": s.reward,
-                 "discarded": s.discarded} for s in samples
-            ))
-        m = sample_metrics(samples, prefix="eval_")
-        return {k: m[k] for k in ("eval_reward_mean", "eval_reward_std", "eval_discarded_rate",
-                                  "eval_distinct_2")}
+        return evaluate_policy(
+            self.model, self.tokenizer, evals, sampling,
+            cleaners=self.setup.cleaners, reward=self.setup.reward,
+            seed=iteration_seed(self.seed + 7, 0, self.rank),  # same noise every eval
+            out_file=self.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl",
+            prefix="eval_", batch_size=c.inference_batch_size, stop_strings=self.stop_strings,
+            autocast=self._autocast(), progress=progress,
+        )
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> dict[str, str]:

@@ -1,0 +1,72 @@
+"""Held-out evaluation, the same for every alignment algorithm.
+
+The policy answers the eval prompts at a low temperature with the same sampling noise each
+time (so before/after differences come from the policy, not the dice); the recipe's cleaners
+and reward score the answers with running reward statistics frozen (an eval must not move the
+normalisation training uses). Under `torchrun` each process answers its share of the prompts
+and everyone's answers are gathered in prompt order; the main process writes them for the
+report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlhfx import distributed
+from rlhfx.components import ResponseCleaner, RewardSource, Sample, frozen_statistics
+from rlhfx.io import write_jsonl
+from rlhfx.metrics import sample_metrics
+from rlhfx.rollouts import SamplingSettings, generate
+from rlhfx.scoring import clean_and_score
+
+#: The figures an eval reports, each under the caller's prefix (`eval_`, `eval/`).
+EVAL_FIGURES = ("reward_mean", "reward_std", "discarded_rate", "distinct_2")
+
+
+def evaluate_policy(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    sampling: SamplingSettings,
+    *,
+    cleaners: Sequence[ResponseCleaner],
+    reward: RewardSource,
+    seed: int,
+    out_file: Path,
+    prefix: str,
+    batch_size: int = 8,
+    stop_strings: Sequence[str] = (),
+    autocast: Any = None,
+    progress: Any = None,
+) -> dict[str, Any]:
+    """Answer, score and record the eval prompts; returns `{prefix + figure: value}`.
+
+    `seed` is this process's: the caller derives it from the run's seed and its rank.
+    """
+    import torch
+
+    torch.manual_seed(seed)
+    world, rank = distributed.world_size(), distributed.rank()
+    positions = list(range(rank, len(prompts), world))
+    mine = [prompts[i] for i in positions]
+    with autocast if autocast is not None else contextlib.nullcontext():
+        rollouts = generate(
+            model, tokenizer, mine, sampling, batch_size=batch_size, stop_strings=stop_strings,
+            progress=progress, description="eval: generating", rng=random.Random(0),
+        ) if mine else []
+    samples = [Sample(positions[r.prompt_id], r.prompt, r.text) for r in rollouts]
+    with frozen_statistics(reward):
+        clean_and_score(samples, cleaners, reward)
+    everyone = sorted((s for part in distributed.gather_objects(samples) for s in part),
+                      key=lambda s: s.prompt_id)
+    if distributed.is_main():
+        write_jsonl(out_file, (
+            {"prompt": s.prompt, "response": s.response, "reward": s.reward,
+             "discarded": s.discarded} for s in everyone
+        ))
+    found = sample_metrics(everyone, prefix=prefix)
+    return {prefix + k: found[prefix + k] for k in EVAL_FIGURES}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from rlhfx import distributed
 from rlhfx.components import ResponseCleaner, RewardSource, Sample
 
 
@@ -32,9 +33,14 @@ def clean(samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner]) -> Non
 
 
 def score(samples: Sequence[Sample], reward: RewardSource) -> None:
-    """Score the samples that were not discarded, in one batched call."""
+    """Score the samples that were not discarded, in one batched call.
+
+    Under `torchrun` every process calls the reward source, even with nothing to score, so a
+    source may gather across processes inside `score` (the `weighted` source's running
+    statistics do).
+    """
     keep = [s for s in samples if not s.discarded]
-    if keep:
+    if keep or distributed.world_size() > 1:
         values = reward.score([s.prompt for s in keep], [s.response for s in keep])
         if len(values) != len(keep):
             raise RuntimeError(

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from rlhfx import ComponentConfig, RewardSource, RewardSourceRef, hookimpl
+from rlhfx import ComponentConfig, RewardSource, RewardSourceRef, distributed, hookimpl
 from rlhfx.components import frozen_statistics
 
 
@@ -157,6 +157,18 @@ class RunningStats:
         return math.sqrt(self.m2 / (self.n - 1)) if self.n > 1 else 0.0
 
 
+def everyones(values: Sequence[float]) -> list[float]:
+    """Every process's values in rank order (just `values` in a single process).
+
+    Under torchrun each process scores its own shard of samples; updating running statistics
+    with the shard alone would leave each process normalising by different numbers (and the
+    checkpoint, written by the main process, holding only its share).
+    """
+    if distributed.world_size() <= 1:
+        return list(values)
+    return [v for part in distributed.gather_objects(list(values)) for v in part]
+
+
 def _zscore(values: Sequence[float], mean: float, std: float) -> list[float]:
     if std < 1e-8:
         return [v - mean for v in values]
@@ -187,7 +199,7 @@ class WeightedReward(RewardSource):
                 values = _zscore(values, *_mean_std(values))
             elif term.normalize == "running":
                 if not self.statistics_frozen:
-                    stats.update(values)
+                    stats.update(everyones(values))
                     values = _zscore(values, stats.mean, stats.std)
                 elif stats.n:
                     values = _zscore(values, stats.mean, stats.std)

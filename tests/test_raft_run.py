@@ -49,7 +49,12 @@ def _toml_value(value: Any) -> str:
     return json.dumps(value)
 
 
-def write_recipe(path: Path, seed: int = 3, **algorithm: Any) -> Path:
+PATTERN_REWARD = ['name = "pattern_penalty"',
+                  'rules = [{ pattern = "[A-Za-z]{3,}", penalty = -1.0 }]']
+
+
+def write_recipe(path: Path, seed: int = 3, reward: list[str] | None = None,
+                 **algorithm: Any) -> Path:
     settings = {**SMALL, **algorithm}
     lines = [
         "[run]", f"seed = {seed}", "",
@@ -63,8 +68,7 @@ def write_recipe(path: Path, seed: int = 3, **algorithm: Any) -> Path:
         *(f"{k} = {_toml_value(v)}" for k, v in settings.items()),
         "",
         "[stages.align.reward]",
-        'name = "pattern_penalty"',
-        'rules = [{ pattern = "[A-Za-z]{3,}", penalty = -1.0 }]',
+        *(reward or PATTERN_REWARD),
     ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -213,7 +217,10 @@ def test_lora_resumes_exactly_and_saves_a_merged_model(tmp_path):
 # ------------------------------------------------------------------ two processes
 @pytest.mark.slow
 def test_two_processes_under_torchrun(tmp_path):
-    recipe = write_recipe(tmp_path / "r.toml", iterations=2, k=2, batch_size=8)
+    # The reward z-scores with running statistics: they must cover both processes' samples.
+    running = ['name = "weighted"', 'terms = [{ source = { name = "pattern_penalty", rules = '
+               '[{ pattern = "[A-Za-z]{3,}", penalty = -1.0 }] }, normalize = "running" }]']
+    recipe = write_recipe(tmp_path / "r.toml", iterations=2, k=2, batch_size=8, reward=running)
     out = tmp_path / "run"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                "--nproc_per_node", "2", "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)]
@@ -236,6 +243,21 @@ def test_two_processes_under_torchrun(tmp_path):
         # 8 selected, micro-batch 2, 1 epoch: 4 steps alone, 2 per process data-parallel
         assert records[it]["train_steps"] == 2
     assert_loadable(stage / "model")
+
+    import re
+    import statistics
+
+    raw = [float(len(re.findall("[A-Za-z]{3,}", r["response"])))  # penalty -1 per word
+           for it in (1, 2)
+           for r in map(json.loads, (stage / "iterations" / f"iter-{it:04d}" / "samples.jsonl")
+                        .read_text().splitlines())
+           if not r["discarded"]]
+    latest = json.loads((stage / "checkpoints" / "latest.json").read_text())
+    state = json.loads((stage / "checkpoints" / latest["dir"] / "state.json").read_text())
+    n, mean, m2 = state["reward_state"]["running"][0]
+    assert n == len(raw)  # not just the main process's half
+    assert mean == pytest.approx(statistics.fmean(raw))
+    assert m2 / (n - 1) == pytest.approx(statistics.variance(raw))
 
 
 # ------------------------------------------------------------------ top ranker, empty selections

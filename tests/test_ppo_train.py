@@ -150,6 +150,22 @@ def test_reward_model_with_another_tokenizer(rlhfx_cli, tmp_path):
 EVAL_KEYS = ("eval/reward_mean", "eval/reward_std", "eval/discarded_rate", "eval/distinct_2")
 
 
+def test_mixed_precision_left_by_an_earlier_stage_does_not_leak_into_ppo(rlhfx_cli, tmp_path):
+    # An SFT or RAFT stage in bf16 before PPO in one process leaves accelerate's process-wide
+    # state in bf16; PPO used to inherit it and run the policy (not the reference) in bf16.
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=False)  # whatever earlier tests left
+    Accelerator(cpu=True, mixed_precision="bf16")
+    try:
+        out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "steps": 1})
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=False)
+    [record] = [r for r in records(out) if r["step"] == 1]
+    assert record["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference
+
+
 def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     """Also the evals: the initial policy at step 0, files per eval, the report's table."""
     from report_fakes import Page

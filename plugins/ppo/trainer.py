@@ -106,6 +106,7 @@ class PPOTrainer:
 
     def __init__(self, config: PPOConfig, model: PolicyWithValueHead, pad_id: int, device: str):
         from accelerate import Accelerator
+        from accelerate.state import AcceleratorState
 
         self.config = config
         self.pad_id = pad_id
@@ -114,9 +115,14 @@ class PPOTrainer:
         # `config.dtype` (our own context, so generation and the reference use it too).
         # float16 also needs loss scaling: accelerate's GradScaler, on CUDA only.
         self.compute_dtype = getattr(torch, config.dtype)
+        # accelerate keeps one process-wide state, so an earlier stage's Trainer (SFT or RAFT
+        # in bf16, same process) would leave its mixed precision on and wrap the policy's
+        # forward in bf16 autocast while the reference ran in float32: KL not 0 at step 1.
+        # Clear it (not the process group, PartialState) and say what we want.
+        AcceleratorState._reset_state(reset_partial_state=False)
         self.accelerator = Accelerator(
             cpu=device == "cpu", gradient_accumulation_steps=config.gradient_accumulation_steps,
-            mixed_precision="fp16" if config.dtype == "float16" and device != "cpu" else None,
+            mixed_precision="fp16" if config.dtype == "float16" and device != "cpu" else "no",
         )
         self.unwrapped = model
         self.reference = Reference(model, self.compute_dtype)

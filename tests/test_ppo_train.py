@@ -179,7 +179,7 @@ def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     recs = records(out)
     assert [r["step"] for r in recs] == [0, 1, 2]
     # step 0: the initial policy's eval only, under the names later evals use
-    assert set(recs[0]) == {"step", "time", *EVAL_KEYS}
+    assert set(recs[0]) == {"step", "time", "time/eval", *EVAL_KEYS}
     assert "eval/reward_mean" not in recs[1] and set(EVAL_KEYS) <= set(recs[2])
     # LoRA's B starts at zero: policy == reference (the base, adapter off) at step 1
     assert recs[1]["objective/kl"] == pytest.approx(0.0, abs=1e-6)

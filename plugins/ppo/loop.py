@@ -208,7 +208,9 @@ class PPORun:
         if metrics["ppo/kept"]:
             self.trainer.kl_ctl.update(metrics["objective/kl"], int(metrics["ppo/kept"]))
         if self._eval_due(step):
+            started = time.perf_counter()
             metrics.update(self.evaluate(step))
+            metrics["time/eval"] = time.perf_counter() - started
         metrics["time/step"] = time.perf_counter() - t0
         metrics = rounded(metrics, 8)
         ctx.log_metrics(step, metrics)
@@ -230,7 +232,10 @@ class PPORun:
         if self.initial_eval_done:
             self.ctx.log.info("ppo: the initial policy was evaluated before the interruption")
             return
-        metrics = rounded(self.evaluate(0), 8)
+        started = time.perf_counter()
+        metrics = self.evaluate(0)
+        metrics["time/eval"] = time.perf_counter() - started  # the report's phase chart
+        metrics = rounded(metrics, 8)
         self.ctx.log_metrics(0, metrics)
         self.initial_eval_done = True
         reward = metrics["eval/reward_mean"]

@@ -249,8 +249,10 @@ class RaftLoop:
             )
         pending: list[dict[str, Any]] = []
         if state.iteration == 0 and eval_prompts and c.eval_every:
+            started = time.perf_counter()
             with ctx.progress() as progress:
                 initial = self._evaluate(0, eval_prompts, progress)
+            initial["seconds_eval"] = time.perf_counter() - started  # the report's phase chart
             pending.append({"step": 0, "iteration": 0, **rounded(initial)})
             ctx.log.info("raft: initial policy: eval reward %s", _fmt(initial["eval_reward_mean"]))
 

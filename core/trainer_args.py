@@ -32,10 +32,19 @@ def check_extra_options(args_cls: Any, extra: Mapping[str, Any], where: str) -> 
 
         close = difflib.get_close_matches(unknown[0], names, n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
+        others = f" (also: {', '.join(unknown[1:])})" if len(unknown) > 1 else ""
         raise UserError(
             f"{where}.training_args.{unknown[0]}: not an option of "
-            f"{args_cls.__module__.split('.')[0]}.{args_cls.__name__}{hint}"
+            f"{args_cls.__module__.split('.')[0]}.{args_cls.__name__}{hint}{others}"
         )
+
+
+def warmup_setting(args_cls: Any, ratio: float) -> dict[str, float]:
+    """The warmup ratio under the installed name: transformers 5 folded `warmup_ratio` into a
+    fractional `warmup_steps`; 4.x has both."""
+    if not ratio:
+        return {}
+    return {"warmup_ratio" if "warmup_ratio" in option_names(args_cls) else "warmup_steps": ratio}
 
 
 def build_arguments(
@@ -52,19 +61,20 @@ def build_arguments(
     `defaults`: what the recipe's typed options say (the extras may override them);
     `forced`: what the step relies on (output dir, no Trainer checkpoints, ...).
 
-    transformers 5 folded `warmup_ratio` into a fractional `warmup_steps` and renamed
-    `gradient_checkpointing` to `activation_checkpointing` (the old name warns); 4.x has only
-    the old names. TRL's configs default gradient checkpointing to on, so stages pass it always.
+    transformers 5 renamed `gradient_checkpointing` to `activation_checkpointing` (setting the
+    old name warns, and the new one wins when both are set); 4.x has only the old name. TRL's
+    configs default checkpointing to on, so stages pass their option always; a recipe extra
+    under either name overrides it.
     """
     check_extra_options(args_cls, extra, where)
     names = option_names(args_cls)
-    values = dict(defaults)
-    if warmup_ratio:
-        values["warmup_ratio" if "warmup_ratio" in names else "warmup_steps"] = warmup_ratio
+    values = {**defaults, **warmup_setting(args_cls, warmup_ratio)}
+    extra = dict(extra)
+    new, old = "activation_checkpointing", "gradient_checkpointing"
+    if new in names and old in extra:  # the old name from a recipe: say it the new way
+        extra.setdefault(new, extra.pop(old))
     if activation_checkpointing is not None:
-        key = ("activation_checkpointing" if "activation_checkpointing" in names
-               else "gradient_checkpointing")
-        values[key] = activation_checkpointing
+        values[new if new in names else old] = activation_checkpointing
     try:
         return args_cls(**{**values, **extra, **(forced or {})})
     except (TypeError, ValueError) as exc:

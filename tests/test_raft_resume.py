@@ -87,7 +87,8 @@ def test_grown_iterations_continue_from_the_checkpoint_and_score_the_same(tmp_pa
 
 @pytest.mark.parametrize(("changes", "same"), [
     ({"iterations": 9}, True),
-    ({"torch_threads": 2, "keep_checkpoints": 3, "eval_every": 2, "save_samples": False}, True),
+    ({"torch_threads": 2, "keep_checkpoints": 3, "eval_every": 2, "save_samples": False,
+      "distinct2_warn_fraction": 0.9, "cleaner_rate_warn_increase": 0.5}, True),
     ({"learning_rate": 0.5}, False),
     ({"k": 3}, False),
 ])

@@ -12,11 +12,41 @@ def test_unknown_extra_option_names_the_recipe_key_and_the_closest_option():
     from transformers import TrainingArguments
 
     with pytest.raises(UserError) as caught:
-        check_extra_options(TrainingArguments, {"learning_rat": 1e-4}, "r.toml: stages.sft")
+        check_extra_options(TrainingArguments, {"learning_rat": 1e-4, "zzz": 1, "output_dir": ""},
+                            "r.toml: stages.sft")
     assert str(caught.value) == (
         "r.toml: stages.sft.training_args.learning_rat: not an option of "
-        "transformers.TrainingArguments (did you mean 'learning_rate'?)"
+        "transformers.TrainingArguments (did you mean 'learning_rate'?) (also: zzz)"
     )
+
+
+@pytest.mark.parametrize("name", ["gradient_checkpointing", "activation_checkpointing"])
+def test_checkpointing_from_the_recipe_extras_beats_the_typed_option(tmp_path, name):
+    import warnings
+
+    from trl import SFTConfig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # the old name is passed on the new way
+        args = build_arguments(
+            SFTConfig, "r.toml: stages.sft", defaults={"output_dir": str(tmp_path)},
+            extra={name: True}, forced={"use_cpu": True, "bf16": False},
+            activation_checkpointing=False,
+        )
+    assert args.gradient_checkpointing is True
+
+
+def test_raft_settings_win_over_its_training_args_extras(tmp_path):
+    from rlhfx.plugins.raft.config import RaftConfig
+    from rlhfx.plugins.raft.train import training_arguments
+
+    config = RaftConfig(warmup_ratio=0.1, learning_rate=1e-3,
+                        training_args={"warmup_steps": 5, "learning_rate": 9.0, "adam_beta2": 0.9})
+    args = training_arguments(config, tmp_path, seed=1, device="cpu")
+    ratio = getattr(args, "warmup_ratio", None)
+    assert (ratio if ratio is not None else args.warmup_steps) == 0.1
+    assert args.learning_rate == 1e-3
+    assert args.adam_beta2 == 0.9  # an extra RAFT does not set itself goes through
 
 
 def test_extras_override_defaults_but_not_forced_settings(tmp_path):

@@ -15,9 +15,11 @@ from rlhfx import ComponentConfig, RankerRef
 from rlhfx.lora import LoraSettings
 
 #: Options that may change when a run is resumed (the runner and the checkpoint fingerprint
-#: leave them out): more iterations continue from the last checkpoint.
+#: leave them out): more iterations continue from the last checkpoint; warning thresholds
+#: change no result.
 RESUME_NEUTRAL = frozenset(
-    {"iterations", "torch_threads", "keep_checkpoints", "eval_every", "save_samples"}
+    {"iterations", "torch_threads", "keep_checkpoints", "eval_every", "save_samples",
+     "distinct2_warn_fraction", "cleaner_rate_warn_increase"}
 )
 
 
@@ -84,8 +86,8 @@ class RaftConfig(ComponentConfig):
     #: Compute dtype for training (Trainer mixed precision over float32 weights) and
     #: generation (autocast). On the CPU, float16 falls back to float32.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    #: Extra `transformers.TrainingArguments` (e.g. `{ deepspeed = "ds.json" }`), checked at
-    #: run time; ours win for the keys RAFT sets itself.
+    #: Extra `transformers.TrainingArguments` (e.g. `{ deepspeed = "ds.json" }`), checked when
+    #: the stage starts; the options above win over them for the keys RAFT sets itself.
     training_args: dict[str, Any] = Field(default_factory=dict)
 
     # ---- evaluation on held-out prompts (the align stage's `eval_prompts`)

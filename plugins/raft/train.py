@@ -89,7 +89,7 @@ def training_arguments(
     """
     from transformers import TrainingArguments
 
-    from rlhfx.trainer_args import build_arguments
+    from rlhfx.trainer_args import build_arguments, warmup_setting
 
     forced: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -115,9 +115,10 @@ def training_arguments(
         dataloader_num_workers=0,
         remove_unused_columns=False,
         ddp_find_unused_parameters=False,  # every trainable weight is used in each forward
+        **warmup_setting(TrainingArguments, config.warmup_ratio),
     )
     return build_arguments(TrainingArguments, where, defaults={}, extra=config.training_args,
-                           forced=forced, warmup_ratio=config.warmup_ratio)
+                           forced=forced)
 
 
 def finetune(

@@ -164,8 +164,6 @@ def everyones(values: Sequence[float]) -> list[float]:
     with the shard alone would leave each process normalising by different numbers (and the
     checkpoint, written by the main process, holding only its share).
     """
-    if distributed.world_size() <= 1:
-        return list(values)
     return [v for part in distributed.gather_objects(list(values)) for v in part]
 
 
@@ -203,8 +201,9 @@ class WeightedReward(RewardSource):
                     values = _zscore(values, stats.mean, stats.std)
                 elif stats.n:
                     values = _zscore(values, stats.mean, stats.std)
-                else:  # frozen before any update (eval of the initial policy): this batch's own
-                    values = _zscore(values, *_mean_std(values))
+                else:  # frozen before any update (eval of the initial policy): the batch's own,
+                    # over every process's share, so the figure does not depend on their number
+                    values = _zscore(values, *_mean_std(everyones(values)))
             total = [t + term.weight * v for t, v in zip(total, values, strict=True)]
         return total
 

@@ -83,6 +83,12 @@ def load_plugin_commands(group: click.Group) -> None:
 
 def main() -> None:
     """Console entry point (`rlhfx`)."""
+    import warnings
+
+    # peft asks transformers 5 for a renamed attribute on every LoRA run; a user can do
+    # nothing about it, so the command line does not repeat it.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated",
+                            category=FutureWarning)
     cli()
 
 

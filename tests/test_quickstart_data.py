@@ -126,7 +126,7 @@ def test_data_files_ship_with_the_package():
     root = Path(__file__).resolve().parents[1]
     config = tomllib.loads((root / "pyproject.toml").read_text(encoding="utf-8"))
     setuptools = config["tool"]["setuptools"]
-    assert "rlhfx.plugins.quickstart" in setuptools["packages"]
-    assert "data/*.jsonl" in setuptools["package-data"]["rlhfx.plugins.quickstart"]
+    assert "rlhfx.plugins.quickstart.data" in setuptools["packages"]
+    assert "*.jsonl" in setuptools["package-data"]["*"]  # (tests/test_install.py checks the wheel)
     for path in [*PAIR_FILES, *PROMPT_FILES]:
         assert path.parent == qs.DATA_DIR and path.exists()

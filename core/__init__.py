@@ -27,12 +27,16 @@ from rlhfx.config import (
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.hookspecs import hookimpl
+from rlhfx.alignment import AlgorithmConfig, AlignmentSetup, Batch  # noqa: I001 (after components)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AlgorithmConfig",
     "AlgorithmRef",
     "AlignmentAlgorithm",
+    "AlignmentSetup",
+    "Batch",
     "CleanResult",
     "CleanerRef",
     "Component",

@@ -7,15 +7,27 @@ constructs the component, so `rlhfx validate` never loads a model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    from rlhfx.alignment.batch import Batch
+    from rlhfx.alignment.setup import AlignmentSetup
     from rlhfx.context import StageContext
+
+
+#: Options of the shared alignment loop that may change when a run is resumed (more iterations
+#: continue from the last checkpoint; cadences and warning thresholds change no result).
+LOOP_RESUME_NEUTRAL = frozenset({
+    "iterations", "torch_threads", "keep_checkpoints", "eval_every", "save_every",
+    "save_samples", "distinct2_warn_fraction", "cleaner_rate_warn_increase",
+    "discard_rate_warn", "kl_negative_tolerance", "kl_warn_above",
+})
 
 
 class ComponentConfig(BaseModel):
@@ -54,9 +66,13 @@ class Component:
 
 @dataclass
 class Sample:
-    """One generated response to one prompt, as it moves through clean -> score -> rank."""
+    """One generated response to one prompt, as it moves through clean -> score -> train.
 
-    prompt_id: int  # index of the prompt in this batch; the k samples of a prompt share it
+    The alignment loop fills everything but `trained` (the algorithm marks what its update
+    used) and `extra` (free for the algorithm; JSON-able values land in the samples file).
+    """
+
+    prompt_id: int  # index of the prompt in this iteration; the k samples of a prompt share it
     prompt: str
     raw_response: str
     response: str = ""  # after the cleaners
@@ -65,6 +81,22 @@ class Sample:
     discard_reason: str | None = None
     reward: float | None = None  # None while unscored or when discarded
     extra: dict[str, Any] = field(default_factory=dict)
+    #: which of its prompt's k samples this is (0-based)
+    sample: int = 0
+    #: extra fields of the prompt's row in the prompt file (e.g. a reference answer)
+    fields: dict[str, Any] = field(default_factory=dict)
+    #: the policy's token ids: the prompt as generation saw it, and the sampled response cut
+    #: where the cleaned text ends (see `token_status`)
+    prompt_ids: list[int] = field(default_factory=list)
+    response_ids: list[int] = field(default_factory=list)
+    #: how `response_ids` relate to the cleaned text: "kept" (all sampled tokens), "cut"
+    #: (a prefix of them), "retokenized" (a cleaner rewrote the text), "prefix" (a cleaner
+    #: removed text before the response: those tokens cannot be cut away)
+    token_status: str = "kept"
+    #: the response ended by itself (EOS or a stop string), not at the length limit
+    finished: bool = False
+    #: the algorithm's update used this sample (RAFT: selected; PPO: kept)
+    trained: bool = False
 
 
 @dataclass
@@ -83,6 +115,11 @@ class ResponseCleaner(Component):
 
     def clean(self, prompt: str, response: str) -> CleanResult:
         raise NotImplementedError
+
+    def stop_strings(self) -> list[str]:
+        """Strings at which generation may stop because this cleaner would cut there anyway
+        (the loop's default `stop_strings` are every cleaner's, in recipe order)."""
+        return []
 
 
 class RewardSource(Component):
@@ -121,6 +158,16 @@ class Ranker(Component):
     """Chooses which samples RAFT fine-tunes on."""
 
     kind = "ranker"
+    #: How many samples the algorithm hopes to keep (RAFT's b); set before `select` is called.
+    #: A ranker may use it as its default budget (the built-in `top` does).
+    keep: int | None = None
+
+    def samples_per_prompt(self, k: int) -> int:
+        """How many samples of each prompt this ranker compares, given the algorithm's k.
+
+        k (the default): it picks within each prompt's group (b prompts x k samples).
+        1: it ranks single samples across prompts (b*k prompts, one sample each)."""
+        return k
 
     def select(self, samples: Sequence[Sample]) -> list[int]:
         """Return indices into `samples`; discarded samples must never be returned."""
@@ -128,16 +175,58 @@ class Ranker(Component):
 
 
 class AlignmentAlgorithm(Component):
-    """An alignment loop (RAFT, PPO, ...) run by the `align` stage."""
+    """An alignment algorithm (RAFT, PPO, GRPO, ...) run by the shared alignment loop.
+
+    The loop (`rlhfx.alignment.loop`) owns the run: prompt schedule, seeding, generation,
+    cleaning, scoring, guards, eval, checkpoints, metrics, plots and the final save. An
+    algorithm says only what makes it that algorithm; see docs/algorithms.md. Its `Config`
+    subclasses `rlhfx.AlgorithmConfig`, whose shared options the loop reads.
+    """
 
     kind = "algorithm"
+    resume_neutral = LOOP_RESUME_NEUTRAL
+    #: The policy the loop generates with, checkpoints and saves (set it in `setup`).
+    policy: Any = None
 
-    def run(self, ctx: StageContext, setup: Any) -> dict[str, str]:
-        """Run to completion (resuming if the stage directory holds a checkpoint).
-
-        Returns the stage's outputs, e.g. `{"model": "<dir of the final policy>"}`.
-        """
+    def prompts_per_iteration(self) -> int:
+        """Prompts the loop samples per iteration, over all processes."""
         raise NotImplementedError
+
+    def samples_per_prompt(self) -> int:
+        """Responses the loop samples for each prompt (k)."""
+        return 1
+
+    def setup(self, setup: AlignmentSetup) -> None:
+        """Load what the algorithm trains (`self.policy = setup.load_policy()`, an optimizer,
+        a reference model...). Called once per process, before a checkpoint is restored."""
+        raise NotImplementedError
+
+    def update(self, batch: Batch) -> Mapping[str, Any]:
+        """Learn from one iteration's scored samples; mark the samples used
+        (`sample.trained = True`) and return metrics (docs/metrics.md: names in the schema
+        keep their meaning, any other name is shown as `<algorithm>/<name>`)."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint holds for this algorithm (torch-saveable). Default: the policy's
+        trainable weights; add optimizer state and the like when the update needs them."""
+        from rlhfx.alignment.weights import trainable_state
+
+        return {"policy": trainable_state(self.policy)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` returned (called after `setup`)."""
+        from rlhfx.alignment.weights import load_trainable_state
+
+        load_trainable_state(self.policy, state["policy"])
+
+    def final_model(self) -> Any:
+        """The model the loop saves as the stage's output. Default: the policy, LoRA merged."""
+        model = self.policy
+        return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+    def save_extras(self, directory: Path) -> None:
+        """Write files of the algorithm's own beside the final model (e.g. PPO's value head)."""
 
 
 class Stage(Component):

@@ -1,7 +1,7 @@
-"""Reward curves as PNG files (matplotlib's Agg backend: no display needed).
+"""Curves of an alignment run as PNG files (matplotlib's Agg backend: no display needed).
 
-`reward_curve` draws one; `BackgroundPlotter` redraws it in a helper process, so a training
-loop that updates its curve every iteration never waits for matplotlib (a draw costs a tenth
+`reward_curve` draws one; `BackgroundPlotter` redraws them in a helper process, so a training
+loop that updates its curves every iteration never waits for matplotlib (a draw costs a tenth
 of a second or more of CPU: as much as a tiny model's whole training step).
 """
 
@@ -20,9 +20,28 @@ from typing import Any
 #: metric key -> legend label, in drawing order (the curves of the RAFT paper's figure).
 DEFAULT_CURVES = {
     "reward_mean": "model reward (all samples)",
-    "selected_reward_mean": "selected samples",
+    "trained_reward_mean": "samples trained on",
     "eval_reward_mean": "eval prompts (low temperature)",
 }
+KL_CURVES = {"kl_mean": "mean KL per response (vs the reference)"}
+
+
+def loop_figures(
+    records: Sequence[Mapping[str, Any]], stage_dir: Path, algorithm: str
+) -> list[dict[str, Any]]:
+    """The alignment loop's figures: the reward curve, and the KL curve when there is a KL."""
+    figures = [{"records": _only(records, DEFAULT_CURVES), "path": str(stage_dir /
+                "reward_curve.png"), "title": f"{algorithm}: reward per iteration",
+                "curves": DEFAULT_CURVES, "ylabel": "mean reward"}]
+    if any(r.get("kl_mean") is not None for r in records):
+        figures.append({"records": _only(records, KL_CURVES), "path": str(stage_dir /
+                        "kl_curve.png"), "title": f"{algorithm}: KL to the reference",
+                        "curves": KL_CURVES, "ylabel": "KL (nats per response)"})
+    return figures
+
+
+def _only(records: Sequence[Mapping[str, Any]], keys: Mapping[str, str]) -> list[dict[str, Any]]:
+    return [{k: r[k] for k in ("step", *keys) if k in r} for r in records]
 
 
 def reward_curve(
@@ -31,6 +50,7 @@ def reward_curve(
     curves: Mapping[str, str] = DEFAULT_CURVES,
     title: str = "reward per iteration",
     x_key: str = "step",
+    ylabel: str = "mean reward",
 ) -> Path:
     """Draw each metric in `curves` against `x_key` (records without the metric are skipped).
 
@@ -53,7 +73,7 @@ def reward_curve(
             ax.plot(xs, ys, marker="o", markersize=3, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("iteration")
-    ax.set_ylabel("mean reward")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
@@ -85,7 +105,17 @@ class BackgroundPlotter:
     def submit(
         self, records: Sequence[Mapping[str, Any]], path: str | Path, title: str = "reward"
     ) -> None:
-        self._last = {"records": [dict(r) for r in records], "path": str(path), "title": title}
+        self._last = {"figures": [{"records": [dict(r) for r in records], "path": str(path),
+                                   "title": title}]}
+        self._send()
+
+    def submit_many(self, figures: Sequence[Mapping[str, Any]]) -> None:
+        """Draw several figures (each a `reward_curve` keyword set) as one request, so the
+        child's skipping to the newest request never drops one of them."""
+        self._last = {"figures": [dict(f) for f in figures]}
+        self._send()
+
+    def _send(self) -> None:
         if self._broken:
             return
         try:
@@ -112,8 +142,7 @@ class BackgroundPlotter:
             except (OSError, subprocess.TimeoutExpired):
                 child.kill()
         if self._last is not None and not ok:
-            last = self._last
-            reward_curve(last["records"], last["path"], title=last["title"])
+            _draw(self._last)
         self._last = None
 
 
@@ -138,5 +167,9 @@ def _serve() -> None:
             if not newer:
                 break
             line = newer
-        request = json.loads(line)
-        reward_curve(request["records"], request["path"], title=request["title"])
+        _draw(json.loads(line))
+
+
+def _draw(request: Mapping[str, Any]) -> None:
+    for figure in request["figures"]:
+        reward_curve(**figure)

@@ -1,12 +1,15 @@
-"""The shared middle of every alignment loop: clean the responses, then score the survivors.
+"""The shared middle of every alignment iteration: clean the responses, then score the survivors.
 
-RAFT and PPO both call `clean_and_score`, so a cleaner or reward plugin behaves the same under
-either algorithm, and the metrics they report (change rate, discard rate) mean the same thing.
+Every algorithm gets its samples cleaned and scored here (through the alignment loop), so a
+cleaner or reward plugin behaves the same under any algorithm, and the metrics built from its
+results (change rate, discard rate) mean the same thing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from rlhfx import distributed
 from rlhfx.components import ResponseCleaner, RewardSource, Sample
@@ -32,30 +35,80 @@ def clean(samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner]) -> Non
         sample.discarded, sample.discard_reason = reason is not None, reason
 
 
-def score(samples: Sequence[Sample], reward: RewardSource) -> None:
+def accepted_fields(source: RewardSource, names: Sequence[str]) -> list[str]:
+    """Which prompt-file fields `source.score` takes as keyword arguments: those it names, or
+    all of them when it has `**kwargs`; none for the plain `score(prompts, responses)`."""
+    try:
+        params = inspect.signature(source.score).parameters
+    except (TypeError, ValueError):
+        return []
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return list(names)
+    return [n for n in names if n in params and n not in ("prompts", "responses")]
+
+
+def call_score(
+    source: RewardSource,
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    fields: Mapping[str, Sequence[Any]] | None = None,
+) -> Any:
+    """`source.score(prompts, responses, **fields it accepts)`: each field a list aligned with
+    the responses. Composite sources (`weighted`) call their parts through this too."""
+    fields = fields or {}
+    kwargs = {name: list(fields[name]) for name in accepted_fields(source, list(fields))}
+    return source.score(list(prompts), list(responses), **kwargs)
+
+
+def score(samples: Sequence[Sample], reward: RewardSource, where: str = "reward") -> None:
     """Score the samples that were not discarded, in one batched call.
 
     Under `torchrun` every process calls the reward source, even with nothing to score, so a
     source may gather across processes inside `score` (the `weighted` source's running
-    statistics do).
+    statistics do). Extra prompt-file fields reach sources that ask for them.
     """
     keep = [s for s in samples if not s.discarded]
     if keep or distributed.world_size() > 1:
-        values = reward.score([s.prompt for s in keep], [s.response for s in keep])
-        if len(values) != len(keep):
-            raise RuntimeError(
-                f"reward source '{reward.name}' returned {len(values)} scores "
-                f"for {len(keep)} responses"
-            )
-        for sample, value in zip(keep, values, strict=True):
-            sample.reward = float(value)
+        names = sorted({k for s in samples for k in s.fields})
+        fields = {n: [s.fields.get(n) for s in keep] for n in names}
+        values = call_score(reward, [s.prompt for s in keep], [s.response for s in keep],
+                            fields)
+        for sample, value in zip(keep, _checked(values, len(keep), reward, where), strict=True):
+            sample.reward = value
     for sample in samples:
         if sample.discarded:
             sample.reward = None
 
 
+def _checked(values: Any, expected: int, reward: RewardSource, where: str) -> list[float]:
+    """The scores as floats: the right count, each a real number (NaN and inf pass: the
+    caller's non-finite policy decides)."""
+    from rlhfx.errors import UserError
+
+    label = f"{where}: reward source '{reward.name}'"
+    if not isinstance(values, list | tuple) or len(values) != expected:
+        got = len(values) if isinstance(values, list | tuple) else type(values).__name__
+        raise UserError(f"{label} returned {got} scores for {expected} responses")
+    out = []
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not _is_real(value):
+            raise UserError(f"{label} returned {value!r} for response {i}; scores must be "
+                            "numbers")
+        out.append(float(value))
+    return out
+
+
+def _is_real(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, str | bytes | complex)
+
+
 def clean_and_score(
-    samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner], reward: RewardSource
+    samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner], reward: RewardSource,
+    where: str = "reward",
 ) -> None:
     clean(samples, cleaners)
-    score(samples, reward)
+    score(samples, reward, where)

@@ -1,20 +1,21 @@
-"""The `align` stage: builds the recipe's cleaners and reward, then hands over to an algorithm.
+"""The `align` stage: builds the recipe's cleaners, reward and algorithm, then runs the loop.
 
-Path of data through alignment: the algorithm (`plugins/raft`, `plugins/ppo`) generates
-rollouts (`rlhfx.rollouts`), cleans and scores them (`rlhfx.scoring` with the cleaners in
-`plugins/cleaners.py` and rewards in `plugins/rewards.py`), ranks or weighs them, and trains.
+Path of data through alignment: the shared loop (`rlhfx.alignment.loop`) samples rollouts
+(`rlhfx.rollouts`), cleans and scores them (`rlhfx.scoring` with the cleaners in
+`plugins/cleaners.py` and rewards in `plugins/rewards.py`), and hands them to the algorithm
+(`plugins/raft`, `plugins/ppo`, ...), which ranks or weighs them and trains.
 """
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field
 
 from rlhfx import (
+    AlgorithmConfig,
+    AlignmentSetup,
     AlgorithmRef,
     CleanerRef,
     ComponentConfig,
@@ -98,45 +99,6 @@ def drop_long_prompts(
     return kept, len(prompts) - len(kept)
 
 
-@dataclass
-class AlignmentSetup:
-    """Everything an algorithm needs besides its own config, already built and resolved."""
-
-    config: AlignConfig
-    policy: str  # resolved path or hub id
-    prompts: str
-    eval_prompts: str | None
-    cleaners: list[ResponseCleaner]
-    reward: RewardSource
-
-    def default_stop_strings(self) -> list[str]:
-        """The markers of the recipe's `stop_markers` cleaners, without repeats, in order:
-        generation stops where the cleaner would cut anyway."""
-        out: list[str] = []
-        for cleaner in self.cleaners:
-            if cleaner.name == "stop_markers":
-                out += [m for m in getattr(cleaner.config, "markers", []) if m not in out]
-        return out
-
-    def training_prompts(
-        self, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str
-    ) -> list[str]:
-        """The training prompts without those over `max_tokens` (the drop is logged)."""
-        prompts, dropped = drop_long_prompts(read_prompt_set(self.prompts), tokenizer, max_tokens)
-        if dropped:
-            log.info("skipped %d prompts over %d tokens", dropped, max_tokens)
-        if not prompts:
-            raise UserError(f"{where}: no prompt of {self.prompts} is at most {max_tokens} tokens")
-        return prompts
-
-    def held_out_prompts(self, limit: int | None) -> list[str]:
-        """The first `limit` eval prompts (none when the recipe names no eval set)."""
-        if not self.eval_prompts:
-            return []
-        prompts = read_prompt_set(self.eval_prompts)
-        return prompts[:limit] if limit is not None else prompts
-
-
 class AlignStage(Stage):
     """Align a policy with an alignment algorithm (RAFT, PPO, ...) on the recipe's reward."""
 
@@ -146,17 +108,56 @@ class AlignStage(Stage):
     outputs = ("model",)
 
     def run(self, ctx: StageContext) -> dict[str, str]:
+        from rlhfx.alignment.loop import AlignmentLoop
+        from rlhfx.models import load_tokenizer
+
         c = self.config
-        setup = AlignmentSetup(
-            config=c,
-            policy=ctx.resolve(c.policy),
-            prompts=ctx.resolve(c.prompts),
-            eval_prompts=ctx.resolve(c.eval_prompts) if c.eval_prompts else None,
-            cleaners=[ref.build() for ref in c.cleaners],
-            reward=c.reward.build(),
-        )
         algorithm = c.algorithm.build()
-        return algorithm.run(ctx, setup)
+        options: AlgorithmConfig = algorithm.config  # type: ignore[assignment]
+        if not isinstance(options, AlgorithmConfig):
+            raise UserError(
+                f"{ctx.recipe_file}: stages.{ctx.stage_id}.algorithm: '{algorithm.name}' has a "
+                "Config that does not subclass rlhfx.AlgorithmConfig (the alignment loop reads "
+                "its shared options from there)"
+            )
+        where = f"{ctx.recipe_file}: stages.{ctx.stage_id}.algorithm"
+        cleaners = [ref.build() for ref in c.cleaners]
+        policy = ctx.resolve(c.policy)
+        tokenizer = load_tokenizer(policy)
+        prompts = read_prompt_set(ctx.resolve(c.prompts))
+        prompts, dropped = drop_long_prompts(prompts, tokenizer, options.max_prompt_tokens)
+        if dropped:
+            ctx.log.info("skipped %d prompts over %d tokens", dropped, options.max_prompt_tokens)
+        if not prompts:
+            raise UserError(f"{where}.max_prompt_tokens: no prompt of {c.prompts} is at most "
+                            f"{options.max_prompt_tokens} tokens")
+        evals = read_prompt_set(ctx.resolve(c.eval_prompts)) if c.eval_prompts else []
+        if options.eval_max_prompts is not None:
+            evals = evals[: options.eval_max_prompts]
+        setup = AlignmentSetup(
+            config=options, policy_source=policy, tokenizer=tokenizer, prompts=prompts,
+            eval_prompts=evals, cleaners=cleaners, reward=c.reward.build(),
+            stop_strings=_stop_strings(options, cleaners), stage_dir=ctx.stage_dir,
+            device=_device(ctx.device), where=where, log=ctx.log,
+            seed=options.seed if options.seed is not None else ctx.seed,
+        )
+        return AlignmentLoop(ctx, setup, algorithm).run()
+
+
+def _stop_strings(options: AlgorithmConfig, cleaners: list[ResponseCleaner]) -> list[str]:
+    """The recipe's stop strings, else every cleaner's (no repeats, in recipe order)."""
+    if options.stop_strings is not None:
+        return list(options.stop_strings)
+    out: list[str] = []
+    for cleaner in cleaners:
+        out += [m for m in cleaner.stop_strings() if m not in out]
+    return out
+
+
+def _device(device: str) -> str:
+    import os
+
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}" if device == "cuda" else device
 
 
 @hookimpl

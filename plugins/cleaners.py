@@ -43,6 +43,9 @@ class StopMarkers(ResponseCleaner):
             return CleanResult(response)
         return CleanResult(response[: match.start()], changed=True)
 
+    def stop_strings(self) -> list[str]:
+        return list(self.config.markers)
+
 
 class StripConfig(ComponentConfig):
     #: Characters removed from both ends besides whitespace.

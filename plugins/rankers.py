@@ -29,19 +29,29 @@ def _reward(sample: Sample) -> float:
 
 
 class TopConfig(ComponentConfig):
-    #: Share of all samples to keep (LMFlow's top_reward_percentage; 1/k keeps b of b*k).
-    fraction: float = Field(default=0.2, gt=0, le=1)
+    #: Share of all samples to keep. None (default): as many as the algorithm asks for
+    #: (RAFT's b of its b*k samples, LMFlow's top_reward_percentage), else 20%.
+    fraction: float | None = Field(default=None, gt=0, le=1)
 
 
 class TopRanker(Ranker):
-    """Keep the global top `fraction` of all samples by reward."""
+    """Keep the global top samples by reward (LMFlow's `top` collection strategy)."""
 
     name = "top"
     Config = TopConfig
     config: TopConfig
 
+    def samples_per_prompt(self, k: int) -> int:
+        return 1  # one sample each of b*k prompts, ranked across prompts
+
     def select(self, samples: Sequence[Sample]) -> list[int]:
-        want = max(1, math.ceil(self.config.fraction * len(samples) - 1e-9)) if samples else 0
+        if not samples:
+            return []
+        if self.config.fraction is None and self.keep is not None:
+            want = self.keep
+        else:
+            fraction = self.config.fraction if self.config.fraction is not None else 0.2
+            want = max(1, math.ceil(fraction * len(samples) - 1e-9))
         ranked = sorted(_eligible(samples), key=lambda i: (-_reward(samples[i]), i))
         return sorted(ranked[:want])
 

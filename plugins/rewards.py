@@ -185,14 +185,18 @@ class WeightedReward(RewardSource):
         self._sources = [t.source.build() for t in self.config.terms]
         self._stats = [RunningStats() for _ in self.config.terms]
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], **fields: Sequence[Any]
+    ) -> list[float]:
+        from rlhfx.scoring import call_score
+
         total = [0.0] * len(responses)
         for term, source, stats in zip(self.config.terms, self._sources, self._stats, strict=True):
             if self.statistics_frozen:
                 with frozen_statistics(source):
-                    values = [float(v) for v in source.score(prompts, responses)]
+                    values = [float(v) for v in call_score(source, prompts, responses, fields)]
             else:
-                values = [float(v) for v in source.score(prompts, responses)]
+                values = [float(v) for v in call_score(source, prompts, responses, fields)]
             if term.normalize == "batch" and values:
                 values = _zscore(values, *_mean_std(values))
             elif term.normalize == "running":

@@ -1,18 +1,29 @@
-"""The built-in `ppo` alignment algorithm: TRL's classic PPOTrainer (TRL <= 0.11), rebuilt on
-rlhfx's reward sources and cleaners, so the reward model may use another tokenizer.
+"""The built-in `ppo` algorithm: TRL's classic PPOTrainer (TRL <= 0.11) on rlhfx's shared loop,
+so the reward model may use another tokenizer (rewards see text, the policy trains on its own
+sampled tokens, cut where the cleaned text ends).
 
-This module is imported at every CLI start: torch and friends load only when a run starts.
+What is PPO's own: the value head (`value_head.py`), the step's arithmetic (`math.py`: KL
+penalty, GAE, clipped losses, KL controllers, score scaling), the update (`trainer.py`) and
+the step's statistics (`stats.py`). This module is imported at every CLI start: torch and
+friends load only when a run starts.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
-from rlhfx import AlignmentAlgorithm, StageContext, hookimpl
+from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, UserError, hookimpl
 
 from .config import PPOConfig
 
 __all__ = ["PPO", "PPOConfig"]
+
+#: Why a sample is left out of the update (written in the samples file as `dropped`).
+DROPPED_PREFIX = "ppo: cleaner removed text before the response"
+TOO_SHORT = "ppo: too short"
+DISCARDED = "discarded"
 
 
 class PPO(AlignmentAlgorithm):
@@ -21,15 +32,139 @@ class PPO(AlignmentAlgorithm):
     name = "ppo"
     Config = PPOConfig
     config: PPOConfig
-    #: May change on resume (the runner leaves them out of the stage fingerprint).
-    resume_neutral = frozenset(
-        {"steps", "keep_checkpoints", "save_every", "eval_every", "save_samples"}
+
+    def prompts_per_iteration(self) -> int:
+        return self.config.batch_size
+
+    def setup(self, run: AlignmentSetup) -> None:
+        import torch
+        from trl.trainer.utils import disable_dropout_in_model
+
+        from .trainer import PPOTrainer
+        from .value_head import PolicyWithValueHead
+
+        c = self.config
+        self.run = run
+        for key in ("batch_size", "mini_batch_size"):
+            if getattr(c, key) % run.world_size:
+                raise UserError(f"{run.where}.{key}: {getattr(c, key)} does not split evenly "
+                                f"over {run.world_size} processes")
+        policy = run.load_policy()
+        self.generation_config = policy.generation_config
+        reset = neutral_generation_config(policy, run.tokenizer)
+        if reset:
+            run.log.info("ppo: generation defaults of the policy ignored (plain sampling keeps "
+                         "the KL estimate honest): %s", ", ".join(reset))
+        self.policy = policy
+        torch.manual_seed(run.seed)  # the same value head on every process
+        self.model = PolicyWithValueHead(policy, 0.0 if c.disable_dropout else
+                                         c.value_head_dropout)
+        if c.disable_dropout:
+            # After wrapping, so LoRA's own dropout goes too; the trainer also runs the update
+            # in eval mode, the rollout pass's mode, so old and new log-probs match exactly.
+            disable_dropout_in_model(self.model)
+        self.trainer = PPOTrainer(c, self.model, run.tokenizer.pad_token_id, run.device)
+        self.trainer.reference = run.reference(policy)
+
+    # ------------------------------------------------------------------ the step
+    def update(self, batch: Batch) -> Mapping[str, Any]:
+        from .stats import combine, payload
+
+        run, c = self.run, self.config
+        if self.trainer.model is None:
+            self.trainer.prepare()  # after a checkpoint was restored: DDP under torchrun
+        counts: Counter[str] = Counter()
+        kept = []
+        for s in batch.mine:
+            counts[s.token_status] += 1
+            reward = s.reward
+            if s.discarded:
+                counts["discarded"] += 1
+                if c.discarded_score is None or s.extra.get("nonfinite_reward") is not None:
+                    s.extra["dropped"] = DISCARDED
+                    continue
+                reward = c.discarded_score
+            if s.token_status == "prefix":
+                s.extra["dropped"] = DROPPED_PREFIX
+            elif len(s.response_ids) < c.min_response_tokens:
+                counts["too_short"] += 1
+                s.extra["dropped"] = TOO_SHORT
+            elif reward is not None:
+                kept.append((s, float(reward)))
+        per_process = run.gather([r for _, r in kept])
+        all_scores = [x for part in per_process for x in part]
+        kl_coef = self.trainer.kl_ctl.value
+        out = self.trainer.step(
+            [s.prompt_ids for s, _ in kept], [s.response_ids for s, _ in kept],
+            [r for _, r in kept], all_scores, max(len(p) for p in per_process), batch.seed,
+        )
+        for s, _ in kept:
+            s.trained = True
+        parts = run.gather(payload(out, [r for _, r in kept], counts,
+                                   [len(s.prompt_ids) for s, _ in kept]))
+        metrics = combine(parts, kl_coef, self.trainer.optimizer.param_groups[0]["lr"])
+        if metrics["kept"]:
+            self.trainer.kl_ctl.update(metrics["kl_mean"], int(metrics["kept"]))
+        return metrics
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        self._check_in_sync()
+        return {"model": self.model.trainable_state(),
+                "optimizer": self.trainer.optimizer.state_dict(),
+                "trainer": self.trainer.state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.load_trainable_state(state["model"])
+        self.trainer.optimizer.load_state_dict(state["optimizer"])
+        self.trainer.load_state(state["trainer"])
+
+    def _check_in_sync(self) -> None:
+        """Every process must hold the same weights (data parallelism); stop loudly if not."""
+        if self.run.world_size == 1:
+            return
+        total = sum(float(p.detach().double().sum()) for p in self.model.parameters()
+                    if p.requires_grad)
+        sums = self.run.gather(total)
+        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"the processes' weights differ ({sums}); gradients were not "
+                               "synchronised")
+
+    def final_model(self) -> Any:
+        model = super().final_model()
+        model.generation_config = self.generation_config
+        return model
+
+    def save_extras(self, directory: Any) -> None:
+        import torch
+
+        torch.save(self.model.v_head.state_dict(), directory / "value_head.pt")
+
+
+def neutral_generation_config(model: Any, tokenizer: Any) -> list[str]:
+    """Replace the model's generation defaults with neutral ones; returns what was reset.
+
+    A checkpoint's generation_config.json may carry min_length, repetition_penalty, top_k and
+    the like; `generate` would apply them silently and the sampled tokens would no longer come
+    from the policy's distribution (the HH example's negative KL came from min_length).
+    """
+    from transformers import GenerationConfig
+
+    old = model.generation_config
+    fresh = GenerationConfig(
+        bos_token_id=getattr(old, "bos_token_id", None),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
     )
-
-    def run(self, ctx: StageContext, setup: Any) -> dict[str, str]:
-        from .loop import run_ppo
-
-        return run_ppo(ctx, setup, self.config)
+    changed = []
+    for key in ("min_length", "min_new_tokens", "repetition_penalty", "no_repeat_ngram_size",
+                "bad_words_ids", "typical_p", "epsilon_cutoff", "eta_cutoff", "min_p",
+                "encoder_repetition_penalty", "suppress_tokens", "begin_suppress_tokens",
+                "forced_bos_token_id", "forced_eos_token_id", "temperature", "top_p"):
+        if getattr(old, key, None) != getattr(fresh, key, None):
+            changed.append(f"{key}={getattr(old, key, None)!r}")
+    model.generation_config = fresh
+    return changed
 
 
 @hookimpl

@@ -1,4 +1,6 @@
-"""PPO's options: TRL's classic PPOConfig (TRL <= 0.11) with its defaults, plus rlhfx's own.
+"""PPO's own options: TRL's classic PPOConfig (TRL <= 0.11) with its defaults. The options every
+algorithm shares (iterations, response lengths, LoRA, dtype, eval, guards, checkpoints) come
+from `rlhfx.AlgorithmConfig`.
 
 Imported at every CLI start, so nothing here may import torch or transformers.
 Where a default differs from TRL's classic one, the field comment says so and why.
@@ -6,21 +8,22 @@ Where a default differs from TRL's classic one, the field comment says so and wh
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhfx import ComponentConfig
-from rlhfx.lora import LoraSettings
+from rlhfx import AlgorithmConfig
 
 
-class PPOConfig(ComponentConfig):
+class PPOConfig(AlgorithmConfig):
+    # ---- shared options with TRL's classic defaults
+    #: The HH example's response lengths (TRL's LengthSampler 64-128).
+    min_new_tokens: int | None = Field(default=64, ge=1)
+    max_new_tokens: int = Field(default=127, ge=1)
+    #: Prompts per generate call... as rows: PPO samples one response per prompt.
+    inference_batch_size: int = Field(default=16, ge=1)
+
     # ---- schedule
-    #: PPO steps (one step = generate `batch_size` responses, score them, optimise).
-    #: None: one pass over the prompt set (len(prompts) // batch_size steps).
-    steps: int | None = Field(default=None, ge=1)
     #: Rollouts per PPO step over all processes (TRL: 128 per process; here the total, split
     #: evenly over the processes, so a recipe means the same thing on 1 or 8 processes).
     batch_size: int = Field(default=128, ge=1)
@@ -76,24 +79,7 @@ class PPOConfig(ComponentConfig):
     #: (`ppo/too_short`), never a crash (TRL raised "Responses are too short").
     min_response_tokens: int = Field(default=2, ge=1)
 
-    # ---- generation: plain sampling at temperature 1, because the KL estimate assumes the
-    # responses were sampled from the policy as it is (no top-k/top-p, no min_length).
-    #: Response length drawn per generate call from [output_min_length, output_max_length)
-    #: as TRL's LengthSampler (the HH example: 64-128). EOS or a stop string ends earlier.
-    output_min_length: int = Field(default=64, ge=1)
-    output_max_length: int = Field(default=128, ge=2)
-    #: Prompts per generate call on each process (TRL's generate batch_size: 4).
-    inference_batch_size: int = Field(default=16, ge=1)
-    #: Generation stops at these strings; None takes the markers of the recipe's
-    #: `stop_markers` cleaners (the cleaner would cut there anyway).
-    stop_strings: list[str] | None = None
-    #: Prompts longer than this many policy tokens are skipped at load time.
-    max_prompt_tokens: int | None = Field(default=None, ge=1)
-
     # ---- model
-    #: None: full fine-tuning with a frozen copy as reference. A table (`lora = { r = 16 }`)
-    #: trains LoRA adapters; the reference is the base with the adapter disabled (no copy).
-    lora: LoraSettings | None = None
     #: Dropout before the value head's linear layer (TRL's summary_dropout_prob: 0.1).
     value_head_dropout: float = Field(default=0.1, ge=0, lt=1)
     #: Turn every dropout off: the policy's, LoRA's and the value head's (value_head_dropout is
@@ -101,38 +87,13 @@ class PPOConfig(ComponentConfig):
     #: on, so the logprobs of the update and of the rollout differed by dropout noise (ratio != 1
     #: at the first step).
     disable_dropout: bool = True
-    #: Compute precision. The trained weights always stay float32 (updates of 1e-5 vanish in
-    #: bf16 weights); "bfloat16"/"float16" run the forward passes (generation included) under
-    #: autocast in that dtype, and store the frozen reference copy (full fine-tuning) or the
-    #: frozen LoRA base in it. float16 needs CUDA (loss scaling by accelerate).
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-
-    # ---- evaluation on the align stage's `eval_prompts`
-    #: Evaluate every N steps, the initial policy at step 0 and after the last step; responses
-    #: go to eval/step_NNNNNN.jsonl. 0 turns evaluation off.
-    eval_every: int = Field(default=0, ge=0)
-    eval_temperature: float = Field(default=0.2, gt=0)
-    eval_max_prompts: int | None = Field(default=256, ge=1)
-    eval_max_new_tokens: int | None = Field(default=None, ge=1)
-
-    # ---- bookkeeping
-    #: Warn when the mean KL falls below -neg_kl_tolerance (TRL warned below -1).
-    neg_kl_tolerance: float = Field(default=1.0, ge=0)
-    #: Save a checkpoint and redraw the curves every N steps (and after the last step);
-    #: a killed run resumes from the last checkpoint.
-    save_every: int = Field(default=10, ge=1)
-    keep_checkpoints: int = Field(default=1, ge=1)
-    #: Write every step's responses with their scores to samples/step_NNNNN.jsonl.
-    save_samples: bool = True
-    #: Seed of prompt order, sampling and training; None takes the run's seed for the stage.
-    seed: int | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> PPOConfig:
-        if self.output_min_length >= self.output_max_length:
+        if (self.temperature, self.top_k, self.top_p) != (1.0, 0, 1.0):
             raise ValueError(
-                f"output_min_length ({self.output_min_length}) must be below output_max_length "
-                f"({self.output_max_length}): lengths are drawn from [min, max)"
+                "PPO samples at temperature 1 with top_k = 0 and top_p = 1: its KL estimate "
+                "assumes the responses come from the policy as it is"
             )
         backward = self.mini_batch_size * self.gradient_accumulation_steps
         if self.batch_size % backward:
@@ -148,11 +109,3 @@ class PPOConfig(ComponentConfig):
     @property
     def minibatches_per_epoch(self) -> int:
         return self.batch_size // self.mini_batch_size
-
-    def fingerprint(self) -> str:
-        """Hash of the settings a checkpoint depends on (`steps` may grow on resume)."""
-        data = self.model_dump(
-            mode="json", exclude={"steps", "keep_checkpoints", "save_every", "eval_every",
-                                  "save_samples"}
-        )
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]

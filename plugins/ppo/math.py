@@ -9,7 +9,6 @@ are [batch, response_tokens] with a 0/1 mask for the tokens that count, unless s
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -295,20 +294,6 @@ def ppo_losses(
 
 def _safe_var(values: torch.Tensor, mask: torch.Tensor) -> float:
     return masked_var(values, mask).item() if mask.sum() > 1 else 0.0
-
-
-# ----------------------------------------------------------------------------- sampling length
-class LengthSampler:
-    """Draws a response length uniformly from [low, high), like TRL's LengthSampler."""
-
-    def __init__(self, low: int, high: int, rng: random.Random | None = None):
-        if high <= low:
-            raise ValueError(f"empty length range [{low}, {high})")
-        self.low, self.high = low, high
-        self.rng = rng or random.Random()
-
-    def __call__(self) -> int:
-        return self.rng.randrange(self.low, self.high)
 
 
 # ----------------------------------------------------------------------------- step stats

@@ -27,7 +27,7 @@ from rlhfx import distributed
 
 from . import math as ppo_math
 from .config import PPOConfig
-from .value_head import PolicyWithValueHead, Reference
+from .value_head import PolicyWithValueHead
 
 
 @dataclass
@@ -125,7 +125,7 @@ class PPOTrainer:
             mixed_precision="fp16" if config.dtype == "float16" and device != "cpu" else "no",
         )
         self.unwrapped = model
-        self.reference = Reference(model, self.compute_dtype)
+        self.reference: Any = None  # set by the algorithm: setup.reference(policy)
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
         self.kl_ctl: Any = (

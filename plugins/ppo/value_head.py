@@ -1,19 +1,18 @@
-"""The policy with a value head, and its reference model.
+"""The policy with a value head.
 
 TRL's classic AutoModelForCausalLMWithValueHead is gone from TRL 1.x, so this is a small
 module of our own: dropout + Linear(hidden, 1) on the policy's last hidden state, in float32.
-With LoRA the reference is the same network with the adapter switched off (no second copy);
-otherwise it is a frozen copy of the starting policy.
+(The reference model is the shared `rlhfx.alignment.reference.ReferenceModel`.)
 """
 
 from __future__ import annotations
 
-import copy
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
 from torch import nn
+
+from rlhfx.alignment.reference import position_ids_for
 
 
 class ValueHead(nn.Module):
@@ -72,38 +71,3 @@ class PolicyWithValueHead(nn.Module):
         if missing:
             raise RuntimeError(f"checkpoint lacks {len(missing)} parameters, e.g. {min(missing)}")
         self.load_state_dict(state, strict=False)
-
-
-def position_ids_for(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions counted over real tokens only, so padding on either side changes nothing."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.clamp(min=0)
-
-
-class Reference:
-    """Log-probs under the reference policy: a frozen copy, or the LoRA base (adapter off)."""
-
-    def __init__(self, model: PolicyWithValueHead, dtype: Any = None):
-        """`dtype`: the frozen copy's storage dtype (it never trains, so no float32 needed)."""
-        self.model = model
-        self.copy: Any = None
-        if not model.uses_lora:
-            self.copy = copy.deepcopy(model.policy).eval()
-            if dtype is not None:
-                self.copy.to(dtype)
-            for p in self.copy.parameters():
-                p.requires_grad_(False)
-
-    def context(self) -> AbstractContextManager[Any]:
-        return self.model.policy.disable_adapter() if self.copy is None else nullcontext()
-
-    def logits(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        network = self.model.policy if self.copy is None else self.copy
-        with self.context():
-            out = network(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids_for(attention_mask),
-                use_cache=False,
-            )
-        return out.logits.float()

@@ -1,17 +1,18 @@
 """RAFT (Reward rAnked FineTuning, Dong et al. 2023) as the built-in `raft` algorithm.
 
-Each iteration samples k responses per prompt, cleans and scores them with the recipe's
-cleaners and reward, keeps the best with the recipe's ranker, and fine-tunes on those.
-The loop lives in `loop.py`; it is imported only when a run starts, so the CLI stays fast.
+Each iteration the shared loop samples k responses per prompt and scores them; RAFT keeps the
+best with the recipe's ranker and fine-tunes on those (`train.py`, through the HF Trainer).
+This module is imported at every CLI start: torch and friends load only when a run starts.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from rlhfx import AlignmentAlgorithm, StageContext, hookimpl
+from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, Ranker, Sample, hookimpl
 
-from .config import RESUME_NEUTRAL, RaftConfig
+from .config import RaftConfig
 
 __all__ = ["Raft", "RaftConfig"]
 
@@ -22,20 +23,78 @@ class Raft(AlignmentAlgorithm):
     name = "raft"
     Config = RaftConfig
     config: RaftConfig
-    resume_neutral = RESUME_NEUTRAL
 
-    def build_ranker(self) -> Any:
-        """The recipe's ranker; `top` without a `fraction` keeps 1/k (b of b*k samples)."""
-        ref = self.config.ranker
-        if ref.name == "top" and "fraction" not in ref.options:
-            cls = ref.component_class
-            return cls(cls.Config.model_validate({"fraction": 1 / self.config.k}))
-        return ref.build()
+    def __init__(self, config: RaftConfig | None = None):
+        super().__init__(config)
+        self.ranker: Ranker = self.config.ranker.build()
+        self.ranker.keep = self.config.batch_size
+        self._warned_ranker = False
 
-    def run(self, ctx: StageContext, setup: Any) -> dict[str, str]:
-        from .loop import RaftLoop
+    # ------------------------------------------------------------------ what the loop samples
+    def samples_per_prompt(self) -> int:
+        return self.ranker.samples_per_prompt(self.config.k)
 
-        return RaftLoop(ctx, setup, self.config, self.build_ranker()).run()
+    def prompts_per_iteration(self) -> int:
+        c = self.config
+        return c.batch_size * c.k // self.samples_per_prompt()
+
+    # ------------------------------------------------------------------ the algorithm
+    def setup(self, setup: AlignmentSetup) -> None:
+        from .train import training_arguments
+
+        self.run = setup
+        # Check `training_args` before the model loads (validation cannot import transformers).
+        training_arguments(self.config, setup.stage_dir / "trainer", 0, setup.device,
+                           setup.where)
+        # float32 weights, LoRA base included: the Trainer's mixed precision keeps an fp32
+        # master copy, and generation runs under the loop's autocast.
+        self.policy = setup.load_policy(frozen_base_dtype="float32")
+
+    def update(self, batch: Batch) -> Mapping[str, Any]:
+        from .train import build_examples, completion_text, finetune, training_arguments
+
+        c, run = self.config, self.run
+        # One selection for everyone: the main process ranks, the others receive it.
+        chosen = run.broadcast(self._select(batch.samples) if run.is_main else None)
+        selected = [batch.samples[i] for i in chosen]
+        for s in selected:
+            s.trained = True
+            s.extra["text"] = s.prompt + completion_text(s.raw_response, s.response,
+                                                         c.response_separator)
+        if not selected:
+            self._say_why_nothing_to_train(batch)
+        examples = build_examples(
+            run.tokenizer, [(s.prompt, s.extra["text"][len(s.prompt):]) for s in selected], c,
+            finished=[s.finished for s in selected],
+        )
+        args = training_arguments(c, run.stage_dir / "trainer", batch.shared_seed, run.device,
+                                  run.where)
+        return finetune(self.policy, run.tokenizer, examples, args)
+
+    def _select(self, samples: list[Sample]) -> list[int]:
+        """The ranker's choice, less anything unusable (discarded, unscored, out of range):
+        a plugin ranker must never make RAFT train on a discarded sample."""
+        picked = sorted(set(self.ranker.select(samples)))
+        kept = [i for i in picked if isinstance(i, int) and 0 <= i < len(samples)
+                and Batch.usable(samples[i])]
+        if len(kept) < len(picked) and not self._warned_ranker:
+            self._warned_ranker = True
+            self.run.log.warning(
+                "raft: ranker '%s' returned %d discarded (or invalid) samples; they are left "
+                "out (warned once)", self.ranker.name, len(picked) - len(kept),
+            )
+        return kept
+
+    def _say_why_nothing_to_train(self, batch: Batch) -> None:
+        usable = sum(1 for s in batch.samples if Batch.usable(s))
+        if usable:
+            reason = f"ranker '{self.ranker.name}' selected none of the {usable} usable samples"
+        else:
+            nonfinite = sum(1 for s in batch.samples if s.extra.get("nonfinite_reward"))
+            reason = (f"every sample was discarded ({len(batch.samples) - nonfinite} by the "
+                      f"cleaners, {nonfinite} for a non-finite reward)")
+        self.run.log.warning("raft: iteration %d: %s; nothing to train on", batch.iteration,
+                             reason)
 
 
 @hookimpl

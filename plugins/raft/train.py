@@ -128,7 +128,8 @@ def finetune(
     args: Any,
     progress: Any = None,
 ) -> dict[str, Any]:
-    """One pass of `args.num_train_epochs` over `examples`; returns the training loss."""
+    """One pass of `args.num_train_epochs` over `examples`; returns the training loss and the
+    optimiser steps (`train_steps`)."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling

@@ -1,12 +1,14 @@
-"""Per-iteration checkpoints that survive `kill -9` at any moment.
+"""One checkpoint layout for every algorithm, safe against `kill -9` at any moment.
 
-Layout under the stage directory:
-    checkpoints/iter-0003/     policy (or LoRA adapter) + tokenizer + state.json
-    checkpoints/latest.json    {"iteration": 3, "dir": "iter-0003"}: the one to resume from
+Under the stage directory:
+    checkpoints/iter-0003/algorithm.pt   the algorithm's state_dict() (weights, optimizer...)
+    checkpoints/iter-0003/loop.json      the loop's state (iteration, reward statistics...)
+    checkpoints/latest.json              {"iteration": 3, "dir": "iter-0003"}
 
-A checkpoint is written into a hidden temporary directory and renamed into place, and only
-then is `latest.json` replaced (atomically). A kill before that rename leaves the previous
-checkpoint in force; the half-written directory is cleaned up on the next start.
+A checkpoint is written into a hidden temporary directory and renamed into place; only then
+is `latest.json` replaced (atomically). A kill before that leaves the previous checkpoint in
+force, and the half-written directory is removed on the next start. Every iteration reseeds
+its random generators from (seed, iteration), so no RNG state needs saving.
 """
 
 from __future__ import annotations
@@ -22,36 +24,34 @@ from rlhfx.errors import UserError
 from rlhfx.io import atomic_write_json
 
 LATEST = "latest.json"
-STATE = "state.json"
+LOOP_STATE = "loop.json"
+ALGORITHM_STATE = "algorithm.pt"
+
+_RECOVER = (
+    "fix or delete it (deleting checkpoints/latest.json starts the stage over), or rerun with "
+    "--restart-from <stage>"
+)
 
 
 @dataclass
-class RaftState:
-    """What a resumed run needs besides the weights."""
+class LoopState:
+    """What a resumed run needs besides the algorithm's own state."""
 
-    iteration: int = 0  # last completed iteration (1-based; 0 = none yet)
-    fingerprint: str = ""  # RaftConfig.fingerprint() of the run that wrote it
-    lora: bool = False
-    history: list[dict[str, Any]] = field(default_factory=list)  # one metrics record per step
-    warned: list[str] = field(default_factory=list)
+    iteration: int = 0  # last completed iteration (0 = none yet)
+    fingerprint: str = ""  # of the algorithm options a checkpoint depends on
+    algorithm: str = ""
     reward_state: dict[str, Any] = field(default_factory=dict)  # RewardSource.state_dict()
+    first_record: dict[str, Any] | None = None  # iteration 1's figures, for the guards
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RaftState:
+    def from_json(cls, data: dict[str, Any]) -> LoopState:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
-_RECOVER = (
-    "fix or delete it (deleting latest.json starts the stage over), or rerun with "
-    "--restart-from <stage>"
-)
-
-
 def _read_json(path: Path) -> dict[str, Any]:
-    """A checkpoint's JSON file; a damaged or missing one is a UserError saying what to do."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -67,22 +67,32 @@ class Checkpoints:
     def __init__(self, root: Path, keep: int = 1):
         self.root, self.keep = root, keep
 
-    def latest(self) -> tuple[Path, RaftState] | None:
+    def latest(self) -> tuple[Path, LoopState] | None:
         """The newest complete checkpoint, or None for a fresh start."""
         pointer = self.root / LATEST
         if not pointer.exists():
             return None
         info = _read_json(pointer)
         if not isinstance(info.get("dir"), str) or not (self.root / info["dir"]).is_dir():
-            raise UserError(
-                f"{pointer}: names no checkpoint directory here; {_RECOVER}"
-            )
+            raise UserError(f"{pointer}: names no checkpoint directory here; {_RECOVER}")
         path = self.root / info["dir"]
         try:
-            state = RaftState.from_json(_read_json(path / STATE))
+            state = LoopState.from_json(_read_json(path / LOOP_STATE))
         except TypeError as exc:
-            raise UserError(f"{path / STATE}: unexpected content ({exc}); {_RECOVER}") from None
+            raise UserError(f"{path / LOOP_STATE}: unexpected content ({exc}); {_RECOVER}") from None
         return path, state
+
+    def load_algorithm_state(self, path: Path) -> dict[str, Any]:
+        import torch
+
+        file = path / ALGORITHM_STATE
+        try:
+            return torch.load(file, map_location="cpu", weights_only=False)
+        except FileNotFoundError:
+            raise UserError(f"{file}: missing; {_RECOVER}") from None
+        except Exception as exc:  # a truncated or foreign file
+            raise UserError(f"{file}: cannot be read ({type(exc).__name__}: {exc}); "
+                            f"{_RECOVER}") from None
 
     def clean_partial(self) -> None:
         """Remove temporary directories left by a kill in the middle of a save."""
@@ -91,18 +101,17 @@ class Checkpoints:
                 if item.name.startswith(".") and item.is_dir():
                     shutil.rmtree(item, ignore_errors=True)
 
-    def save(self, model: Any, tokenizer: Any, state: RaftState) -> Path:
-        """Write a checkpoint for `state.iteration` and make it the one to resume from."""
+    def save(self, state: LoopState, algorithm_state: dict[str, Any]) -> Path:
+        """Write the checkpoint of `state.iteration` and make it the one to resume from."""
+        import torch
+
         name = f"iter-{state.iteration:04d}"
         final = self.root / name
         tmp = self.root / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-        model.save_pretrained(tmp)  # a PeftModel writes only its adapter
-        tokenizer.save_pretrained(tmp)
-        atomic_write_json(tmp / STATE, state.to_json())
-        # No fsync of the weights: a killed process loses nothing the kernel already has, and
-        # the rename below is atomic. (A power cut may need the previous checkpoint.)
+        torch.save(algorithm_state, tmp / ALGORITHM_STATE)
+        atomic_write_json(tmp / LOOP_STATE, state.to_json())
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

@@ -1,0 +1,114 @@
+"""Options every alignment algorithm shares, with one name and one meaning each.
+
+An algorithm's `Config` subclasses `AlgorithmConfig` and adds its own options (it may change a
+default, never a meaning). The loop reads these; the algorithm may read them too.
+Imported at every CLI start: nothing here may import torch or transformers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlhfx.components import LOOP_RESUME_NEUTRAL, ComponentConfig
+from rlhfx.lora import LoraSettings
+
+
+class AlgorithmConfig(ComponentConfig):
+    # ---- schedule
+    #: Iterations (generate -> score -> update rounds). None: one pass over the prompts.
+    iterations: int | None = Field(default=None, ge=1)
+
+    # ---- generation
+    #: Each generate call draws its response-length limit uniformly from
+    #: [min_new_tokens, max_new_tokens], both included (LMFlow's output_min/max_length;
+    #: TRL's LengthSampler). None (default): always max_new_tokens. Equal values give a fixed
+    #: limit. EOS or a stop string ends a response earlier.
+    min_new_tokens: int | None = Field(default=None, ge=1)
+    max_new_tokens: int = Field(default=128, ge=1)
+    #: Sampling settings of training rollouts (0 turns top-k off).
+    temperature: float = Field(default=1.0, gt=0)
+    top_k: int = Field(default=0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    #: Rows (prompt x sample) per generate call on each process; larger is faster while
+    #: memory allows.
+    inference_batch_size: int = Field(default=32, ge=1)
+    #: Generation stops at these strings. None: the stop strings of the recipe's cleaners
+    #: (e.g. the `stop_markers` cleaner's markers: it would cut there anyway).
+    stop_strings: list[str] | None = None
+    #: Prompts longer than this many policy tokens are skipped (LMFlow's HH prompts: 256).
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
+
+    # ---- the policy
+    #: None: full fine-tuning. A table (`lora = { r = 16 }`) trains LoRA adapters instead.
+    lora: LoraSettings | None = None
+    #: Compute dtype (autocast over float32 weights, generation included). float16 needs CUDA.
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    #: CPU threads torch may use in each process; None leaves torch's default.
+    torch_threads: int | None = Field(default=None, ge=1)
+    #: Seed of prompt order, sampling and training; None takes the run's seed for this stage.
+    seed: int | None = None
+
+    # ---- rewards
+    #: A reward source returning NaN or infinity: `error` stops the run naming the source;
+    #: `drop` leaves those samples out of the update (counted in `nonfinite_rewards`, warned).
+    nonfinite_rewards: Literal["error", "drop"] = "error"
+
+    # ---- evaluation on the align stage's `eval_prompts`
+    #: The policy is evaluated before the first and after the last iteration; with N > 0
+    #: also every N iterations. Leave out `eval_prompts` to skip evaluation.
+    eval_every: int = Field(default=0, ge=0)
+    #: Low temperature for a steady estimate, with the same sampling noise at every eval.
+    eval_temperature: float = Field(default=0.2, gt=0)
+    #: At most this many eval prompts are used (the first ones of the file).
+    eval_max_prompts: int | None = Field(default=256, ge=1)
+    #: Length limit of eval answers; None: max_new_tokens.
+    eval_max_new_tokens: int | None = Field(default=None, ge=1)
+
+    # ---- reward-hacking guards (warnings; none stops the run)
+    #: Warn when distinct-2 of the samples falls below this fraction of iteration 1's
+    #: (LMFlow's HH run without the `#` rule: 0.39 -> 0.22). 0 turns it off.
+    distinct2_warn_fraction: float = Field(default=0.6, ge=0, le=1)
+    #: Warn when the share of samples the cleaners changed or discarded rises this much
+    #: (absolute) above iteration 1's. 1 turns it off.
+    cleaner_rate_warn_increase: float = Field(default=0.2, gt=0, le=1)
+    #: Warn when more than this share of an iteration's samples is discarded. 1: off.
+    discard_rate_warn: float = Field(default=0.9, gt=0, le=1)
+    #: Algorithms with a KL to a reference: warn when the mean KL per response falls below
+    #: -kl_negative_tolerance (an estimate that assumed other sampling) or rises above
+    #: kl_warn_above (None: no upper alarm).
+    kl_negative_tolerance: float = Field(default=1.0, ge=0)
+    kl_warn_above: float | None = Field(default=None, gt=0)
+
+    # ---- bookkeeping
+    #: Save a checkpoint every N iterations (and after the last); a killed run resumes
+    #: from the last one.
+    save_every: int = Field(default=1, ge=1)
+    #: Keep this many checkpoints (the newest); resuming needs only the last.
+    keep_checkpoints: int = Field(default=1, ge=1)
+    #: Write every sample of each iteration (the ones trained on are always written).
+    save_samples: bool = True
+
+    @model_validator(mode="after")
+    def _length_bounds(self) -> AlgorithmConfig:
+        if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
+            raise ValueError(
+                f"min_new_tokens ({self.min_new_tokens}) is above max_new_tokens "
+                f"({self.max_new_tokens})"
+            )
+        return self
+
+    @property
+    def length_range(self) -> tuple[int, int]:
+        low = self.min_new_tokens if self.min_new_tokens is not None else self.max_new_tokens
+        return low, self.max_new_tokens
+
+    def fingerprint(self, neutral: frozenset[str] = LOOP_RESUME_NEUTRAL) -> str:
+        """Hash of the settings a checkpoint depends on (resume-neutral ones left out)."""
+        data = self.model_dump(mode="json", exclude=set(neutral))
+        return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[
+            :16
+        ]

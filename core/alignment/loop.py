@@ -1,0 +1,414 @@
+"""The alignment loop: one run skeleton for every algorithm.
+
+Per iteration: take the scheduled prompts (this process's share), sample k responses each,
+clean and score them, hand every process's samples to the algorithm's `update`, evaluate when
+due, write one metrics record (docs/metrics.md) with the guards' warnings, the samples files
+and the curves, and checkpoint. Randomness is re-seeded from (seed, iteration, rank) at the
+start of each iteration, so a run resumed after a kill repeats exactly what an uninterrupted
+one would have done. Only the main process writes files.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from rlhfx import distributed
+from rlhfx.alignment import guards
+from rlhfx.alignment.batch import Batch
+from rlhfx.alignment.checkpoints import Checkpoints, LoopState
+from rlhfx.alignment.config import AlgorithmConfig
+from rlhfx.alignment.schedule import iteration_seed, prompt_indices, shard_positions
+from rlhfx.alignment.schema import (
+    SCHEMA_VERSION,
+    algorithm_metric_name,
+    clean_record,
+    sample_metrics,
+)
+from rlhfx.alignment.setup import AlignmentSetup
+from rlhfx.alignment.tokens import cut_to_clean_text
+from rlhfx.components import AlignmentAlgorithm, Sample
+from rlhfx.context import StageContext
+from rlhfx.errors import UserError
+from rlhfx.io import atomic_write_json, read_jsonl, write_jsonl
+from rlhfx.rollouts import SamplingSettings, generate
+
+MARKER = "alignment.json"  # the stage's algorithm and metric-schema version, for the report
+
+
+class AlignmentLoop:
+    def __init__(self, ctx: StageContext, setup: AlignmentSetup, algorithm: AlignmentAlgorithm):
+        self.ctx, self.setup, self.algorithm = ctx, setup, algorithm
+        self.config: AlgorithmConfig = algorithm.config  # type: ignore[assignment]
+        self.name = algorithm.name
+        self.seed = setup.seed
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.checkpoints = Checkpoints(ctx.stage_dir / "checkpoints",
+                                       self.config.keep_checkpoints)
+        self.k = algorithm.samples_per_prompt()
+        self.per_iteration = algorithm.prompts_per_iteration()
+        self.iterations = self.config.iterations or max(
+            1, len(setup.prompts) // max(1, self.per_iteration)
+        )
+        self.state = LoopState()
+        self._plotter: Any = None
+
+    # ------------------------------------------------------------------ the run
+    def run(self) -> dict[str, str]:
+        import torch
+
+        threads = torch.get_num_threads()
+        if self.config.torch_threads:
+            torch.set_num_threads(self.config.torch_threads)
+        try:
+            return self._run()
+        finally:
+            self._finish_plots()
+            torch.set_num_threads(threads)
+
+    def _run(self) -> dict[str, str]:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own rich bars; no tqdm from save_pretrained
+        ctx, c = self.ctx, self.config
+        target = ctx.stage_dir / "model"
+        if self.k < 1 or self.per_iteration < 1:
+            raise UserError(f"{self.setup.where}: {self.name} asks for {self.per_iteration} "
+                            f"prompts x {self.k} samples per iteration")
+        if ctx.is_main:
+            self.checkpoints.clean_partial()
+            atomic_write_json(ctx.stage_dir / MARKER, {
+                "schema_version": SCHEMA_VERSION, "algorithm": self.name,
+                "iterations": self.iterations, "samples_per_prompt": self.k,
+                "prompts_per_iteration": self.per_iteration,
+            })
+        distributed.barrier()
+        self.algorithm.setup(self.setup)
+        self._resume()
+        if self.state.iteration == 0:
+            ctx.log.info(
+                "%s: %d iterations of %d prompts x %d samples, %d train / %d eval prompts, "
+                "%d process(es)", self.name, self.iterations, self.per_iteration, self.k,
+                len(self.setup.prompts), len(self.setup.eval_prompts), self.world,
+            )
+        elif self.state.iteration >= self.iterations:
+            ctx.log.info("%s: all %d iterations were done earlier", self.name, self.iterations)
+        with ctx.progress() as progress:
+            task = progress.add_task(f"{self.name} iterations", total=self.iterations,
+                                     completed=min(self.state.iteration, self.iterations))
+            if self.state.iteration == 0 and self._eval_due(0) and not self._initial_eval_done:
+                self._initial_eval(progress)
+            for it in range(self.state.iteration + 1, self.iterations + 1):
+                self._iteration(it, progress)
+                for other in list(progress.task_ids):
+                    if other != task:
+                        progress.remove_task(other)
+                progress.advance(task)
+        self._save_final(target)
+        return {"model": str(target)}
+
+    # ------------------------------------------------------------------ resume
+    def _resume(self) -> None:
+        """Restore the last checkpoint (if any) and trim metrics.jsonl back to it."""
+        ctx = self.ctx
+        fingerprint = self.config.fingerprint(self.algorithm.resume_neutral)
+        found = self.checkpoints.latest()
+        if found is not None:
+            path, state = found
+            if state.fingerprint != fingerprint or state.algorithm != self.name:
+                raise UserError(
+                    f"{self.setup.where}: the checkpoint in {path} was made with other "
+                    f"settings; rerun with --restart-from {ctx.stage_id} to start this stage "
+                    "again, or set another run.output_dir"
+                )
+            self.algorithm.load_state_dict(self.checkpoints.load_algorithm_state(path))
+            self.setup.reward.load_state_dict(state.reward_state)
+            self.state = state
+            ctx.log.info("%s: resuming after iteration %d from %s", self.name,
+                         state.iteration, path)
+        else:
+            self.state = LoopState(fingerprint=fingerprint, algorithm=self.name)
+        distributed.barrier()
+        done = False
+        if ctx.is_main and ctx.metrics_file.exists():
+            # Iterations after the checkpoint are done again: their records go.
+            kept = [r for r in read_jsonl(ctx.metrics_file)
+                    if isinstance(r.get("step"), int) and r["step"] <= self.state.iteration]
+            write_jsonl(ctx.metrics_file, kept)
+            done = any(r["step"] == 0 and "eval_reward_mean" in r for r in kept)
+        self._initial_eval_done = bool(distributed.broadcast_object(done))
+        distributed.barrier()
+
+    # ------------------------------------------------------------------ one iteration
+    def _iteration(self, it: int, progress: Any) -> None:
+        import torch
+
+        c, ctx = self.config, self.ctx
+        started = time.perf_counter()
+        seed = iteration_seed(self.seed, it, self.rank)
+        torch.manual_seed(seed)
+        rng = random.Random(seed)
+        indices = prompt_indices(len(self.setup.prompts), self.per_iteration, it, self.seed)
+        times: dict[str, float] = {}
+
+        t = time.perf_counter()
+        mine = self._generate(indices, rng, progress, f"iteration {it}: generating")
+        times["generate"] = _slowest(time.perf_counter() - t)
+        t = time.perf_counter()
+        samples = self._clean_and_score(mine)
+        times["score"] = _slowest(time.perf_counter() - t)
+
+        batch = Batch(iteration=it, samples=samples, k=self.k, num_prompts=len(indices),
+                      rank=self.rank, world_size=self.world, seed=seed,
+                      shared_seed=iteration_seed(self.seed, it, 0, "shared"))
+        t = time.perf_counter()
+        returned = dict(self._update(batch))
+        self._merge_marks(batch)
+        times["update"] = _slowest(time.perf_counter() - t)
+
+        evaluation: dict[str, Any] = {}
+        if self._eval_due(it):
+            t = time.perf_counter()
+            evaluation = self._evaluate(it, progress)
+            times["eval"] = _slowest(time.perf_counter() - t)
+
+        record: dict[str, Any] = {
+            "iteration": it, "num_prompts": len(indices), **sample_metrics(samples),
+            **{algorithm_metric_name(self.name, k): v for k, v in returned.items()},
+            **evaluation, **{f"seconds_{k}": v for k, v in times.items()},
+            "seconds_iteration": time.perf_counter() - started,
+        }
+        record = clean_record(record)
+        if it == 1 or self.state.first_record is None:
+            self.state.first_record = {k: record.get(k) for k in ("distinct_2", "cleaned_rate")}
+        record["warnings"] = guards.check(
+            self.state.first_record if it > 1 else None, record, c
+        )
+        for message in record["warnings"]:
+            ctx.log.warning("%s: iteration %d: %s", self.name, it, message)
+        ctx.log_metrics(it, record)
+        self._write_samples(it, samples)
+        ctx.log.info(_summary(self.name, record, self.iterations))
+        self._plot()
+        if it % c.save_every == 0 or it == self.iterations:
+            self._checkpoint(it)
+
+    def _generate(
+        self, indices: list[int], rng: random.Random, progress: Any, description: str
+    ) -> list[Sample]:
+        """This process's share of the iteration's prompts, k samples each."""
+        c, setup = self.config, self.setup
+        positions = shard_positions(len(indices), self.rank, self.world)
+        prompts = [setup.prompts[indices[p]] for p in positions]
+        sampling = SamplingSettings(
+            max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=c.top_k,
+            top_p=c.top_p, length_range=c.length_range,
+        )
+        with setup.autocast():
+            rollouts = generate(
+                self.algorithm.policy, setup.tokenizer, prompts, sampling, num_samples=self.k,
+                batch_size=c.inference_batch_size, stop_strings=setup.stop_strings,
+                progress=progress, description=description, rng=rng,
+            ) if prompts else []
+        eos = setup.tokenizer.eos_token_id
+        out = []
+        for n, r in enumerate(rollouts):
+            index = indices[positions[r.prompt_id]]
+            ended = bool(r.response_ids) and r.response_ids[-1] == eos
+            out.append(Sample(
+                prompt_id=positions[r.prompt_id], prompt=r.prompt, raw_response=r.text,
+                sample=n % self.k,
+                fields=dict(setup.prompt_fields[index]) if setup.prompt_fields else {},
+                prompt_ids=list(r.prompt_ids), response_ids=list(r.response_ids),
+                finished=ended or any(s in r.text for s in setup.stop_strings),
+            ))
+        return out
+
+    def _clean_and_score(self, mine: list[Sample]) -> list[Sample]:
+        """Clean, cut the tokens to the cleaned text, score; then everyone's samples in
+        (prompt, sample) order."""
+        from rlhfx.scoring import clean, score
+
+        setup = self.setup
+        clean(mine, setup.cleaners)
+        for s in mine:
+            s.response_ids, s.token_status = cut_to_clean_text(
+                setup.tokenizer, s.response_ids, s.raw_response, s.response
+            )
+        score(mine, setup.reward, where=self._reward_key)
+        for s in mine:
+            if s.reward is not None and not math.isfinite(s.reward):
+                if self.config.nonfinite_rewards == "error":
+                    raise UserError(
+                        f"{self._reward_key}: reward source '{setup.reward.name}' returned "
+                        f"{s.reward} for a response to prompt {s.prompt!r:.60}; fix the source, "
+                        f"or set {self.setup.where}.nonfinite_rewards = \"drop\" to leave such "
+                        "samples out"
+                    )
+                s.extra["nonfinite_reward"] = s.reward
+                s.reward, s.discarded = None, True
+                s.discard_reason = f"non-finite reward from '{setup.reward.name}'"
+        everyone = [s for part in distributed.gather_objects(mine) for s in part]
+        everyone.sort(key=lambda s: (s.prompt_id, s.sample))
+        return everyone
+
+    def _update(self, batch: Batch) -> Any:
+        return self.algorithm.update(batch)
+
+    def _merge_marks(self, batch: Batch) -> None:
+        """Make every process see which samples each process's update trained on (and what
+        it noted in `extra`), so the main process writes them all."""
+        if self.world == 1:
+            return
+        index = {(s.prompt_id, s.sample): s for s in batch.samples}
+        marks = [((s.prompt_id, s.sample), s.trained, s.extra) for s in batch.mine]
+        for part in distributed.gather_objects(marks):
+            for key, trained, extra in part:
+                sample = index[key]
+                sample.trained = sample.trained or trained
+                sample.extra.update(extra)
+
+    # ------------------------------------------------------------------ evaluation
+    def _eval_due(self, it: int) -> bool:
+        every = self.config.eval_every
+        if not self.setup.eval_prompts:
+            return False
+        return it in (0, self.iterations) or bool(every and it % every == 0)
+
+    def _initial_eval(self, progress: Any) -> None:
+        started = time.perf_counter()
+        evaluation = self._evaluate(0, progress)
+        record = clean_record({"iteration": 0, **evaluation,
+                               "seconds_eval": _slowest(time.perf_counter() - started)})
+        self.ctx.log_metrics(0, record)
+        self.ctx.log.info("%s: initial policy: eval reward %s", self.name,
+                          _fmt(record.get("eval_reward_mean")))
+
+    def _evaluate(self, it: int, progress: Any) -> dict[str, Any]:
+        from rlhfx.evaluation import evaluate_policy
+
+        c, setup = self.config, self.setup
+        sampling = SamplingSettings(
+            max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens,
+            temperature=c.eval_temperature, top_k=c.top_k, top_p=c.top_p,
+        )
+        return evaluate_policy(
+            self.algorithm.policy, setup.tokenizer, setup.eval_prompts, sampling,
+            cleaners=setup.cleaners, reward=setup.reward,
+            seed=iteration_seed(self.seed, 0, self.rank, "eval"),  # same noise every eval
+            out_file=self.ctx.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl",
+            prefix="eval_", batch_size=c.inference_batch_size,
+            stop_strings=setup.stop_strings, autocast=setup.autocast(), progress=progress,
+        )
+
+    # ------------------------------------------------------------------ files
+    def _write_samples(self, it: int, samples: list[Sample]) -> None:
+        if not self.ctx.is_main:
+            return
+        folder = self.ctx.stage_dir / "iterations" / f"iter-{it:04d}"
+        write_jsonl(folder / "trained.jsonl", (
+            {"prompt_id": s.prompt_id, "sample": s.sample, "prompt": s.prompt,
+             "response": s.response, "reward": s.reward, **_jsonable(s.extra)}
+            for s in samples if s.trained
+        ))
+        if self.config.save_samples:
+            write_jsonl(folder / "samples.jsonl", (
+                {"prompt_id": s.prompt_id, "sample": s.sample, "prompt": s.prompt,
+                 "raw_response": s.raw_response, "response": s.response, "reward": s.reward,
+                 "changed": s.changed, "discarded": s.discarded,
+                 "discard_reason": s.discard_reason, "trained": s.trained,
+                 "response_tokens": len(s.response_ids), "token_status": s.token_status,
+                 "finished": s.finished, **_jsonable(s.extra)}
+                for s in samples
+            ))
+
+    def _plot(self) -> None:
+        """Redraw the curves in a helper process (the loop never waits for matplotlib)."""
+        if not self.ctx.is_main:
+            return
+        from rlhfx.plotting import BackgroundPlotter, loop_figures
+
+        if self._plotter is None:
+            self._plotter = BackgroundPlotter()
+        records = list(read_jsonl(self.ctx.metrics_file))
+        self._plotter.submit_many(loop_figures(records, self.ctx.stage_dir, self.name))
+
+    def _finish_plots(self) -> None:
+        plotter, self._plotter = self._plotter, None
+        if plotter is not None:
+            try:
+                plotter.close()
+            except Exception as exc:  # a plot must never cost a run
+                self.ctx.log.warning("%s: could not draw the curves: %s", self.name, exc)
+
+    def _checkpoint(self, it: int) -> None:
+        self.state.iteration = it
+        self.state.reward_state = self.setup.reward.state_dict()
+        state = self.algorithm.state_dict()  # every process: a sharded model gathers here
+        if self.ctx.is_main:
+            self.checkpoints.save(self.state, state)
+        distributed.barrier()
+
+    def _save_final(self, target: Path) -> None:
+        """The final policy in Hugging Face format (LoRA merged), written atomically."""
+        ctx = self.ctx
+        model = self.algorithm.final_model()
+        if ctx.is_main:
+            tmp = ctx.stage_dir / ".model.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            model.save_pretrained(tmp)
+            self.setup.tokenizer.save_pretrained(tmp)
+            self.algorithm.save_extras(tmp)
+            if target.exists():
+                shutil.rmtree(target)
+            tmp.rename(target)
+            atomic_write_json(ctx.stage_dir / MARKER, {
+                "schema_version": SCHEMA_VERSION, "algorithm": self.name,
+                "iterations": self.iterations, "samples_per_prompt": self.k,
+                "prompts_per_iteration": self.per_iteration, "finished": True,
+            })
+            ctx.log.info("%s: final policy saved in %s", self.name, target)
+        distributed.barrier()
+
+    @property
+    def _reward_key(self) -> str:
+        return f"{self.ctx.recipe_file}: stages.{self.ctx.stage_id}.reward"
+
+
+def _slowest(seconds: float) -> float:
+    """A phase's time is the slowest process's (the others wait for it)."""
+    return max(distributed.gather_objects(seconds)) if distributed.world_size() > 1 else seconds
+
+
+def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in extra.items() if isinstance(v, str | int | float | bool | None)}
+
+
+def _fmt(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None else format(value, spec)
+
+
+def _summary(name: str, r: dict[str, Any], total: int) -> str:
+    parts = [
+        f"iteration {r['iteration']}/{total}",
+        f"reward {_fmt(r.get('reward_mean'))}±{_fmt(r.get('reward_std'), '.2f')}",
+        f"trained {r.get('num_trained')}/{r.get('num_samples')} "
+        f"({_fmt(r.get('trained_reward_mean'))})",
+    ]
+    if "eval_reward_mean" in r:
+        parts.append(f"eval {_fmt(r['eval_reward_mean'])}")
+    if r.get("kl_mean") is not None:
+        parts.append(f"KL {_fmt(r['kl_mean'])}")
+    parts += [
+        f"distinct-2 {_fmt(r.get('distinct_2'), '.2f')}",
+        f"discarded {r.get('discarded_rate', 0):.0%}",
+        f"loss {_fmt(r.get('train_loss'))}",
+        f"gen {r.get('seconds_generate', 0):.1f}s score {r.get('seconds_score', 0):.1f}s "
+        f"update {r.get('seconds_update', 0):.1f}s",
+    ]
+    return f"{name}: " + " | ".join(parts)
+

@@ -3,6 +3,7 @@
 Plugin authors need only what this module exports.
 """
 
+from rlhfx.alignment import AlgorithmConfig, AlignmentSetup, Batch
 from rlhfx.components import (
     AlignmentAlgorithm,
     CleanResult,
@@ -27,7 +28,6 @@ from rlhfx.config import (
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.hookspecs import hookimpl
-from rlhfx.alignment import AlgorithmConfig, AlignmentSetup, Batch  # noqa: I001 (after components)
 
 __version__ = "0.1.0"
 

@@ -15,14 +15,13 @@ from pydantic import Field
 
 from rlhfx import (
     AlgorithmConfig,
-    AlignmentSetup,
     AlgorithmRef,
+    AlignmentSetup,
     CleanerRef,
     ComponentConfig,
     DataSource,
     ModelSource,
     ResponseCleaner,
-    RewardSource,
     RewardSourceRef,
     Stage,
     StageContext,
@@ -113,7 +112,7 @@ class AlignStage(Stage):
 
         c = self.config
         algorithm = c.algorithm.build()
-        options: AlgorithmConfig = algorithm.config  # type: ignore[assignment]
+        options = algorithm.config
         if not isinstance(options, AlgorithmConfig):
             raise UserError(
                 f"{ctx.recipe_file}: stages.{ctx.stage_id}.algorithm: '{algorithm.name}' has a "

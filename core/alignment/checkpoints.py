@@ -79,7 +79,9 @@ class Checkpoints:
         try:
             state = LoopState.from_json(_read_json(path / LOOP_STATE))
         except TypeError as exc:
-            raise UserError(f"{path / LOOP_STATE}: unexpected content ({exc}); {_RECOVER}") from None
+            raise UserError(
+                f"{path / LOOP_STATE}: unexpected content ({exc}); {_RECOVER}"
+            ) from None
         return path, state
 
     def load_algorithm_state(self, path: Path) -> dict[str, Any]:

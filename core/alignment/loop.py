@@ -43,7 +43,7 @@ MARKER = "alignment.json"  # the stage's algorithm and metric-schema version, fo
 class AlignmentLoop:
     def __init__(self, ctx: StageContext, setup: AlignmentSetup, algorithm: AlignmentAlgorithm):
         self.ctx, self.setup, self.algorithm = ctx, setup, algorithm
-        self.config: AlgorithmConfig = algorithm.config  # type: ignore[assignment]
+        self.config: AlgorithmConfig = algorithm.config
         self.name = algorithm.name
         self.seed = setup.seed
         self.rank, self.world = distributed.rank(), distributed.world_size()
@@ -74,7 +74,7 @@ class AlignmentLoop:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own rich bars; no tqdm from save_pretrained
-        ctx, c = self.ctx, self.config
+        ctx = self.ctx
         target = ctx.stage_dir / "model"
         if self.k < 1 or self.per_iteration < 1:
             raise UserError(f"{self.setup.where}: {self.name} asks for {self.per_iteration} "

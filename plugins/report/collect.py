@@ -17,36 +17,17 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-#: Ways a stage's metrics name the same figure; the first key present wins. RAFT writes the
-#: short names, PPO the names of TRL's classic PPOTrainer.
-SERIES_KEYS: dict[str, tuple[str, ...]] = {
-    # PPO: env/* is the raw reward; ppo/mean_scores is after score scaling/normalisation.
-    "reward_all": ("reward_mean", "env/reward_mean", "ppo/mean_scores"),
-    "reward_all_std": ("reward_std", "env/reward_std", "ppo/std_scores"),
-    "reward_selected": ("selected_reward_mean",),
-    "reward_eval": ("eval_reward_mean", "eval/reward_mean"),
-    "reward_eval_std": ("eval_reward_std", "eval/reward_std"),
-    "distinct_1": ("distinct_1", "env/distinct_1"),
-    "distinct_2": ("distinct_2", "env/distinct_2"),
-    "eval_distinct_2": ("eval_distinct_2", "eval/distinct_2"),
-    "changed_rate": ("changed_rate",),
-    "edited_rate": ("edited_rate",),
-    "discarded_rate": ("discarded_rate",),
-    "eval_discarded_rate": ("eval_discarded_rate", "eval/discarded_rate"),
-    "kl": ("objective/kl",),
-    "kl_coef": ("objective/kl_coef",),
-    "response_length": ("response_tokens_mean", "tokens/responses_len_mean"),
-    "loss": ("loss", "train_loss", "ppo/loss/total"),
-    "rm_accuracy": ("eval/accuracy",),
-}
+#: The alignment loop's marker file: its algorithm and metric-schema version. The report reads
+#: an alignment stage by that schema only (docs/metrics.md), whatever the algorithm.
+MARKER = "alignment.json"
+SCHEMA_VERSION = 2
 
-#: Per-iteration timings: RAFT's `seconds_<phase>`, PPO's `time/<phase>`. Totals are left out:
-#: they would double-count the phases they contain.
-_PHASE = re.compile(r"^(seconds_|time/)(?P<phase>.+)$")
-_TOTALS = ("iteration", "step", "total", "ppo/total")
+#: Per-iteration timings are `seconds_<phase>`; the total would double-count the phases.
+_PHASE = re.compile(r"^seconds_(?P<phase>.+)$")
+_TOTALS = ("iteration",)
 
-EVAL_FILES = ("iterations/*/eval.jsonl", "eval/*.jsonl")
-SAMPLE_FILES = ("iterations/*/samples.jsonl", "samples/*.jsonl")
+EVAL_FILES = ("iterations/*/eval.jsonl",)
+SAMPLE_FILES = ("iterations/*/samples.jsonl",)
 
 
 @dataclass
@@ -63,7 +44,7 @@ class StageData:
     id: str
     #: The stage component (`align`, `sft`, ...), from the recipe.
     component: str
-    #: The alignment algorithm (`raft`, `ppo`, ...) when the stage runs one.
+    #: The alignment algorithm (`raft`, `ppo`, ...) when the stage runs one (from its marker).
     algorithm: str | None
     #: completed, running (or interrupted), not started
     status: str
@@ -74,6 +55,8 @@ class StageData:
     evals: list[Snapshot] = field(default_factory=list)
     rm_eval: dict[str, Any] | None = None
     directory: Path | None = None
+    #: Why the stage cannot be reported (an alignment stage written by an older rlhfx).
+    unsupported: str | None = None
 
     @cached_property
     def samples(self) -> list[Snapshot]:
@@ -81,23 +64,20 @@ class StageData:
         return read_snapshots(self.directory, SAMPLE_FILES) if self.directory else []
 
     def series(self, name: str) -> list[tuple[int, float]]:
-        """(step, value) of a figure under whichever name this stage's metrics use."""
-        for key in SERIES_KEYS.get(name, (name,)):
-            points = [(r["step"], float(r[key])) for r in self.records if _number(r.get(key))]
-            if points:
-                return points
-        if name in ("discarded_rate", "changed_rate"):
-            return self._rate_from_samples(name.removesuffix("_rate"))
-        return []
+        """(step, value) of one metric, by its name in the schema (or a Trainer stage's)."""
+        return [(r["step"], float(r[name])) for r in self.records if _number(r.get(name))]
 
-    def _rate_from_samples(self, flag: str) -> list[tuple[int, float]]:
-        """PPO logs counts, not the cleaners' rates: count the flags in the per-step samples."""
-        out = []
-        for snap in self.samples:
-            flags = [bool(r[flag]) for r in snap.rows if flag in r]
-            if flags:
-                out.append((snap.step, sum(flags) / len(flags)))
-        return out
+    def own_metrics(self) -> list[str]:
+        """The algorithm's own numeric metrics (`<algorithm>/<name>`), in first-seen order."""
+        if not self.algorithm:
+            return []
+        prefix = f"{self.algorithm}/"
+        names: dict[str, None] = {}
+        for record in self.records:
+            for key, value in record.items():
+                if key.startswith(prefix) and _number(value):
+                    names[key] = None
+        return list(names)
 
     def phases(self) -> dict[str, list[tuple[int, float]]]:
         """Seconds spent in each phase, per step (generation, scoring, training, ...)."""
@@ -111,7 +91,7 @@ class StageData:
 
     @property
     def is_alignment(self) -> bool:
-        return bool(self.algorithm) or bool(self.series("reward_all") or self.evals)
+        return bool(self.algorithm)
 
     @property
     def last_step(self) -> int | None:
@@ -241,18 +221,20 @@ def _stage_order(recipe: dict[str, Any], state: dict[str, Any], run_dir: Path) -
     return order
 
 
-def _algorithm(table: dict[str, Any], records: list[dict[str, Any]]) -> str | None:
-    algo = table.get("algorithm")
-    if isinstance(algo, str):
-        return algo
-    if isinstance(algo, dict) and isinstance(algo.get("name"), str):
-        return algo["name"]
-    keys = {k for r in records for k in r}
-    if "objective/kl" in keys:
-        return "ppo"
-    if "selected_reward_mean" in keys:
-        return "raft"
-    return None
+def _alignment_marker(stage_dir: Path) -> tuple[str | None, str | None]:
+    """(algorithm, why it cannot be reported) from the stage's marker file."""
+    marker = _dict(read_json(stage_dir / MARKER))
+    if marker:
+        version = marker.get("schema_version")
+        if version != SCHEMA_VERSION:
+            return None, (f"{stage_dir / MARKER}: metric schema {version!r}, this rlhfx reads "
+                          f"{SCHEMA_VERSION}; rerun the stage with --restart-from to report it")
+        name = marker.get("algorithm")
+        return (name if isinstance(name, str) else None), None
+    if any((stage_dir / d).is_dir() for d in ("iterations", "checkpoints", "eval", "samples")):
+        return None, (f"{stage_dir}: written by an older rlhfx (no {MARKER}); rerun the "
+                      "stage with --restart-from to report it")
+    return None, None
 
 
 def _rm_eval(stage_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -286,15 +268,19 @@ def collect_run(run_dir: str | Path) -> RunData:
         if status != "completed" and _number(entry.get("started")) and records:
             last = records[-1].get("time")
             seconds = last - entry["started"] if _number(last) else None
+        algorithm, unsupported = _alignment_marker(stage_dir)
+        if unsupported:
+            records = []
         stages.append(StageData(
             id=stage_id,
             component=str(table.get("name") or stage_id),
-            algorithm=_algorithm(table, records),
+            algorithm=algorithm,
+            unsupported=unsupported,
             status=status,
             seconds=seconds if _number(seconds) else None,
             outputs={k: str(v) for k, v in _dict(entry.get("outputs")).items()},
             records=records,
-            evals=read_snapshots(stage_dir, EVAL_FILES),
+            evals=[] if unsupported else read_snapshots(stage_dir, EVAL_FILES),
             rm_eval=_rm_eval(stage_dir, records),
             directory=stage_dir if stage_dir.is_dir() else None,
         ))

@@ -92,16 +92,17 @@ def _file(stage: StageData, key: str) -> str:
 
 
 def _xlabel(stage: StageData) -> str:
-    return "iteration" if stage.algorithm == "raft" else "step"
+    return "iteration" if stage.is_alignment else "step"
 
 
 def reward_chart(stage: StageData, out: Path) -> Chart | None:
     return _curves(stage, out, "reward", "reward", "mean reward", [
-        ("reward_all", "all samples (±1 std)", "reward_all_std"),
-        ("reward_selected", "selected for training", None),
-        ("reward_eval", "eval prompts (±1 std)", "reward_eval_std"),
-    ], "Mean reward of every sampled response, of the ones selected to train on (RAFT), and "
-       "of the held-out eval prompts. Step 0 is the policy before alignment.")
+        ("reward_mean", "all samples (±1 std)", "reward_std"),
+        ("trained_reward_mean", "samples trained on", None),
+        ("eval_reward_mean", "eval prompts (±1 std)", "eval_reward_std"),
+    ], "Mean reward of every sampled response, of the ones the update trained on (RAFT: the "
+       "selected ones), and of the held-out eval prompts. Step 0 is the policy before "
+       "alignment.")
 
 
 def diversity_chart(stage: StageData, out: Path) -> Chart | None:
@@ -124,27 +125,45 @@ def cleaner_chart(stage: StageData, out: Path) -> Chart | None:
 
 
 def kl_chart(stage: StageData, out: Path) -> Chart | None:
-    kl, coef = stage.series("kl"), stage.series("kl_coef")
-    if not kl and not coef:
+    return _curves(stage, out, "kl", "KL to the reference policy", "KL (nats per response)", [
+        ("kl_mean", "mean KL per response", None),
+    ], "KL between the policy and the reference, summed over a response's tokens (algorithms "
+       "with a reference). A negative value means the estimate is broken.")
+
+
+def own_metrics_chart(stage: StageData, out: Path) -> Chart | None:
+    """The algorithm's own metrics (`<algorithm>/...`), one small panel each: a third-party
+    algorithm's figures appear without report code."""
+    names = stage.own_metrics()
+    if not names:
         return None
-    fig, ax = _figure(f"{stage.id}: KL to the reference policy", _xlabel(stage), "KL (nats)")
-    _line(ax, kl, "KL", color="tab:blue")
-    if coef:
-        right = ax.twinx()
-        right.set_ylabel("KL coefficient")
-        _line(right, coef, "KL coefficient", color="tab:red", linestyle="--")
-        lines = ax.get_legend_handles_labels()
-        more = right.get_legend_handles_labels()
-        right.legend(lines[0] + more[0], lines[1] + more[1], loc="best", fontsize="small")
-    path = _save(fig, ax, out / _file(stage, "kl"), legend=not coef)
-    return Chart(stage.id, "KL and its coefficient", path,
-                 "KL between the policy and the reference per response; the adaptive "
-                 "controller moves the coefficient to hold it near its target.")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    cols = min(4, len(names))
+    rows = -(-len(names) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.2 * rows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    prefix = f"{stage.algorithm}/"
+    for i, name in enumerate(names):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        _line(ax, stage.series(name), name)
+        ax.set_title(name.removeprefix(prefix), fontsize="small")
+        ax.tick_params(labelsize="x-small")
+        ax.grid(True, alpha=0.3)
+    path = out / _file(stage, "own-metrics")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return Chart(stage.id, f"{stage.algorithm}'s own metrics", path,
+                 f"Every metric the algorithm reports besides the shared ones "
+                 f"({prefix}..., per iteration).")
 
 
 def length_chart(stage: StageData, out: Path) -> Chart | None:
     return _curves(stage, out, "length", "response length", "tokens per response", [
-        ("response_length", "mean response length", None),
+        ("response_tokens_mean", "mean response length", None),
     ], "Responses that grow longer step after step are a common form of reward hacking.")
 
 
@@ -214,7 +233,7 @@ def stage_time_chart(run: RunData, out: Path) -> Chart | None:
 
 
 STAGE_CHARTS = (reward_chart, diversity_chart, cleaner_chart, kl_chart, length_chart,
-                phase_chart, training_chart)
+                phase_chart, own_metrics_chart, training_chart)
 
 
 def draw_all(run: RunData, out: Path) -> list[Chart]:

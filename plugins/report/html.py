@@ -93,6 +93,9 @@ def _stages_section(run: RunData, charts: Sequence[Chart]) -> list[str]:
 
 
 def _stage_section(stage: StageData, charts: Sequence[Chart], max_samples: int) -> list[str]:
+    if stage.unsupported:
+        return [f'<h2 id="stage-{escape(stage.id)}">Stage {escape(stage.id)}</h2>',
+                f'<p class="meta">{escape(stage.unsupported)}</p>']
     summary = _summary_table(stage)
     rm = _reward_model_table(stage)
     if not (summary or rm or charts or stage.evals or stage.is_alignment):
@@ -113,17 +116,16 @@ def _stage_section(stage: StageData, charts: Sequence[Chart], max_samples: int) 
 
 #: (label, series, higher is better?) for the before/after table of an alignment stage.
 SUMMARY = (
-    ("eval reward (mean)", "reward_eval", True),
-    ("sample reward (mean)", "reward_all", True),
-    ("selected reward (mean)", "reward_selected", True),
+    ("eval reward (mean)", "eval_reward_mean", True),
+    ("sample reward (mean)", "reward_mean", True),
+    ("reward of the samples trained on (mean)", "trained_reward_mean", True),
     ("distinct-2 (eval)", "eval_distinct_2", True),
     ("distinct-2 (samples)", "distinct_2", True),
     ("distinct-1 (samples)", "distinct_1", True),
     ("discarded share (samples)", "discarded_rate", False),
     ("changed by cleaners (samples)", "changed_rate", None),
-    ("KL to reference", "kl", None),
-    ("KL coefficient", "kl_coef", None),
-    ("response length (tokens)", "response_length", None),
+    ("KL to reference", "kl_mean", None),
+    ("response length (tokens)", "response_tokens_mean", None),
 )
 
 

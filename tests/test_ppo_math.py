@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import random
 
 import pytest
 import torch
@@ -208,14 +207,6 @@ def test_logprobs_and_entropy_from_logits():
     assert close(pm.logprobs_from_logits(logits, labels), [[math.log(0.25), math.log(0.5)]])
     h2 = -(0.5 * math.log(0.5) + 3 * (1 / 6) * math.log(1 / 6))
     assert close(pm.entropy_from_logits(logits), [[math.log(4.0), h2]])
-
-
-def test_length_sampler_draws_from_half_open_range():
-    sampler = pm.LengthSampler(4, 7, random.Random(0))
-    draws = {sampler() for _ in range(200)}
-    assert draws == {4, 5, 6}
-    with pytest.raises(ValueError):
-        pm.LengthSampler(5, 5)
 
 
 def test_sequence_stats_sum_over_response_tokens():

@@ -8,14 +8,16 @@ from pathlib import Path
 
 import pytest
 
+# TRL's classic statistics under the loop's schema (docs/metrics.md): objective/kl is kl_mean,
+# env/reward_mean is reward_mean, the rest PPO's own under ppo/.
 CLASSIC_STATS = (
-    "objective/kl", "objective/kl_coef", "objective/entropy", "ppo/mean_scores",
-    "ppo/std_scores", "ppo/mean_non_score_reward", "ppo/loss/policy", "ppo/loss/value",
+    "kl_mean", "ppo/kl_coef", "ppo/entropy", "ppo/scores_mean",
+    "ppo/scores_std", "ppo/mean_non_score_reward", "ppo/loss/policy", "ppo/loss/value",
     "ppo/loss/total", "ppo/policy/entropy", "ppo/policy/approxkl", "ppo/policy/policykl",
     "ppo/policy/clipfrac", "ppo/val/var_explained", "ppo/returns/mean", "ppo/val/error",
-    "tokens/queries_len_mean", "tokens/responses_len_mean", "env/reward_mean",
-    "time/generation", "time/scoring", "time/ppo/forward_pass", "time/ppo/optimize_step",
-    "time/ppo/total", "ppo/learning_rate",
+    "ppo/queries_len_mean", "response_tokens_mean", "reward_mean",
+    "seconds_generate", "seconds_score", "ppo/time/forward_pass", "ppo/time/optimize_step",
+    "ppo/time/total", "learning_rate", "train_loss",
 )
 WORD_BONUS = '{ name = "pattern_penalty", rules = [{ pattern = "[A-Za-z]{3,}", penalty = -1.0 }] }'
 
@@ -52,8 +54,8 @@ def run_in_process(rlhfx_cli, tmp_path: Path, algorithm: dict, **kw) -> Path:
     return out
 
 
-SMALL = dict(steps=2, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3,
-             output_min_length=8, output_max_length=12, save_samples=True)
+SMALL = dict(iterations=2, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3,
+             min_new_tokens=8, max_new_tokens=11, save_samples=True)
 
 
 @pytest.mark.slow
@@ -65,26 +67,26 @@ def test_reward_rises_while_kl_stays_bounded(rlhfx_cli, tmp_path):
     assert result.exit_code == 0, result.output
     recs = records(out)
     assert [r["step"] for r in recs] == list(range(0, 25))  # 0: the initial policy's eval
-    assert [r["step"] for r in recs if "eval/reward_mean" in r] == [0, 8, 16, 24]
-    assert "objective/kl" not in recs[0]
+    assert [r["step"] for r in recs if "eval_reward_mean" in r] == [0, 8, 16, 24]
+    assert "kl_mean" not in recs[0]
     recs = recs[1:]
     for r in recs:
         missing = [k for k in CLASSIC_STATS if k not in r]
         assert not missing, missing
-    rewards = [r["env/reward_mean"] for r in recs]
+    rewards = [r["reward_mean"] for r in recs]
     first, last = sum(rewards[:5]) / 5, sum(rewards[-5:]) / 5
     assert last > first + 2.0, rewards  # about 8 -> 12 words per 16-token answer
-    kls = [r["objective/kl"] for r in recs]
+    kls = [r["kl_mean"] for r in recs]
     assert kls[0] == pytest.approx(0.0, abs=1e-5)  # the policy starts as the reference
     assert all(math.isfinite(k) and -1.0 < k < 25.0 for k in kls), kls
-    coefs = [r["objective/kl_coef"] for r in recs]
+    coefs = [r["ppo/kl_coef"] for r in recs]
     assert coefs[1] < coefs[0]  # KL below target: the adaptive controller relaxes first
     assert coefs[-1] > min(coefs)  # ... and tightens once the KL passes the target
     stage = out / "stages" / "align"
     assert (stage / "reward_curve.png").stat().st_size > 1000
     assert (stage / "kl_curve.png").stat().st_size > 1000
-    assert sorted(p.name for p in (stage / "eval").iterdir()) == [
-        f"step_{s:06d}.jsonl" for s in (0, 8, 16, 24)]
+    assert sorted(p.parent.name for p in (stage / "iterations").glob("*/eval.jsonl")) == [
+        f"iter-{s:04d}" for s in (0, 8, 16, 24)]
 
     from transformers import AutoModelForCausalLM
 
@@ -131,7 +133,8 @@ def test_reward_model_with_another_tokenizer(rlhfx_cli, tmp_path):
     out = run_in_process(rlhfx_cli, tmp_path, SMALL,
                          reward=f'{{ name = "reward_model", model = "{rm_dir}" }}')
     rows = [json.loads(line) for line in
-            (out / "stages" / "align" / "samples" / "step_000002.jsonl").read_text().splitlines()]
+            (out / "stages" / "align" / "iterations" / "iter-0002" / "samples.jsonl")
+            .read_text().splitlines()]
     trained = [r for r in rows if r["trained"]]
     assert trained
 
@@ -143,11 +146,11 @@ def test_reward_model_with_another_tokenizer(rlhfx_cli, tmp_path):
     with torch.no_grad():
         for row in trained:
             enc = rm_tok(row["prompt"] + " " + row["response"], return_tensors="pt")
-            assert row["score"] == pytest.approx(rm(**enc).logits[0, 0].item(), abs=1e-4)
-    assert len({round(r["score"], 6) for r in trained}) > 1
+            assert row["reward"] == pytest.approx(rm(**enc).logits[0, 0].item(), abs=1e-4)
+    assert len({round(r["reward"], 6) for r in trained}) > 1
 
 
-EVAL_KEYS = ("eval/reward_mean", "eval/reward_std", "eval/discarded_rate", "eval/distinct_2")
+EVAL_KEYS = ("eval_reward_mean", "eval_reward_std", "eval_discarded_rate", "eval_distinct_2")
 
 
 def test_mixed_precision_left_by_an_earlier_stage_does_not_leak_into_ppo(rlhfx_cli, tmp_path):
@@ -159,11 +162,11 @@ def test_mixed_precision_left_by_an_earlier_stage_does_not_leak_into_ppo(rlhfx_c
     AcceleratorState._reset_state(reset_partial_state=False)  # whatever earlier tests left
     Accelerator(cpu=True, mixed_precision="bf16")
     try:
-        out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "steps": 1})
+        out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "iterations": 1})
     finally:
         AcceleratorState._reset_state(reset_partial_state=False)
     [record] = [r for r in records(out) if r["step"] == 1]
-    assert record["objective/kl"] == pytest.approx(0.0, abs=1e-5)  # policy == reference
+    assert record["kl_mean"] == pytest.approx(0.0, abs=1e-5)  # policy == reference
 
 
 def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
@@ -179,28 +182,28 @@ def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     recs = records(out)
     assert [r["step"] for r in recs] == [0, 1, 2]
     # step 0: the initial policy's eval only, under the names later evals use
-    assert set(recs[0]) == {"step", "time", "time/eval", *EVAL_KEYS}
-    assert "eval/reward_mean" not in recs[1] and set(EVAL_KEYS) <= set(recs[2])
+    assert set(recs[0]) == {"step", "time", "iteration", "seconds_eval", *EVAL_KEYS}
+    assert "eval_reward_mean" not in recs[1] and set(EVAL_KEYS) <= set(recs[2])
     # LoRA's B starts at zero: policy == reference (the base, adapter off) at step 1
-    assert recs[1]["objective/kl"] == pytest.approx(0.0, abs=1e-6)
-    eval_dir = out / "stages" / "align" / "eval"
-    assert sorted(p.name for p in eval_dir.iterdir()) == ["step_000000.jsonl",
-                                                          "step_000002.jsonl"]
+    assert recs[1]["kl_mean"] == pytest.approx(0.0, abs=1e-6)
+    eval_dir = out / "stages" / "align" / "iterations"
+    assert sorted(p.parent.name for p in eval_dir.glob("*/eval.jsonl")) == ["iter-0000",
+                                                                            "iter-0002"]
     from rlhfx.plugins.align import read_prompt_set
 
     prompts = read_prompt_set("builtin:tiny-eval-prompts")[:6]
     files = {}
     for step, rec in ((0, recs[0]), (2, recs[2])):
         rows = [json.loads(line) for line in
-                (eval_dir / f"step_{step:06d}.jsonl").read_text().splitlines()]
+                (eval_dir / f"iter-{step:04d}" / "eval.jsonl").read_text().splitlines()]
         assert [r["prompt"] for r in rows] == prompts  # the eval set's order
         for r in rows:
             assert set(r) == {"prompt", "response", "reward", "discarded"}
             assert (r["reward"] is None) == r["discarded"]
         scored = [r["reward"] for r in rows if not r["discarded"]]
-        assert rec["eval/discarded_rate"] == pytest.approx(1 - len(scored) / len(rows))
+        assert rec["eval_discarded_rate"] == pytest.approx(1 - len(scored) / len(rows))
         if scored:
-            assert rec["eval/reward_mean"] == pytest.approx(sum(scored) / len(scored), abs=1e-6)
+            assert rec["eval_reward_mean"] == pytest.approx(sum(scored) / len(scored), abs=1e-6)
         files[step] = rows
     # `rlhfx report`: the eval table pairs step 0 (before) with the last eval (after)
     result = rlhfx_cli("report", str(out))
@@ -217,10 +220,10 @@ def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     assert not (model_dir / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(model_dir)
     assert not any("lora" in name for name, _ in merged.named_parameters())
-    trainable = (out / "stages" / "align" / "checkpoints").glob("step_*/trainable.pt")
+    saved = (out / "stages" / "align" / "checkpoints").glob("iter-*/algorithm.pt")
     import torch
 
-    state = torch.load(next(iter(trainable)))
+    state = torch.load(next(iter(saved)), weights_only=False)["model"]
     assert state and all("lora" in k or k.startswith("v_head") for k in state)
 
 
@@ -244,12 +247,12 @@ def test_options_run(rlhfx_cli, tmp_path, options):
         assert all(r["ppo/kept"] == 0 and r["ppo/too_short"] == 8 for r in recs)
         return
     for r in recs:
-        assert math.isfinite(r["objective/kl"]) and math.isfinite(r["ppo/loss/total"])
+        assert math.isfinite(r["kl_mean"]) and math.isfinite(r["ppo/loss/total"])
     if options.get("early_stopping"):
         # a tiny target_kl: the epochs stop after the first one once the policy has moved
         assert recs[1]["ppo/epochs"] < 4
     if options.get("score_clip"):
-        assert all(abs(r["ppo/mean_scores"]) <= 3.0 for r in recs)
+        assert all(abs(r["ppo/scores_mean"]) <= 3.0 for r in recs)
 
 
 def test_lora_that_fits_no_module_is_a_one_line_error(rlhfx_cli, tmp_path):
@@ -285,14 +288,14 @@ def test_bfloat16_keeps_float32_weights_and_trains(rlhfx_cli, tmp_path, lora):
     """bf16 autocast runs on the CPU too; the trained weights (the checkpoint) stay float32."""
     import torch
 
-    options = {**SMALL, "steps": 1, "dtype": "bfloat16"}
+    options = {**SMALL, "iterations": 1, "dtype": "bfloat16"}
     if lora:
         options["lora"] = lora
     out = run_in_process(rlhfx_cli, tmp_path, options)
     (rec,) = records(out)
-    assert math.isfinite(rec["objective/kl"]) and math.isfinite(rec["ppo/loss/total"])
-    path = next((out / "stages" / "align" / "checkpoints").glob("step_*/trainable.pt"))
-    state = torch.load(path)
+    assert math.isfinite(rec["kl_mean"]) and math.isfinite(rec["ppo/loss/total"])
+    path = next((out / "stages" / "align" / "checkpoints").glob("iter-*/algorithm.pt"))
+    state = torch.load(path, weights_only=False)["model"]
     assert any(k.startswith("v_head") for k in state) and len(state) > 2
     assert all(("lora" in k) == bool(lora) for k in state if not k.startswith("v_head"))
     assert {v.dtype for v in state.values()} == {torch.float32}

@@ -64,7 +64,7 @@ def test_grown_iterations_continue_from_the_checkpoint_and_score_the_same(tmp_pa
 
     parts = tmp_path / "parts"
     run(write_recipe(tmp_path / "grow.toml", 1), parts)
-    first = parts / "stages" / "align" / "iterations" / "iter-0001" / "selected.jsonl"
+    first = parts / "stages" / "align" / "iterations" / "iter-0001" / "trained.jsonl"
     before = first.stat().st_mtime_ns
     write_recipe(tmp_path / "grow.toml", 2, save_samples=False)  # also resume-neutral
     run(tmp_path / "grow.toml", parts)
@@ -75,7 +75,7 @@ def test_grown_iterations_continue_from_the_checkpoint_and_score_the_same(tmp_pa
     assert [r["step"] for r in grown] == [0, 1, 2]
     # iteration 2 normalises with the statistics of iteration 1, restored from the checkpoint
     # (and untouched by the evals); without them its rewards would differ.
-    for key in ("reward_mean", "reward_std", "selected_reward_mean", "eval_reward_mean"):
+    for key in ("reward_mean", "reward_std", "trained_reward_mean", "eval_reward_mean"):
         assert grown[2][key] == straight[2][key], key
     state = json.loads((parts / "run_state.json").read_text())["stages"]["align"]
     assert state["status"] == "completed"
@@ -105,18 +105,18 @@ def test_fingerprint_leaves_out_only_resume_neutral_keys(tmp_path, changes, same
 @pytest.mark.parametrize(("latest", "state", "message"), [
     ("{not json", None, r"latest\.json: not valid JSON"),
     ('{"dir": "iter-0009"}', None, r"latest\.json: names no checkpoint directory"),
-    ('{"dir": "iter-0001"}', "[1, 2", r"state\.json: not valid JSON"),
+    ('{"dir": "iter-0001"}', "[1, 2", r"loop\.json: not valid JSON"),
     ('{"dir": "iter-0001"}', '{"bogus": 1, "iteration": "x", "extra": 2}', None),
-    ('{"dir": "iter-0001"}', "[]", r"state\.json: expected a JSON object"),
+    ('{"dir": "iter-0001"}', "[]", r"loop\.json: expected a JSON object"),
 ])
 def test_damaged_checkpoint_files_are_user_errors(tmp_path, latest, state, message):
     from rlhfx import UserError
-    from rlhfx.plugins.raft.checkpoint import Checkpoints
+    from rlhfx.alignment.checkpoints import Checkpoints
 
     (tmp_path / "iter-0001").mkdir()
     (tmp_path / "latest.json").write_text(latest, encoding="utf-8")
     if state is not None:
-        (tmp_path / "iter-0001" / "state.json").write_text(state, encoding="utf-8")
+        (tmp_path / "iter-0001" / "loop.json").write_text(state, encoding="utf-8")
     if message is None:  # unknown keys are ignored (older/newer writers)
         assert Checkpoints(tmp_path).latest() is not None
         return
@@ -128,7 +128,7 @@ def test_damaged_checkpoint_files_are_user_errors(tmp_path, latest, state, messa
 def test_bfloat16_trains_float32_weights_with_mixed_precision(tmp_path, monkeypatch):
     import torch
 
-    import rlhfx.plugins.raft.loop as loop
+    import rlhfx.plugins.raft.train as loop
 
     seen: dict[str, Any] = {}
     real = loop.finetune

@@ -117,21 +117,21 @@ def test_tiny_recipe_reward_rises_and_leaves_every_artifact(tmp_path):
     assert last["eval_reward_mean"] > records[0]["eval_reward_mean"] + 2.0
     assert last["discarded_rate"] < first["discarded_rate"]  # it learned to avoid `#`
     for r in records[1:]:
-        assert r["num_selected"] == 32 and r["num_samples"] == 256
-        assert r["selected_reward_mean"] >= r["reward_mean"]
-        for key in ("reward_std", "selected_reward_std", "eval_reward_std", "distinct_1",
+        assert r["num_trained"] == 32 and r["num_samples"] == 256
+        assert r["trained_reward_mean"] >= r["reward_mean"]
+        for key in ("reward_std", "eval_reward_std", "distinct_1",
                     "distinct_2", "changed_rate", "response_tokens_mean", "train_loss",
-                    "seconds_generate", "seconds_score", "seconds_train", "seconds_eval"):
+                    "seconds_generate", "seconds_score", "seconds_update", "seconds_eval"):
             assert r[key] is not None, key
 
     stage = tmp_path / "run" / "stages" / "align"
     for it in range(1, 6):
         folder = stage / "iterations" / f"iter-{it:04d}"
-        selected = [json.loads(x) for x in (folder / "selected.jsonl").read_text().splitlines()]
+        selected = [json.loads(x) for x in (folder / "trained.jsonl").read_text().splitlines()]
         samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
         assert len(selected) == 32 and len(samples) == 256
-        assert sum(s["selected"] for s in samples) == 32
-        assert all(not s["discarded"] for s in samples if s["selected"])
+        assert sum(s["trained"] for s in samples) == 32
+        assert all(not s["discarded"] for s in samples if s["trained"])
         assert {"reward", "changed", "discarded", "raw_response", "response"} <= set(samples[0])
     assert (stage / "reward_curve.png").read_bytes()[:4] == b"\x89PNG"
     assert [p.name for p in (stage / "checkpoints").glob("iter-*")] == ["iter-0005"]
@@ -175,7 +175,7 @@ def test_sigkill_then_same_command_resumes(tmp_path):
     for step, record in before.items():
         assert records[step] == record  # completed iterations were kept, not redone
     for it in range(1, 7):
-        assert (stage / "iterations" / f"iter-{it:04d}" / "selected.jsonl").exists()
+        assert (stage / "iterations" / f"iter-{it:04d}" / "trained.jsonl").exists()
     assert not [p for p in (stage / "checkpoints").iterdir() if p.name.startswith(".")]
     assert_loadable(stage / "model")
     state = json.loads((out / "run_state.json").read_text())
@@ -191,7 +191,10 @@ def test_lora_resumes_exactly_and_saves_a_merged_model(tmp_path):
     run_in_process(recipe, out)
     stage = out / "stages" / "align"
     original = metrics(out)
-    assert (stage / "checkpoints" / "iter-0001" / "adapter_config.json").exists()
+    import torch
+
+    saved = torch.load(stage / "checkpoints" / "iter-0001" / "algorithm.pt", weights_only=False)
+    assert saved["policy"] and all("lora_" in name for name in saved["policy"])  # adapters only
     assert not (stage / "model" / "adapter_config.json").exists()  # merged
     assert_loadable(stage / "model")
 
@@ -238,10 +241,10 @@ def test_two_processes_under_torchrun(tmp_path):
         assert sorted((r["prompt_id"], r["sample"]) for r in rows) == [
             (p, s) for p in range(8) for s in range(2)
         ]
-        selected = (stage / "iterations" / f"iter-{it:04d}" / "selected.jsonl").read_text()
-        assert len(selected.splitlines()) == records[it]["num_selected"]
+        selected = (stage / "iterations" / f"iter-{it:04d}" / "trained.jsonl").read_text()
+        assert len(selected.splitlines()) == records[it]["num_trained"]
         # 8 selected, micro-batch 2, 1 epoch: 4 steps alone, 2 per process data-parallel
-        assert records[it]["train_steps"] == 2
+        assert records[it]["raft/train_steps"] == 2
     assert_loadable(stage / "model")
 
     import re
@@ -253,7 +256,7 @@ def test_two_processes_under_torchrun(tmp_path):
                         .read_text().splitlines())
            if not r["discarded"]]
     latest = json.loads((stage / "checkpoints" / "latest.json").read_text())
-    state = json.loads((stage / "checkpoints" / latest["dir"] / "state.json").read_text())
+    state = json.loads((stage / "checkpoints" / latest["dir"] / "loop.json").read_text())
     n, mean, m2 = state["reward_state"]["running"][0]
     assert n == len(raw)  # not just the main process's half
     assert mean == pytest.approx(statistics.fmean(raw))
@@ -269,9 +272,9 @@ def test_top_ranker_samples_b_times_k_prompts_once_each(tmp_path):
     folder = tmp_path / "run" / "stages" / "align" / "iterations" / "iter-0001"
     rows = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["prompt_id"] for r in rows) == list(range(12))  # 12 prompts, 1 sample each
-    assert len((folder / "selected.jsonl").read_text().splitlines()) == 4  # the top 1/k
+    assert len((folder / "trained.jsonl").read_text().splitlines()) == 4  # the top 1/k
     top = sorted((r["reward"] for r in rows if r["reward"] is not None), reverse=True)[:4]
-    chosen = sorted(r["reward"] for r in rows if r["selected"])
+    chosen = sorted(r["reward"] for r in rows if r["trained"])
     assert chosen == sorted(top)
     assert [r["step"] for r in metrics(tmp_path / "run")] == [1]  # no eval: no step 0
     from rlhfx.models import load_tokenizer
@@ -290,8 +293,8 @@ def test_iteration_where_everything_is_discarded_trains_on_nothing(tmp_path):
     recipe.write_text(text)
     log = run_in_process(recipe, tmp_path / "run")
     record = metrics(tmp_path / "run")[-1]
-    assert record["discarded_rate"] == 1.0 and record["num_selected"] == 0
-    assert record["train_steps"] == 0 and record["train_loss"] is None
+    assert record["discarded_rate"] == 1.0 and record["num_trained"] == 0
+    assert record["raft/train_steps"] == 0 and record["train_loss"] is None
     assert record["reward_mean"] is None
     assert "nothing to train on" in log
     assert_loadable(tmp_path / "run" / "stages" / "align" / "model")

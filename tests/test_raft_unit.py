@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from rlhfx.alignment import guards
+from rlhfx.alignment.checkpoints import Checkpoints, LoopState
+from rlhfx.alignment.schedule import prompt_indices as batch_prompt_indices
 from rlhfx.errors import UserError
-from rlhfx.plugins.raft import Raft, guards
-from rlhfx.plugins.raft.checkpoint import Checkpoints, RaftState
+from rlhfx.plugins.raft import Raft
 from rlhfx.plugins.raft.config import RaftConfig
-from rlhfx.plugins.raft.loop import batch_prompt_indices
 from rlhfx.plugins.raft.train import build_examples, completion_text
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
@@ -33,14 +34,12 @@ def test_top_reward_percentage_sets_k_and_must_agree():
         RaftConfig(k=4, top_reward_percentage=0.125)
     with pytest.raises(ValidationError, match="above max_new_tokens"):
         RaftConfig(min_new_tokens=10, max_new_tokens=5)
-    with pytest.raises(ValidationError, match=r"ranker\.fraction"):
-        RaftConfig(k=8, ranker={"name": "top", "fraction": 0.5})
-    assert RaftConfig(k=4, ranker={"name": "top", "fraction": 0.25}).one_sample_per_prompt
 
 
 def test_fingerprint_ignores_iterations_only():
     base = RaftConfig()
     assert base.fingerprint() == RaftConfig(iterations=40).fingerprint()
+    assert base.fingerprint() != RaftConfig(ranker={"name": "top", "fraction": 0.5}).fingerprint()
     assert base.fingerprint() != RaftConfig(learning_rate=1e-4).fingerprint()
     assert base.fingerprint() != RaftConfig(ranker="top").fingerprint()
 
@@ -53,10 +52,13 @@ def test_top_ranker_keeps_one_in_k(rlhfx_plugins):
     ref = RankerRef(name="top")
     entry = system.get("ranker", "top")
     ref.bind(entry, entry.cls.Config())
-    algo = Raft(RaftConfig(k=4, ranker=ref))
-    ranker = algo.build_ranker()
+    algo = Raft(RaftConfig(k=4, batch_size=2, ranker=ref))
+    # the ranker ranks single samples across prompts: b*k prompts, one sample each
+    assert (algo.samples_per_prompt(), algo.prompts_per_iteration()) == (1, 8)
     samples = [Sample(i, "p", "r", reward=float(i)) for i in range(8)]
-    assert ranker.select(samples) == [6, 7]  # b*k = 8 samples, 1/k of them = 2
+    assert algo.ranker.select(samples) == [6, 7]  # b*k = 8 samples, the best b = 2
+    local = Raft(RaftConfig(k=4, batch_size=2))
+    assert (local.samples_per_prompt(), local.prompts_per_iteration()) == (4, 2)
 
 
 def test_recipe_validates_and_bad_keys_name_the_key(rlhfx_cli, tmp_path):
@@ -112,27 +114,29 @@ def test_completion_keeps_the_generated_leading_whitespace():
 
 # ------------------------------------------------------------------------------ guards
 def test_guards_warn_on_collapsing_diversity_and_climbing_cleaner_rate():
-    first = {"step": 1, "distinct_2": 0.40, "cleaned_rate": 0.10}
-    history = [{"step": 0, "eval_reward_mean": 1.0}, first]
-    assert guards.check(history, {"distinct_2": 0.30, "cleaned_rate": 0.25}, 0.6, 0.2) == []
-    msgs = guards.check(history, {"distinct_2": 0.22, "cleaned_rate": 0.5}, 0.6, 0.2)
+    first = {"distinct_2": 0.40, "cleaned_rate": 0.10}
+    c = RaftConfig()
+    assert guards.check(first, {"distinct_2": 0.30, "cleaned_rate": 0.25}, c) == []
+    msgs = guards.check(first, {"distinct_2": 0.22, "cleaned_rate": 0.5}, c)
     assert len(msgs) == 2 and "distinct-2 fell to 0.220" in msgs[0] and "50%" in msgs[1]
-    assert guards.check(history, {"distinct_2": 0.1, "cleaned_rate": 0.1}, 0.0, 0.2) == []
-    assert guards.check([], {"distinct_2": 0.0}, 0.6, 0.2) == []  # nothing to compare with
+    off = RaftConfig(distinct2_warn_fraction=0.0)
+    assert guards.check(first, {"distinct_2": 0.1, "cleaned_rate": 0.1}, off) == []
+    assert guards.check(None, {"distinct_2": 0.0}, c) == []  # nothing to compare with
 
 
 # ------------------------------------------------------------------------------ checkpoints
 def test_checkpoints_commit_atomically_and_prune(tmp_path):
-    pytest.importorskip("torch")
-    from rlhfx.models import load_causal_lm, load_tokenizer
+    torch = pytest.importorskip("torch")
 
-    model, tok = load_causal_lm("builtin:tiny-gpt-neo"), load_tokenizer("builtin:tiny-gpt-neo")
     ckpts = Checkpoints(tmp_path / "checkpoints", keep=2)
     assert ckpts.latest() is None
     for it in (1, 2, 3):
-        ckpts.save(model, tok, RaftState(iteration=it, history=[{"step": it}]))
+        ckpts.save(LoopState(iteration=it, first_record={"distinct_2": 0.5}),
+                   {"policy": {"w": torch.full((2,), float(it))}})
     path, state = ckpts.latest()
-    assert path.name == "iter-0003" and state.iteration == 3 and state.history == [{"step": 3}]
+    assert path.name == "iter-0003" and state.iteration == 3
+    assert state.first_record == {"distinct_2": 0.5}
+    assert ckpts.load_algorithm_state(path)["policy"]["w"].tolist() == [3.0, 3.0]
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("iter-*")) == [
         "iter-0002", "iter-0003",
     ]
@@ -141,6 +145,10 @@ def test_checkpoints_commit_atomically_and_prune(tmp_path):
     assert ckpts.latest()[1].iteration == 3
     ckpts.clean_partial()
     assert not (tmp_path / "checkpoints" / ".iter-0004.tmp").exists()
+    # a truncated weights file is named, with the way out
+    (path / "algorithm.pt").write_bytes(b"\x80\x02junk")
+    with pytest.raises(UserError, match=r"algorithm\.pt: cannot be read.*--restart-from"):
+        ckpts.load_algorithm_state(path)
 
 
 def test_unknown_builtin_model_is_a_user_error():
@@ -154,16 +162,16 @@ def test_a_ranker_cannot_make_raft_train_on_discarded_samples(caplog):
     import logging
 
     from rlhfx import Sample
-    from rlhfx.plugins.raft.loop import RaftLoop
 
     class Careless:
         def select(self, samples):
             return [3, 0, 1, 7]  # 1 is discarded, 7 does not exist
 
-    loop = RaftLoop.__new__(RaftLoop)
-    loop.ranker, loop.config, loop._warned_ranker = Careless(), RaftConfig(), False
-    loop.ctx = type("Ctx", (), {"log": logging.getLogger("rlhfx.test")})()
-    samples = [Sample(i, "p", "r", discarded=i == 1) for i in range(4)]
+    loop = Raft(RaftConfig())
+    loop.ranker = Careless()  # type: ignore[assignment]
+    loop.run = type("Run", (), {"log": logging.getLogger("rlhfx.test")})()
+    samples = [Sample(i, "p", "r", discarded=i == 1, reward=None if i == 1 else float(i))
+               for i in range(4)]
     with caplog.at_level(logging.WARNING, logger="rlhfx.test"):
         assert loop._select(samples) == [0, 3]
         assert loop._select(samples) == [0, 3]

@@ -74,7 +74,7 @@ def test_validation_does_not_import_transformers(tmp_path):
 
 def test_unknown_training_args_key_fails_before_the_model_loads(tmp_path, monkeypatch):
     pytest.importorskip("torch")
-    import rlhfx.plugins.raft.loop as loop
+    import rlhfx.models as loop
     from rlhfx.runner import run_recipe
 
     def no_loading(*args, **kwargs):

@@ -58,9 +58,9 @@ class AlgorithmConfig(ComponentConfig):
     nonfinite_rewards: Literal["error", "drop"] = "error"
 
     # ---- evaluation on the align stage's `eval_prompts`
-    #: The policy is evaluated before the first and after the last iteration; with N > 0
-    #: also every N iterations. Leave out `eval_prompts` to skip evaluation.
-    eval_every: int = Field(default=0, ge=0)
+    #: None (default): the policy is evaluated before the first and after the last
+    #: iteration; N: also every N iterations; 0: never.
+    eval_every: int | None = Field(default=None, ge=0)
     #: Low temperature for a steady estimate, with the same sampling noise at every eval.
     eval_temperature: float = Field(default=0.2, gt=0)
     #: At most this many eval prompts are used (the first ones of the file).

@@ -275,7 +275,7 @@ class AlignmentLoop:
     # ------------------------------------------------------------------ evaluation
     def _eval_due(self, it: int) -> bool:
         every = self.config.eval_every
-        if not self.setup.eval_prompts:
+        if not self.setup.eval_prompts or every == 0:
             return False
         return it in (0, self.iterations) or bool(every and it % every == 0)
 

@@ -103,7 +103,7 @@ def sample_metrics(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-def clean_record(record: Mapping[str, Any], digits: int = 6) -> dict[str, Any]:
+def clean_record(record: Mapping[str, Any], digits: int = 8) -> dict[str, Any]:
     """Floats rounded for a readable file; NaN and infinities written as None (valid JSON)."""
     out: dict[str, Any] = {}
     for key, value in record.items():

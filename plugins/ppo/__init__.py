@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, UserError, hookimpl
+from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, Sample, UserError, hookimpl
 
 from .config import PPOConfig
 
@@ -73,24 +73,7 @@ class PPO(AlignmentAlgorithm):
         run, c = self.run, self.config
         if self.trainer.model is None:
             self.trainer.prepare()  # after a checkpoint was restored: DDP under torchrun
-        counts: Counter[str] = Counter()
-        kept = []
-        for s in batch.mine:
-            counts[s.token_status] += 1
-            reward = s.reward
-            if s.discarded:
-                counts["discarded"] += 1
-                if c.discarded_score is None or s.extra.get("nonfinite_reward") is not None:
-                    s.extra["dropped"] = DISCARDED
-                    continue
-                reward = c.discarded_score
-            if s.token_status == "prefix":
-                s.extra["dropped"] = DROPPED_PREFIX
-            elif len(s.response_ids) < c.min_response_tokens:
-                counts["too_short"] += 1
-                s.extra["dropped"] = TOO_SHORT
-            elif reward is not None:
-                kept.append((s, float(reward)))
+        kept, counts = trainable(batch.mine, c)
         per_process = run.gather([r for _, r in kept])
         all_scores = [x for part in per_process for x in part]
         kl_coef = self.trainer.kl_ctl.value
@@ -139,6 +122,34 @@ class PPO(AlignmentAlgorithm):
         import torch
 
         torch.save(self.model.v_head.state_dict(), directory / "value_head.pt")
+
+
+def trainable(samples: list[Sample], c: PPOConfig) -> tuple[list[tuple[Sample, float]],
+                                                              Counter[str]]:
+    """The samples PPO trains on, each with its score, and counts of what was left out
+    (noted in `sample.extra["dropped"]`): discarded ones (unless `discarded_score` gives them
+    a score), ones whose kept text starts after tokens a cleaner removed, too-short ones."""
+    counts: Counter[str] = Counter()
+    kept = []
+    for s in samples:
+        counts[s.token_status] += 1
+        counts["discarded"] += s.discarded
+        if s.token_status == "prefix":
+            s.extra["dropped"] = DROPPED_PREFIX
+            continue
+        if len(s.response_ids) < c.min_response_tokens:
+            counts["too_short"] += 1
+            s.extra["dropped"] = TOO_SHORT
+            continue
+        reward = s.reward
+        if s.discarded:
+            if c.discarded_score is None or s.extra.get("nonfinite_reward") is not None:
+                s.extra["dropped"] = DISCARDED
+                continue
+            reward = c.discarded_score
+        if reward is not None:
+            kept.append((s, float(reward)))
+    return kept, counts
 
 
 def neutral_generation_config(model: Any, tokenizer: Any) -> list[str]:

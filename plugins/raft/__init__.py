@@ -81,14 +81,14 @@ class Raft(AlignmentAlgorithm):
             self._warned_ranker = True
             self.run.log.warning(
                 "raft: ranker '%s' returned %d discarded (or invalid) samples; they are left "
-                "out (warned once)", self.ranker.name, len(picked) - len(kept),
+                "out (warned once)", self.config.ranker.name, len(picked) - len(kept),
             )
         return kept
 
     def _say_why_nothing_to_train(self, batch: Batch) -> None:
         usable = sum(1 for s in batch.samples if Batch.usable(s))
         if usable:
-            reason = f"ranker '{self.ranker.name}' selected none of the {usable} usable samples"
+            reason = f"ranker '{self.config.ranker.name}' selected none of the {usable} usable samples"
         else:
             nonfinite = sum(1 for s in batch.samples if s.extra.get("nonfinite_reward"))
             reason = (f"every sample was discarded ({len(batch.samples) - nonfinite} by the "

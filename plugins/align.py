@@ -8,6 +8,7 @@ Path of data through alignment: the shared loop (`rlhfx.alignment.loop`) samples
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -123,30 +124,38 @@ class AlignStage(Stage):
         cleaners = [ref.build() for ref in c.cleaners]
         policy = ctx.resolve(c.policy)
         tokenizer = load_tokenizer(policy)
-        prompts = read_prompt_set(ctx.resolve(c.prompts))
-        prompts, dropped = drop_long_prompts(prompts, tokenizer, options.max_prompt_tokens)
-        if dropped:
-            ctx.log.info("skipped %d prompts over %d tokens", dropped, options.max_prompt_tokens)
-        if not prompts:
-            raise UserError(f"{where}.max_prompt_tokens: no prompt of {c.prompts} is at most "
-                            f"{options.max_prompt_tokens} tokens")
+        prompts = training_prompts(ctx.resolve(c.prompts), tokenizer, options.max_prompt_tokens,
+                                   ctx.log, f"{where}.max_prompt_tokens")
         evals = read_prompt_set(ctx.resolve(c.eval_prompts)) if c.eval_prompts else []
         if options.eval_max_prompts is not None:
             evals = evals[: options.eval_max_prompts]
         setup = AlignmentSetup(
             config=options, policy_source=policy, tokenizer=tokenizer, prompts=prompts,
             eval_prompts=evals, cleaners=cleaners, reward=c.reward.build(),
-            stop_strings=_stop_strings(options, cleaners), stage_dir=ctx.stage_dir,
+            stop_strings=stop_strings(options.stop_strings, cleaners), stage_dir=ctx.stage_dir,
             device=_device(ctx.device), where=where, log=ctx.log,
             seed=options.seed if options.seed is not None else ctx.seed,
         )
         return AlignmentLoop(ctx, setup, algorithm).run()
 
 
-def _stop_strings(options: AlgorithmConfig, cleaners: list[ResponseCleaner]) -> list[str]:
+def training_prompts(
+    source: str, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str
+) -> list[str]:
+    """The training prompts without those over `max_tokens` policy tokens (the drop is
+    logged); none left is a UserError at `where`."""
+    prompts, dropped = drop_long_prompts(read_prompt_set(source), tokenizer, max_tokens)
+    if dropped:
+        log.info("skipped %d prompts over %d tokens", dropped, max_tokens)
+    if not prompts:
+        raise UserError(f"{where}: no prompt of {source} is at most {max_tokens} tokens")
+    return prompts
+
+
+def stop_strings(explicit: list[str] | None, cleaners: list[ResponseCleaner]) -> list[str]:
     """The recipe's stop strings, else every cleaner's (no repeats, in recipe order)."""
-    if options.stop_strings is not None:
-        return list(options.stop_strings)
+    if explicit is not None:
+        return list(explicit)
     out: list[str] = []
     for cleaner in cleaners:
         out += [m for m in cleaner.stop_strings() if m not in out]

@@ -1,5 +1,5 @@
-"""Helpers for the report tests: small fake run directories (the files RAFT, PPO and the
-reward-model stage leave behind, with hand-picked numbers, written in milliseconds) and a
+"""Helpers for the report tests: small fake run directories (the files the alignment loop and
+the reward-model stage leave behind, with hand-picked numbers, written in milliseconds) and a
 reader for the report page."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ policy = "builtin:tiny-gpt-neo"
 
 [stages.align.algorithm]
 name = "ppo"
-steps = 3
+iterations = 3
 """
 
 #: The eval prompts; the second response after alignment tries to break the page.
@@ -46,6 +46,13 @@ EVAL_AFTER = [("Rinse the rice, then simmer it.", 5.0, False),
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def write_marker(stage: Path, algorithm: str, version: int = 2) -> None:
+    """The alignment loop's marker: which algorithm, which metric schema."""
+    stage.mkdir(parents=True, exist_ok=True)
+    (stage / "alignment.json").write_text(json.dumps(
+        {"schema_version": version, "algorithm": algorithm}), encoding="utf-8")
 
 
 def write_state(run: Path, stages: dict) -> None:
@@ -62,10 +69,10 @@ def raft_record(it: int) -> dict:
         "step": it, "time": 1000.0 + 10 * it, "iteration": it,
         "reward_mean": 1.0 + it, "reward_std": 1.0, "num_samples": 16,
         "changed_rate": 0.5, "discarded_rate": 0.25 / it, "distinct_1": 0.5,
-        "distinct_2": 0.95 - 0.05 * it, "edited_rate": 0.1, "selected_reward_mean": 2.0 + it,
-        "selected_reward_std": 0.5, "num_selected": 4, "response_tokens_mean": 10.0 + it,
+        "distinct_2": 0.95 - 0.05 * it, "edited_rate": 0.1, "trained_reward_mean": 2.0 + it,
+        "num_trained": 4, "response_tokens_mean": 10.0 + it,
         "train_loss": 3.0 / it, "seconds_generate": 2.0, "seconds_score": 0.5,
-        "seconds_select": 0.01, "seconds_train": 3.0, "seconds_eval": 1.0,
+        "seconds_update": 3.0, "seconds_eval": 1.0, "raft/train_steps": 2,
         "seconds_iteration": 6.51, **eval_part,
         "warnings": ["distinct-2 fell to 0.8 <below>"] if it == 3 else [],
     }
@@ -83,6 +90,7 @@ def make_raft_run(run: Path, iterations: int = 3) -> Path:
     write_state(run, {"align": {"status": "completed", "seconds": 42.5, "started": 990.0,
                                 "outputs": {"model": "stages/align/model"}}})
     stage = run / "stages/align"
+    write_marker(stage, "raft")
     write_jsonl(stage / "metrics.jsonl", [raft_record(i) for i in range(iterations + 1)])
     write_jsonl(stage / "iterations/iter-0000/eval.jsonl", eval_rows(EVAL_BEFORE))
     for it in range(1, iterations + 1):
@@ -97,33 +105,35 @@ def make_raft_run(run: Path, iterations: int = 3) -> Path:
 
 def ppo_record(step: int) -> dict:
     record = {
-        "step": step, "time": 2000.0 + step, "objective/kl": 0.5 * step,
-        "objective/kl_coef": 0.2 - 0.01 * step, "ppo/mean_scores": 7.0 + step,
-        "ppo/std_scores": 1.0, "env/reward_mean": 7.0 + step, "env/distinct_2": 1.0,
-        "tokens/responses_len_mean": 16.0, "ppo/rollouts": 4, "ppo/discarded": 1,
-        "ppo/loss/total": 1.0 / step, "time/generation": 0.2, "time/scoring": 0.01,
-        "time/ppo/forward_pass": 0.1, "time/ppo/optimize_step": 0.4, "time/ppo/total": 0.5,
-        "time/step": 0.71,
+        "step": step, "time": 2000.0 + step, "iteration": step, "kl_mean": 0.5 * step,
+        "ppo/kl_coef": 0.2 - 0.01 * step, "ppo/scores_mean": 9.0 + step,
+        "reward_mean": 7.0 + step, "reward_std": 1.0, "distinct_2": 1.0,
+        "discarded_rate": 0.25, "changed_rate": step / 4,
+        "response_tokens_mean": 16.0, "num_samples": 4, "ppo/discarded": 1,
+        "train_loss": 1.0 / step, "ppo/loss/total": 1.0 / step, "seconds_generate": 0.2,
+        "seconds_score": 0.01, "seconds_update": 0.5, "ppo/time/forward_pass": 0.1,
+        "seconds_iteration": 0.71,
     }
     if step == 3:
-        record.update({"eval/reward_mean": 9.0, "eval/reward_std": 1.0,
-                       "eval/discarded_rate": 0.0, "eval/distinct_2": 0.5})
+        record.update({"eval_reward_mean": 9.0, "eval_reward_std": 1.0,
+                       "eval_discarded_rate": 0.0, "eval_distinct_2": 0.5})
     return record
 
 
 def make_ppo_run(run: Path) -> Path:
-    """A finished PPO run in TRL's metric names, with per-step samples and no eval responses."""
+    """A finished PPO run, with per-step samples and no eval responses."""
     run.mkdir(parents=True, exist_ok=True)
     (run / "recipe.toml").write_text(PPO_RECIPE, encoding="utf-8")
     write_state(run, {"align": {"status": "completed", "seconds": 12.0,
                                 "outputs": {"model": "stages/align/model"}}})
     stage = run / "stages/align"
+    write_marker(stage, "ppo")
     write_jsonl(stage / "metrics.jsonl", [ppo_record(s) for s in (1, 2, 3)])
     for step in (1, 2, 3):
         # changed: step 1 -> 1 of 4, step 2 -> 2 of 4, step 3 -> 3 of 4
-        write_jsonl(stage / f"samples/step_{step:06d}.jsonl", [
-            {"prompt": f"###Human: question {step}-{i} ###Assistant:",
-             "response": f"answer {step}-{i}", "score": float(step + i),
+        write_jsonl(stage / f"iterations/iter-{step:04d}/samples.jsonl", [
+            {"prompt_id": i, "sample": 0, "prompt": f"###Human: question {step}-{i} ###Assistant:",
+             "response": f"answer {step}-{i}", "reward": float(step + i),
              "changed": i < step, "discarded": i == 3}
             for i in range(4)
         ])

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from rlhfx import UserError
-from rlhfx.plugins.align import AlignConfig, AlignmentSetup, drop_long_prompts, read_prompt_set
+from rlhfx.plugins.align import drop_long_prompts, read_prompt_set, stop_strings, training_prompts
 
 
 class WordTokenizer:
@@ -53,13 +53,10 @@ def test_long_prompts_are_dropped_and_counted(tmp_path):
 
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
-    config = AlignConfig.model_construct(eval_prompts=None)
-    setup = AlignmentSetup(config, "policy", str(jsonl), str(jsonl), [], None)  # type: ignore[arg-type]
     log = logging.getLogger("test")
-    assert setup.training_prompts(WordTokenizer(), 3, log, "r.toml: key") == prompts[:3]
-    assert setup.held_out_prompts(2) == prompts[:2]
+    assert training_prompts(str(jsonl), WordTokenizer(), 3, log, "r.toml: key") == prompts[:3]
     with pytest.raises(UserError, match=r"r.toml: key: no prompt of .* is at most 0 tokens"):
-        setup.training_prompts(WordTokenizer(), 0, log, "r.toml: key")
+        training_prompts(str(jsonl), WordTokenizer(), 0, log, "r.toml: key")
 
 
 def test_a_txt_prompt_file_that_is_not_utf8_names_file_and_line(tmp_path):
@@ -69,7 +66,7 @@ def test_a_txt_prompt_file_that_is_not_utf8_names_file_and_line(tmp_path):
         read_prompt_set(str(path))
 
 
-def test_default_stop_strings_are_the_stop_markers_in_order_without_repeats():
+def test_default_stop_strings_are_the_cleaners_in_order_without_repeats():
     from rlhfx.config import CleanerRef
 
     cleaners = [CleanerRef.model_validate(c).build() for c in (
@@ -78,6 +75,6 @@ def test_default_stop_strings_are_the_stop_markers_in_order_without_repeats():
         {"name": "stop_markers", "markers": ["\n\n", "User:"]},
         "discard",
     )]
-    setup = AlignmentSetup(None, "p", "q", None, cleaners, None)  # type: ignore[arg-type]
-    assert setup.default_stop_strings() == ["###Human", "\n\n", "User:"]
-    assert AlignmentSetup(None, "p", "q", None, [], None).default_stop_strings() == []  # type: ignore[arg-type]
+    assert stop_strings(None, cleaners) == ["###Human", "\n\n", "User:"]
+    assert stop_strings(None, []) == []
+    assert stop_strings(["END"], cleaners) == ["END"]  # the recipe's own win

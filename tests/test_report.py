@@ -18,6 +18,7 @@ from report_fakes import (
     png_size,
     raft_record,
     write_jsonl,
+    write_marker,
     write_state,
 )
 
@@ -44,14 +45,14 @@ def test_raft_run(tmp_path):
         assert (run / "report_files" / img["data-file"]).exists()  # and the PNG beside it
     assert figure_files(page) == [
         "run-stage-times.png", "align-reward.png", "align-distinct.png", "align-cleaners.png",
-        "align-length.png", "align-phases.png",
-    ]  # no KL figure: RAFT has no KL
+        "align-length.png", "align-phases.png", "align-own-metrics.png",
+    ]  # no KL figure: RAFT has no KL; raft/train_steps is RAFT's own metric
     assert "<title>rlhfx report: fake raft</title>" in text
     # Stages table and the before/after figures (eval 1 -> 7 over iterations 0..3).
     assert page.tables["stages"][1][:4] == ["align", "align (raft)", "completed", "42.5 s"]
     summary = {row[0]: row[1:] for row in page.tables["summary-align"][1:]}
     assert summary["eval reward (mean)"] == ["1", "7", "+6", "0 → 3"]
-    assert summary["selected reward (mean)"] == ["3", "5", "+2", "1 → 3"]
+    assert summary["reward of the samples trained on (mean)"] == ["3", "5", "+2", "1 → 3"]
     assert summary["discarded share (samples)"][:3] == ["0.25", "0.08333", "-0.1667"]
     # The eval table pairs each prompt's response before (iteration 0) and after (3).
     rows = page.tables["eval-align"]
@@ -74,21 +75,21 @@ def test_ppo_run(tmp_path):
     run = make_ppo_run(tmp_path / "run")
     data = collect_run(run).stages[0]
     assert data.algorithm == "ppo"
-    assert data.series("kl") == [(1, 0.5), (2, 1.0), (3, 1.5)]
-    assert data.series("reward_all") == [(1, 8.0), (2, 9.0), (3, 10.0)]
-    # PPO logs no cleaner rates: they come from the per-step sample files.
+    assert data.series("kl_mean") == [(1, 0.5), (2, 1.0), (3, 1.5)]
+    assert data.series("reward_mean") == [(1, 8.0), (2, 9.0), (3, 10.0)]
     assert data.series("changed_rate") == [(1, 0.25), (2, 0.5), (3, 0.75)]
-    assert data.series("discarded_rate") == [(1, 0.25), (2, 0.25), (3, 0.25)]
-    # Phases without the totals that contain them.
-    assert sorted(data.phases()) == ["generation", "ppo/forward_pass", "ppo/optimize_step",
-                                     "scoring"]
+    # Phases without the total that contains them; PPO's own timings are its own metrics.
+    assert sorted(data.phases()) == ["generate", "score", "update"]
+    assert data.own_metrics() == ["ppo/kl_coef", "ppo/scores_mean", "ppo/discarded",
+                                  "ppo/loss/total", "ppo/time/forward_pass"]
     (run / "tensorboard/align").mkdir(parents=True)
     text, page = report(run, output=tmp_path / "out/ppo.html")
     assert f"tensorboard --logdir {run / 'tensorboard'}" in text
     assert (tmp_path / "out/ppo_files/align-kl.png").exists()
     assert "align-kl.png" in figure_files(page)
+    assert "align-own-metrics.png" in figure_files(page)
     summary = {row[0]: row[1:] for row in page.tables["summary-align"][1:]}
-    assert summary["KL coefficient"][:2] == ["0.19", "0.17"]
+    assert summary["KL to reference"][:2] == ["0.5", "1.5"]
     assert summary["eval reward (mean)"] == ["9", "9", "—", "3 → 3"]
     # No eval responses: the first and last step's training samples, side by side.
     assert "wrote no eval responses" in text
@@ -181,13 +182,11 @@ def test_cli_errors(rlhfx_cli, tmp_path, make, message):
     assert len(result.stderr.strip().splitlines()) <= 2
 
 
-
-def test_eval_files_by_step(tmp_path):
-    """`eval/step_NNNNNN.jsonl` (what a PPO run would write) gives the before/after table."""
+def test_eval_files_by_iteration_give_the_before_after_table(tmp_path):
     run = make_ppo_run(tmp_path / "run")
     for step, words in ((0, "a b"), (3, "c d e")):
-        write_jsonl(run / f"stages/align/eval/step_{step:06d}.jsonl", [
-            {"prompt": p, "response": f"{words} {i}", "score": float(step + i)}
+        write_jsonl(run / f"stages/align/iterations/iter-{step:04d}/eval.jsonl", [
+            {"prompt": p, "response": f"{words} {i}", "reward": float(step + i)}
             for i, p in enumerate(EVAL_PROMPTS)
         ])
     _, page = report(run)
@@ -195,13 +194,33 @@ def test_eval_files_by_step(tmp_path):
     assert "samples-align" not in page.tables
 
 
-def test_ppo_reward_curve_is_the_raw_reward_not_the_scaled_score(tmp_path):
-    """With score scaling on, ppo/mean_scores is near 0; the curve must show env/reward_mean."""
+def test_a_third_party_algorithms_own_metrics_are_drawn(tmp_path):
+    """The report knows no algorithm: a plugin's `<name>/...` metrics get their own panels."""
     run = make_ppo_run(tmp_path / "run")
-    metrics = run / "stages/align/metrics.jsonl"
-    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
-    for row in rows:
-        row["ppo/mean_scores"] = 0.01 * row["step"]  # as if scaled
-    metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    stage = next(s for s in collect_run(run).stages if s.is_alignment)
-    assert stage.series("reward_all") == [(1, 8.0), (2, 9.0), (3, 10.0)]
+    stage = run / "stages/align"
+    write_marker(stage, "best_of_n_sft")
+    rows = [{"step": s, "reward_mean": float(s), "best_of_n_sft/kept_share": 0.5 + 0.1 * s}
+            for s in (1, 2, 3)]
+    write_jsonl(stage / "metrics.jsonl", rows)
+    data = collect_run(run).stages[0]
+    assert data.algorithm == "best_of_n_sft"
+    assert data.own_metrics() == ["best_of_n_sft/kept_share"]
+    _, page = report(run)
+    assert {"align-reward.png", "align-own-metrics.png"} <= set(figure_files(page))
+    assert page.tables["stages"][1][1] == "align (best_of_n_sft)"
+
+
+@pytest.mark.parametrize("layout", ["no-marker", "old-schema"])
+def test_an_alignment_stage_of_an_older_rlhfx_is_refused_in_one_line(tmp_path, layout):
+    run = make_ppo_run(tmp_path / "run")
+    stage = run / "stages/align"
+    if layout == "no-marker":
+        (stage / "alignment.json").unlink()
+    else:
+        write_marker(stage, "ppo", version=1)
+    data = collect_run(run).stages[0]
+    assert data.unsupported and "--restart-from" in data.unsupported
+    assert data.records == [] and not data.is_alignment
+    text, page = report(run)
+    assert data.unsupported.replace('"', "&quot;") in text or data.unsupported in text
+    assert not [f for f in figure_files(page) if f.startswith("align-")]

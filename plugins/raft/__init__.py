@@ -88,7 +88,8 @@ class Raft(AlignmentAlgorithm):
     def _say_why_nothing_to_train(self, batch: Batch) -> None:
         usable = sum(1 for s in batch.samples if Batch.usable(s))
         if usable:
-            reason = f"ranker '{self.config.ranker.name}' selected none of the {usable} usable samples"
+            name = self.config.ranker.name
+            reason = f"ranker '{name}' selected none of the {usable} usable samples"
         else:
             nonfinite = sum(1 for s in batch.samples if s.extra.get("nonfinite_reward"))
             reason = (f"every sample was discarded ({len(batch.samples) - nonfinite} by the "

@@ -142,7 +142,7 @@ def own_metrics_chart(stage: StageData, out: Path) -> Chart | None:
 
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
-    fig = Figure(figsize=(3.2 * cols, 2.2 * rows), dpi=100, layout="constrained")
+    fig = Figure(figsize=(max(6.4, 3.2 * cols), 2.2 * rows), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)
     prefix = f"{stage.algorithm}/"
     for i, name in enumerate(names):

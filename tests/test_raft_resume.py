@@ -79,7 +79,7 @@ def test_grown_iterations_continue_from_the_checkpoint_and_score_the_same(tmp_pa
         assert grown[2][key] == straight[2][key], key
     state = json.loads((parts / "run_state.json").read_text())["stages"]["align"]
     assert state["status"] == "completed"
-    assert json.loads((parts / "stages/align/model/raft.json").read_text())["iterations"] == 2
+    assert json.loads((parts / "stages/align/alignment.json").read_text())["iterations"] == 2
 
     run(tmp_path / "grow.toml", parts)  # nothing changed now: skipped
     assert [r["step"] for r in metrics(parts)] == [0, 1, 2]

@@ -1,0 +1,166 @@
+"""The shared alignment loop's pieces: prompt schedule and seeds, scoring with prompt fields,
+the non-finite reward policy, resume before the first checkpoint, and the metric schema."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from types import SimpleNamespace
+
+import pytest
+
+from rlhfx import AlgorithmConfig, Sample, UserError
+from rlhfx.alignment.schedule import iteration_seed, prompt_indices, shard_positions
+from rlhfx.alignment.schema import algorithm_metric_name, sample_metrics
+from rlhfx.components import RewardSource
+from rlhfx.scoring import accepted_fields, call_score, score
+
+
+def test_prompts_cover_every_prompt_once_per_pass_and_are_pure():
+    seen = prompt_indices(10, 4, 1, 7) + prompt_indices(10, 4, 2, 7)
+    seen += prompt_indices(10, 4, 3, 7)[:2]  # iteration 3 finishes the first pass
+    assert sorted(seen) == list(range(10))
+    assert prompt_indices(10, 4, 2, 7) == prompt_indices(10, 4, 2, 7)
+    assert prompt_indices(10, 4, 1, 7) != prompt_indices(10, 4, 1, 8)
+    assert len(prompt_indices(3, 7, 1, 0)) == 7  # more than the set: wraps around
+    assert shard_positions(5, 0, 2) == [0, 2, 4] and shard_positions(5, 1, 2) == [1, 3]
+
+
+def test_iteration_seeds_fit_numpy_and_differ_by_process_and_purpose():
+    seeds = {iteration_seed(3, it, rank, purpose) for it in range(4) for rank in range(2)
+             for purpose in ("", "eval")}
+    assert len(seeds) == 16 and all(0 <= s < 2**31 for s in seeds)
+
+
+class WithAnswer(RewardSource):
+    name = "with_answer"
+
+    def score(self, prompts, responses, answer):
+        return [1.0 if r == a else 0.0 for r, a in zip(responses, answer, strict=True)]
+
+
+class Plain(RewardSource):
+    name = "plain"
+
+    def score(self, prompts, responses):
+        return [float(len(r)) for r in responses]
+
+
+def test_prompt_fields_reach_only_the_sources_that_ask_for_them():
+    assert accepted_fields(WithAnswer(), ["answer", "topic"]) == ["answer"]
+    assert accepted_fields(Plain(), ["answer"]) == []
+    fields = {"answer": ["4", "5"], "topic": ["a", "b"]}
+    assert call_score(WithAnswer(), ["p", "q"], ["4", "6"], fields) == [1.0, 0.0]
+    assert call_score(Plain(), ["p", "q"], ["4", "66"], fields) == [1.0, 2.0]
+    samples = [Sample(0, "p", "4", response="4", fields={"answer": "4"}),
+               Sample(1, "q", "x", response="x", discarded=True, fields={"answer": "5"})]
+    score(samples, WithAnswer())
+    assert [s.reward for s in samples] == [1.0, None]
+
+
+@pytest.mark.parametrize(("returned", "message"), [
+    ([1.0], "returned 1 scores for 2 responses"),
+    ([1.0, None], "returned None for response 1; scores must be numbers"),
+    ([1.0, "2"], "returned '2' for response 1"),
+    ("12", "returned str scores for 2 responses"),
+])
+def test_a_reward_source_returning_nonsense_is_named(returned, message):
+    class Broken(RewardSource):
+        name = "broken"
+
+        def score(self, prompts, responses):
+            return returned
+
+    samples = [Sample(i, "p", "r", response="r") for i in range(2)]
+    with pytest.raises(UserError, match=f"r.toml: stages.align.reward: reward source 'broken' "
+                                        f"{message}"):
+        score(samples, Broken(), where="r.toml: stages.align.reward")
+
+
+def _loop(policy: str, values: list[float]):
+    """An AlignmentLoop with only what `_clean_and_score` reads."""
+    from rlhfx.alignment.loop import AlignmentLoop
+
+    class Fixed(RewardSource):
+        name = "fixed"
+
+        def score(self, prompts, responses):
+            return values[: len(responses)]
+
+    class Tok:
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+        def decode(self, ids, skip_special_tokens=True):
+            return "".join(map(chr, ids))
+
+    loop = AlignmentLoop.__new__(AlignmentLoop)
+    loop.config = AlgorithmConfig(nonfinite_rewards=policy)
+    loop.setup = SimpleNamespace(cleaners=[], reward=Fixed(), tokenizer=Tok(),
+                                 where="r.toml: stages.align.algorithm")
+    loop.ctx = SimpleNamespace(recipe_file="r.toml", stage_id="align")
+    return loop
+
+
+def test_nonfinite_rewards_stop_the_run_naming_the_source_and_the_way_out():
+    samples = [Sample(i, "p", "ab", response_ids=[97, 98]) for i in range(3)]
+    with pytest.raises(UserError) as info:
+        _loop("error", [1.0, math.nan, 2.0])._clean_and_score(samples)
+    message = str(info.value)
+    assert message.startswith("r.toml: stages.align.reward: reward source 'fixed' returned nan")
+    assert 'nonfinite_rewards = "drop"' in message
+
+
+def test_nonfinite_rewards_can_be_dropped_and_are_counted():
+    samples = [Sample(i, "p", "ab", response_ids=[97, 98]) for i in range(3)]
+    out = _loop("drop", [1.0, math.inf, 2.0])._clean_and_score(samples)
+    assert [s.reward for s in out] == [1.0, None, 2.0]
+    assert out[1].discarded and "non-finite reward from 'fixed'" in out[1].discard_reason
+    figures = sample_metrics(out)
+    assert figures["nonfinite_rewards"] == 1 and figures["discarded_rate"] == pytest.approx(1 / 3)
+    assert figures["reward_mean"] == 1.5 and figures["reward_std"] == 0.5  # population std
+
+
+@pytest.mark.parametrize("logged", [True, False], ids=["eval-logged", "killed-before-eval"])
+def test_resume_before_the_first_checkpoint_keeps_the_step0_eval(tmp_path, logged):
+    """A run killed before its first checkpoint restarts at iteration 1: the initial policy's
+    eval it already logged stays (once) and is not done again; one it never logged is done."""
+    from rlhfx.alignment.checkpoints import Checkpoints
+    from rlhfx.alignment.loop import AlignmentLoop
+
+    metrics = tmp_path / "metrics.jsonl"
+    old = [{"step": 1, "kl_mean": 0.0}, {"step": 2, "kl_mean": 0.1}]
+    if logged:
+        old.insert(0, {"step": 0, "eval_reward_mean": 1.5})
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in old))
+    loop = AlignmentLoop.__new__(AlignmentLoop)
+    loop.config, loop.name = AlgorithmConfig(), "x"
+    loop.algorithm = SimpleNamespace(resume_neutral=frozenset())
+    loop.checkpoints = Checkpoints(tmp_path / "checkpoints")
+    loop.setup = SimpleNamespace(where="r.toml: stages.align.algorithm")
+    loop.ctx = SimpleNamespace(metrics_file=metrics, is_main=True, stage_id="align",
+                               log=logging.getLogger("test_resume"))
+    loop._resume()
+    assert loop.state.iteration == 0
+    kept = [json.loads(line) for line in metrics.read_text().splitlines()]
+    assert kept == (old[:1] if logged else [])  # later iterations will be done again
+    assert loop._initial_eval_done is logged
+
+
+def test_algorithm_metrics_keep_schema_names_and_prefix_the_rest():
+    assert algorithm_metric_name("ppo", "kl_mean") == "kl_mean"
+    assert algorithm_metric_name("ppo", "train_loss") == "train_loss"
+    assert algorithm_metric_name("ppo", "loss/value") == "ppo/loss/value"
+    assert algorithm_metric_name("ppo", "ppo/kl_coef") == "ppo/kl_coef"
+
+
+def test_shared_options_have_one_meaning():
+    c = AlgorithmConfig(min_new_tokens=16, max_new_tokens=16)  # a fixed response length
+    assert c.length_range == (16, 16)
+    assert AlgorithmConfig(max_new_tokens=20).length_range == (20, 20)
+    with pytest.raises(ValueError, match="min_new_tokens \\(9\\) is above max_new_tokens"):
+        AlgorithmConfig(min_new_tokens=9, max_new_tokens=8)
+    neutral = AlgorithmConfig(iterations=3).fingerprint()
+    assert neutral == AlgorithmConfig(iterations=9, eval_every=2, save_every=3).fingerprint()
+    assert neutral != AlgorithmConfig(max_new_tokens=64).fingerprint()

@@ -124,3 +124,70 @@ def test_example_is_a_working_plugin(hook, tmp_path):
         assert any(tmp_path.iterdir()), "the example of rlhfx_log_metrics wrote nothing"
     else:  # a new kind of hook: teach this test how to exercise its example
         pytest.fail(f"no check for the example of {hook}")
+
+
+# ----------------------------------------------------------------------------- consumed
+ALIGN = """[run]
+seed = 1
+
+[stages.align]
+policy = "builtin:tiny-gpt-neo"
+prompts = "builtin:tiny-prompts"
+{extra}
+[stages.align.algorithm]
+{algorithm}
+iterations = 1
+min_new_tokens = 6
+max_new_tokens = 6
+torch_threads = 1
+"""
+RAFT = 'name = "raft"\nbatch_size = 2\nk = 2\nepochs = 1\ntrain_batch_size = 2'
+WORDS = 'reward = { name = "pattern_penalty", rules = [{ pattern = "[a-z]+", penalty = -1 }] }'
+
+
+def _run(tmp_path, hook: str, recipe: str) -> list[dict]:
+    """Run `recipe` with the hook's example loaded beside the installed plugins."""
+    import io
+    import json
+
+    from rich.console import Console
+
+    from rlhfx.recipe import load_recipe
+    from rlhfx.runner import run_recipe
+
+    registry.get_plugins(extra=[(example_plugin(hook), f"docs_{hook}")])
+    path = tmp_path / "recipe.toml"
+    path.write_text(recipe, encoding="utf-8")
+    out = tmp_path / "run"
+    run_recipe(load_recipe(path), console=Console(file=io.StringIO()), output_dir=out)
+    stage = next(p for p in (out / "stages").iterdir() if p.is_dir())
+    metrics = stage / "metrics.jsonl"
+    return [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
+
+
+CONSUMERS = {
+    "rlhfx_register_stages": ('[stages.numbers]\nname = "count"\nprompts = 3\n',
+                              lambda recs: recs == [{"step": 0, "time": recs[0]["time"],
+                                                     "count": 3}]),
+    "rlhfx_register_algorithms": (
+        ALIGN.format(extra=WORDS, algorithm='name = "spread"\nk = 2\nprompts = 2'),
+        lambda recs: recs[-1]["spread/best_minus_worst"] is not None
+        and recs[-1]["num_samples"] == 4),
+    "rlhfx_register_reward_sources": (
+        ALIGN.format(extra='reward = { name = "polite", bonus = 2.0 }', algorithm=RAFT),
+        lambda recs: recs[-1]["reward_mean"] is not None and recs[-1]["num_trained"] == 2),
+    "rlhfx_register_cleaners": (
+        ALIGN.format(extra=WORDS + '\ncleaners = [{ name = "no_shouting" }]', algorithm=RAFT),
+        lambda recs: recs[-1]["num_samples"] == 4),
+    "rlhfx_register_rankers": (
+        ALIGN.format(extra=WORDS, algorithm=RAFT + '\nranker = { name = "threshold" }'),
+        lambda recs: recs[-1]["num_trained"] == 4 - round(4 * recs[-1]["discarded_rate"])),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("hook", sorted(CONSUMERS))
+def test_example_works_in_the_stage_that_consumes_it(hook, tmp_path):
+    recipe, check = CONSUMERS[hook]
+    records = _run(tmp_path, hook, recipe)
+    assert records and check(records), records

@@ -10,7 +10,6 @@ from pydantic import ValidationError
 
 from rlhfx.alignment import guards
 from rlhfx.alignment.checkpoints import Checkpoints, LoopState
-from rlhfx.alignment.schedule import prompt_indices as batch_prompt_indices
 from rlhfx.errors import UserError
 from rlhfx.plugins.raft import Raft
 from rlhfx.plugins.raft.config import RaftConfig
@@ -75,25 +74,6 @@ def test_recipe_validates_and_bad_keys_name_the_key(rlhfx_cli, tmp_path):
 
 
 # ------------------------------------------------------------------------------ prompt order
-def test_batch_prompt_indices_cover_every_prompt_before_repeating():
-    seen = batch_prompt_indices(10, 4, 1, 7) + batch_prompt_indices(10, 4, 2, 7)
-    seen += batch_prompt_indices(10, 4, 3, 7)[:2]  # iteration 3 finishes the first pass
-    assert sorted(seen) == list(range(10))
-    assert batch_prompt_indices(10, 4, 2, 7) == batch_prompt_indices(10, 4, 2, 7)
-    assert batch_prompt_indices(10, 4, 1, 7) != batch_prompt_indices(10, 4, 1, 8)
-    assert len(batch_prompt_indices(3, 7, 1, 0)) == 7  # more than the set: wraps around
-
-
-# ------------------------------------------------------------------------------ training data
-class _Tok:
-    """A character tokenizer: enough to check labels by hand."""
-
-    eos_token_id = 0
-
-    def __call__(self, texts, add_special_tokens=False):
-        return {"input_ids": [[ord(ch) for ch in t] for t in texts]}
-
-
 def test_prompt_tokens_are_left_out_of_the_loss():
     c = RaftConfig()
     ex = build_examples(_Tok(), [("ab", " c"), ("x", " yz")], c, finished=[True, False])

@@ -74,6 +74,16 @@ def test_recipe_validates_and_bad_keys_name_the_key(rlhfx_cli, tmp_path):
 
 
 # ------------------------------------------------------------------------------ prompt order
+# ------------------------------------------------------------------------------ training data
+class _Tok:
+    """A character tokenizer: enough to check labels by hand."""
+
+    eos_token_id = 0
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[ord(ch) for ch in t] for t in texts]}
+
+
 def test_prompt_tokens_are_left_out_of_the_loss():
     c = RaftConfig()
     ex = build_examples(_Tok(), [("ab", " c"), ("x", " yz")], c, finished=[True, False])

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlhfx.plugins.ppo import math as pm
+from rlhfx.plugins.ppo import formulas as pm
 from rlhfx.plugins.ppo.trainer import build_rollouts, response_slice
 
 

@@ -8,11 +8,20 @@ Where a default differs from TRL's classic one, the field comment says so and wh
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
 from rlhfx import AlgorithmConfig
+
+
+#: Old option -> what replaced it (the shared loop's names, one meaning for every algorithm).
+RENAMED = {
+    "steps": "'iterations'",
+    "output_min_length": "'min_new_tokens' (both length bounds are now included: [min, max])",
+    "output_max_length": "'max_new_tokens' (now included: the old value minus 1)",
+    "neg_kl_tolerance": "'kl_negative_tolerance'",
+}
 
 
 class PPOConfig(AlgorithmConfig):
@@ -87,6 +96,16 @@ class PPOConfig(AlgorithmConfig):
     #: on, so the logprobs of the update and of the rollout differed by dropout noise (ratio != 1
     #: at the first step).
     disable_dropout: bool = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        """Options renamed when PPO moved onto the shared loop: say what they are now."""
+        if isinstance(data, dict):
+            for old, new in RENAMED.items():
+                if old in data:
+                    raise ValueError(f"'{old}' is now {new}")
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> PPOConfig:

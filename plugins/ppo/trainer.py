@@ -25,7 +25,7 @@ import torch
 
 from rlhfx import distributed
 
-from . import math as ppo_math
+from . import formulas as ppo_math
 from .config import PPOConfig
 from .value_head import PolicyWithValueHead
 

@@ -166,11 +166,12 @@ class RewardModelStage(Stage):
 
         c = self.config
         quiet_libraries()
-        pairs = read_pairs(ctx.resolve(c.data), c.data_split)
+        pairs = read_pairs(ctx.resolve(c.data), c.data_split, c.skip_bad_rows)
         if c.max_rows:
             pairs = pairs[: c.max_rows]
         if c.eval_data is not None:
-            train, held = pairs, read_pairs(ctx.resolve(c.eval_data), c.eval_data_split)
+            train, held = pairs, read_pairs(ctx.resolve(c.eval_data), c.eval_data_split,
+                                          c.skip_bad_rows)
         else:
             train, held = hold_out(pairs, c.validation_split_percentage)
         model_source = ctx.resolve(c.model)

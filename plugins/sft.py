@@ -41,6 +41,9 @@ class TrainingOptions(ComponentConfig):
     data: DataSource
     #: Split to read when `data` is a hub id.
     data_split: str = "train"
+    #: Drop rows of `data` that are not JSON or lack the text field (counted and warned)
+    #: instead of stopping at the first with its file and line.
+    skip_bad_rows: bool = False
     #: Use at most this many rows (all when unset).
     max_rows: int | None = Field(default=None, ge=1)
     #: `full` fine-tuning or `lora` adapters (merged into the saved model).
@@ -295,8 +298,8 @@ class SFTStage(Stage):
         c = self.config
         quiet_libraries()
         source = ctx.resolve(c.data)
-        texts = (read_texts(source, c.data_split) if c.text_field == "text"
-                 else _read_column(source, c.data_split, c.text_field))
+        texts = (read_texts(source, c.data_split, c.skip_bad_rows) if c.text_field == "text"
+                 else _read_column(source, c.data_split, c.text_field, c.skip_bad_rows))
         if c.max_rows:
             texts = texts[: c.max_rows]
         train, held = hold_out(texts, c.eval_split_percentage)
@@ -345,10 +348,10 @@ class SFTStage(Stage):
         return out
 
 
-def _read_column(source: str, split: str, column: str) -> list[str]:
+def _read_column(source: str, split: str, column: str, skip_bad_rows: bool) -> list[str]:
     from rlhfx.plugins.data.sets import _read_single
 
-    return _read_single(source, split, (column,), column)
+    return _read_single(source, split, (column,), column, skip_bad_rows)
 
 
 # ------------------------------------------------------------------------------ merge-lora

@@ -98,8 +98,8 @@ def _check(annotation: Any, value: Any, loc: tuple[Any, ...]) -> list[tuple[tupl
                 return []  # checked with its component's own model when the recipe binds it
             return strict_type_errors(alt, value, loc)
         if isinstance(value, dict) and origin is dict:
-            args = get_args(alt)
-            inner = args[1] if len(args) == 2 else Any
+            pair = get_args(alt)
+            inner = pair[1] if len(pair) == 2 else Any
             for key, item in value.items():
                 out.extend(_check(inner, item, (*loc, key)))
             return out

@@ -81,16 +81,16 @@ def _inside(file: Path, folders: Sequence[Path]) -> bool:
     return any(file == d or d in file.parents for d in folders)
 
 
-def _plugin_root(cls: type) -> tuple[Path | None, Path | None]:
-    """(folder holding the plugin's code, folder its paths are shown relative to)."""
-    module = sys.modules.get(cls.__module__)
+def _plugin_root(module_name: str) -> tuple[Path | None, Path | None]:
+    """(folder or file holding the plugin's code, folder its paths are shown relative to)."""
+    module = sys.modules.get(module_name)
     file = getattr(module, "__file__", None)
     if not file:
         return None, None
     path = Path(file).resolve()
-    if cls.__module__.startswith("rlhfx."):  # a built-in: its own module's folder
+    if module_name.startswith("rlhfx."):  # a built-in: its own module's folder
         return path.parent, path.parent.parent
-    top = sys.modules.get(cls.__module__.split(".")[0])
+    top = sys.modules.get(module_name.split(".")[0])
     top_file = getattr(top, "__file__", None)
     if not top_file:
         return path.parent, path.parent
@@ -100,16 +100,16 @@ def _plugin_root(cls: type) -> tuple[Path | None, Path | None]:
     return top_path, top_path.parent  # a single-module plugin
 
 
-def plugin_frame(exc: BaseException, component: Any = None) -> str:
-    """`rlhfx_polite/__init__.py:14 in score`: the deepest frame in the plugin's own code,
-    else the deepest outside rlhfx; empty when there is none."""
+def plugin_frame(exc: BaseException, component: Any = None, module: str | None = None) -> str:
+    """`rlhfx_polite/__init__.py:14 in score`: the deepest frame in the plugin's own code (the
+    package of `component`'s class, or `module`), else the deepest outside rlhfx; empty when
+    there is none."""
     frames = traceback.extract_tb(exc.__traceback__)
     if not frames:
         return ""
-    cls = None
     if component is not None:
-        cls = component if isinstance(component, type) else type(component)
-    root, shown_from = _plugin_root(cls) if cls is not None else (None, None)
+        module = (component if isinstance(component, type) else type(component)).__module__
+    root, shown_from = _plugin_root(module) if module else (None, None)
     chosen = None
     if root is not None:
         for frame in reversed(frames):

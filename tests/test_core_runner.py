@@ -88,7 +88,9 @@ def test_run_writes_the_run_directory(rlhfx_cli, workdir):
     assert [(h["stage"], h["step"]) for h in read_jsonl(out / "hooked.jsonl")] == [
         ("m", 0), ("m", 1),
     ]
-    assert "rlhfx_log_metrics failed (RuntimeError: tracker is down)" in log
+    assert ("plugin 'teststages' (rlhfx-teststages 0.1.0): rlhfx_log_metrics failed "
+            "(RuntimeError: tracker is down) at rlhfx_teststages.py:151 in rlhfx_log_metrics; "
+            "its later errors are not shown") in log
 
 
 def test_default_output_dir_and_override(rlhfx_cli, workdir):

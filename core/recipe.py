@@ -28,7 +28,7 @@ from pydantic import (
 from rlhfx.config import ComponentRef, SourceStr, StageRef
 from rlhfx.errors import RecipeError, RecipeErrors
 from rlhfx.registry import PluginSystem, UnknownComponentError, get_plugins
-from rlhfx.strict_types import strict_type_errors
+from rlhfx.strict_types import MAX_SEED, strict_type_errors
 
 STAGE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -38,11 +38,6 @@ REPORT_TARGETS = frozenset({
     "azure_ml", "clearml", "codecarbon", "comet_ml", "dagshub", "dvclive", "flyte", "kubeflow",
     "mlflow", "neptune", "swanlab", "tensorboard", "trackio", "wandb",
 })
-
-
-#: The largest seed every library takes: numpy's legacy seeding wants 0..2**32-1 (torch's
-#: manual_seed takes 64 bits, Python's `random` anything), and so does PYTHONHASHSEED.
-MAX_SEED = 2**32 - 1
 
 
 class RunSection(BaseModel):

@@ -5,7 +5,7 @@ a quoted number validates and then runs with a value its author did not write. I
 refuses those, but also `learning_rate = 1` for a float, which a recipe may well write. So
 the recipe validator walks each table beside its model first and refuses exactly these
 conversions: a boolean or a string where only a number fits, and a number or a string where only
-true or false fits.
+true or false fits. Any component's `seed` must also fit the range every library takes.
 """
 
 from __future__ import annotations
@@ -54,6 +54,15 @@ def _scalar_kinds(alternatives: list[Any]) -> set[Any]:
     return kinds
 
 
+#: The largest seed every library takes: numpy's legacy seeding (and so the HF Trainer's
+#: `set_seed`) wants 0..2**32-1, and so does PYTHONHASHSEED; torch takes 64 bits.
+MAX_SEED = 2**32 - 1
+
+
+def _is_seed(key: Any) -> bool:
+    return isinstance(key, str) and (key == "seed" or key.endswith("_seed"))
+
+
 def strict_type_errors(
     model: type[BaseModel], data: Any, loc: tuple[Any, ...] = ()
 ) -> list[tuple[tuple[Any, ...], str]]:
@@ -67,7 +76,13 @@ def strict_type_errors(
         name = by_alias.get(key, key)
         if name not in fields:
             continue  # unknown keys are pydantic's to report
-        out.extend(_check(fields[name].annotation, value, (*loc, key)))
+        problems = _check(fields[name].annotation, value, (*loc, key))
+        if not problems and _is_seed(name) and isinstance(value, int) and not isinstance(
+            value, bool
+        ) and not 0 <= value <= MAX_SEED:
+            problems = [((*loc, key), f"a seed must be between 0 and {MAX_SEED} (numpy's "
+                                      f"range; got {value})")]
+        out.extend(problems)
     return out
 
 

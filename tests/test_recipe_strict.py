@@ -69,11 +69,12 @@ def test_floats_still_take_integers(recipe):
 @pytest.mark.parametrize(
     ("seed", "stages", "expected"),
     [
-        ("-1", 1, "r.toml: run.seed: Input should be greater than or equal to 0 (got -1)"),
-        (str(2**32), 1, "r.toml: run.seed: Input should be less than or equal to 4294967295 "
-                        "(got 4294967296)"),
-        (str(2**64), 1, "r.toml: run.seed: Input should be less than or equal to 4294967295 "
-                        f"(got {2**64})"),
+        ("-1", 1, "r.toml: run.seed: a seed must be between 0 and 4294967295 (numpy's range; "
+                  "got -1)"),
+        (str(2**32), 1, "r.toml: run.seed: a seed must be between 0 and 4294967295 (numpy's "
+                        "range; got 4294967296)"),
+        (str(2**64), 1, "r.toml: run.seed: a seed must be between 0 and 4294967295 (numpy's "
+                        f"range; got {2**64})"),
         (str(2**32 - 1), 2, "r.toml: run.seed: at most 4294967294 with 2 stages (stage i is "
                             "seeded with seed + i, and numpy takes seeds up to 2**32 - 1)"),
     ],
@@ -85,6 +86,16 @@ def test_seeds_fit_every_library(recipe, seed, stages, expected):
     assert errors_of(recipe(text)) == [expected]
     largest = f"[run]\nseed = {2**32 - stages}\n" + text.split("\n", 2)[2]
     assert load_recipe(recipe(largest, "ok.toml")).recipe.run.seed == 2**32 - stages
+
+
+def test_a_components_seed_fits_every_library_too(recipe):
+    text = (REPO / "recipes" / "tiny_raft.toml").read_text().replace(
+        'name = "raft"\n', 'name = "raft"\nseed = 18446744073709551615\n'
+    )
+    assert errors_of(recipe(text)) == [
+        "r.toml: stages.align.algorithm.seed: a seed must be between 0 and 4294967295 (numpy's "
+        "range; got 18446744073709551615)"
+    ]
 
 
 def test_output_dir_a_run_cannot_write_is_refused_at_validation(recipe, tmp_path, monkeypatch):
@@ -124,6 +135,15 @@ def test_the_cli_reports_them_in_one_line_with_exit_status_2(recipe, rlhfx_cli):
         "error: r.toml: stages.m.count: must be a number, not a boolean (got true)",
     ]
     assert "Traceback" not in result.output
+
+
+def test_a_directory_named_like_a_data_file_is_refused_at_validation(recipe, tmp_path):
+    (tmp_path / "pairs.jsonl").mkdir()
+    text = '[stages.d]\nname = "data"\nsource = "pairs.jsonl"\n'
+    assert errors_of(recipe(text)) == [
+        "r.toml: stages.d.source: pairs.jsonl is a directory, not a data file; name the file "
+        "itself"
+    ]
 
 
 def test_a_byte_order_mark_is_accepted(recipe, rlhfx_cli):

@@ -363,3 +363,28 @@ def test_a_hook_argument_with_a_default_value_is_named(rlhfx_plugins, rlhfx_cli)
     assert ("warning: plugin 'defaults' (defaults) failed to load and is skipped: "
             "HookRuleError: hook rlhfx_register_reward_sources gives 'register' a default value"
             ) in result.stderr
+
+
+def test_a_plugin_fault_in_a_real_process_exits_2_and_debug_shows_the_traceback(
+    teststages, tmp_path
+):
+    from rlhfx.testing import run_rlhfx
+
+    (tmp_path / "r.toml").write_text(FAILING)
+    result = run_rlhfx("run", "r.toml", cwd=tmp_path, pythonpath=teststages)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "error: r.toml: stages.m: stage 'make' (plugin 'teststages', rlhfx-teststages 0.1.0) "
+        "failed: RuntimeError: planned failure (at rlhfx_teststages.py:65 in run)"
+    )
+
+
+def test_the_debug_flag_prints_the_traceback(teststages, rlhfx_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RLHFX_DEBUG", "0")  # restored after the test (--debug sets it)
+    (tmp_path / "r.toml").write_text(FAILING)
+    result = rlhfx_cli("--debug", "run", "r.toml")
+    assert result.exit_code == 2
+    assert "Traceback (most recent call last)" in result.stderr
+    assert "The above exception was the direct cause" in result.stderr

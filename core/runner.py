@@ -23,7 +23,7 @@ from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.faults import PluginFault, call_plugin
 from rlhfx.io import atomic_write_json, atomic_write_text
-from rlhfx.recipe import LoadedRecipe
+from rlhfx.recipe import LoadedRecipe, output_dir_problem
 from rlhfx.registry import PluginSystem, get_plugins
 
 STATE_FILE = "run_state.json"
@@ -128,6 +128,12 @@ def run_recipe(
     console = console or Console(stderr=True)
     plugins = plugins or get_plugins()
     recipe = loaded.recipe
+    # The recipe's own output_dir was checked when it was validated; an existing file is
+    # refused below.
+    if output_dir is not None and not Path(output_dir).expanduser().exists():
+        problem = output_dir_problem(str(output_dir))
+        if problem:
+            raise UserError(f"--output-dir: {problem}")
     run_dir = Path(output_dir).expanduser() if output_dir else loaded.output_dir
     stage_ids = list(recipe.stages)
     if restart_from is not None and restart_from not in stage_ids:

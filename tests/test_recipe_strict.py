@@ -125,6 +125,18 @@ def test_output_dir_a_run_cannot_write_is_refused_at_validation(recipe, tmp_path
     assert not (tmp_path / "locked" / "run").exists()
 
 
+def test_an_output_dir_override_is_checked_the_same_way(recipe, rlhfx_cli, tmp_path):
+    (tmp_path / "afile").write_text("keep me\n")
+    path = recipe(MAKE + "count = 1\n")
+    result = rlhfx_cli("run", path, "--output-dir", "afile/run")
+    assert result.exit_code == 2
+    assert result.stderr == (
+        f"error: --output-dir: cannot create afile/run: {tmp_path / 'afile'} is a file, not a "
+        "directory\n"
+    )
+    assert (tmp_path / "afile").read_text() == "keep me\n"
+
+
 def test_the_cli_reports_them_in_one_line_with_exit_status_2(recipe, rlhfx_cli):
     path = recipe('[run]\noutput_dir = ""\n' + MAKE + "count = true\n")
     result = rlhfx_cli("validate", path)

@@ -100,7 +100,8 @@ def _torch_file_problem(file: Path) -> str | None:
     return None
 
 
-def _set_aside(path: Path) -> Path:
+def set_aside(path: Path) -> Path:
+    """Move a damaged checkpoint folder into `SET_ASIDE` beside its parent (never deleted)."""
     target_dir = path.parent.parent / SET_ASIDE
     target_dir.mkdir(parents=True, exist_ok=True)
     target, n = target_dir / path.name, 1
@@ -126,7 +127,7 @@ def find_checkpoint(
             if set_aside:
                 log.warning("%s: resuming from the older %s instead", where, path.name)
             return path
-        target = _set_aside(path) if is_main else path
+        target = set_aside(path) if is_main else path
         set_aside.append((path.name, problem, target))
         log.warning("%s: %s cannot be resumed from: %s; moved it to %s", where, path.name,
                     problem, target)

@@ -5,21 +5,22 @@ truncated weights would otherwise fail only after the policy has loaded and gene
 (minutes later), with a reshape error or a hint to install sentencepiece. These checks read a
 few bytes of each file (config, safetensors headers, file names), never a model.
 
-Sources that are an earlier stage's output (`@stage.model`) are written by the run itself, and
-hub ids and built-in models need no local files: they are skipped.
+An earlier stage's output (`@stage.model`) is checked when an earlier run completed that stage
+(a resumed run loads it from disk), and skipped when this run will write it; hub ids and built-in
+models need no local files and are skipped too.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from rlhfx.config import BUILTIN_PREFIX, PKG_PREFIX, ComponentRef, ModelSourceStr
+from rlhfx.config import BUILTIN_PREFIX, PKG_PREFIX, ComponentRef, ModelSourceStr, SourceStr
 from rlhfx.errors import UserError
 
 #: Files that hold a tokenizer's vocabulary (any one is enough for AutoTokenizer).
@@ -58,19 +59,37 @@ def model_sources(value: Any, path: str) -> Iterator[tuple[str, str, bool]]:
             yield from model_sources(item, f"{path}.{key}")
 
 
-def check_recipe(recipe_file: str, stages: Iterable[tuple[str, Any]]) -> None:
+def check_recipe(
+    recipe_file: str,
+    stages: Iterable[tuple[str, Any]],
+    finished: Mapping[str, Mapping[str, str]] | None = None,
+) -> None:
     """Check every model source of the given (stage id, StageRef) pairs; one UserError listing
-    every problem found."""
+    every problem found.
+
+    `finished` holds the outputs of stages an earlier run completed, so `@stage.model` sources
+    they wrote are checked too (the others are written by this run)."""
     problems: list[str] = []
     for stage_id, ref in stages:
         for key, source, has_tokenizer in model_sources(ref, f"stages.{stage_id}"):
             is_tokenizer = key.rsplit(".", 1)[-1] == "tokenizer"
+            source = _finished_output(source, finished or {})
             problem = check_source(source, tokenizer_only=is_tokenizer,
                                    needs_tokenizer=not has_tokenizer)
             if problem:
                 problems.append(f"{recipe_file}: {key}: {problem}")
     if problems:
         raise UserError("\n".join(dict.fromkeys(problems)))
+
+
+def _finished_output(source: str, finished: Mapping[str, Mapping[str, str]]) -> str:
+    """The path behind `@stage[.output]` when that stage finished earlier, else the source."""
+    ref = SourceStr(source).stage_ref
+    if ref is None or ref[0] not in finished:
+        return source
+    outputs = finished[ref[0]]
+    name = ref[1] if ref[1] is not None else next(iter(outputs), None)
+    return outputs.get(name, source) if name is not None else source
 
 
 def check_source(

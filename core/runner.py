@@ -182,7 +182,15 @@ def run_recipe(
         or state.stage(stage_id).get("exact_fingerprint", state.stage(stage_id).get(
             "fingerprint")) != exact[stage_id]
     ]
-    preflight.check_recipe(str(loaded.path), to_run)
+    finished = {
+        stage_id: _in_declared_order(
+            _absolute(run_dir, state.stage(stage_id).get("outputs", {})),
+            _declared_outputs(recipe.stages[stage_id]),
+        )
+        for stage_id in stage_ids
+        if stage_id not in retire and state.stage(stage_id).get("status") == "completed"
+    }
+    preflight.check_recipe(str(loaded.path), to_run, finished)
 
     distributed.init()
     if distributed.is_main():

@@ -120,19 +120,19 @@ def find_checkpoint(
     `where` names the stage in messages (`recipe.toml: stages.sft`). Raises UserError when
     checkpoints exist but none is intact.
     """
-    set_aside: list[tuple[str, str, Path]] = []
+    moved: list[tuple[str, str, Path]] = []
     for _, path in checkpoints(folder):
         problem = checkpoint_problem(path)
         if problem is None:
-            if set_aside:
+            if moved:
                 log.warning("%s: resuming from the older %s instead", where, path.name)
             return path
         target = set_aside(path) if is_main else path
-        set_aside.append((path.name, problem, target))
+        moved.append((path.name, problem, target))
         log.warning("%s: %s cannot be resumed from: %s; moved it to %s", where, path.name,
                     problem, target)
-    if set_aside:
-        name, problem, target = set_aside[0]
+    if moved:
+        name, problem, target = moved[0]
         raise UserError(
             f"{where}: {name} cannot be resumed from ({problem}) and no older intact checkpoint "
             f"exists; it was moved to {target.parent}. Run the same command again to start "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhfx.errors import UserError
 from rlhfx.preflight import check_source
 
 pytest.importorskip("transformers")
@@ -139,3 +140,26 @@ def test_run_stops_before_any_stage_and_resumes_once_fixed(
         shutil.copy(saved / name, model / name)
     result = rlhfx_cli("run", "r.toml")
     assert result.exit_code == 0, result.output
+
+
+def test_a_finished_stages_model_output_is_checked_on_resume(model, tmp_path):
+    from rlhfx.preflight import check_recipe
+    from rlhfx.recipe import load_recipe
+
+    without_tokenizer(model)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[stages.sft]\nmodel = "builtin:tiny-gpt-neo"\ndata = "builtin:tiny-prompts"\n'
+        '[stages.align]\npolicy = "@sft.model"\nprompts = "builtin:tiny-prompts"\n'
+        '[stages.align.reward]\nname = "length"\n[stages.align.algorithm]\nname = "raft"\n'
+    )
+    loaded = load_recipe(recipe)
+    stages = list(loaded.recipe.stages.items())
+    check_recipe("r.toml", stages[1:])  # sft still to run: it will write the model
+    with pytest.raises(UserError) as e:
+        check_recipe("r.toml", stages[1:], finished={"sft": {"model": str(model)}})
+    assert str(e.value) == (
+        f"r.toml: stages.align.policy: {model}: no tokenizer files (tokenizer.json, "
+        "tokenizer.model, vocab.json, vocab.txt, ...); save the tokenizer beside the model or "
+        "set tokenizer"
+    )

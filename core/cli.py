@@ -33,6 +33,13 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except UserError as exc:
+            from rlhfx.faults import debug_enabled
+
+            if debug_enabled():  # the whole chain, the plugin's own traceback included
+                import traceback
+
+                err_console.print("".join(traceback.format_exception(exc)).rstrip(),
+                                  markup=False, highlight=False)
             print_error(str(exc) or type(exc).__name__)
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:
@@ -56,8 +63,18 @@ class RlhfxGroup(click.Group):
 
 @click.group(cls=RlhfxGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rlhfx")
-def cli() -> None:
+@click.option(
+    "--debug", is_flag=True,
+    help="Print the full traceback of an error too (the same as RLHFX_DEBUG=1).",
+)
+def cli(debug: bool) -> None:
     """rlhfx: align language models with human feedback, from one recipe file."""
+    if debug:
+        import os
+
+        from rlhfx.faults import ENV_DEBUG
+
+        os.environ[ENV_DEBUG] = "1"
 
 
 def load_plugin_commands(group: click.Group) -> None:
@@ -72,6 +89,8 @@ def load_plugin_commands(group: click.Group) -> None:
     except UserError as exc:  # strict mode or conflicting plugins
         print_error(str(exc))
         sys.exit(exc.exit_code)
+    for warning in system.warnings():
+        print_error(warning, label="[yellow]warning:[/yellow]")
     for info in system.failed():
         first_line = info.error.splitlines()[0] if info.error else "unknown error"
         print_error(

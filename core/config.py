@@ -162,6 +162,9 @@ class SourceStr(str):
             return _unknown_builtin(self, self.source_kind)
         if self.stage_ref or not self.looks_local:
             return None
+        path = Path(self).expanduser()
+        if self.source_kind == "data" and path.is_dir() and path.suffix in DATA_SUFFIXES:
+            return f"{self} is a directory, not a data file; name the file itself"
         return _missing(self)
 
 

@@ -132,9 +132,14 @@ class StageContext:
                 if impl.plugin_name not in self._failed_loggers:
                     self._failed_loggers.add(impl.plugin_name)
                     self.log.warning(
-                        "plugin %s: rlhfx_log_metrics failed (%s: %s); its later errors are "
-                        "not shown", impl.plugin_name, type(exc).__name__, exc,
+                        "%s: rlhfx_log_metrics failed (%s: %s)%s; its later errors are not "
+                        "shown", self._provider(impl.plugin_name), type(exc).__name__,
+                        _first_line(exc), _at(exc, impl),
                     )
+
+    def _provider(self, plugin_name: str) -> str:
+        info = self.plugins.plugins.get(plugin_name)
+        return info.provider() if info is not None else f"plugin '{plugin_name}'"
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -181,6 +186,19 @@ class StageContext:
             transient=True,
         ) as progress:
             yield progress
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _at(exc: BaseException, impl: Any) -> str:
+    """` at plugin.py:12 in rlhfx_log_metrics`: the hook's own line that failed."""
+    from rlhfx.faults import plugin_frame
+
+    where = plugin_frame(exc, module=getattr(impl.function, "__module__", None))
+    return f" at {where}" if where else ""
 
 
 def _is_number(value: Any) -> bool:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -27,6 +28,7 @@ from pydantic import (
 from rlhfx.config import ComponentRef, SourceStr, StageRef
 from rlhfx.errors import RecipeError, RecipeErrors
 from rlhfx.registry import PluginSystem, UnknownComponentError, get_plugins
+from rlhfx.strict_types import MAX_SEED, strict_type_errors
 
 STAGE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 
@@ -45,7 +47,8 @@ class RunSection(BaseModel):
     name: str | None = None
     #: Relative paths are taken from the current directory. Default: runs/<recipe file stem>.
     output_dir: str | None = None
-    seed: int = 42
+    #: numpy (and the HF Trainer's `set_seed`) take 32-bit seeds; the stages add their index.
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: `auto` uses CUDA when present, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -70,6 +73,37 @@ class RunSection(BaseModel):
                 "'tensorboard' needs the tensorboard package: pip install \"rlhfx[tensorboard]\""
             )
         return list(dict.fromkeys(value))
+
+    @field_validator("output_dir")
+    @classmethod
+    def _usable_output_dir(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        problem = output_dir_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+
+def output_dir_problem(value: str) -> str | None:
+    """Why a run could not write to `value`, found without creating anything; None if it can."""
+    if not value.strip():
+        return "must not be empty (leave it out for the default, runs/<recipe name>)"
+    path = Path(value).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            return f"{value} is an existing file, not a directory"
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{value}: no permission to write in this directory"
+        return None
+    parent = path.absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        return f"cannot create {value}: {parent} is a file, not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create {value}: no permission to write in {parent}"
+    return None
 
 
 class Recipe(BaseModel):
@@ -253,11 +287,17 @@ class _Resolver:
             self.err(f"{path}.name", exc.short)
             return
         model = entry.cls.Config
+        messages = strict_type_errors(model, ref.options)
         try:
             config = model.model_validate(ref.options)
         except ValidationError as exc:
-            messages = pydantic_messages(exc, model)
+            messages += pydantic_messages(exc, model)
+        if messages:
+            reported: set[tuple] = set()
             for loc, msg in messages:
+                if loc in reported:  # one problem per key: ours first, then pydantic's
+                    continue
+                reported.add(loc)
                 self.err(f"{path}.{dotted(loc)}" if loc else path, msg)
             self.walk_valid_fields(model, ref.options, {loc[0] for loc, _ in messages if loc}, path)
             return
@@ -320,7 +360,8 @@ def parse_toml(path: Path) -> tuple[str, dict[str, Any]]:
     if path.is_dir():
         raise RecipeError(file, "", "is a directory, not a recipe file")
     try:
-        text = path.read_text(encoding="utf-8")
+        # utf-8-sig: a byte-order mark (Windows editors write one) is dropped, not an error.
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise RecipeError(file, "", f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     try:
@@ -341,12 +382,25 @@ def load_recipe(path: str | Path, system: PluginSystem | None = None) -> LoadedR
     text, data = parse_toml(path)
     errors: list[RecipeError] = []
     recipe: Recipe | None = None
+    strict = strict_type_errors(RunSection, data.get("run"), ("run",))
+    errors += [RecipeError(file, dotted(loc), msg) for loc, msg in strict]
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         errors += [
             RecipeError(file, dotted(loc), msg) for loc, msg in pydantic_messages(exc, Recipe)
+            if loc not in {s[0] for s in strict}
         ]
+    if recipe is not None and not strict:
+        last = recipe.run.seed + len(recipe.stages) - 1
+        if last > MAX_SEED:
+            errors.append(RecipeError(
+                file, "run.seed", f"at most {MAX_SEED - len(recipe.stages) + 1} with "
+                f"{len(recipe.stages)} stages (stage i is seeded with seed + i, and numpy takes "
+                f"seeds up to 2**32 - 1)",
+            ))
+    if strict:
+        recipe = None  # a value pydantic converted: the recipe does not say what it means
     stages = recipe.stages if recipe is not None else _stages_alone(data)
     if stages:
         resolver = _Resolver(file, system or get_plugins(), stages)

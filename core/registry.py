@@ -79,12 +79,20 @@ class ComponentEntry:
 
 
 class UnknownComponentError(UserError):
-    def __init__(self, kind: str, name: str, valid: list[str]):
+    def __init__(
+        self, kind: str, name: str, valid: list[str], left_out: list[PluginInfo] | None = None
+    ):
         label = KIND_LABELS.get(kind, kind)
         close = difflib.get_close_matches(name, valid, n=1, cutoff=0.5)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         choices = ", ".join(valid) if valid else "none installed"
         self.short = f"unknown {label} '{name}'{hint}; valid: {choices}"
+        if left_out:
+            names = ", ".join(f"'{p.name}' ({p.distribution})" for p in left_out)
+            self.short += (
+                f"; {ENV_LOAD} left out the installed plugin{'s' if len(left_out) > 1 else ''} "
+                f"{names}: add it to {ENV_LOAD} if it provides '{name}'"
+            )
         super().__init__(self.short)
 
 
@@ -97,10 +105,11 @@ class PluginSystem:
         self.plugins: dict[str, PluginInfo] = {}
         self.components: dict[str, dict[str, ComponentEntry]] = {k: {} for k in KINDS}
         self.strict = os.environ.get(ENV_STRICT, "").strip() not in ("", "0", "false", "no")
+        self.allow: set[str] | None = None  # RLHFX_PLUGINS, as loaded
 
     # ---------------------------------------------------------------- loading
     def load_entry_points(self) -> None:
-        allow = _allow_list()
+        allow = self.allow = _allow_list()
         seen: set[str] = set()
         for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=_ep_sort_key):
             dist_name = ep.dist.name if ep.dist is not None else "?"
@@ -124,6 +133,22 @@ class PluginSystem:
                 continue
             self.add_plugin(module, info)
 
+    def warnings(self) -> list[str]:
+        """Problems worth a warning that fail no plugin (the CLI prints them once a command)."""
+        if not self.allow:
+            return []
+        known = {_canonical(p.name) for p in self.plugins.values()}
+        known |= {_canonical(p.distribution) for p in self.plugins.values()}
+        missing = sorted(name for name in self.allow if name not in known)
+        if not missing:
+            return []
+        installed = sorted(p.name for p in self.plugins.values() if not p.builtin)
+        return [
+            f"{ENV_LOAD} names {', '.join(repr(m) for m in missing)}, which "
+            f"{'is' if len(missing) == 1 else 'are'} not installed; installed third-party "
+            f"plugins: {', '.join(installed) or 'none'}"
+        ]
+
     def add_plugin(self, plugin: object, info: PluginInfo) -> None:
         """Register one plugin object (module, class or instance) and collect its components."""
         if info.name in self.plugins and self.plugins[info.name].status == "loaded":
@@ -135,6 +160,7 @@ class PluginSystem:
         try:
             self.pm.register(plugin, name=info.name)
             self.pm.check_pending()
+            _check_hook_arguments(self.pm, info.name)
         except Exception as exc:
             self._unregister(info.name)
             self._fail(info, exc)
@@ -225,7 +251,8 @@ class PluginSystem:
     def get(self, kind: str, name: str) -> ComponentEntry:
         table = self.components[kind]
         if name not in table:
-            raise UnknownComponentError(kind, name, sorted(table))
+            left_out = [p for p in self.listing(include_disabled=True) if p.status == "disabled"]
+            raise UnknownComponentError(kind, name, sorted(table), left_out)
         return table[name]
 
     def failed(self) -> list[PluginInfo]:
@@ -239,6 +266,25 @@ class PluginSystem:
             p for p in self.plugins.values() if include_disabled or p.status != "disabled"
         ]
         return sorted(infos, key=lambda p: (not p.builtin, p.name))
+
+
+class HookRuleError(TypeError):
+    """A hook implementation pluggy would call wrongly (it fails the plugin, named)."""
+
+
+def _check_hook_arguments(pm: pluggy.PluginManager, plugin_name: str) -> None:
+    """pluggy passes a hook only the arguments without a default value; an implementation
+    with `register=None` would be called without it and fail far from its cause."""
+    for hook in pm.get_hookcallers(pm.get_plugin(plugin_name)) or []:
+        for impl in hook.get_hookimpls():
+            if impl.plugin_name != plugin_name or not impl.kwargnames:
+                continue
+            names = ", ".join(f"'{n}'" for n in impl.kwargnames)
+            raise HookRuleError(
+                f"hook {hook.name} gives {names} a default value; pluggy never passes an "
+                "argument with a default, so remove the default (write "
+                f"`def {hook.name}({', '.join(impl.argnames + impl.kwargnames)})`)"
+            )
 
 
 def call_impl(impl: Any, **kwargs: Any) -> Any:

@@ -18,14 +18,16 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
-from rlhfx import distributed
+from rlhfx import distributed, preflight
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
+from rlhfx.faults import PluginFault, call_plugin
 from rlhfx.io import atomic_write_json, atomic_write_text
-from rlhfx.recipe import LoadedRecipe
+from rlhfx.recipe import LoadedRecipe, output_dir_problem
 from rlhfx.registry import PluginSystem, get_plugins
 
 STATE_FILE = "run_state.json"
+INTERRUPTED = "interrupted by the user (Ctrl-C); run the same command to resume"
 
 
 def seed_everything(seed: int) -> None:
@@ -126,6 +128,12 @@ def run_recipe(
     console = console or Console(stderr=True)
     plugins = plugins or get_plugins()
     recipe = loaded.recipe
+    # The recipe's own output_dir was checked when it was validated; an existing file is
+    # refused below.
+    if output_dir is not None and not Path(output_dir).expanduser().exists():
+        problem = output_dir_problem(str(output_dir))
+        if problem:
+            raise UserError(f"--output-dir: {problem}")
     run_dir = Path(output_dir).expanduser() if output_dir else loaded.output_dir
     stage_ids = list(recipe.stages)
     if restart_from is not None and restart_from not in stage_ids:
@@ -166,6 +174,23 @@ def run_recipe(
             f"--restart-from {stage_id} to redo it, or set another run.output_dir"
         )
     device = pick_device(recipe.run.device, str(loaded.path))
+    # Every local model and tokenizer the stages still to run will load, checked in seconds
+    # now rather than found broken after the first stages spent minutes.
+    to_run = [
+        (stage_id, recipe.stages[stage_id]) for stage_id in stage_ids
+        if stage_id in retire or state.stage(stage_id).get("status") != "completed"
+        or state.stage(stage_id).get("exact_fingerprint", state.stage(stage_id).get(
+            "fingerprint")) != exact[stage_id]
+    ]
+    finished = {
+        stage_id: _in_declared_order(
+            _absolute(run_dir, state.stage(stage_id).get("outputs", {})),
+            _declared_outputs(recipe.stages[stage_id]),
+        )
+        for stage_id in stage_ids
+        if stage_id not in retire and state.stage(stage_id).get("status") == "completed"
+    }
+    preflight.check_recipe(str(loaded.path), to_run, finished)
 
     distributed.init()
     if distributed.is_main():
@@ -216,13 +241,16 @@ def run_recipe(
         try:
             ctx.resolve_sources(ref)  # `@stage.output` and `pkg:` anywhere in the stage's table
             stage = ref.build()
-            produced = stage.run(ctx) or {}
+            produced = _run_stage(stage, ref, ctx) or {}
         except BaseException as exc:
             # The state stays "running": the next `rlhfx run` resumes this stage.
             quiet = {"screen": False}
-            if isinstance(exc, UserError | KeyboardInterrupt):
+            if isinstance(exc, KeyboardInterrupt):
+                log.error("stage %s stopped: %s", stage_id, INTERRUPTED, extra=quiet)
+            elif isinstance(exc, UserError):
+                # A plugin's fault keeps its traceback in run.log (the screen shows one line).
                 log.error("stage %s stopped: %s", stage_id, exc or type(exc).__name__,
-                          extra=quiet)
+                          extra=quiet, exc_info=isinstance(exc, PluginFault))
             else:
                 log.exception("stage %s failed", stage_id, extra=quiet)
             raise
@@ -240,6 +268,16 @@ def run_recipe(
         )
         log.info("stage %s: completed in %.1f s", stage_id, time.time() - started)
     return run_dir
+
+
+def _run_stage(stage: Any, ref: Any, ctx: StageContext) -> Any:
+    """Run a stage; a third-party stage's fault names its plugin and the recipe key (a
+    built-in's is a bug in rlhfx and keeps its traceback)."""
+    entry = getattr(ref, "_entry", None)
+    if entry is None or entry.plugin.builtin:
+        return stage.run(ctx)
+    key = f"{ctx.recipe_file}: stages.{ctx.stage_id}"
+    return call_plugin(stage, key, stage.run, ctx)
 
 
 def _retire_stage(run_dir: Path, state: RunState, stage_id: str) -> None:

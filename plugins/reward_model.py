@@ -26,6 +26,7 @@ from .sft import (
     hold_out,
     make_progress_callback,
     merge_if_lora,
+    prepare_resume,
     quiet_libraries,
     quiet_trainer,
     run_trainer,
@@ -166,11 +167,13 @@ class RewardModelStage(Stage):
 
         c = self.config
         quiet_libraries()
-        pairs = read_pairs(ctx.resolve(c.data), c.data_split)
+        resume = prepare_resume(ctx)
+        pairs = read_pairs(ctx.resolve(c.data), c.data_split, c.skip_bad_rows)
         if c.max_rows:
             pairs = pairs[: c.max_rows]
         if c.eval_data is not None:
-            train, held = pairs, read_pairs(ctx.resolve(c.eval_data), c.eval_data_split)
+            train, held = pairs, read_pairs(ctx.resolve(c.eval_data), c.eval_data_split,
+                                          c.skip_bad_rows)
         else:
             train, held = hold_out(pairs, c.validation_split_percentage)
         model_source = ctx.resolve(c.model)
@@ -181,7 +184,10 @@ class RewardModelStage(Stage):
         ctx.log.info("reward_model: %d training pairs, %d held out; %s", len(train), len(held),
                      "LoRA" if c.method == "lora" else "full training")
         results: dict[str, Any] = {"train_pairs": len(train), "validation_pairs": len(held)}
-        if held and c.eval_before_training:
+        earlier = _logged_before(ctx) if resume.checkpoint is not None else None
+        if held and c.eval_before_training and earlier is not None:
+            results["before"] = earlier  # measured by the attempt this one resumes
+        elif held and c.eval_before_training:
             before = pairwise_accuracy(model, tokenizer, held, c.eval_batch_size, None,
                                        tokenizer.eos_token is not None)
             results["before"] = before
@@ -223,10 +229,10 @@ class RewardModelStage(Stage):
                 eval_dataset=eval_set if len(eval_set) else None,
                 processing_class=tokenizer,
                 peft_config=c.lora.peft_config("SEQ_CLS") if c.method == "lora" else None,
-                callbacks=[make_progress_callback(ctx, progress, "reward model")],
+                callbacks=[make_progress_callback(ctx, progress, "reward model", resume)],
             )
             quiet_trainer(trainer)
-            run_trainer(trainer, ctx)
+            run_trainer(trainer, ctx, resume)
         merged = merge_if_lora(trainer.model)
         step = trainer.state.global_step
         if held:
@@ -259,6 +265,20 @@ def _quiet_fresh_head() -> Iterator[None]:
         yield
     finally:
         hf_logging.set_verbosity(level)
+
+
+def _logged_before(ctx: StageContext) -> dict[str, Any] | None:
+    """The accuracy before training that an earlier attempt of this stage logged, if any."""
+    from rlhfx.io import read_jsonl
+
+    if not ctx.metrics_file.exists():
+        return None
+    prefix = "eval_before/"
+    for record in read_jsonl(ctx.metrics_file):
+        found = {k[len(prefix):]: v for k, v in record.items() if k.startswith(prefix)}
+        if found:
+            return found
+    return None
 
 
 def _short(results: dict[str, Any]) -> dict[str, Any]:

@@ -2,14 +2,14 @@
 
 Also the pieces the reward-model stage shares with it: the training options every HF-Trainer
 stage takes, LoRA options, a callback that turns Trainer logs into rlhfx metrics and a rich
-progress bar, resuming from the last Trainer checkpoint, and saving a model atomically.
+progress bar, resuming from the last intact Trainer checkpoint with figures continuous with an
+uninterrupted run (rlhfx.trainer_resume), and saving a model atomically.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from typing import Any, Literal
@@ -41,6 +41,9 @@ class TrainingOptions(ComponentConfig):
     data: DataSource
     #: Split to read when `data` is a hub id.
     data_split: str = "train"
+    #: Drop rows of `data` that are not JSON or lack the text field (counted and warned)
+    #: instead of stopping at the first with its file and line.
+    skip_bad_rows: bool = False
     #: Use at most this many rows (all when unset).
     max_rows: int | None = Field(default=None, ge=1)
     #: `full` fine-tuning or `lora` adapters (merged into the saved model).
@@ -129,31 +132,19 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
     )
 
 
-def last_checkpoint(ctx: StageContext) -> str | None:
-    """The newest complete Trainer checkpoint of this stage, to resume from.
+def prepare_resume(ctx: StageContext) -> Any:
+    """Where this stage resumes (`rlhfx.trainer_resume.Resume`): the newest intact checkpoint,
+    with metrics.jsonl cut back to it. Call before the stage logs anything."""
+    from rlhfx.trainer_resume import prepare_resume as prepare
 
-    The Trainer writes `trainer_state.json` last, so a checkpoint without a readable one was
-    cut short by a kill; it is removed (ours, not transformers' `get_last_checkpoint`, which
-    would pick it and then fail to load it).
-    """
+    where = f"{ctx.recipe_file}: stages.{ctx.stage_id}"
     folder = ctx.stage_dir / CHECKPOINTS
-    if not folder.is_dir():
-        return None
-    found = []
-    for path in folder.iterdir():
-        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
-        if match and path.is_dir():
-            found.append((int(match.group(1)), path))
-    for _, path in sorted(found, reverse=True):
-        try:
-            json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            if ctx.is_main:
-                ctx.log.warning("%s: removing incomplete checkpoint %s", ctx.stage_id, path.name)
-                shutil.rmtree(path, ignore_errors=True)
-            continue
-        return str(path)
-    return None
+    if ctx.is_main:
+        resume = prepare(folder, ctx.metrics_file, where, ctx.log, is_main=True)
+    distributed.barrier()  # the others look once damaged checkpoints are out of the way
+    if not ctx.is_main:
+        resume = prepare(folder, ctx.metrics_file, where, ctx.log, is_main=False)
+    return resume
 
 
 def finished_model(ctx: StageContext, name: str = "model") -> Path | None:
@@ -210,16 +201,54 @@ def hold_out(rows: list[Any], percentage: float) -> tuple[list[Any], list[Any]]:
     return rows[:-n], rows[-n:]
 
 
-def make_progress_callback(ctx: StageContext, progress: Any, description: str) -> Any:
-    """A TrainerCallback: a rich progress bar over optimizer steps, logs -> metrics.jsonl."""
-    from transformers import TrainerCallback
+def make_progress_callback(
+    ctx: StageContext, progress: Any, description: str, resume: Any = None
+) -> Any:
+    """A TrainerCallback: a rich progress bar over optimizer steps, logs -> metrics.jsonl.
 
-    class ProgressAndMetrics(TrainerCallback):
+    It also keeps the figures of a resumed run continuous with an uninterrupted one: the running
+    loss total and TRL's token count are saved into every checkpoint (an `ExportableState` is
+    written into `trainer_state.json`) and put back when training resumes from it.
+    """
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import ExportableState
+
+    from rlhfx.trainer_resume import TOTALS_KEY
+
+    class ProgressAndMetrics(TrainerCallback, ExportableState):
         task: Any = None
+        trainer: Any = None  # set by run_trainer
+
+        def state(self) -> dict[str, Any]:
+            trainer = self.trainer
+            unlogged = getattr(trainer, "_tr_loss", None)
+            attributes = {
+                "total_loss": getattr(trainer, "_total_loss_scalar", None),
+                "unlogged_loss": float(unlogged) if unlogged is not None else None,
+                "last_logged_step": getattr(trainer, "_globalstep_last_logged", None),
+                "num_tokens": getattr(trainer, "_total_train_tokens", None),
+                # TRL's per-step figures (entropy, accuracy) waiting for the next log's mean
+                "pending": _pending_metrics(trainer),
+            }
+            return {"args": {}, "attributes": attributes}
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.task = progress.add_task(description, total=state.max_steps,
                                           completed=state.global_step)
+            trainer = self.trainer
+            if resume is None or resume.checkpoint is None or trainer is None:
+                return
+            # The Trainer has just zeroed its running totals: put the checkpoint's back.
+            if resume.total_loss is not None and hasattr(trainer, "_total_loss_scalar"):
+                trainer._total_loss_scalar = float(resume.total_loss)
+            if resume.unlogged_loss is not None and hasattr(trainer, "_tr_loss"):
+                trainer._tr_loss += resume.unlogged_loss
+                if resume.last_logged_step is not None:
+                    trainer._globalstep_last_logged = int(resume.last_logged_step)
+            pending = getattr(trainer, "_metrics", {}).get("train")
+            if resume.pending and isinstance(pending, dict):
+                for key, values in resume.pending.items():
+                    pending[key] = list(values)
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.task is not None:
@@ -229,6 +258,13 @@ def make_progress_callback(ctx: StageContext, progress: Any, description: str) -
             numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
             if not numbers:
                 return
+            trainer = self.trainer
+            resumed = resume is not None and resume.checkpoint is not None
+            if resumed and "train_loss" in numbers and trainer is not None:
+                # The Trainer averages over this call's steps only; the total is the whole run's.
+                total = getattr(trainer, "_total_loss_scalar", None)
+                if total is not None and state.global_step:
+                    numbers["train_loss"] = total / state.global_step
             ctx.log_metrics(state.global_step, numbers)
             shown = ", ".join(f"{k} {v:.4g}" for k, v in numbers.items()
                               if k in ("loss", "eval_loss", "accuracy", "eval_accuracy",
@@ -236,7 +272,16 @@ def make_progress_callback(ctx: StageContext, progress: Any, description: str) -
             if shown:
                 ctx.log.info("%s step %d: %s", ctx.stage_id, state.global_step, shown)
 
+    assert ProgressAndMetrics.__name__ == TOTALS_KEY
     return ProgressAndMetrics()
+
+
+def _pending_metrics(trainer: Any) -> dict[str, list[float]] | None:
+    pending = getattr(trainer, "_metrics", {}).get("train") if trainer is not None else None
+    if not isinstance(pending, dict):
+        return None
+    return {k: [float(v) for v in values] for k, values in pending.items()
+            if isinstance(values, list) and all(isinstance(v, int | float) for v in values)}
 
 
 def quiet_trainer(trainer: Any) -> None:
@@ -247,12 +292,19 @@ def quiet_trainer(trainer: Any) -> None:
     trainer.remove_callback(ProgressCallback)
 
 
-def run_trainer(trainer: Any, ctx: StageContext) -> None:
-    """Train, resuming from the stage's last checkpoint when there is one."""
-    resume = last_checkpoint(ctx)
-    if resume:
-        ctx.log.info("%s: resuming from %s", ctx.stage_id, resume)
-    trainer.train(resume_from_checkpoint=resume)
+def run_trainer(trainer: Any, ctx: StageContext, resume: Any = None) -> None:
+    """Train, resuming from `resume` (what `prepare_resume` found) when it names a checkpoint."""
+    if resume is None:
+        resume = prepare_resume(ctx)
+    for callback in trainer.callback_handler.callbacks:
+        if type(callback).__name__ == "ProgressAndMetrics":
+            callback.trainer = trainer
+    checkpoint = str(resume.checkpoint) if resume.checkpoint is not None else None
+    if checkpoint:
+        ctx.log.info("%s: resuming from %s", ctx.stage_id, checkpoint)
+        if resume.num_tokens is not None and hasattr(trainer, "_total_train_tokens"):
+            trainer._total_train_tokens = resume.num_tokens  # TRL counts from zero otherwise
+    trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def merge_if_lora(model: Any) -> Any:
@@ -294,9 +346,10 @@ class SFTStage(Stage):
 
         c = self.config
         quiet_libraries()
+        resume = prepare_resume(ctx)
         source = ctx.resolve(c.data)
-        texts = (read_texts(source, c.data_split) if c.text_field == "text"
-                 else _read_column(source, c.data_split, c.text_field))
+        texts = (read_texts(source, c.data_split, c.skip_bad_rows) if c.text_field == "text"
+                 else _read_column(source, c.data_split, c.text_field, c.skip_bad_rows))
         if c.max_rows:
             texts = texts[: c.max_rows]
         train, held = hold_out(texts, c.eval_split_percentage)
@@ -319,10 +372,10 @@ class SFTStage(Stage):
                 eval_dataset=Dataset.from_dict({"text": held}) if held else None,
                 processing_class=tokenizer,
                 peft_config=c.lora.peft_config("CAUSAL_LM") if c.method == "lora" else None,
-                callbacks=[make_progress_callback(ctx, progress, "SFT")],
+                callbacks=[make_progress_callback(ctx, progress, "SFT", resume)],
             )
             quiet_trainer(trainer)
-            run_trainer(trainer, ctx)
+            run_trainer(trainer, ctx, resume)
             if held:
                 metrics = trainer.evaluate()  # logged to metrics.jsonl by the callback
                 ctx.log.info("sft: eval loss %.4f on %d held-out texts",
@@ -345,10 +398,10 @@ class SFTStage(Stage):
         return out
 
 
-def _read_column(source: str, split: str, column: str) -> list[str]:
+def _read_column(source: str, split: str, column: str, skip_bad_rows: bool) -> list[str]:
     from rlhfx.plugins.data.sets import _read_single
 
-    return _read_single(source, split, (column,), column)
+    return _read_single(source, split, (column,), column, skip_bad_rows)
 
 
 # ------------------------------------------------------------------------------ merge-lora

@@ -31,11 +31,12 @@ def test_formats(tmp_path):
     assert read_prompt_set(str(txt)) == ["d", "e"]
 
 
-def test_bad_rows_are_skipped_and_a_file_without_prompts_is_an_error(tmp_path):
+def test_a_bad_row_stops_and_a_file_without_prompts_is_an_error(tmp_path):
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text('{"prompt": "a"}\n{"prompt": 3}\n{oops\n')
-    assert read_prompt_set(str(jsonl)) == ["a"]
-    jsonl.write_text('{"prompt": 3}\n{oops\n')
+    with pytest.raises(UserError, match=r"p.jsonl: line 2: 'prompt' is int, not a string"):
+        read_prompt_set(str(jsonl))
+    jsonl.write_text('{"prompt": ""}\n\n')
     with pytest.raises(UserError, match=r"p.jsonl: no usable prompt rows; first problem: .*line 1"):
         read_prompt_set(str(jsonl))
     with pytest.raises(UserError, match="does not exist"):

@@ -88,7 +88,11 @@ def test_log_metrics_appends_and_calls_each_plugin(tmp_path):
     assert ("full", str(tmp_path), "align", 2, {"reward": 0.75, "mutated": True}) in seen
     warnings = [r.getMessage() for r in records if r.levelno == logging.WARNING]
     assert len(warnings) == 1  # once, not at every step
-    assert "c_broken: rlhfx_log_metrics failed (ConnectionError: tracker offline)" in warnings[0]
+    assert warnings[0].startswith(
+        "plugin 'c_broken' (c_broken 0): rlhfx_log_metrics failed (ConnectionError: tracker "
+        "offline) at "
+    )
+    assert warnings[0].endswith("; its later errors are not shown")
 
 
 def test_log_metrics_only_on_the_main_process(tmp_path, monkeypatch):

@@ -134,8 +134,8 @@ def test_unknown_keys(recipe, text, expected):
     [
         (
             '[run]\nseed = "x"\n[stages.m]\nname="make"\ncount=1\n',
-            "r.toml: run.seed: Input should be a valid integer, unable to parse string as an "
-            "integer (got 'x')",
+            "r.toml: run.seed: must be a number, not a string (got 'x'); write it without "
+            "quotes",
         ),
         (
             '[run]\ndevice = "tpu"\n[stages.m]\nname="make"\ncount=1\n',

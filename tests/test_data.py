@@ -1,4 +1,5 @@
-"""The data stage: formats, malformed rows counted (never a crash), rendering, the sets written."""
+"""The data stage: formats, malformed rows stopping the stage (or counted with skip_bad_rows),
+rendering, the sets written."""
 
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ DAHOAS = FIXTURES / "hh_dahoas_small.jsonl"
 
 
 def run_prepare(tmp_path: Path, **options) -> tuple[dict[str, list[dict]], dict]:
+    """Prepare with the given options; bad rows are counted (`skip_bad_rows`) unless told."""
     options.setdefault("eval_size", 0)
+    options.setdefault("skip_bad_rows", True)
     config = DataConfig.model_validate(options)
     paths, report = prepare(config, tmp_path / "out", seed=0, plugins=get_plugins())
     sets = {name: list(read_jsonl(path)) for name, path in paths.items()}
@@ -236,12 +239,14 @@ def test_prompts_over_the_token_limit_leave_only_the_prompt_sets(tmp_path):
     def count(text: str) -> int:
         return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    everything = DataConfig(source=str(ANTHROPIC), eval_size=0, max_prompt_tokens=None)
+    everything = DataConfig(source=str(ANTHROPIC), eval_size=0, max_prompt_tokens=None,
+                            skip_bad_rows=True)
     paths, _ = prepare(everything, tmp_path / "all", 0, get_plugins(), tokenizer=tokenizer)
     lengths = sorted(count(r["prompt"]) for r in read_jsonl(paths["prompts"]))
     assert len(lengths) == 4 and lengths[1] < lengths[-1]
     limit = lengths[1]
-    config = DataConfig(source=str(ANTHROPIC), eval_size=0, max_prompt_tokens=limit)
+    config = DataConfig(source=str(ANTHROPIC), eval_size=0, max_prompt_tokens=limit,
+                        skip_bad_rows=True)
     paths, report = prepare(config, tmp_path / "cut", 0, get_plugins(), tokenizer=tokenizer)
     prompts = [r["prompt"] for r in read_jsonl(paths["prompts"])]
     assert len(prompts) == sum(n <= limit for n in lengths)
@@ -284,7 +289,7 @@ def test_chat_template_rendering(tmp_path):
         "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}"
     )
-    config = DataConfig(source=str(DAHOAS), eval_size=0, template="chat")
+    config = DataConfig(source=str(DAHOAS), eval_size=0, template="chat", skip_bad_rows=True)
     paths, _ = prepare(config, tmp_path, 0, get_plugins(), tokenizer=tokenizer)
     prompts = [r["prompt"] for r in read_jsonl(paths["prompts"])]
     assert "<|user|>What is two plus two?\n<|assistant|>" in prompts
@@ -311,7 +316,8 @@ def test_reward_model_pairs_are_what_the_reward_source_reads(tmp_path):
     from rlhfx.plugins.gpt_neo_rm import SequenceReward
 
     reward = SequenceReward(SequenceReward.Config(model="unused"))
-    config = DataConfig(source=str(DAHOAS), eval_size=0, template="chat", shuffle=False)
+    config = DataConfig(source=str(DAHOAS), eval_size=0, template="chat", shuffle=False,
+                        skip_bad_rows=True)
     paths, _ = prepare(config, tmp_path / "chat", 0, get_plugins(), tokenizer=chat_tokenizer())
     prompts = [r["prompt"] for r in read_jsonl(paths["prompts"])]
     rm = list(read_jsonl(paths["rm"]))
@@ -381,7 +387,7 @@ def test_eval_rm_holds_the_held_out_pairs(tmp_path):
 
 def test_cli_data_prepare_prints_counts(rlhfx_cli, tmp_path):
     result = rlhfx_cli("data", "prepare", str(ANTHROPIC), "--out", str(tmp_path / "o"),
-                       "--eval-size", "0", "--lmflow")
+                       "--eval-size", "0", "--lmflow", "--skip-bad-rows")
     assert result.exit_code == 0, result.output
     assert f"{ANTHROPIC} (anthropic_hh): 13 rows read, 4 kept, dropped: bad_json 2" in result.output
     assert "written: sft 4, rm 4, prompts 4, eval_prompts 0" in result.output
@@ -412,6 +418,7 @@ def test_data_stage_in_a_recipe(rlhfx_cli, tmp_path):
     recipe.write_text(
         f'[run]\noutput_dir = "{tmp_path / "run"}"\n\n'
         f'[stages.data]\nsource = "{ANTHROPIC}"\neval_size = 0\nformat = "anthropic_hh"\n'
+        "skip_bad_rows = true\n"
     )
     assert rlhfx_cli("validate", str(recipe)).exit_code == 0
     result = rlhfx_cli("run", str(recipe))
@@ -432,3 +439,103 @@ def test_recipe_rejects_unknown_format(rlhfx_cli, tmp_path):
     result = rlhfx_cli("validate", str(recipe))
     assert result.exit_code == 2
     assert "stages.data.format.name: unknown data format 'anthropic'" in result.output
+
+
+# ----------------------------------------------------------------------------- broken rows stop
+
+
+GOOD_ROW = json.dumps({"chosen": "\n\nHuman: hi\n\nAssistant: hello",
+                       "rejected": "\n\nHuman: hi\n\nAssistant: go away"})
+
+
+@pytest.mark.parametrize(
+    ("line", "problem"),
+    [
+        (b"{not json", "not JSON (Expecting property name enclosed in double quotes, column 2)"),
+        (b'{"chosen": "caf\xe9"}', "not UTF-8 (invalid continuation byte at byte 15)"),
+        (b'{"rejected": "x"}', "no 'chosen' field (fields: rejected)"),
+        (b'{"chosen": 3, "rejected": "x"}', "'chosen' is int, not a string"),
+    ],
+)
+def test_a_broken_row_stops_the_data_stage_with_file_and_line(tmp_path, line, problem):
+    path = tmp_path / "d.jsonl"
+    path.write_bytes(GOOD_ROW.encode() + b"\n" + line + b"\n" + GOOD_ROW.encode() + b"\n")
+    with pytest.raises(UserError) as e:
+        run_prepare(tmp_path, source=str(path), format="anthropic_hh", skip_bad_rows=False)
+    assert str(e.value) == f"{path}: line 2: {problem} (set skip_bad_rows = true to drop such rows)"
+    _, report = run_prepare(tmp_path, source=str(path), format="anthropic_hh")
+    assert report["train"]["kept"] == 2 and sum(report["train"]["dropped"].values()) == 1
+
+
+def test_content_filters_stay_counted_drops_without_skip_bad_rows(tmp_path):
+    path = tmp_path / "d.jsonl"
+    same = json.dumps({"chosen": "\n\nHuman: a\n\nAssistant: b",
+                       "rejected": "\n\nHuman: a\n\nAssistant: b"})
+    path.write_text(f"{GOOD_ROW}\n{same}\n")
+    _, report = run_prepare(tmp_path, source=str(path), skip_bad_rows=False)
+    assert report["train"]["dropped"] == {"identical_pair": 1}
+
+
+def test_prompt_and_pair_files_stop_at_a_broken_row(tmp_path):
+    prompts = tmp_path / "p.jsonl"
+    prompts.write_text('{"prompt": "a"}\n{"question": "b"}\n')
+    with pytest.raises(UserError) as e:
+        read_prompts(str(prompts))
+    assert str(e.value) == (f"{prompts}: line 2: no prompt or text field (fields: question) "
+                            "(set skip_bad_rows = true to drop such rows)")
+    assert read_prompts(str(prompts), skip_bad_rows=True) == ["a"]
+    pairs = tmp_path / "rm.jsonl"
+    pairs.write_text('{"chosen": "a", "rejected": "b"}\n{"chosen": "a"}\n')
+    with pytest.raises(UserError, match=rf"^{pairs}: line 2: needs chosen/rejected"):
+        read_pairs(str(pairs))
+    assert read_pairs(str(pairs), skip_bad_rows=True) == [("a", "b")]
+    prompt_file = tmp_path / "pp.jsonl"
+    prompt_file.write_text('{"prompt": "What?"}\n{"prompt": 3}\n')
+    source = tmp_path / "d.jsonl"
+    source.write_text(GOOD_ROW + "\n")
+    with pytest.raises(UserError, match=rf"^{prompt_file}: line 2: 'prompt' is int"):
+        run_prepare(tmp_path, source=str(source), prompts_source=str(prompt_file),
+                    skip_bad_rows=False)
+
+
+def test_a_directory_named_like_a_data_file_is_an_error(tmp_path):
+    folder = tmp_path / "pairs.jsonl"
+    folder.mkdir()
+    with pytest.raises(UserError) as e:
+        run_prepare(tmp_path, source=str(folder))
+    assert str(e.value) == f"{folder}: is a directory, not a data file; name the file itself"
+    empty = tmp_path / "nothing"
+    empty.mkdir()
+    (empty / "notes.md").write_text("x")
+    with pytest.raises(UserError, match=r"is a directory with no data files"):
+        read_texts(str(empty))
+
+
+def test_a_byte_order_mark_is_accepted_in_json_and_jsonl(tmp_path):
+    bom = "\ufeff"
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(bom + '{"prompt": "a"}\n{"prompt": "b"}\n', encoding="utf-8")
+    assert read_prompts(str(jsonl)) == ["a", "b"]
+    lmflow = tmp_path / "p.json"
+    lmflow.write_text(bom + json.dumps({"type": "text_only", "instances": [{"text": "c"}]}),
+                      encoding="utf-8")
+    assert read_texts(str(lmflow)) == ["c"]
+
+
+def test_broken_data_in_a_run_exits_2_and_the_run_resumes_once_fixed(rlhfx_cli, tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(f"{GOOD_ROW}\n{{oops\n{GOOD_ROW}\n")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'[run]\noutput_dir = "{tmp_path / "run"}"\n\n'
+                      f'[stages.data]\nsource = "{data}"\neval_size = 0\n')
+    result = rlhfx_cli("run", str(recipe))
+    assert result.exit_code == 2
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {data}: line 2: not JSON (Expecting property name enclosed in double quotes, "
+        "column 2) (set skip_bad_rows = true to drop such rows)"
+    )
+    assert "Traceback" not in result.output
+    data.write_text(f"{GOOD_ROW}\n{GOOD_ROW}\n")
+    result = rlhfx_cli("run", str(recipe))
+    assert result.exit_code == 0, result.output
+    assert "stage data (data): resuming" in (tmp_path / "run" / "run.log").read_text()

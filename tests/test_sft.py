@@ -101,9 +101,9 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(setup, monkeypatch):
 
     original = sft_module.run_trainer
 
-    def run_with_crash(trainer, ctx):
+    def run_with_crash(trainer, ctx, *rest):
         trainer.add_callback(Crash())
-        original(trainer, ctx)
+        original(trainer, ctx, *rest)
 
     monkeypatch.setattr(sft_module, "run_trainer", run_with_crash)
     with pytest.raises(KeyboardInterrupt):

@@ -32,12 +32,14 @@ def add_commands(cli: Any) -> None:
     @click.option("--template", type=click.Choice(["markers", "chat"]), default="markers",
                   show_default=True)
     @click.option("--lmflow", is_flag=True, help="Also write LMFlow json layouts.")
+    @click.option("--skip-bad-rows", is_flag=True,
+                  help="Drop (and count) rows that are not JSON or lack a field, not stop.")
     @click.option("--seed", type=int, default=42, show_default=True)
     @user_errors
     def prepare_cmd(source: str, out_dir: str, fmt: str | None, split: str,
                     max_rows: int | None, eval_source: str | None, eval_split: str,
                     eval_size: int, tokenizer: str | None, max_prompt_tokens: int,
-                    template: str, lmflow: bool, seed: int) -> None:
+                    template: str, lmflow: bool, skip_bad_rows: bool, seed: int) -> None:
         """Prepare SOURCE (hub id or .jsonl/.jsonl.gz/.json/.parquet) and print the counts."""
         from pydantic import ValidationError
 
@@ -51,6 +53,7 @@ def add_commands(cli: Any) -> None:
             source=source, split=split, max_rows=max_rows, eval_source=eval_source,
             eval_split=eval_split, eval_size=eval_size, tokenizer=tokenizer,
             max_prompt_tokens=max_prompt_tokens, template=template, lmflow_json=lmflow,
+            skip_bad_rows=skip_bad_rows,
         )
         if fmt:
             raw["format"] = fmt

@@ -19,6 +19,9 @@ class DataConfig(ComponentConfig):
     #: `anthropic_hh`, `dahoas_hh`, `lmflow_pairs`, `lmflow_text` or a plugin's format;
     #: unset: detected from the first record.
     format: DataFormatRef | None = None
+    #: Drop rows that are not JSON, not UTF-8 or lack a required field (counted in the data
+    #: report) instead of stopping at the first with its file and line.
+    skip_bad_rows: bool = False
     #: Read at most this many rows of `source` (all rows when unset).
     max_rows: int | None = Field(default=None, ge=1)
     #: Where held-out eval prompts come from (e.g. the hub dataset's `test` split). Unset: they

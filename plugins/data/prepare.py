@@ -1,9 +1,11 @@
 """Preference data -> the SFT, reward-model, prompt and eval-prompt sets, with counts.
 
-Shared by the `data` stage and `rlhfx data prepare`. Bad rows are counted by reason and the
-first few are kept with their file and row, never raised; a source with no usable row is a
-`UserError`. Prompts over the length limit leave the prompt sets only (the SFT and RM sets keep
-the row, as in the seed pipeline, where long prompts were dropped to keep PPO in memory).
+Shared by the `data` stage and `rlhfx data prepare`. A row that is not JSON, not UTF-8 or
+lacks a required field stops the stage with its file and line, unless `skip_bad_rows`; then,
+like the content filters (empty answer, identical pair, ...), it is counted by reason and the
+first few are kept with their file and row. A source with no usable row is a `UserError`.
+Prompts over the length limit leave the prompt sets only (the SFT and RM sets keep the row,
+as in the seed pipeline, where long prompts were dropped to keep PPO in memory).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import UserError
+from rlhfx.faults import call_plugin
 from rlhfx.io import atomic_write_json, write_jsonl
 
 from .config import DataConfig
@@ -33,7 +36,7 @@ from .dialogue import (
 )
 from .formats import BUILTIN_FORMATS, PreferenceFormat
 from .readers import iter_rows
-from .sets import write_lmflow_pairs, write_lmflow_text
+from .sets import STRUCTURAL, bad_row, write_lmflow_pairs, write_lmflow_text
 
 log = logging.getLogger("rlhfx")
 
@@ -52,8 +55,12 @@ class SourceCounts:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
+    #: count structural problems (not JSON, missing field, ...) instead of stopping
+    skip_bad_rows: bool = False
 
     def drop(self, reason: str, message: str) -> None:
+        if reason in STRUCTURAL and not self.skip_bad_rows:
+            raise bad_row(message)
         self.dropped[reason] += 1
         shown = self.examples.setdefault(reason, [])
         if len(shown) < EXAMPLES_PER_REASON:
@@ -122,7 +129,7 @@ class PrepareReport:
 # ------------------------------------------------------------------------------ reading
 
 
-def build_format(config: DataConfig, plugins: Any) -> PreferenceFormat | None:
+def build_format(config: DataConfig, plugins: Any, where: str = "") -> PreferenceFormat | None:
     """The recipe's format, or None for detection from the first record."""
     ref = config.format
     if ref is None:
@@ -130,13 +137,13 @@ def build_format(config: DataConfig, plugins: Any) -> PreferenceFormat | None:
     if not ref.resolved:  # built outside a recipe (the CLI): bind it here
         entry = plugins.get("data_format", ref.name)
         ref.bind(entry, entry.cls.Config.model_validate(ref.options))
-    fmt = ref.build()
+    fmt = call_plugin(ref.component_class, f"{where}.format" if where else "", ref.build)
     if not isinstance(fmt, PreferenceFormat):
         raise UserError(f"data format '{ref.name}' cannot be read by the data stage (no parse)")
     return fmt
 
 
-def _candidates(plugins: Any) -> list[PreferenceFormat]:
+def _candidates(plugins: Any, where: str = "") -> list[PreferenceFormat]:
     """Formats to sniff with: the built-ins first (in a fixed order), then plugins' ones."""
     builtin = [cls() for cls in BUILTIN_FORMATS]
     names = {f.name for f in builtin}
@@ -145,8 +152,20 @@ def _candidates(plugins: Any) -> list[PreferenceFormat]:
         for name in plugins.names("data_format"):
             cls = plugins.get("data_format", name).cls
             if name not in names and issubclass(cls, PreferenceFormat):
-                others.append(cls())
+                others.append(call_plugin(cls, _format_key(where), cls))
     return builtin + others
+
+
+def _format_key(where: str) -> str:
+    return f"{where}.format" if where else ""
+
+
+def _parse(fmt: PreferenceFormat, record: dict[str, Any]) -> Example | BadRow:
+    """`fmt.parse(record)`, a BadRow returned (it is the format's verdict, not a fault)."""
+    try:
+        return fmt.parse(record)
+    except BadRow as bad:
+        return bad
 
 
 def read_examples(
@@ -156,11 +175,16 @@ def read_examples(
     plugins: Any,
     max_rows: int | None = None,
     tick: Callable[[], None] | None = None,
+    skip_bad_rows: bool = False,
+    where: str = "",
 ) -> tuple[list[Example], SourceCounts]:
-    """Parse every row of a source; count and skip the bad ones."""
-    counts = SourceCounts(source=source)
+    """Parse every row of a source; count the dropped ones (or stop at a broken one).
+
+    `where` is the recipe key of the data stage (`recipe.toml: stages.data`), for faults of a
+    plugin's format."""
+    counts = SourceCounts(source=source, skip_bad_rows=skip_bad_rows)
     examples: list[Example] = []
-    candidates = _candidates(plugins) if fmt is None else []
+    candidates = _candidates(plugins, where) if fmt is None else []
     for row in _limited(iter_rows(source, split), max_rows):
         counts.rows += 1
         if tick is not None:
@@ -170,11 +194,17 @@ def read_examples(
             continue
         assert row.record is not None
         if fmt is None:
-            fmt = _sniff(source, row.where, row.record, candidates)
-        try:
-            examples.append(fmt.parse(row.record))
-        except BadRow as bad:
-            counts.drop(bad.reason, f"{source}: {row.where}: {bad.detail}")
+            fmt = _sniff(source, row.where, row.record, candidates, where)
+        parsed = call_plugin(fmt, _format_key(where), _parse, fmt, row.record)
+        if isinstance(parsed, BadRow):
+            counts.drop(parsed.reason, f"{source}: {row.where}: {parsed.detail}")
+        elif isinstance(parsed, Example):
+            examples.append(parsed)
+        else:
+            raise UserError(
+                f"{_format_key(where) + ': ' if where else ''}data format '{fmt.name}' returned "
+                f"{type(parsed).__name__} for {source}: {row.where}, not an Example"
+            )
     counts.format = fmt.name if fmt is not None else "?"
     counts.kept = len(examples)
     if not examples:
@@ -191,7 +221,7 @@ def read_prompt_rows(
     source: str, split: str, config: DataConfig, tick: Callable[[], None] | None = None
 ) -> tuple[list[list[Turn]], SourceCounts]:
     """The dialogues of a prompt-only file (`prompts_source`): each row's `prompt`."""
-    counts = SourceCounts(source=source, format="prompts")
+    counts = SourceCounts(source=source, format="prompts", skip_bad_rows=config.skip_bad_rows)
     markers = [(config.human_marker, config.assistant_marker), (HH_HUMAN, HH_ASSISTANT)]
     found: list[list[Turn]] = []
     for row in iter_rows(source, split):
@@ -227,14 +257,17 @@ def _limited(rows: Iterator[Any], limit: int | None) -> Iterator[Any]:
         yield row
 
 
-def _sniff(source: str, where: str, record: dict[str, Any], candidates: list[PreferenceFormat]):
+def _sniff(
+    source: str, row_where: str, record: dict[str, Any], candidates: list[PreferenceFormat],
+    where: str = "",
+):
     for candidate in candidates:
-        if candidate.sniff(record):
+        if call_plugin(candidate, _format_key(where), candidate.sniff, record):
             return candidate
     names = ", ".join(c.name for c in candidates)
     fields = ", ".join(list(record)[:8]) or "none"
     raise UserError(
-        f"{source}: {where}: matches no known data format (fields: {fields}); "
+        f"{source}: {row_where}: matches no known data format (fields: {fields}); "
         f"set format = one of: {names}"
     )
 
@@ -288,6 +321,7 @@ def prepare(
     progress: Any = None,
     prompts_source: str | None = None,
     eval_prompts_source: str | None = None,
+    where: str = "",
 ) -> tuple[dict[str, str], PrepareReport]:
     """Read, filter, render and write the sets; returns their paths and the counts.
 
@@ -299,12 +333,12 @@ def prepare(
     eval_source = eval_source or config.eval_source
     prompts_source = prompts_source or config.prompts_source
     eval_prompts_source = eval_prompts_source or config.eval_prompts_source
-    fmt = build_format(config, plugins)
+    fmt = build_format(config, plugins, where)
 
     task = progress.add_task("reading rows", total=config.max_rows) if progress else None
     tick = (lambda: progress.advance(task)) if progress else None
     examples, train_counts = read_examples(
-        source, config.split, fmt, plugins, config.max_rows, tick
+        source, config.split, fmt, plugins, config.max_rows, tick, config.skip_bad_rows, where
     )
     if config.shuffle:
         random.Random(seed).shuffle(examples)
@@ -315,7 +349,8 @@ def prepare(
     if eval_source:
         if config.eval_size:
             eval_examples, eval_counts = read_examples(
-                eval_source, config.eval_split, fmt, plugins, None, tick
+                eval_source, config.eval_split, fmt, plugins, None, tick, config.skip_bad_rows,
+                where,
             )
             if config.shuffle:
                 random.Random(seed + 1).shuffle(eval_examples)

@@ -1,8 +1,10 @@
 """Reading records from a local file or a hub dataset, one at a time, with where each came from.
 
 A bad line (not UTF-8, not JSON, not an object) comes back as a `Row` carrying a `BadRow`
-instead of a record, so the caller counts it and moves on. A file that cannot be read at all
-(missing, damaged gzip stream, a .json that does not parse) is a `UserError` naming the file.
+instead of a record, so the caller decides: stop with its file and line (the default), or count
+it and move on (`skip_bad_rows`). A file that cannot be read at all (missing, a directory,
+damaged gzip stream, a .json that does not parse) is a `UserError` naming the file. A UTF-8
+byte-order mark (Windows editors write one) is accepted.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import UserError
-from rlhfx.config import SourceStr
+from rlhfx.config import DATA_SUFFIXES, SourceStr
 
 from .dialogue import BadRow
 
@@ -52,7 +54,8 @@ def iter_rows(source: str, split: str = "train") -> Iterator[Row]:
     if not path.exists():
         raise UserError(f"{path}: file does not exist")
     if path.is_dir():
-        yield from _hub_rows(str(path), split)  # a saved dataset or a folder of data files
+        _check_data_folder(path)
+        yield from _hub_rows(str(path), split)  # a folder of data files
         return
     suffix = _suffix(path)
     if suffix in JSONL_SUFFIXES:
@@ -65,6 +68,22 @@ def iter_rows(source: str, split: str = "train") -> Iterator[Row]:
         raise UserError(
             f"{path}: unknown data file type '{suffix}' "
             "(use .jsonl, .jsonl.gz, .json, .json.gz or .parquet)"
+        )
+
+
+#: What `datasets.load_dataset` reads from a local folder.
+FOLDER_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv", ".txt", ".gz", ".arrow")
+
+
+def _check_data_folder(path: Path) -> None:
+    """A folder named like a data file, or one with no data file inside, is a mistake (read
+    as a dataset it gives a confusing error and writes to the hub cache)."""
+    if _suffix(path) in (*JSONL_SUFFIXES, *JSON_SUFFIXES) or path.suffix.lower() in DATA_SUFFIXES:
+        raise UserError(f"{path}: is a directory, not a data file; name the file itself")
+    if not any(p.is_file() and p.name.lower().endswith(FOLDER_SUFFIXES) for p in path.rglob("*")):
+        raise UserError(
+            f"{path}: is a directory with no data files (.jsonl, .json, .parquet, .csv) in it; "
+            "name a data file or a hub dataset id"
         )
 
 
@@ -89,7 +108,7 @@ def _jsonl_rows(path: Path) -> Iterator[Row]:
 def _parse_line(raw: bytes, lineno: int) -> Row:
     where = f"line {lineno}"
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
     except UnicodeDecodeError as exc:
         return Row(where, error=BadRow("bad_utf8", f"not UTF-8 ({exc.reason} at byte {exc.start})"))
     try:
@@ -110,7 +129,7 @@ def _json_rows(path: Path) -> Iterator[Row]:
     except (OSError, EOFError, zlib.error) as exc:
         raise UserError(f"{path}: cannot read the file ({exc})") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
+        data = json.loads(raw.decode("utf-8-sig"))
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except json.JSONDecodeError as exc:

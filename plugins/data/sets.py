@@ -44,6 +44,17 @@ def _first_str(record: dict[str, Any], keys: Sequence[str]) -> str | None:
     return None
 
 
+#: Row problems that mean the file is not what it should be: they stop reading (with the
+#: file and line) unless the caller asks to skip bad rows. Other drops are content filters.
+STRUCTURAL = frozenset({"bad_utf8", "bad_json", "missing_field", "wrong_type"})
+SKIP_HINT = "set skip_bad_rows = true to drop such rows"
+
+
+def bad_row(message: str) -> UserError:
+    """The error that stops reading at a structurally bad row."""
+    return UserError(f"{message} ({SKIP_HINT})")
+
+
 def _finish(source: str, what: str, n_ok: int, skipped: Counter, examples: list[str]) -> None:
     if skipped:
         log.warning(
@@ -55,65 +66,102 @@ def _finish(source: str, what: str, n_ok: int, skipped: Counter, examples: list[
         raise UserError(f"{source}: no usable {what} rows{detail}")
 
 
-def read_texts(source: str, split: str = "train") -> list[str]:
+class _Skips:
+    """Counts dropped rows; a structural problem raises unless `skip_bad_rows`."""
+
+    def __init__(self, skip_bad_rows: bool):
+        self.skip_bad_rows = skip_bad_rows
+        self.counts: Counter = Counter()
+        self.examples: list[str] = []
+
+    def drop(self, reason: str, message: str) -> None:
+        if reason in STRUCTURAL and not self.skip_bad_rows:
+            raise bad_row(message)
+        self.counts[reason] += 1
+        self.examples.append(message)
+
+
+def read_texts(source: str, split: str = "train", skip_bad_rows: bool = False) -> list[str]:
     """SFT texts: `text` of each row (our sft.jsonl, LMFlow text_only, a hub dataset)."""
-    return _read_single(source, split, TEXT_KEYS, "text")
+    return _read_single(source, split, TEXT_KEYS, "text", skip_bad_rows)
 
 
-def read_prompts(source: str, split: str = "train") -> list[str]:
+def read_prompts(source: str, split: str = "train", skip_bad_rows: bool = False) -> list[str]:
     """Prompts: `prompt` (or `text`) of each row."""
-    return _read_single(source, split, PROMPT_KEYS, "prompt")
+    return _read_single(source, split, PROMPT_KEYS, "prompt", skip_bad_rows)
 
 
-def _read_single(source: str, split: str, keys: Sequence[str], what: str) -> list[str]:
+def _missing(record: dict[str, Any], keys: Sequence[str]) -> str | None:
+    """`missing_field` or `wrong_type` when no key holds a string; None when one does."""
+    present = [k for k in keys if k in record]
+    if not present:
+        return "missing_field"
+    if not any(isinstance(record[k], str) for k in present):
+        return "wrong_type"
+    return None
+
+
+def _read_single(
+    source: str, split: str, keys: Sequence[str], what: str, skip_bad_rows: bool = False
+) -> list[str]:
     out: list[str] = []
-    skipped: Counter = Counter()
-    examples: list[str] = []
+    skips = _Skips(skip_bad_rows)
     for row in iter_rows(source, split):
         if row.error is not None:
-            skipped[row.error.reason] += 1
-            examples.append(f"{source}: {row.where}: {row.error.detail}")
+            skips.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
             continue
         assert row.record is not None
         value = _first_str(row.record, keys)
         if value is None:
-            skipped["missing_field"] += 1
             fields = ", ".join(row.record) or "none"
-            examples.append(f"{source}: {row.where}: no non-empty {' or '.join(keys)} "
-                            f"(fields: {fields})")
+            problem = _missing(row.record, keys)
+            if problem is None:
+                skips.drop("empty", f"{source}: {row.where}: empty {' or '.join(keys)}")
+            elif problem == "wrong_type":
+                key = next(k for k in keys if k in row.record)
+                kind = type(row.record[key]).__name__
+                skips.drop(problem, f"{source}: {row.where}: '{key}' is {kind}, not a string")
+            else:
+                skips.drop(problem, f"{source}: {row.where}: no {' or '.join(keys)} field "
+                                    f"(fields: {fields})")
             continue
         out.append(value)
-    _finish(source, what, len(out), skipped, examples)
+    _finish(source, what, len(out), skips.counts, skips.examples)
     return out
 
 
-def read_pairs(source: str, split: str = "train") -> list[tuple[str, str]]:
+def read_pairs(
+    source: str, split: str = "train", skip_bad_rows: bool = False
+) -> list[tuple[str, str]]:
     """Preference pairs: (`chosen`, `rejected`) or LMFlow's (`positive`, `negative`)."""
     out: list[tuple[str, str]] = []
-    skipped: Counter = Counter()
-    examples: list[str] = []
+    skips = _Skips(skip_bad_rows)
     for row in iter_rows(source, split):
         if row.error is not None:
-            skipped[row.error.reason] += 1
-            examples.append(f"{source}: {row.where}: {row.error.detail}")
+            skips.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
             continue
         assert row.record is not None
         pair = None
+        problem: str | None = "missing_field"
         for good, bad in PAIR_KEYS:
+            if good not in row.record and bad not in row.record:
+                continue
             g, b = _first_str(row.record, (good,)), _first_str(row.record, (bad,))
             if g is not None and b is not None:
                 pair = (g, b)
                 break
+            problem = _missing(row.record, (good,)) or _missing(row.record, (bad,)) or "empty"
         if pair is None:
-            skipped["missing_field"] += 1
             fields = ", ".join(row.record) or "none"
-            examples.append(f"{source}: {row.where}: needs chosen/rejected or positive/negative "
-                            f"strings (fields: {fields})")
+            detail = ("an empty chosen or rejected text" if problem == "empty" else
+                      "needs chosen/rejected or positive/negative strings")
+            skips.drop(problem or "missing_field",
+                       f"{source}: {row.where}: {detail} (fields: {fields})")
             continue
         if pair[0] == pair[1]:
-            skipped["identical_pair"] += 1
-            examples.append(f"{source}: {row.where}: chosen and rejected are the same text")
+            skips.drop("identical_pair", f"{source}: {row.where}: chosen and rejected are the "
+                                         "same text")
             continue
         out.append(pair)
-    _finish(source, "preference-pair", len(out), skipped, examples)
+    _finish(source, "preference-pair", len(out), skips.counts, skips.examples)
     return out

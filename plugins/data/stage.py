@@ -41,6 +41,7 @@ class DataStage(Stage):
                 eval_prompts_source=(
                     ctx.resolve(c.eval_prompts_source) if c.eval_prompts_source else None
                 ),
+                where=f"{ctx.recipe_file}: stages.{ctx.stage_id}",
             )
         for line in report.lines():
             ctx.log.info("data: %s", line)

@@ -42,6 +42,7 @@ def evaluate_policy(
     stop_strings: Sequence[str] = (),
     autocast: Any = None,
     progress: Any = None,
+    where: str = "reward",
 ) -> dict[str, Any]:
     """Answer, score and record the eval prompts; returns `{prefix + figure: value}`.
 
@@ -60,7 +61,7 @@ def evaluate_policy(
         ) if mine else []
     samples = [Sample(positions[r.prompt_id], r.prompt, r.text) for r in rollouts]
     with frozen_statistics(reward):
-        clean_and_score(samples, cleaners, reward)
+        clean_and_score(samples, cleaners, reward, where)
     everyone = sorted((s for part in distributed.gather_objects(samples) for s in part),
                       key=lambda s: s.prompt_id)
     if distributed.is_main():

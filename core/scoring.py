@@ -15,17 +15,24 @@ from rlhfx import distributed
 from rlhfx.components import ResponseCleaner, RewardSource, Sample
 
 
-def clean(samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner]) -> None:
+def clean(
+    samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner], where: str = "cleaners"
+) -> None:
     """Run the cleaner chain over each sample in place; a discard stops the chain.
 
     `changed` is what the cleaners report (see `CleanResult`), not any difference in text.
+    A cleaner that raises or returns something else than a `CleanResult` is named, with
+    `where` (the recipe key of the cleaners).
     """
+    from rlhfx.faults import call_plugin, check_cleaned
+
     for sample in samples:
         text = sample.raw_response
         changed = False
         reason = None
         for cleaner in cleaners:
-            result = cleaner.clean(sample.prompt, text)
+            result = check_cleaned(call_plugin(cleaner, where, cleaner.clean, sample.prompt, text),
+                                   cleaner, where)
             changed = changed or result.changed
             text = result.text
             if result.discard_reason:
@@ -52,12 +59,15 @@ def call_score(
     prompts: Sequence[str],
     responses: Sequence[str],
     fields: Mapping[str, Sequence[Any]] | None = None,
+    where: str = "reward",
 ) -> Any:
     """`source.score(prompts, responses, **fields it accepts)`: each field a list aligned with
     the responses. Composite sources (`weighted`) call their parts through this too."""
+    from rlhfx.faults import call_plugin
+
     fields = fields or {}
     kwargs = {name: list(fields[name]) for name in accepted_fields(source, list(fields))}
-    return source.score(list(prompts), list(responses), **kwargs)
+    return call_plugin(source, where, source.score, list(prompts), list(responses), **kwargs)
 
 
 def score(samples: Sequence[Sample], reward: RewardSource, where: str = "reward") -> None:
@@ -65,50 +75,28 @@ def score(samples: Sequence[Sample], reward: RewardSource, where: str = "reward"
 
     Under `torchrun` every process calls the reward source, even with nothing to score, so a
     source may gather across processes inside `score` (the `weighted` source's running
-    statistics do). Extra prompt-file fields reach sources that ask for them.
+    statistics do). Extra prompt-file fields reach sources that ask for them. The scores
+    are checked (count, real numbers); NaN and infinity pass: the caller's policy decides.
     """
+    from rlhfx.faults import check_scores
+
     keep = [s for s in samples if not s.discarded]
     if keep or distributed.world_size() > 1:
         names = sorted({k for s in samples for k in s.fields})
         fields = {n: [s.fields.get(n) for s in keep] for n in names}
         values = call_score(reward, [s.prompt for s in keep], [s.response for s in keep],
-                            fields)
-        for sample, value in zip(keep, _checked(values, len(keep), reward, where), strict=True):
+                            fields, where)
+        checked = check_scores(values, len(keep), reward, where)
+        for sample, value in zip(keep, checked, strict=True):
             sample.reward = value
     for sample in samples:
         if sample.discarded:
             sample.reward = None
 
 
-def _checked(values: Any, expected: int, reward: RewardSource, where: str) -> list[float]:
-    """The scores as floats: the right count, each a real number (NaN and inf pass: the
-    caller's non-finite policy decides)."""
-    from rlhfx.errors import UserError
-
-    label = f"{where}: reward source '{reward.name}'"
-    if not isinstance(values, list | tuple) or len(values) != expected:
-        got = len(values) if isinstance(values, list | tuple) else type(values).__name__
-        raise UserError(f"{label} returned {got} scores for {expected} responses")
-    out = []
-    for i, value in enumerate(values):
-        if isinstance(value, bool) or not _is_real(value):
-            raise UserError(f"{label} returned {value!r} for response {i}; scores must be "
-                            "numbers")
-        out.append(float(value))
-    return out
-
-
-def _is_real(value: Any) -> bool:
-    try:
-        float(value)
-    except (TypeError, ValueError):
-        return False
-    return not isinstance(value, str | bytes | complex)
-
-
 def clean_and_score(
     samples: Sequence[Sample], cleaners: Sequence[ResponseCleaner], reward: RewardSource,
     where: str = "reward",
 ) -> None:
-    clean(samples, cleaners)
+    clean(samples, cleaners, where.rsplit(".", 1)[0] + ".cleaners")
     score(samples, reward, where)

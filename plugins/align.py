@@ -49,14 +49,17 @@ class AlignConfig(ComponentConfig):
     prompts: DataSource
     #: Held-out prompts scored at a low temperature during the run (optional).
     eval_prompts: DataSource | None = None
+    #: Rows of the prompt files that are not JSON or have no prompt: an error naming
+    #: file:line (default), or dropped and counted (true).
+    skip_bad_rows: bool = False
     cleaners: list[CleanerRef] = Field(default_factory=_default_cleaners)
     reward: RewardSourceRef
 
 
-def read_prompt_set(source: str) -> list[str]:
+def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:
     """Prompts for any algorithm: a built-in set, a .txt file (one prompt a line), or anything
-    the data stage reads (JSONL/JSON/parquet, LMFlow layouts, a hub dataset); unusable rows are
-    skipped and counted there, and a file with none left is a UserError naming it."""
+    the data stage reads (JSONL/JSON/parquet, LMFlow layouts, a hub dataset). A row that is not
+    JSON or has no prompt stops with file:line unless `skip_bad_rows` (then counted)."""
     from rlhfx import tiny
     from rlhfx.plugins.data.sets import read_prompts
 
@@ -70,11 +73,11 @@ def read_prompt_set(source: str) -> list[str]:
         if not prompts:
             raise UserError(f"{source}: no prompts in this file")
         return prompts
-    return read_prompts(source)
+    return read_prompts(source, skip_bad_rows=skip_bad_rows)
 
 
 def _read_utf8(path: Path) -> str:
-    data = path.read_bytes()
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a BOM, as Windows editors write
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -125,8 +128,9 @@ class AlignStage(Stage):
         policy = ctx.resolve(c.policy)
         tokenizer = load_tokenizer(policy)
         prompts = training_prompts(ctx.resolve(c.prompts), tokenizer, options.max_prompt_tokens,
-                                   ctx.log, f"{where}.max_prompt_tokens")
-        evals = read_prompt_set(ctx.resolve(c.eval_prompts)) if c.eval_prompts else []
+                                   ctx.log, f"{where}.max_prompt_tokens", c.skip_bad_rows)
+        evals = (read_prompt_set(ctx.resolve(c.eval_prompts), c.skip_bad_rows)
+                 if c.eval_prompts else [])
         if options.eval_max_prompts is not None:
             evals = evals[: options.eval_max_prompts]
         setup = AlignmentSetup(
@@ -140,11 +144,13 @@ class AlignStage(Stage):
 
 
 def training_prompts(
-    source: str, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str
+    source: str, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str,
+    skip_bad_rows: bool = False,
 ) -> list[str]:
     """The training prompts without those over `max_tokens` policy tokens (the drop is
     logged); none left is a UserError at `where`."""
-    prompts, dropped = drop_long_prompts(read_prompt_set(source), tokenizer, max_tokens)
+    prompts, dropped = drop_long_prompts(read_prompt_set(source, skip_bad_rows), tokenizer,
+                                         max_tokens)
     if dropped:
         log.info("skipped %d prompts over %d tokens", dropped, max_tokens)
     if not prompts:

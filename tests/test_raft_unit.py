@@ -154,16 +154,22 @@ def test_a_ranker_cannot_make_raft_train_on_discarded_samples(caplog):
     from rlhfx import Sample
 
     class Careless:
+        picks = [3, 0, 1]  # 1 is discarded
+
         def select(self, samples):
-            return [3, 0, 1, 7]  # 1 is discarded, 7 does not exist
+            return self.picks
 
     loop = Raft(RaftConfig())
     loop.ranker = Careless()  # type: ignore[assignment]
-    loop.run = type("Run", (), {"log": logging.getLogger("rlhfx.test")})()
+    loop.run = type("Run", (), {"log": logging.getLogger("rlhfx.test"),
+                                "where": "r.toml: stages.align.algorithm"})()
     samples = [Sample(i, "p", "r", discarded=i == 1, reward=None if i == 1 else float(i))
                for i in range(4)]
     with caplog.at_level(logging.WARNING, logger="rlhfx.test"):
         assert loop._select(samples) == [0, 3]
         assert loop._select(samples) == [0, 3]
     warnings = [r for r in caplog.records if "discarded" in r.getMessage()]
-    assert len(warnings) == 1 and "2 discarded" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "1 discarded" in warnings[0].getMessage()
+    Careless.picks = [0, 7]  # 7 does not exist: the ranker is named, with the recipe key
+    with pytest.raises(UserError, match=r"r\.toml: stages\.align\.algorithm\.ranker: .*Careless"):
+        loop._select(samples)

@@ -87,7 +87,7 @@ class AlignmentLoop:
                 "prompts_per_iteration": self.per_iteration,
             })
         distributed.barrier()
-        self.algorithm.setup(self.setup)
+        self._call(self.algorithm.setup, self.setup)
         self._resume()
         if self.state.iteration == 0:
             ctx.log.info(
@@ -125,7 +125,8 @@ class AlignmentLoop:
                     f"settings; rerun with --restart-from {ctx.stage_id} to start this stage "
                     "again, or set another run.output_dir"
                 )
-            self.algorithm.load_state_dict(self.checkpoints.load_algorithm_state(path))
+            self._call(self.algorithm.load_state_dict,
+                       self.checkpoints.load_algorithm_state(path))
             self.setup.reward.load_state_dict(state.reward_state)
             self.state = state
             ctx.log.info("%s: resuming after iteration %d from %s", self.name,
@@ -166,7 +167,7 @@ class AlignmentLoop:
                       rank=self.rank, world_size=self.world, seed=seed,
                       shared_seed=iteration_seed(self.seed, it, 0, "shared"))
         t = time.perf_counter()
-        returned = dict(self._update(batch))
+        returned = self._update(batch)
         self._merge_marks(batch)
         times["update"] = _slowest(time.perf_counter() - t)
 
@@ -234,7 +235,7 @@ class AlignmentLoop:
         from rlhfx.scoring import clean, score
 
         setup = self.setup
-        clean(mine, setup.cleaners)
+        clean(mine, setup.cleaners, self._reward_key.rsplit(".", 1)[0] + ".cleaners")
         for s in mine:
             s.response_ids, s.token_status = cut_to_clean_text(
                 setup.tokenizer, s.response_ids, s.raw_response, s.response
@@ -257,7 +258,20 @@ class AlignmentLoop:
         return everyone
 
     def _update(self, batch: Batch) -> Any:
-        return self.algorithm.update(batch)
+        returned = self._call(self.algorithm.update, batch)
+        if not isinstance(returned, dict):
+            from rlhfx.faults import PluginFault, describe
+
+            raise PluginFault(f"{self.setup.where}: {describe(self.algorithm)}: update() "
+                              f"returned {type(returned).__name__}, not a dict of metrics",
+                              self.algorithm, self.setup.where)
+        return returned
+
+    def _call(self, method: Any, *args: Any) -> Any:
+        """Call the algorithm's code: a fault names the algorithm, its plugin and the key."""
+        from rlhfx.faults import call_plugin
+
+        return call_plugin(self.algorithm, self.setup.where, method, *args)
 
     def _merge_marks(self, batch: Batch) -> None:
         """Make every process see which samples each process's update trained on (and what
@@ -303,6 +317,7 @@ class AlignmentLoop:
             out_file=self.ctx.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl",
             prefix="eval_", batch_size=c.inference_batch_size,
             stop_strings=setup.stop_strings, autocast=setup.autocast(), progress=progress,
+            where=self._reward_key,
         )
 
     # ------------------------------------------------------------------ files
@@ -348,7 +363,7 @@ class AlignmentLoop:
     def _checkpoint(self, it: int) -> None:
         self.state.iteration = it
         self.state.reward_state = self.setup.reward.state_dict()
-        state = self.algorithm.state_dict()  # every process: a sharded model gathers here
+        state = self._call(self.algorithm.state_dict)  # every process: a sharded model gathers
         if self.ctx.is_main:
             self.checkpoints.save(self.state, state)
         distributed.barrier()
@@ -356,13 +371,13 @@ class AlignmentLoop:
     def _save_final(self, target: Path) -> None:
         """The final policy in Hugging Face format (LoRA merged), written atomically."""
         ctx = self.ctx
-        model = self.algorithm.final_model()
+        model = self._call(self.algorithm.final_model)
         if ctx.is_main:
             tmp = ctx.stage_dir / ".model.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp)
             self.setup.tokenizer.save_pretrained(tmp)
-            self.algorithm.save_extras(tmp)
+            self._call(self.algorithm.save_extras, tmp)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)

@@ -119,4 +119,5 @@ class AlignmentSetup:
         Under several processes every process must call it (a reward may gather)."""
         from rlhfx.scoring import clean_and_score
 
-        clean_and_score(samples, self.cleaners, self.reward, where=self.where.rsplit(".", 1)[0])
+        stage = self.where.rsplit(".", 1)[0]  # `recipe.toml: stages.align`
+        clean_and_score(samples, self.cleaners, self.reward, where=f"{stage}.reward")

@@ -14,7 +14,6 @@ from pydantic import Field, model_validator
 
 from rlhfx import AlgorithmConfig
 
-
 #: Old option -> what replaced it (the shared loop's names, one meaning for every algorithm).
 RENAMED = {
     "steps": "'iterations'",

@@ -74,9 +74,14 @@ class Raft(AlignmentAlgorithm):
     def _select(self, samples: list[Sample]) -> list[int]:
         """The ranker's choice, less anything unusable (discarded, unscored, out of range):
         a plugin ranker must never make RAFT train on a discarded sample."""
-        picked = sorted(set(self.ranker.select(samples)))
-        kept = [i for i in picked if isinstance(i, int) and 0 <= i < len(samples)
-                and Batch.usable(samples[i])]
+        from rlhfx.faults import call_plugin, check_selection
+
+        where = f"{self.run.where}.ranker"
+        picked = sorted(set(check_selection(
+            call_plugin(self.ranker, where, self.ranker.select, samples), len(samples),
+            self.ranker, where,
+        )))
+        kept = [i for i in picked if Batch.usable(samples[i])]
         if len(kept) < len(picked) and not self._warned_ranker:
             self._warned_ranker = True
             self.run.log.warning(

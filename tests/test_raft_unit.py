@@ -4,6 +4,7 @@ prompt files, checkpoints, and the recipe as `rlhfx validate` sees it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
@@ -154,7 +155,7 @@ def test_a_ranker_cannot_make_raft_train_on_discarded_samples(caplog):
     from rlhfx import Sample
 
     class Careless:
-        picks = [3, 0, 1]  # 1 is discarded
+        picks: ClassVar[list[int]] = [3, 0, 1]  # 1 is discarded
 
         def select(self, samples):
             return self.picks

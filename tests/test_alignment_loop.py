@@ -164,3 +164,37 @@ def test_shared_options_have_one_meaning():
     neutral = AlgorithmConfig(iterations=3).fingerprint()
     assert neutral == AlgorithmConfig(iterations=9, eval_every=2, save_every=3).fingerprint()
     assert neutral != AlgorithmConfig(max_new_tokens=64).fingerprint()
+
+
+TINY = {
+    "raft": 'name = "raft"\nbatch_size = 4\nk = 2\nepochs = 1\ntrain_batch_size = 2',
+    "ppo": 'name = "ppo"\nbatch_size = 4\nmini_batch_size = 2\nppo_epochs = 1',
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algorithm", sorted(TINY))
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes(rlhfx_cli, tmp_path, algorithm):
+    """Truncated weights in the newest checkpoint: named, moved aside, the older one resumed."""
+    def recipe(iterations: int) -> str:
+        path = tmp_path / "r.toml"
+        path.write_text(
+            '[run]\nseed = 2\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'
+            'prompts = "builtin:tiny-prompts"\nreward = { name = "length" }\n\n'
+            f'[stages.align.algorithm]\n{TINY[algorithm]}\niterations = {iterations}\n'
+            'min_new_tokens = 4\nmax_new_tokens = 4\nkeep_checkpoints = 2\n'
+            'torch_threads = 1\n', encoding="utf-8")
+        return str(path)
+
+    out = tmp_path / "run"
+    assert rlhfx_cli("run", recipe(2), "-o", str(out)).exit_code == 0
+    stage = out / "stages" / "align"
+    weights = stage / "checkpoints" / "iter-0002" / "algorithm.pt"
+    weights.write_bytes(weights.read_bytes()[:100])  # a disk that filled up mid-write
+    result = rlhfx_cli("run", recipe(3), "-o", str(out))  # one more iteration: resumes
+    assert result.exit_code == 0, result.output
+    log = (out / "run.log").read_text()
+    assert "iter-0002: damaged" in log and "resuming after iteration 1" in log
+    assert (stage / "checkpoints-set-aside" / "iter-0002" / "algorithm.pt").exists()
+    steps = [json.loads(x)["step"] for x in (stage / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # iteration 2 redone once, nothing twice

@@ -102,27 +102,48 @@ def test_fingerprint_leaves_out_only_resume_neutral_keys(tmp_path, changes, same
     )
 
 
-@pytest.mark.parametrize(("latest", "state", "message"), [
-    ("{not json", None, r"latest\.json: not valid JSON"),
-    ('{"dir": "iter-0009"}', None, r"latest\.json: names no checkpoint directory"),
-    ('{"dir": "iter-0001"}', "[1, 2", r"loop\.json: not valid JSON"),
-    ('{"dir": "iter-0001"}', '{"bogus": 1, "iteration": "x", "extra": 2}', None),
-    ('{"dir": "iter-0001"}', "[]", r"loop\.json: expected a JSON object"),
-])
-def test_damaged_checkpoint_files_are_user_errors(tmp_path, latest, state, message):
-    from rlhfx import UserError
-    from rlhfx.alignment.checkpoints import Checkpoints
+@pytest.mark.parametrize("damage", ["loop.json", "algorithm.pt"])
+def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, damage, caplog):
+    import logging
 
-    (tmp_path / "iter-0001").mkdir()
-    (tmp_path / "latest.json").write_text(latest, encoding="utf-8")
-    if state is not None:
-        (tmp_path / "iter-0001" / "loop.json").write_text(state, encoding="utf-8")
-    if message is None:  # unknown keys are ignored (older/newer writers)
-        assert Checkpoints(tmp_path).latest() is not None
-        return
-    with pytest.raises(UserError, match=message) as info:
-        Checkpoints(tmp_path).latest()
-    assert "--restart-from" in str(info.value)
+    import torch
+
+    from rlhfx.alignment.checkpoints import Checkpoints, LoopState
+
+    log = logging.getLogger("test_damaged")
+    root = tmp_path / "checkpoints"
+    ckpts = Checkpoints(root, keep=2)
+    for it in (1, 2):
+        ckpts.save(LoopState(iteration=it), {"policy": {"w": torch.zeros(2)}})
+    (root / "iter-0002" / damage).write_bytes(b"[1, 2")  # truncated
+    with caplog.at_level(logging.WARNING, logger="test_damaged"):
+        path, problem = ckpts.find_intact(log)
+    assert path == root / "iter-0001" and problem is None
+    assert (tmp_path / "checkpoints-set-aside" / "iter-0002" / damage).exists()  # kept
+    assert any("iter-0002" in r.getMessage() and "damaged" in r.getMessage()
+               for r in caplog.records)
+    # the only one left is damaged too: a clean error with the way out
+    (root / "iter-0001" / damage).write_bytes(b"")
+    path, problem = ckpts.find_intact(log)
+    assert path is None and "no intact checkpoint left" in problem
+    assert "run the same command again to start this stage over" in problem
+    assert not list(root.glob("iter-*"))
+
+
+def test_a_garbled_latest_json_falls_back_to_the_newest_checkpoint(tmp_path, caplog):
+    import logging
+
+    import torch
+
+    from rlhfx.alignment.checkpoints import Checkpoints, LoopState
+
+    ckpts = Checkpoints(tmp_path, keep=2)
+    for it in (1, 2):
+        ckpts.save(LoopState(iteration=it), {"policy": {"w": torch.zeros(2)}})
+    (tmp_path / "latest.json").write_text("{not json")
+    with caplog.at_level(logging.WARNING):
+        assert ckpts.find_intact(logging.getLogger("t"))[0] == tmp_path / "iter-0002"
+    assert "latest.json: not valid JSON" in caplog.text
 
 
 def test_bfloat16_trains_float32_weights_with_mixed_precision(tmp_path, monkeypatch):

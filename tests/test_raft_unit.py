@@ -117,15 +117,19 @@ def test_guards_warn_on_collapsing_diversity_and_climbing_cleaner_rate():
 
 # ------------------------------------------------------------------------------ checkpoints
 def test_checkpoints_commit_atomically_and_prune(tmp_path):
+    import logging
+
     torch = pytest.importorskip("torch")
 
+    log = logging.getLogger("test_checkpoints")
     ckpts = Checkpoints(tmp_path / "checkpoints", keep=2)
-    assert ckpts.latest() is None
+    assert ckpts.find_intact(log) == (None, None)
     for it in (1, 2, 3):
         ckpts.save(LoopState(iteration=it, first_record={"distinct_2": 0.5}),
                    {"policy": {"w": torch.full((2,), float(it))}})
-    path, state = ckpts.latest()
-    assert path.name == "iter-0003" and state.iteration == 3
+    path, problem = ckpts.find_intact(log)
+    state, _ = ckpts.load(path)
+    assert path.name == "iter-0003" and state.iteration == 3 and problem is None
     assert state.first_record == {"distinct_2": 0.5}
     assert ckpts.load_algorithm_state(path)["policy"]["w"].tolist() == [3.0, 3.0]
     assert sorted(p.name for p in (tmp_path / "checkpoints").glob("iter-*")) == [
@@ -133,7 +137,7 @@ def test_checkpoints_commit_atomically_and_prune(tmp_path):
     ]
     # a kill in the middle of a save leaves a hidden temp dir: ignored, then cleaned up
     (tmp_path / "checkpoints" / ".iter-0004.tmp").mkdir()
-    assert ckpts.latest()[1].iteration == 3
+    assert ckpts.find_intact(log)[0] == path
     ckpts.clean_partial()
     assert not (tmp_path / "checkpoints" / ".iter-0004.tmp").exists()
     # a truncated weights file is named, with the way out

@@ -7,8 +7,10 @@ Under the stage directory:
 
 A checkpoint is written into a hidden temporary directory and renamed into place; only then
 is `latest.json` replaced (atomically). A kill before that leaves the previous checkpoint in
-force, and the half-written directory is removed on the next start. Every iteration reseeds
-its random generators from (seed, iteration), so no RNG state needs saving.
+force, and the half-written directory is removed on the next start. A checkpoint that cannot
+be read (a truncated file, a disk error) is moved to `checkpoints-set-aside/` (never deleted)
+and the previous intact one is used. Every iteration reseeds its random generators from
+(seed, iteration), so no RNG state needs saving.
 """
 
 from __future__ import annotations
@@ -67,22 +69,51 @@ class Checkpoints:
     def __init__(self, root: Path, keep: int = 1):
         self.root, self.keep = root, keep
 
-    def latest(self) -> tuple[Path, LoopState] | None:
-        """The newest complete checkpoint, or None for a fresh start."""
+    def find_intact(self, log: Any) -> tuple[Path | None, str | None]:
+        """The newest checkpoint that loads (at or before the one `latest.json` names), and an
+        error message when checkpoints exist but none is intact. Damaged ones are moved aside
+        with a warning. Call it on the main process only."""
+        from rlhfx.trainer_resume import set_aside
+
+        dirs = sorted((p for p in self.root.glob("iter-*") if p.is_dir()), reverse=True)
+        pointer = self._pointer(log)
+        if pointer is not None:
+            dirs = [d for d in dirs if d.name <= pointer]
+        moved = []
+        for path in dirs:
+            try:
+                LoopState.from_json(_read_json(path / LOOP_STATE))
+                self.load_algorithm_state(path)
+            except (UserError, TypeError) as exc:
+                target = set_aside(path)
+                log.warning("%s: damaged (%s); moved to %s", path, str(exc).split("; ")[0],
+                            target)
+                moved.append(target)
+                continue
+            if moved:
+                log.warning("resuming from the older %s instead", path)
+            return path, None
+        if moved:
+            return None, (f"{self.root}: no intact checkpoint left (damaged ones were moved to "
+                          f"{moved[0].parent}); run the same command again to start this "
+                          "stage over, or move a checkpoint back")
+        return None, None
+
+    def load(self, path: Path) -> tuple[LoopState, dict[str, Any]]:
+        return LoopState.from_json(_read_json(path / LOOP_STATE)), self.load_algorithm_state(path)
+
+    def _pointer(self, log: Any) -> str | None:
+        """The checkpoint `latest.json` names (None when absent or unreadable: then the
+        newest directory is the one)."""
         pointer = self.root / LATEST
         if not pointer.exists():
             return None
-        info = _read_json(pointer)
-        if not isinstance(info.get("dir"), str) or not (self.root / info["dir"]).is_dir():
-            raise UserError(f"{pointer}: names no checkpoint directory here; {_RECOVER}")
-        path = self.root / info["dir"]
         try:
-            state = LoopState.from_json(_read_json(path / LOOP_STATE))
-        except TypeError as exc:
-            raise UserError(
-                f"{path / LOOP_STATE}: unexpected content ({exc}); {_RECOVER}"
-            ) from None
-        return path, state
+            name = _read_json(pointer).get("dir")
+        except UserError as exc:
+            log.warning("%s; using the newest checkpoint directory", str(exc).split("; ")[0])
+            return None
+        return name if isinstance(name, str) else None
 
     def load_algorithm_state(self, path: Path) -> dict[str, Any]:
         import torch

@@ -116,17 +116,21 @@ class AlignmentLoop:
         """Restore the last checkpoint (if any) and trim metrics.jsonl back to it."""
         ctx = self.ctx
         fingerprint = self.config.fingerprint(self.algorithm.resume_neutral)
-        found = self.checkpoints.latest()
-        if found is not None:
-            path, state = found
+        chosen, problem = (self.checkpoints.find_intact(ctx.log) if ctx.is_main
+                           else (None, None))
+        chosen, problem = distributed.broadcast_object((chosen, problem))
+        if problem:
+            raise UserError(problem)
+        if chosen is not None:
+            path = Path(chosen)
+            state, algorithm_state = self.checkpoints.load(path)
             if state.fingerprint != fingerprint or state.algorithm != self.name:
                 raise UserError(
                     f"{self.setup.where}: the checkpoint in {path} was made with other "
                     f"settings; rerun with --restart-from {ctx.stage_id} to start this stage "
                     "again, or set another run.output_dir"
                 )
-            self._call(self.algorithm.load_state_dict,
-                       self.checkpoints.load_algorithm_state(path))
+            self._call(self.algorithm.load_state_dict, algorithm_state)
             self.setup.reward.load_state_dict(state.reward_state)
             self.state = state
             ctx.log.info("%s: resuming after iteration %d from %s", self.name,

@@ -162,10 +162,7 @@ def run_recipe(
     # Refuse a changed recipe before anything in the run directory is touched.
     for stage_id in stage_ids:
         previous = state.stage(stage_id)
-        # Runs written before resume-neutral keys existed recorded the exact print only.
-        if stage_id in retire or previous.get("fingerprint") in (
-            None, fingerprints[stage_id], exact[stage_id]
-        ):
+        if stage_id in retire or previous.get("fingerprint") in (None, fingerprints[stage_id]):
             continue
         what = "completed" if previous.get("status") == "completed" else "started"
         raise UserError(
@@ -179,8 +176,7 @@ def run_recipe(
     to_run = [
         (stage_id, recipe.stages[stage_id]) for stage_id in stage_ids
         if stage_id in retire or state.stage(stage_id).get("status") != "completed"
-        or state.stage(stage_id).get("exact_fingerprint", state.stage(stage_id).get(
-            "fingerprint")) != exact[stage_id]
+        or state.stage(stage_id).get("exact_fingerprint") != exact[stage_id]
     ]
     finished = {
         stage_id: _in_declared_order(
@@ -206,8 +202,9 @@ def run_recipe(
         ref = recipe.stages[stage_id]
         fingerprint = fingerprints[stage_id]
         previous = state.stage(stage_id)
-        recorded_exact = previous.get("exact_fingerprint", previous.get("fingerprint"))
-        if previous.get("status") == "completed" and recorded_exact != exact[stage_id]:
+        if previous.get("status") == "completed" and (
+            previous.get("exact_fingerprint") != exact[stage_id]
+        ):
             log.info("stage %s: resume-neutral options changed; continuing it", stage_id)
         elif previous.get("status") == "completed":
             log.info("stage %s: completed earlier, skipped", stage_id)

@@ -235,10 +235,11 @@ class RolloutSettings(ComponentConfig):
     #: log-probs are approximate anyway); "float32" samples exactly the trained weights.
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     #: KV-cache space in GiB (vLLM's `kv_cache_memory_bytes`; on the CPU the same as
-    #: VLLM_CPU_KVCACHE_SPACE). Unset: vLLM sizes it (GPU: from gpu_memory_utilization).
+    #: VLLM_CPU_KVCACHE_SPACE). Unset: 2 GiB on the CPU (vLLM's CPU build would otherwise
+    #: reserve a share of all memory), sized from `gpu_memory_utilization` on a GPU.
     kv_cache_gib: float | None = Field(default=None, gt=0)
-    #: GPU only: the share of GPU memory vLLM may take. Low by default because the policy
-    #: trains on the same GPU.
+    #: GPU only: the share of GPU memory vLLM may take (weights, activations, KV cache). Low
+    #: by default because the policy trains on the same GPU.
     gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
     #: CPU only: the cores vLLM's threads are bound to (VLLM_CPU_OMP_THREADS_BIND, e.g. "0-3"
     #: or "auto").

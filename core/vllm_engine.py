@@ -36,6 +36,9 @@ from rlhfx.rollouts import (
 
 log = logging.getLogger("rlhfx")
 WEIGHTS_DIR = "weights"
+#: KV-cache space on the CPU when the recipe sets none: room for about 90k tokens of a
+#: 135M LLaMA in bfloat16, far more than a rollout batch needs.
+CPU_KV_CACHE_GIB = 2.0
 _DTYPES = {"auto": "bfloat16", "bfloat16": "bfloat16", "float16": "float16",
            "float32": "float32"}
 
@@ -102,9 +105,11 @@ class VLLMEngine(RolloutEngine):
         )
         if settings.max_model_len is not None:
             kwargs["max_model_len"] = settings.max_model_len
-        if settings.kv_cache_gib is not None:
-            kwargs["kv_cache_memory_bytes"] = int(settings.kv_cache_gib * 2**30)
-        if not str(device).startswith("cpu"):
+        on_cpu = str(device).startswith("cpu")
+        kv_gib = settings.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
+        if kv_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
+        if not on_cpu:
             kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
         self.llm: Any = LLM(**kwargs)
         log.info("vLLM engine started in %.1f s", time.perf_counter() - t)

@@ -122,26 +122,27 @@ def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
         start, engine = timed(lambda: make_engine(settings, model, tok, batch_size=args.batch_size,
                                                   device="cpu", work_dir=Path(work)))
         print(f"vLLM engine start-up {start:.1f} s ({load()})")
-        engine.generate(chunk[:2], sampling, num_samples=args.k, stop_strings=stops)  # warm-up
-        sync, _ = timed(lambda: engine.sync_weights(model))
-        print(f"vLLM weight sync {sync:.1f} s")
-        times: dict[str, list[float]] = {"vllm": [], "hf": []}
-        for r in range(args.repeats):
-            for name in ("vllm", "hf") if r % 2 == 0 else ("hf", "vllm"):
-                torch.manual_seed(r)
-                if name == "vllm":
-                    secs, out = timed(lambda: engine.generate(chunk, sampling, num_samples=args.k,
-                                                              stop_strings=stops))
-                else:
-                    secs, out = timed(lambda: generate(model, tok, chunk, sampling,
-                                                       num_samples=args.k,
-                                                       batch_size=args.batch_size,
-                                                       stop_strings=stops))
-                times[name].append(secs)
-                tokens = sum(len(o.response_ids) for o in out)
-                print(f"  {name:4} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, {tokens} "
-                      f"tokens, {load()})")
-        engine.close()
+        try:
+            engine.generate(chunk[:2], sampling, num_samples=args.k, stop_strings=stops)  # warm-up
+            sync, _ = timed(lambda: engine.sync_weights(model))
+            print(f"vLLM weight sync {sync:.1f} s")
+            runs = {
+                "vllm": lambda: engine.generate(chunk, sampling, num_samples=args.k,
+                                                stop_strings=stops),
+                "hf": lambda: generate(model, tok, chunk, sampling, num_samples=args.k,
+                                       batch_size=args.batch_size, stop_strings=stops),
+            }
+            times: dict[str, list[float]] = {"vllm": [], "hf": []}
+            for r in range(args.repeats):
+                for name in ("vllm", "hf") if r % 2 == 0 else ("hf", "vllm"):
+                    torch.manual_seed(r)
+                    secs, out = timed(runs[name])
+                    times[name].append(secs)
+                    tokens = sum(len(o.response_ids) for o in out)
+                    print(f"  {name:4} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, {tokens} "
+                          f"tokens, {load()})")
+        finally:
+            engine.close()
     v, h = statistics.median(times["vllm"]), statistics.median(times["hf"])
     print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens: "
           f"vLLM ({args.vllm_dtype}) {v:.1f} s, generate (float32) {h:.1f} s (medians): "

@@ -47,11 +47,15 @@ def tiny_llama(vocab_size: int):
     )).eval()
 
 
-@pytest.mark.parametrize("arch", ["gpt-neo", "llama"])
+@pytest.mark.parametrize("arch", ["gpt-neo", "llama", "llama-lora"])
 def test_prefill_once_gives_the_old_paths_greedy_tokens(policy, arch):
     model, tok = policy
-    if arch == "llama":
+    if arch.startswith("llama"):
         model = tiny_llama(len(tok))
+    if arch.endswith("lora"):  # a peft model passes the cache on to the model it wraps
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     greedy = SamplingSettings(max_new_tokens=8, do_sample=False)
     once = generate(model, tok, PROMPTS, greedy, num_samples=3, batch_size=9)
     # transformers refuses greedy num_return_sequences > 1: the old path's answer, once each

@@ -1,17 +1,28 @@
-"""Batched generation shared by every alignment algorithm.
+"""Batched generation shared by every alignment algorithm, and the rollout engines.
 
-Left padding, the KV cache, and the k samples of a prompt in one `generate` call
-(`num_return_sequences`); generation stops at EOS or at a stop string. The only Python loop is
-over batches, never over samples, so the time goes to the model.
+`generate` is transformers' path: left padding, the KV cache, each prompt pre-filled once and
+its cache repeated for the prompt's k samples; generation stops at EOS or at a stop string.
+The only Python loop is over batches, never over samples, so the time goes to the model.
+
+A rollout engine is what the alignment loop samples with: `hf` (this module's `generate`) or
+`vllm` (a colocated vLLM engine, `rlhfx.vllm_engine`, fed the policy's weights after every
+update). `make_engine` builds the one a recipe's `rollouts` table names.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from rlhfx.components import ComponentConfig
+from rlhfx.errors import UserError
 
 
 @dataclass
@@ -22,6 +33,10 @@ class Rollout:
     response_ids: list[int]  # up to and including EOS when the model produced one
     text: str  # decoded response, special tokens removed
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Per-token log-probabilities of `response_ids` when the engine gives them (vLLM: the raw
+    #: model distribution, before temperature, in the engine's dtype: approximate; recompute
+    #: exact ones where an algorithm needs them). None from the `hf` engine.
+    logprobs: list[float] | None = None
 
 
 @dataclass
@@ -86,10 +101,13 @@ def generate(
     progress: Any = None,
     description: str = "generating",
     rng: random.Random | None = None,
+    prefill_once: bool = True,
 ) -> list[Rollout]:
     """`num_samples` responses for each prompt, ordered prompt by prompt.
 
     `rng` draws the per-call response length when `sampling.length_range` is set.
+    `prefill_once` runs each prompt through the model once for its k samples (see
+    `_prefilled_cache`); False lets `generate` expand the prompts first (k prefills each).
     """
     import torch
 
@@ -114,7 +132,6 @@ def generate(
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=sampling.draw_max_new_tokens(rng),
                 do_sample=sampling.do_sample,
-                num_return_sequences=num_samples,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
                 use_cache=True,
@@ -124,9 +141,14 @@ def generate(
                               top_p=sampling.top_p)
             if stop_strings:
                 kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
-            with torch.no_grad():
-                generated = model.generate(**enc, **kwargs)
             width = enc["input_ids"].shape[1]
+            with torch.no_grad():
+                if prefill_once and num_samples > 1 and width > 1:
+                    cache = {_cache_argument(model): _prefilled_cache(model, enc, num_samples)}
+                    inputs = {k: v.repeat_interleave(num_samples, dim=0) for k, v in enc.items()}
+                    generated = model.generate(**inputs, **cache, **kwargs)
+                else:
+                    generated = model.generate(**enc, num_return_sequences=num_samples, **kwargs)
             responses = generated[:, width:].tolist()
             prompt_rows = enc["input_ids"].tolist()
             masks = enc["attention_mask"].tolist()
@@ -157,6 +179,39 @@ def generate(
     return out
 
 
+def _prefilled_cache(model: Any, enc: dict[str, Any], copies: int) -> Any:
+    """The KV cache of every prompt token but the last, computed once per prompt and then
+    repeated `copies` times (row i's copies next to each other, as `num_return_sequences`
+    orders them).
+
+    `generate` given this cache feeds only the last prompt token, so the prompt is pre-filled
+    once instead of once per sample. Positions follow the attention mask, as `generate`
+    derives them, so left padding gives the same positions as on the usual path.
+    """
+    from transformers import DynamicCache
+
+    head: dict[str, Any] = {k: v[:, :-1] for k, v in enc.items()}
+    if "position_ids" in _forward_arguments(model):  # not in models with ALiBi, e.g.
+        head["position_ids"] = (head["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    model(**head, use_cache=True, **{_cache_argument(model): cache})
+    cache.batch_repeat_interleave(copies)
+    return cache
+
+
+def _forward_arguments(model: Any) -> set[str]:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(base.forward).parameters)
+
+
+def _cache_argument(model: Any) -> str:
+    """The name transformers gives the KV-cache argument: `cache` from 5.2x on (the old
+    `past_key_values` still works there, with a deprecation warning), `past_key_values` before."""
+    return "cache" if "cache" in _forward_arguments(model) else "past_key_values"
+
+
 def _cut_at_eos(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
     """Keep tokens up to and including the first EOS; drop the padding after it."""
     if eos is not None and eos in ids:
@@ -165,3 +220,108 @@ def _cut_at_eos(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
         while ids and ids[-1] == pad:
             ids = ids[:-1]
     return ids
+
+
+# ------------------------------------------------------------------------------ engines
+
+#: How to get vLLM, in the one-line error given when a recipe asks for it and it is missing.
+VLLM_HINT = "pip install 'rlhfx[vllm]'"
+
+
+class RolloutSettings(ComponentConfig):
+    """Which engine samples rollouts (`rollouts = { engine = "vllm", ... }`), and vLLM's knobs.
+
+    The vLLM options are ignored by the `hf` engine.
+    """
+
+    engine: Literal["hf", "vllm"] = "hf"
+    #: vLLM's compute dtype. "auto" = bfloat16 (vLLM's fast path on CPUs and GPUs; its
+    #: log-probs are approximate anyway); "float32" samples exactly the trained weights.
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    #: KV-cache space in GiB (vLLM's `kv_cache_memory_bytes`; on the CPU the same as
+    #: VLLM_CPU_KVCACHE_SPACE). Unset: 2 GiB on the CPU (vLLM's CPU build would otherwise
+    #: reserve a share of all memory), sized from `gpu_memory_utilization` on a GPU.
+    kv_cache_gib: float | None = Field(default=None, gt=0)
+    #: GPU only: the share of GPU memory vLLM may take (weights, activations, KV cache). Low
+    #: by default because the policy trains on the same GPU.
+    gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
+    #: CPU only: the cores vLLM's threads are bound to (VLLM_CPU_OMP_THREADS_BIND, e.g. "0-3"
+    #: or "auto").
+    threads: str | None = None
+    #: Skip CUDA graphs / compilation: faster start-up, slower decoding on GPUs.
+    enforce_eager: bool = True
+    #: Longest prompt + response vLLM plans for; unset: the model's maximum positions.
+    max_model_len: int | None = Field(default=None, ge=16)
+    #: How new weights reach the engine: saved to a folder and reloaded in place.
+    weight_sync: Literal["reload"] = "reload"
+
+
+def check_engine(settings: RolloutSettings) -> None:
+    """A one-line UserError when the recipe asks for an engine that is not installed."""
+    if settings.engine == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise UserError(f'rollouts.engine = "vllm" needs vLLM: {VLLM_HINT}')
+
+
+class RolloutEngine:
+    """Samples responses for the alignment loop; `sync_weights` after every policy update."""
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingSettings,
+        num_samples: int = 1,
+        stop_strings: Sequence[str] = (),
+        rng: random.Random | None = None,
+        progress: Any = None,
+        description: str = "generating",
+    ) -> list[Rollout]:
+        raise NotImplementedError
+
+    def sync_weights(self, model: Any) -> None:
+        """Make the engine sample from `model` (the trained policy; full or a peft model)."""
+
+    def close(self) -> None:
+        """Free what the engine holds (processes, memory)."""
+
+
+class HFEngine(RolloutEngine):
+    """transformers' `generate` on the policy itself: nothing to sync, nothing to free."""
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingSettings,
+        num_samples: int = 1,
+        stop_strings: Sequence[str] = (),
+        rng: random.Random | None = None,
+        progress: Any = None,
+        description: str = "generating",
+    ) -> list[Rollout]:
+        return generate(
+            self.model, self.tokenizer, prompts, sampling, num_samples=num_samples,
+            batch_size=self.batch_size, stop_strings=stop_strings, progress=progress,
+            description=description, rng=rng,
+        )
+
+    def sync_weights(self, model: Any) -> None:
+        self.model = model
+
+
+def make_engine(
+    settings: RolloutSettings, model: Any, tokenizer: Any, *, batch_size: int, device: str,
+    work_dir: Path,
+) -> RolloutEngine:
+    """The engine `settings` names, ready to sample from `model`.
+
+    `work_dir` holds what the engine writes (vLLM: the weights it loads); `device` is where the
+    policy trains ("cpu", "cuda", "cuda:0").
+    """
+    check_engine(settings)
+    if settings.engine == "hf":
+        return HFEngine(model, tokenizer, batch_size)
+    from rlhfx.vllm_engine import VLLMEngine
+
+    return VLLMEngine(settings, model, tokenizer, device=device, work_dir=Path(work_dir))

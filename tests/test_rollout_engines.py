@@ -1,0 +1,183 @@
+"""Rollout engines: prefill-once sampling in `generate`, the engine choice, LoRA merging."""
+
+from __future__ import annotations
+
+import importlib.util
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from rlhfx.rollouts import (
+    HFEngine,
+    RolloutSettings,
+    SamplingSettings,
+    check_engine,
+    generate,
+    make_engine,
+)
+
+torch = pytest.importorskip("torch")
+
+PROMPTS = [
+    "###Human: Hi ###Assistant:",
+    "###Human: How do I bake bread at home without a big oven? ###Assistant:",
+    "###Human: Why? ###Assistant:",
+]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    from rlhfx.models import load_causal_lm, load_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_causal_lm("builtin:tiny-gpt-neo"), load_tokenizer("builtin:tiny-gpt-neo")
+    torch.set_num_threads(threads)
+
+
+def tiny_llama(vocab_size: int):
+    """A LLaMA (RoPE positions, the quickstart model's architecture) in miniature."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt-neo", "llama", "llama-lora"])
+def test_prefill_once_gives_the_old_paths_greedy_tokens(policy, arch):
+    model, tok = policy
+    if arch.startswith("llama"):
+        model = tiny_llama(len(tok))
+    if arch.endswith("lora"):  # a peft model passes the cache on to the model it wraps
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    greedy = SamplingSettings(max_new_tokens=8, do_sample=False)
+    once = generate(model, tok, PROMPTS, greedy, num_samples=3, batch_size=9)
+    # transformers refuses greedy num_return_sequences > 1: the old path's answer, once each
+    old = generate(model, tok, PROMPTS, greedy, batch_size=3, prefill_once=False)
+    assert [r.prompt_id for r in once] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert [r.response_ids for r in once] == [r.response_ids for r in old for _ in range(3)]
+    assert [r.prompt_ids for r in once] == [r.prompt_ids for r in old for _ in range(3)]
+    assert len({tuple(r.response_ids) for r in old}) == 3  # the prompts' answers differ
+
+
+def test_prefill_once_samples_like_the_old_path(policy):
+    """Same seed, same rows in the same order: the samples match the old path's; over many
+    draws the first tokens are distributed alike."""
+    model, tok = policy
+    sampling = SamplingSettings(max_new_tokens=6)
+    torch.manual_seed(7)
+    once = generate(model, tok, PROMPTS, sampling, num_samples=4, batch_size=12)
+    torch.manual_seed(7)
+    old = generate(model, tok, PROMPTS, sampling, num_samples=4, batch_size=12,
+                   prefill_once=False)
+    same = sum(a.response_ids == b.response_ids for a, b in zip(once, old, strict=True))
+    assert same >= 10  # of 12: float noise may flip a rare borderline draw
+    assert len({tuple(r.response_ids) for r in once}) > 3  # k copies really are sampled apart
+    firsts: dict[bool, Counter] = {}
+    for flag in (True, False):
+        torch.manual_seed(11 if flag else 12)  # different seeds: compare distributions
+        rows = generate(model, tok, PROMPTS[:1], SamplingSettings(max_new_tokens=1),
+                        num_samples=400, batch_size=400, prefill_once=flag)
+        firsts[flag] = Counter(r.response_ids[0] for r in rows)
+    top = [t for t, _ in firsts[False].most_common(5)]
+    for t in top:  # the commonest first tokens have matching frequencies (binomial noise)
+        assert abs(firsts[True][t] - firsts[False][t]) <= 4 * (firsts[False][t] ** 0.5) + 4
+
+
+def test_prefill_once_keeps_stop_strings_and_lengths(policy):
+    model, tok = policy
+    torch.manual_seed(1)
+    out = generate(model, tok, PROMPTS, SamplingSettings(length_range=(3, 5)), num_samples=4,
+                   stop_strings=["e"], batch_size=4)
+    for r in out:
+        assert 1 <= len(r.response_ids) <= 5
+        ids = [t for t in r.response_ids if t != tok.eos_token_id]
+        if "e" in r.text:
+            assert "e" not in tok.decode(ids[:-1])
+        assert r.text == tok.decode(r.response_ids, skip_special_tokens=True)
+        assert r.logprobs is None
+
+
+def test_hf_engine_is_generate_on_the_policy(policy, tmp_path):
+    model, tok = policy
+    engine = make_engine(RolloutSettings(), model, tok, batch_size=8, device="cpu",
+                         work_dir=tmp_path)
+    assert isinstance(engine, HFEngine)
+    greedy = SamplingSettings(max_new_tokens=5, do_sample=False)
+    got = engine.generate(PROMPTS, greedy, num_samples=2)
+    want = generate(model, tok, PROMPTS, greedy, num_samples=2)
+    assert [r.response_ids for r in got] == [r.response_ids for r in want]
+    engine.sync_weights(model)
+    engine.close()
+    assert list(tmp_path.iterdir()) == []  # the hf engine writes nothing
+
+
+def test_rollout_settings_check_their_values():
+    from pydantic import ValidationError
+
+    assert RolloutSettings().engine == "hf"
+    settings = RolloutSettings.model_validate({"engine": "vllm", "kv_cache_gib": 2,
+                                               "threads": "0-1", "dtype": "float32"})
+    assert settings.kv_cache_gib == 2 and settings.weight_sync == "reload"
+    for bad in ({"engine": "sglang"}, {"gpu_memory_utilization": 1.5}, {"kv_cach_gib": 1},
+                {"dtype": "int8"}):
+        with pytest.raises(ValidationError):
+            RolloutSettings.model_validate(bad)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_vllm_engine_without_vllm_is_a_one_line_user_error(policy, tmp_path):
+    from rlhfx.errors import UserError
+
+    check_engine(RolloutSettings())  # hf: always there
+    with pytest.raises(UserError, match=r"^rollouts.engine = \"vllm\" needs vLLM: pip install "
+                       r"'rlhfx\[vllm\]'$"):
+        check_engine(RolloutSettings(engine="vllm"))
+    model, tok = policy
+    with pytest.raises(UserError, match="needs vLLM"):
+        make_engine(RolloutSettings(engine="vllm"), model, tok, batch_size=8, device="cpu",
+                    work_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # nothing written before the error
+
+
+def test_lora_policy_is_saved_merged_and_left_untouched(policy, tmp_path: Path):
+    """What the vLLM engine loads: the adapters merged into plain weights, the trained model
+    itself unchanged (no merge in place)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.vllm_engine import merged_state_dict, save_policy
+
+    base, tok = policy
+    model = tiny_llama(len(tok))
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8,
+                                                  target_modules=["q_proj", "v_proj"]))
+    with torch.no_grad():  # B starts at zero; give the adapters something to merge
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    before = {k: v.clone() for k, v in peft_model.state_dict().items()}
+    _, state = merged_state_dict(peft_model)
+    assert not any("lora" in k or "base_layer" in k for k in state)
+    after = peft_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+    save_policy(peft_model, tok, tmp_path / "weights")
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "weights").eval()
+    ids = torch.tensor([tok("###Human: Hi ###Assistant:")["input_ids"]])
+    with torch.no_grad():
+        want = peft_model(input_ids=ids).logits
+        got = loaded(input_ids=ids).logits
+        plain = model.get_base_model() if hasattr(model, "get_base_model") else None
+    assert plain is None
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    with torch.no_grad(), peft_model.disable_adapter():
+        assert not torch.allclose(peft_model(input_ids=ids).logits, want, atol=1e-3)
+    _, full = merged_state_dict(base)  # a plain model: its own state dict
+    assert full.keys() == base.state_dict().keys()

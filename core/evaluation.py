@@ -43,6 +43,7 @@ def evaluate_policy(
     autocast: Any = None,
     progress: Any = None,
     where: str = "reward",
+    engine: Any = None,
 ) -> dict[str, Any]:
     """Answer, score and record the eval prompts; returns `{prefix + figure: value}`.
 
@@ -55,10 +56,16 @@ def evaluate_policy(
     positions = list(range(rank, len(prompts), world))
     mine = [prompts[i] for i in positions]
     with autocast if autocast is not None else contextlib.nullcontext():
-        rollouts = generate(
-            model, tokenizer, mine, sampling, batch_size=batch_size, stop_strings=stop_strings,
-            progress=progress, description="eval: generating", rng=random.Random(0),
-        ) if mine else []
+        if engine is not None and mine:  # the loop's rollout engine (vLLM, say)
+            rollouts = engine.generate(mine, sampling, stop_strings=stop_strings,
+                                       progress=progress, description="eval: generating",
+                                       rng=random.Random(0))
+        else:
+            rollouts = generate(
+                model, tokenizer, mine, sampling, batch_size=batch_size,
+                stop_strings=stop_strings, progress=progress, description="eval: generating",
+                rng=random.Random(0),
+            ) if mine else []
     samples = [Sample(positions[r.prompt_id], r.prompt, r.text) for r in rollouts]
     with frozen_statistics(reward):
         clean_and_score(samples, cleaners, reward, where)

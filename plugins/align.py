@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rlhfx import (
     AlgorithmConfig,
@@ -29,6 +29,7 @@ from rlhfx import (
     UserError,
     hookimpl,
 )
+from rlhfx.rollouts import RolloutSettings, check_engine
 
 
 def _default_cleaners() -> list[CleanerRef]:
@@ -54,6 +55,18 @@ class AlignConfig(ComponentConfig):
     skip_bad_rows: bool = False
     cleaners: list[CleanerRef] = Field(default_factory=_default_cleaners)
     reward: RewardSourceRef
+    #: Which engine samples rollouts and evals: `{ engine = "hf" }` (transformers' generate,
+    #: the default) or `{ engine = "vllm", ... }` (needs `pip install 'rlhfx[vllm]'`).
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
+
+    @field_validator("rollouts")
+    @classmethod
+    def _engine_installed(cls, value: RolloutSettings) -> RolloutSettings:
+        try:
+            check_engine(value)
+        except UserError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
 
 def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:
@@ -138,7 +151,7 @@ class AlignStage(Stage):
             eval_prompts=evals, cleaners=cleaners, reward=c.reward.build(),
             stop_strings=stop_strings(options.stop_strings, cleaners), stage_dir=ctx.stage_dir,
             device=_device(ctx.device), where=where, log=ctx.log,
-            seed=options.seed if options.seed is not None else ctx.seed,
+            seed=options.seed if options.seed is not None else ctx.seed, rollouts=c.rollouts,
         )
         return AlignmentLoop(ctx, setup, algorithm).run()
 

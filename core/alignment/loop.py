@@ -35,7 +35,7 @@ from rlhfx.components import AlignmentAlgorithm, Sample
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.io import atomic_write_json, read_jsonl, write_jsonl
-from rlhfx.rollouts import SamplingSettings, generate
+from rlhfx.rollouts import RolloutEngine, SamplingSettings, make_engine
 
 MARKER = "alignment.json"  # the stage's algorithm and metric-schema version, for the report
 
@@ -56,6 +56,7 @@ class AlignmentLoop:
         )
         self.state = LoopState()
         self._plotter: Any = None
+        self.engine: RolloutEngine | None = None
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, str]:
@@ -68,6 +69,8 @@ class AlignmentLoop:
             return self._run()
         finally:
             self._finish_plots()
+            if self.engine is not None:
+                self.engine.close()
             torch.set_num_threads(threads)
 
     def _run(self) -> dict[str, str]:
@@ -89,6 +92,12 @@ class AlignmentLoop:
         distributed.barrier()
         self._call(self.algorithm.setup, self.setup)
         self._resume()
+        # After the checkpoint is restored: the engine starts from the weights it holds.
+        self.engine = make_engine(
+            self.setup.rollouts, self.algorithm.policy, self.setup.tokenizer,
+            batch_size=self.config.inference_batch_size, device=self.setup.device,
+            work_dir=ctx.stage_dir / "engine",
+        )
         if self.state.iteration == 0:
             ctx.log.info(
                 "%s: %d iterations of %d prompts x %d samples, %d train / %d eval prompts, "
@@ -173,6 +182,8 @@ class AlignmentLoop:
         t = time.perf_counter()
         returned = self._update(batch)
         self._merge_marks(batch)
+        assert self.engine is not None
+        self.engine.sync_weights(self.algorithm.policy)  # the next samples: the new policy
         times["update"] = _slowest(time.perf_counter() - t)
 
         evaluation: dict[str, Any] = {}
@@ -213,10 +224,10 @@ class AlignmentLoop:
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_k=c.top_k,
             top_p=c.top_p, length_range=c.length_range,
         )
+        assert self.engine is not None
         with setup.autocast():
-            rollouts = generate(
-                self.algorithm.policy, setup.tokenizer, prompts, sampling, num_samples=self.k,
-                batch_size=c.inference_batch_size, stop_strings=setup.stop_strings,
+            rollouts = self.engine.generate(
+                prompts, sampling, num_samples=self.k, stop_strings=setup.stop_strings,
                 progress=progress, description=description, rng=rng,
             ) if prompts else []
         eos = setup.tokenizer.eos_token_id
@@ -321,7 +332,7 @@ class AlignmentLoop:
             out_file=self.ctx.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl",
             prefix="eval_", batch_size=c.inference_batch_size,
             stop_strings=setup.stop_strings, autocast=setup.autocast(), progress=progress,
-            where=self._reward_key,
+            where=self._reward_key, engine=self.engine,
         )
 
     # ------------------------------------------------------------------ files

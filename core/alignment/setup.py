@@ -20,6 +20,7 @@ from rlhfx.alignment.config import AlgorithmConfig
 from rlhfx.alignment.reference import ReferenceModel
 from rlhfx.components import ResponseCleaner, RewardSource, Sample
 from rlhfx.errors import UserError
+from rlhfx.rollouts import RolloutSettings
 
 
 @dataclass
@@ -48,6 +49,8 @@ class AlignmentSetup:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rlhfx"))
     #: extra fields of each training prompt's row (reference answers...), aligned with prompts
     prompt_fields: list[dict[str, Any]] = field(default_factory=list)
+    #: which engine samples the rollouts (the align stage's `rollouts`)
+    rollouts: RolloutSettings = field(default_factory=RolloutSettings)
 
     # ------------------------------------------------------------------ processes
     @property

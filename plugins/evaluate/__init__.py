@@ -50,6 +50,9 @@ def run_eval(
         "sampling": {"max_new_tokens": settings.max_new_tokens,
                      "temperature": settings.temperature, "top_p": settings.top_p,
                      "seed": settings.seed, "apply_chat_template": settings.apply_chat_template},
+        "statistics": {"interval": "paired bootstrap over prompts, percentile",
+                       "resamples": settings.resamples, "level": settings.level,
+                       "ties": "half a win", "discarded": "loses to any scored answer"},
         **result,
     }
     output_dir.mkdir(parents=True, exist_ok=True)

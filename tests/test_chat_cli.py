@@ -77,3 +77,18 @@ def test_interactive_loop_with_reset_and_quit(rlhfx_cli, templated_model):
 def test_a_model_that_cannot_load_is_a_one_line_error(rlhfx_cli, tmp_path):
     result = rlhfx_cli("chat", "./no/such/model", "-p", "hi")
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_an_interrupted_answer_is_not_kept(templated_model):
+    from rlhfx.plugins.chat.session import ChatSettings, load_session
+
+    session = load_session(str(templated_model), ChatSettings(temperature=0,
+                                                              max_new_tokens=200))
+    pieces = session.stream("Hi")
+    next(pieces)  # the first words are out; Ctrl-C now
+    session.interrupt()
+    assert session._worker is not None and not session._worker.is_alive()
+    assert session.messages == []
+    session.settings.max_new_tokens = 3
+    assert isinstance(session.answer("Again"), str)  # the session still answers afterwards
+    assert [m["role"] for m in session.messages] == ["user", "assistant"]

@@ -39,8 +39,12 @@ def _interactive(session, console) -> None:
         if not text.strip():
             continue
         console.print("[bold green]model[/bold green]: ", end="")
-        for piece in session.stream(text):
-            console.out(piece, end="", highlight=False)
+        try:
+            for piece in session.stream(text):
+                console.out(piece, end="", highlight=False)
+        except KeyboardInterrupt:
+            session.interrupt()
+            console.print(" [dim](stopped; the turn is not kept)[/dim]", end="")
         console.print()
 
 

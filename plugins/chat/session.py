@@ -30,6 +30,8 @@ class ChatSession:
     tokenizer: Any
     settings: ChatSettings
     messages: list[dict[str, str]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _worker: threading.Thread | None = field(default=None, repr=False)
 
     @property
     def uses_template(self) -> bool:
@@ -61,7 +63,7 @@ class ChatSession:
     def stream(self, text: str) -> Iterator[str]:
         """Yield the answer to `text` piece by piece; the turn is kept in the history."""
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         from rlhfx.chat import end_of_turn_token_ids
         from rlhfx.rollouts import encode_prompts
@@ -81,6 +83,15 @@ class ChatSession:
         )
         if s.temperature > 0:
             kwargs.update(temperature=s.temperature, top_p=s.top_p, top_k=0)
+        stop = self._stop
+        stop.clear()
+
+        class Interrupted(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList([Interrupted()])
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -92,6 +103,7 @@ class ChatSession:
                 streamer.end()
 
         worker = threading.Thread(target=run, daemon=True)
+        self._worker = worker
         worker.start()
         answer = ""
         shown = 0
@@ -115,6 +127,12 @@ class ChatSession:
         self.messages += [{"role": "user", "content": text},
                           {"role": "assistant", "content": final.strip()
                            if self.uses_template else final}]
+
+    def interrupt(self) -> None:
+        """Stop the answer being generated (Ctrl-C); the turn is not kept."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join()
 
     def answer(self, text: str, on_piece: Callable[[str], None] | None = None) -> str:
         out = ""

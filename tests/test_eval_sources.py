@@ -60,3 +60,13 @@ def test_inline_judges():
         "name": "length", "unit": "chars"}
     with pytest.raises(UserError, match="give a table with a `name`"):
         parse_inline_judge('{ unit = "chars" }')
+
+
+def test_prompt_sets_inside_a_package():
+    from pathlib import Path
+
+    from rlhfx.plugins.evaluate.sources import resolve_prompts
+
+    path = resolve_prompts("pkg:rlhfx.plugins.quickstart/data/prompts_eval.jsonl")
+    assert Path(path).is_file() and path.endswith("prompts_eval.jsonl")
+    assert resolve_prompts("builtin:tiny-eval-prompts") == "builtin:tiny-eval-prompts"

@@ -30,13 +30,13 @@ def run_eval(
 
     from .page import render
     from .run import evaluate
-    from .sources import build_judge, labels_for, resolve_model
+    from .sources import build_judge, labels_for, resolve_model, resolve_prompts
 
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output-dir {output_dir}: exists and is not a directory")
     sources = [resolve_model(m) for m in models]
     judge = build_judge(judge_table, "judge")
-    prompts = read_prompt_set(prompts_source)
+    prompts = read_prompt_set(resolve_prompts(prompts_source))
     if max_prompts is not None:
         prompts = prompts[:max_prompts]
     settings.device = pick_device(settings.device, "--device")

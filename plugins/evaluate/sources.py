@@ -82,6 +82,15 @@ def resolve_model(spec: str) -> str:
     return str(path)
 
 
+def resolve_prompts(source: str) -> str:
+    """A prompt set as the align stage reads it: `pkg:` files found inside their package."""
+    if source.startswith("pkg:"):
+        from rlhfx.model_sources import package_path
+
+        return str(package_path(source))
+    return str(Path(source).expanduser()) if source.startswith("~") else source
+
+
 def labels_for(specs: list[str]) -> list[str]:
     """Short, distinct names for the models, for tables and the JSON result."""
     labels: list[str] = []

@@ -75,8 +75,8 @@ def answer_and_score(
         top_p=settings.top_p,
         do_sample=settings.temperature > 0,
     )
-    # The same seed on every process would give each shard the same random stream; fold the
-    # rank in so the result does not depend on how prompts were split only through the seed.
+    # Each process draws from its own stream (one seed everywhere would repeat the same draws
+    # in every shard); greedy answers (temperature 0) do not depend on it at all.
     torch.manual_seed(settings.seed + distributed.rank())
     rollouts = generate(
         model, tokenizer, shown, sampling, num_samples=1, batch_size=settings.batch_size,
@@ -91,6 +91,8 @@ def answer_and_score(
         clean_and_score(samples, cleaners, judge)
     del model
     gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the next model gets the memory back
     return [
         {
             "index": indices[s.prompt_id],

@@ -149,12 +149,19 @@ def plugins_list(as_json: bool, show_all: bool) -> None:
 # ----------------------------------------------------------------------------- recipes
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
+@click.option("--explain", is_flag=True,
+              help="Print the recipe as TOML with every default filled in.")
 @user_errors
-def validate(recipe: str) -> None:
+def validate(recipe: str, explain: bool) -> None:
     """Check a recipe completely (every component and its options) without loading a model."""
     from rlhfx.recipe import load_recipe
 
     loaded = load_recipe(recipe)
+    if explain:
+        from rlhfx.config_docs import explain_recipe
+
+        click.echo(explain_recipe(loaded), nl=False)
+        return
     stages = ", ".join(f"{k} ({v.name})" for k, v in loaded.recipe.stages.items())
     n = len(loaded.recipe.stages)
     click.echo(f"{recipe}: ok ({n} stage{'' if n == 1 else 's'}: {stages})")

@@ -58,9 +58,10 @@ def test_raft_run(tmp_path):
     rows = page.tables["eval-align"]
     assert rows[0] == ["prompt", "response at step 0", "reward", "response at step 3",
                        "reward", "change"]
-    assert rows[1] == [EVAL_PROMPTS[0], "rice rice", "1", "Rinse the rice, then simmer it.",
-                       "5", "+4"]
-    assert rows[2][0] == EVAL_PROMPTS[1] and rows[2][1] == "### ### discarded"
+    # Prompts show as conversations: the role, then the text, without the template markup.
+    assert rows[1] == ["user: How do I cook rice?", "rice rice", "1",
+                       "Rinse the rice, then simmer it.", "5", "+4"]
+    assert rows[2][0] == "user: Why is the sky blue?" and rows[2][1] == "### ### discarded"
     assert rows[2][2:] == ["—", "<script>alert(1)</script> & light scatters", "4", "—"]
     assert rows[3] == ["mean reward", "", "1", "", "4.5", ""]
     assert '<li>step 3: distinct-2 fell to 0.8 &lt;below&gt;</li>' in text  # guard warnings
@@ -94,8 +95,8 @@ def test_ppo_run(tmp_path):
     # No eval responses: the first and last step's training samples, side by side.
     assert "wrote no eval responses" in text
     rows = page.tables["samples-align"]
-    assert rows[1][:3] == ["###Human: question 1-0 ###Assistant:", "answer 1-0", "1"]
-    assert rows[1][3:] == ["###Human: question 3-0 ###Assistant:", "answer 3-0", "3"]
+    assert rows[1][:3] == ["user: question 1-0", "answer 1-0", "1"]
+    assert rows[1][3:] == ["user: question 3-0", "answer 3-0", "3"]
     assert rows[4][4] == "answer 3-3 discarded"
 
 
@@ -190,7 +191,8 @@ def test_eval_files_by_iteration_give_the_before_after_table(tmp_path):
             for i, p in enumerate(EVAL_PROMPTS)
         ])
     _, page = report(run)
-    assert page.tables["eval-align"][1] == [EVAL_PROMPTS[0], "a b 0", "0", "c d e 0", "3", "+3"]
+    assert page.tables["eval-align"][1] == ["user: How do I cook rice?", "a b 0", "0",
+                                            "c d e 0", "3", "+3"]
     assert "samples-align" not in page.tables
 
 

@@ -57,4 +57,5 @@ def test_report_of_tiny_raft_while_running_and_after(tmp_path):
     assert rows[0][1] == "response at step 0" and rows[0][3] == "response at step 2"
     evals = read_records(run / "stages/align/iterations/iter-0002/eval.jsonl")
     assert len(rows) == 1 + min(len(evals), 40) + 1
-    assert rows[1][0] == evals[0]["prompt"]
+    question = evals[0]["prompt"].split("###Human:")[1].split("###Assistant:")[0].strip()
+    assert rows[1][0] == f"user: {question}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import math
+import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -37,7 +38,74 @@ figcaption { font-size: 0.85em; color: #555; margin-top: 0.3em; }
        padding: 0 0.3em; }
 .status-completed { color: #1a7f37; } .status-running { color: #b26a00; }
 pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.88em; }
+.turn { margin: 0 0 0.3em 0; } .turn:last-child { margin-bottom: 0; }
+.role { font-size: 0.8em; font-weight: 600; text-transform: uppercase; color: #555; }
+.role-system .role { color: #8250df; } .role-assistant .role { color: #1a7f37; }
 """
+
+# ----------------------------------------------------------------------------- conversations
+# Prompts are often a conversation written in a chat layout. The page shows its turns with
+# their roles and hides the layout's markup. Known layouts: ChatML (`<|im_start|>user\n...
+# <|im_end|>`), Llama 3 headers, and the HH-RLHF ones (`###Human: ... ###Assistant:` and
+# `\n\nHuman: ... \n\nAssistant:`).
+
+_CHATML = re.compile(r"<\|im_start\|>(\w+)\n?(.*?)(?:<\|im_end\|>|(?=<\|im_start\|>)|\Z)", re.S)
+_LLAMA3 = re.compile(
+    r"<\|start_header_id\|>(\w+)<\|end_header_id\|>(.*?)(?:<\|eot_id\|>|"
+    r"(?=<\|start_header_id\|>)|\Z)", re.S,
+)
+_HH_MARK = re.compile(r"###\s*(Human|Assistant|System)\s*:|(?:^|\n\n)(Human|Assistant|System):")
+_ROLES = {"human": "user", "user": "user", "assistant": "assistant", "gpt": "assistant",
+          "system": "system"}
+_STRAY = re.compile(r"<\|begin_of_text\|>|<\|endoftext\|>|</?s>")
+
+
+def conversation_turns(prompt: str) -> list[tuple[str, str]]:
+    """The (role, text) turns of a prompt in a known chat layout; `[("", prompt)]` otherwise.
+
+    Roles are `user`, `assistant` or `system`; the empty assistant turn a generation prompt
+    ends with is left out.
+    """
+    text = str(prompt)
+    for pattern in (_CHATML, _LLAMA3):
+        found = list(pattern.finditer(text))
+        if found:
+            turns = [(_role(m[1]), m[2].strip()) for m in found]
+            return _without_open_turn(turns)
+    marks = list(_HH_MARK.finditer(text))
+    if not marks:
+        return [("", text)]
+    turns = []
+    head = _STRAY.sub("", text[: marks[0].start()]).strip()
+    if head:
+        turns.append(("", head))
+    for i, m in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        turns.append((_role(m[1] or m[2]), text[m.end():end].strip()))
+    return _without_open_turn(turns)
+
+
+def _role(name: str) -> str:
+    return _ROLES.get(name.lower(), name.lower())
+
+
+def _without_open_turn(turns: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    if len(turns) > 1 and turns[-1][0] == "assistant" and not turns[-1][1]:
+        turns = turns[:-1]
+    return turns
+
+
+def conversation_html(prompt: str) -> str:
+    """A prompt as escaped HTML: one block per turn with its role, or the plain text."""
+    turns = conversation_turns(prompt)
+    if len(turns) == 1 and not turns[0][0]:
+        return escape(turns[0][1])
+    return "".join(
+        f'<div class="turn role-{escape(role or "text")}">'
+        + (f'<span class="role">{escape(role)}:</span> ' if role else "")
+        + f"{escape(body)}</div>"
+        for role, body in turns
+    )
 
 
 def render(run: RunData, charts: Sequence[Chart], max_samples: int = 50) -> str:
@@ -259,7 +327,7 @@ def _paired(stage: StageData, first: Snapshot, last: Snapshot, limit: int, kind:
     for row in first.rows[:limit]:
         waiting = later[row.get("prompt")]
         after = waiting.pop(0) if waiting and not single else None
-        cells = [f'<td class="text">{escape(str(row.get("prompt", "")))}</td>',
+        cells = [f'<td class="text">{conversation_html(str(row.get("prompt", "")))}</td>',
                  _response_cell(row), f'<td class="num">{_num(_reward(row))}</td>']
         if not single:
             delta = _delta(_reward(row), _reward(after) if after else None)
@@ -282,7 +350,7 @@ def _side_by_side(stage: StageData, first: Snapshot, last: Snapshot, limit: int)
         cells = []
         for snap in (first, last):
             row = snap.rows[i] if i < len(snap.rows) else None
-            prompt = escape(str(row.get("prompt", ""))) if row else "—"
+            prompt = conversation_html(str(row.get("prompt", ""))) if row else "—"
             cells += [f'<td class="text">{prompt}</td>', _response_cell(row),
                       f'<td class="num">{_num(_reward(row) if row else None)}</td>']
         body.append("<tr>" + "".join(cells) + "</tr>")

@@ -1,0 +1,148 @@
+"""Answering a prompt set with each model, judging the answers, comparing the models.
+
+Under `torchrun` each process answers its share of the prompts (round robin) with every model
+and scores them (the judge's `score` is called on every process, as during a run), then the
+main process gathers the rows, computes the statistics and writes the files.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rlhfx import ResponseCleaner, RewardSource, distributed
+
+from . import stats
+
+DEFAULT_STOP_MARKERS = ("###Human",)
+
+
+@dataclass
+class EvalSettings:
+    max_new_tokens: int = 64
+    temperature: float = 0.1  # 0 = greedy
+    top_p: float = 1.0
+    batch_size: int = 8
+    seed: int = 0
+    apply_chat_template: bool = False
+    device: str = "cpu"
+    resamples: int = 2000
+    level: float = 0.95
+
+
+def default_cleaners(tokenizer: Any) -> list[ResponseCleaner]:
+    """The align stage's default chain (stop_markers, strip, discard), with the model's own
+    end-of-turn markers added to the stop markers when it has a chat template."""
+    from rlhfx import CleanerRef
+    from rlhfx.chat import has_chat_template, stop_markers
+
+    markers = list(DEFAULT_STOP_MARKERS)
+    if has_chat_template(tokenizer):
+        markers += [m for m in stop_markers(tokenizer) if m not in markers]
+    return [
+        CleanerRef(name="stop_markers", markers=markers).build(),
+        CleanerRef(name="strip").build(),
+        CleanerRef(name="discard").build(),
+    ]
+
+
+def answer_and_score(
+    source: str, prompts: Sequence[str], indices: Sequence[int], judge: RewardSource,
+    settings: EvalSettings,
+) -> list[dict[str, Any]]:
+    """This process's rows for one model: prompt index, raw answer, cleaned answer, reward."""
+    import torch
+
+    from rlhfx.chat import chat_prompt, has_chat_template
+    from rlhfx.components import Sample, frozen_statistics
+    from rlhfx.models import load_causal_lm, load_tokenizer
+    from rlhfx.rollouts import SamplingSettings, generate
+    from rlhfx.scoring import clean_and_score
+
+    tokenizer = load_tokenizer(source)
+    model = load_causal_lm(source, device=settings.device)
+    mine = [prompts[i] for i in indices]
+    shown = mine
+    if settings.apply_chat_template and has_chat_template(tokenizer):
+        shown = [chat_prompt(tokenizer, p) for p in mine]
+    cleaners = default_cleaners(tokenizer)
+    sampling = SamplingSettings(
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature if settings.temperature > 0 else 1.0,
+        top_p=settings.top_p,
+        do_sample=settings.temperature > 0,
+    )
+    # Each process draws from its own stream (one seed everywhere would repeat the same draws
+    # in every shard); greedy answers (temperature 0) do not depend on it at all.
+    torch.manual_seed(settings.seed + distributed.rank())
+    rollouts = generate(
+        model, tokenizer, shown, sampling, num_samples=1, batch_size=settings.batch_size,
+        stop_strings=list(getattr(cleaners[0].config, "markers", [])),
+        rng=random.Random(settings.seed),
+    )
+    samples = [
+        Sample(prompt_id=r.prompt_id, prompt=mine[r.prompt_id], raw_response=r.text)
+        for r in rollouts
+    ]
+    with frozen_statistics(judge):
+        clean_and_score(samples, cleaners, judge)
+    del model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the next model gets the memory back
+    return [
+        {
+            "index": indices[s.prompt_id],
+            "raw": s.raw_response,
+            "response": s.response,
+            "reward": s.reward,
+            "discarded": s.discard_reason,
+        }
+        for s in samples
+    ]
+
+
+def evaluate(
+    sources: Sequence[str], labels: Sequence[str], prompts: Sequence[str], judge: RewardSource,
+    settings: EvalSettings,
+) -> dict[str, Any] | None:
+    """Rows and statistics on the main process; None on the others."""
+    indices = distributed.shard(list(range(len(prompts))))
+    per_model: dict[str, list[dict[str, Any]]] = {}
+    for source, label in zip(sources, labels, strict=True):
+        mine = answer_and_score(source, prompts, indices, judge, settings)
+        gathered = [row for part in distributed.gather_objects(mine) for row in part]
+        per_model[label] = sorted(gathered, key=lambda r: r["index"])
+    if not distributed.is_main():
+        return None
+    rows = [
+        {"prompt": prompt, "answers": {label: _answer(per_model[label][i]) for label in labels}}
+        for i, prompt in enumerate(prompts)
+    ]
+    models = []
+    for source, label in zip(sources, labels, strict=True):
+        rewards = [r["reward"] for r in per_model[label]]
+        scored = [float(x) for x in rewards if x is not None]
+        models.append({
+            "label": label,
+            "source": source,
+            "mean_reward": sum(scored) / len(scored) if scored else None,
+            "scored": len(scored),
+            "discarded": len(rewards) - len(scored),
+        })
+    comparisons = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1:]:
+            comparisons.append(stats.compare(
+                a, b, [r["reward"] for r in per_model[a]], [r["reward"] for r in per_model[b]],
+                level=settings.level, resamples=settings.resamples, seed=settings.seed,
+            ).as_dict())
+    return {"num_prompts": len(prompts), "models": models, "comparisons": comparisons,
+            "rows": rows}
+
+
+def _answer(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row[k] for k in ("raw", "response", "reward", "discarded")}

@@ -1,0 +1,341 @@
+'''Source of the files `rlhfx plugins new` writes, one component per kind.
+
+Placeholders (string.Template): $name (the component's name), $cls (its class), $module,
+$dist, $kind.
+'''
+
+from __future__ import annotations
+
+PYPROJECT = '''[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "$dist"
+version = "0.1.0"
+description = "An rlhfx plugin: the $kind '$name'."
+readme = "README.md"
+requires-python = ">=3.11"
+dependencies = ["rlhfx"]
+
+# This entry point makes it a plugin: rlhfx loads every module of the `rlhfx` group.
+[project.entry-points.rlhfx]
+$name = "$module"
+
+[tool.setuptools]
+packages = ["$module"]
+
+[tool.pytest.ini_options]
+testpaths = ["tests"]
+'''
+
+README = '''# $dist
+
+An [rlhfx](https://pypi.org/project/rlhfx/) plugin that adds the $kind `$name`.
+
+```bash
+pip install -e .        # rlhfx finds it through the `rlhfx` entry point
+rlhfx plugins list      # shows `$name` with `$kind:$name`
+rlhfx components show $kind:$name
+python -m pytest        # the tests use rlhfx's pytest fixtures (rlhfx_plugins, rlhfx_cli)
+```
+
+In a recipe:
+
+```toml
+$usage
+```
+
+Edit `$module/__init__.py`: the component's options are the fields of its `Config` (a
+`#:` comment above a field is its help text in `rlhfx components show`).
+'''
+
+USAGE = {
+    "reward_source": '[stages.align]\nreward = { name = "$name", words = ["please"], bonus = 0.5 }',
+    "cleaner": '[stages.align]\ncleaners = [{ name = "stop_markers" }, { name = "strip" }, '
+               '{ name = "$name", max_chars = 400 }, { name = "discard" }]',
+    "ranker": '[stages.align.algorithm]\nname = "raft"\nranker = { name = "$name", '
+              'fraction = 0.25 }',
+    "algorithm": '[stages.align]\nalgorithm = { name = "$name" }',
+    "stage": '[stages.$name]\nnote = "hello"',
+    "data_format": '[stages.data]\nformat = "$name"',
+}
+
+HEAD = '''"""The $kind `$name` (rlhfx plugin $dist)."""
+
+from __future__ import annotations
+
+'''
+
+CODE = {
+    "reward_source": HEAD + '''from collections.abc import Sequence
+
+from pydantic import Field
+from rlhfx import ComponentConfig, RewardSource, hookimpl
+
+
+class ${cls}Config(ComponentConfig):
+    #: Words that earn the bonus (matched case-insensitively, each occurrence counts).
+    words: list[str] = Field(default_factory=lambda: ["please", "thank"], min_length=1)
+    #: Reward per occurrence.
+    bonus: float = 1.0
+
+
+class $cls(RewardSource):
+    """A bonus for each occurrence of the configured words."""
+
+    name = "$name"
+    Config = ${cls}Config
+    config: ${cls}Config
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
+        words = [w.lower() for w in self.config.words]
+        return [self.config.bonus * sum(text.lower().count(w) for w in words)
+                for text in responses]
+
+
+@hookimpl
+def rlhfx_register_reward_sources(register):
+    register($cls)
+''',
+    "cleaner": HEAD + '''from pydantic import Field
+from rlhfx import CleanResult, ComponentConfig, ResponseCleaner, hookimpl
+
+
+class ${cls}Config(ComponentConfig):
+    #: Longest answer kept, in characters; longer ones are cut at the last space before it.
+    max_chars: int = Field(default=400, ge=1)
+
+
+class $cls(ResponseCleaner):
+    """Cut answers longer than `max_chars` at a word boundary."""
+
+    name = "$name"
+    Config = ${cls}Config
+    config: ${cls}Config
+
+    def clean(self, prompt: str, response: str) -> CleanResult:
+        limit = self.config.max_chars
+        if len(response) <= limit:
+            return CleanResult(response)
+        cut = response[:limit]
+        if " " in cut:
+            cut = cut[: cut.rindex(" ")]
+        return CleanResult(cut, changed=True)
+
+
+@hookimpl
+def rlhfx_register_cleaners(register):
+    register($cls)
+''',
+    "ranker": HEAD + '''import math
+from collections.abc import Sequence
+
+from pydantic import Field
+from rlhfx import ComponentConfig, Ranker, Sample, hookimpl
+
+
+class ${cls}Config(ComponentConfig):
+    #: Share of the scored samples to keep, best first.
+    fraction: float = Field(default=0.25, gt=0, le=1)
+
+
+class $cls(Ranker):
+    """Keep the best `fraction` of all scored samples, whatever their prompt."""
+
+    name = "$name"
+    Config = ${cls}Config
+    config: ${cls}Config
+
+    def select(self, samples: Sequence[Sample]) -> list[int]:
+        scored = [i for i, s in enumerate(samples) if not s.discarded and s.reward is not None]
+        scored.sort(key=lambda i: float(samples[i].reward or 0.0), reverse=True)
+        return scored[: math.ceil(self.config.fraction * len(scored))]
+
+
+@hookimpl
+def rlhfx_register_rankers(register):
+    register($cls)
+''',
+    "algorithm": HEAD + '''from typing import Any
+
+from rlhfx import AlignmentAlgorithm, ComponentConfig, hookimpl
+
+
+class ${cls}Config(ComponentConfig):
+    #: Written to the run's log, to tell runs apart.
+    note: str = "baseline"
+
+
+class $cls(AlignmentAlgorithm):
+    """A do-nothing baseline: the aligned model is the policy itself."""
+
+    name = "$name"
+    Config = ${cls}Config
+    config: ${cls}Config
+
+    def run(self, ctx: Any, setup: Any) -> dict[str, str]:
+        ctx.log.info("$name keeps %s (%s)", setup.policy, self.config.note)
+        return {"model": setup.policy}
+
+
+@hookimpl
+def rlhfx_register_algorithms(register):
+    register($cls)
+''',
+    "stage": HEAD + '''from rlhfx import ComponentConfig, Stage, StageContext, hookimpl
+
+
+class ${cls}Config(ComponentConfig):
+    #: Text written to the stage's `notes.txt`.
+    note: str = "hello"
+
+
+class $cls(Stage):
+    """Write a note into the stage directory (a later stage can read `@<id>.notes`)."""
+
+    name = "$name"
+    Config = ${cls}Config
+    config: ${cls}Config
+    outputs = ("notes",)
+
+    def run(self, ctx: StageContext) -> dict[str, str]:
+        path = ctx.stage_dir / "notes.txt"
+        if ctx.is_main:
+            path.write_text(self.config.note + "\\n", encoding="utf-8")
+        return {"notes": str(path)}
+
+
+@hookimpl
+def rlhfx_register_stages(register):
+    register($cls)
+''',
+    "data_format": HEAD + '''from typing import Any
+
+from rlhfx import EmptyConfig, hookimpl
+from rlhfx.plugins.data.dialogue import ASSISTANT, HUMAN, BadRow, Example, Turn
+from rlhfx.plugins.data.formats import PreferenceFormat
+
+
+class $cls(PreferenceFormat):
+    """Records of the form {"question": ..., "good": ..., "bad": ...}."""
+
+    name = "$name"
+    Config = EmptyConfig
+
+    def sniff(self, record: dict[str, Any]) -> bool:
+        return {"question", "good", "bad"} <= set(record)
+
+    def parse(self, record: dict[str, Any]) -> Example:
+        texts = {}
+        for key in ("question", "good", "bad"):
+            value = record.get(key)
+            if not isinstance(value, str) or not value.strip():
+                raise BadRow(f"no_{key}", f"`{key}` is missing or empty")
+            texts[key] = value.strip()
+        question = Turn(HUMAN, texts["question"])
+        return Example([question, Turn(ASSISTANT, texts["good"])],
+                       [question, Turn(ASSISTANT, texts["bad"])])
+
+
+@hookimpl
+def rlhfx_register_data_formats(register):
+    register($cls)
+''',
+}
+
+TEST_HEAD = '''"""Tests of the $kind `$name`, with the pytest fixtures rlhfx provides."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+
+def test_registered_through_the_entry_point(rlhfx_plugins):
+    entry = rlhfx_plugins().get("$kind", "$name")
+    assert entry.plugin.distribution == "$dist"
+    assert entry.plugin.status == "loaded"
+
+
+def test_unknown_options_are_rejected(rlhfx_plugins):
+    config = rlhfx_plugins().get("$kind", "$name").cls.Config
+    with pytest.raises(ValidationError):
+        config(no_such_option=1)
+
+
+def test_components_show(rlhfx_cli):
+    result = rlhfx_cli("components", "show", "$kind:$name")
+    assert result.exit_code == 0, result.output
+    assert "$name" in result.stdout
+
+'''
+
+TESTS = {
+    "reward_source": TEST_HEAD + '''
+def test_scores(rlhfx_plugins):
+    cls = rlhfx_plugins().get("reward_source", "$name").cls
+    source = cls(cls.Config(words=["please"], bonus=0.5))
+    assert source.score(["p", "p"], ["Please, please!", "no"]) == [1.0, 0.0]
+''',
+    "cleaner": TEST_HEAD + '''
+def test_cuts_long_answers_at_a_word(rlhfx_plugins):
+    cls = rlhfx_plugins().get("cleaner", "$name").cls
+    cleaner = cls(cls.Config(max_chars=10))
+    result = cleaner.clean("p", "one two three four")
+    assert (result.text, result.changed) == ("one two", True)
+    assert cleaner.clean("p", "short").changed is False
+''',
+    "ranker": TEST_HEAD + '''
+def test_keeps_the_best_scored_samples(rlhfx_plugins):
+    from rlhfx import Sample
+
+    cls = rlhfx_plugins().get("ranker", "$name").cls
+    rewards = [1.0, 5.0, None, 3.0]
+    samples = [Sample(prompt_id=i, prompt="p", raw_response="r", reward=r,
+                      discarded=r is None) for i, r in enumerate(rewards)]
+    assert cls(cls.Config(fraction=0.5)).select(samples) == [1, 3]
+''',
+    "algorithm": TEST_HEAD + '''
+def test_returns_the_policy(rlhfx_plugins):
+    import logging
+    from types import SimpleNamespace
+
+    cls = rlhfx_plugins().get("algorithm", "$name").cls
+    ctx = SimpleNamespace(log=logging.getLogger("test"))
+    setup = SimpleNamespace(policy="path/to/policy")
+    assert cls(cls.Config()).run(ctx, setup) == {"model": "path/to/policy"}
+
+
+def test_a_recipe_can_use_it(rlhfx_cli, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        '[stages.align]\\npolicy = "builtin:tiny-gpt-neo"\\nprompts = "builtin:tiny-prompts"\\n'
+        'reward = "length"\\nalgorithm = { name = "$name", note = "x" }\\n'
+    )
+    result = rlhfx_cli("validate", str(recipe))
+    assert result.exit_code == 0, result.output
+''',
+    "stage": TEST_HEAD + '''
+def test_runs_in_a_recipe(rlhfx_cli, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text('[stages.$name]\\nnote = "hi there"\\n')
+    result = rlhfx_cli("run", str(recipe), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    notes = tmp_path / "run" / "stages" / "$name" / "notes.txt"
+    assert notes.read_text() == "hi there\\n"
+''',
+    "data_format": TEST_HEAD + '''
+def test_sniffs_and_parses(rlhfx_plugins):
+    from rlhfx.plugins.data.dialogue import BadRow
+
+    fmt = rlhfx_plugins().get("data_format", "$name").cls()
+    record = {"question": "Hi?", "good": "Hello!", "bad": "Go away."}
+    assert fmt.sniff(record) and not fmt.sniff({"prompt": "x"})
+    example = fmt.parse(record)
+    assert [t.text for t in example.chosen] == ["Hi?", "Hello!"]
+    assert example.rejected is not None and example.rejected[-1].text == "Go away."
+    with pytest.raises(BadRow):
+        fmt.parse({"question": "Hi?", "good": "", "bad": "x"})
+''',
+}

@@ -1,0 +1,118 @@
+"""`rlhfx eval` on tiny models with a rule judge whose verdict is known in advance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = "builtin:tiny-gpt-neo"
+LENGTH_JUDGE = '{ name = "length", unit = "chars" }'
+
+
+@pytest.fixture(scope="module")
+def silent_model(tmp_path_factory) -> Path:
+    """The tiny model changed so that its first token is always EOS: every answer is empty,
+    so the default cleaners discard it and it can never beat a scored answer."""
+    import torch
+
+    from rlhfx.models import load_causal_lm, load_tokenizer
+
+    out = tmp_path_factory.mktemp("silent")
+    model, tokenizer = load_causal_lm(TINY), load_tokenizer(TINY)
+    eos = tokenizer.eos_token_id
+    with torch.no_grad():
+        emb = model.get_input_embeddings().weight
+        model.transformer.ln_f.weight.zero_()  # the last hidden state becomes the bias ...
+        model.transformer.ln_f.bias.copy_(100 * emb[eos] / emb[eos].norm())  # ... EOS's row
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def test_win_rate_of_a_model_over_one_that_never_answers(rlhfx_cli, silent_model, tmp_path):
+    out = tmp_path / "eval"
+    result = rlhfx_cli("eval", TINY, str(silent_model), "--judge", LENGTH_JUDGE,
+                       "--max-prompts", "6", "--max-new-tokens", "8", "--temperature", "0",
+                       "-o", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    tiny, silent = summary["models"]
+    assert silent["discarded"] == 6 and silent["mean_reward"] is None
+    (c,) = summary["comparisons"]
+    # Every answer of the tiny model that the cleaners keep wins; the others tie.
+    assert c["losses"] == 0 and c["wins"] == tiny["scored"] >= 3 and c["n"] == 6
+    assert c["ties"] == tiny["discarded"]
+    assert c["win_rate"] == pytest.approx((c["wins"] + 0.5 * c["ties"]) / 6)
+    assert c["sign_test_p"] == pytest.approx(2 / 2 ** c["wins"])
+    full = json.loads((out / "eval.json").read_text())
+    assert len(full["rows"]) == 6 and full["judge"] == {"name": "length", "unit": "chars"}
+    first = full["rows"][0]["answers"]
+    assert first[str(silent_model)]["discarded"].startswith("discard: shorter than")
+    html = (out / "eval.html").read_text()
+    assert html.count('<tr><td class="text"><div class="turn role-user">') == 6
+    assert "###Human" not in html  # prompts are shown as conversations
+
+
+def test_same_model_twice_ties_everywhere_and_judge_from_a_recipe(rlhfx_cli, tmp_path):
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "tiny_raft.toml"
+    result = rlhfx_cli("eval", TINY, TINY, "--judge-from", str(recipe), "--max-prompts", "3",
+                       "--max-new-tokens", "6", "--temperature", "0", "-o", str(tmp_path),
+                       "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["judge"]["name"] == "pattern_penalty"  # the recipe's align reward
+    assert [m["label"] for m in summary["models"]] == [TINY, f"{TINY} #2"]
+    (c,) = summary["comparisons"]
+    assert (c["ties"], c["win_rate"], c["ci_low"], c["ci_high"]) == (3, 0.5, 0.5, 0.5)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--judge", "lenght"], "unknown reward source 'lenght' (did you mean 'length'?)"),
+    (["--judge", "{ name = 'length', unit = 'bytes' }"], "judge: reward_source 'length': unit"),
+    (["--judge", "{ name = "], "--judge: not a reward source name or an inline TOML table"),
+    ([], "give exactly one of --judge TOML or --judge-from RUN_OR_RECIPE"),
+    (["--judge-from", "nowhere.toml"], "--judge-from nowhere.toml: no recipe file there"),
+])
+def test_judge_mistakes_are_one_line_errors(rlhfx_cli, args, message):
+    result = rlhfx_cli("eval", TINY, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+
+
+def test_a_run_directory_without_an_aligned_model(rlhfx_cli, tmp_path):
+    (tmp_path / "run_state.json").write_text(json.dumps(
+        {"stages": {"sft": {"status": "completed", "outputs": {"model": "stages/sft/model"}}}}))
+    (tmp_path / "recipe.toml").write_text('[stages.sft]\nmodel = "x"\n')
+    result = rlhfx_cli("eval", str(tmp_path), "--judge", "length")
+    assert result.exit_code == 2
+    assert "no completed align stage with a model (completed stages: sft)" in result.output
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun is not installed")
+def test_two_processes_under_torchrun_give_the_single_process_answers(rlhfx_cli, tmp_path):
+    """Greedy answers do not depend on how the prompts were split (5 prompts: shares 3 and 2)."""
+    args = ["eval", TINY, "--judge", LENGTH_JUDGE, "--max-prompts", "5", "--max-new-tokens",
+            "6", "--temperature", "0", "--device", "cpu"]
+    single = rlhfx_cli(*args, "-o", str(tmp_path / "one"))
+    assert single.exit_code == 0, single.output
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RLHFX_")}
+    env["OMP_NUM_THREADS"] = "1"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "rlhfx.cli",
+         *args, "-o", str(tmp_path / "two"), "--json"],
+        env=env, capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert json.loads(result.stdout)["num_prompts"] == 5  # printed once, by the main process
+    one = json.loads((tmp_path / "one" / "eval.json").read_text())["rows"]
+    two = json.loads((tmp_path / "two" / "eval.json").read_text())["rows"]
+    assert two == one

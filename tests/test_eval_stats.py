@@ -1,0 +1,50 @@
+"""Win-rate statistics of `rlhfx eval`, against numbers worked out by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhfx.plugins.evaluate import stats
+
+
+def test_outcome_and_win_rate_count_ties_as_half():
+    assert [stats.outcome(2, 1), stats.outcome(1, 2), stats.outcome(1, 1)] == [1, -1, 0]
+    # A discarded answer (None) loses to a scored one; two discarded ones tie.
+    assert [stats.outcome(None, -5), stats.outcome(-5, None), stats.outcome(None, None)] == [
+        -1, 1, 0]
+    # 3 wins, 1 loss, 2 ties of 6: (3 + 1) / 6
+    assert stats.win_rate([1, 1, 1, -1, 0, 0]) == pytest.approx(4 / 6)
+    assert stats.win_rate([]) == 0.5
+
+
+def test_sign_test_p_values_worked_by_hand():
+    # 8 wins, 2 losses: n = 10, P(X <= 2) = (1 + 10 + 45) / 1024, two-sided doubles it.
+    assert stats.sign_test_p(8, 2) == pytest.approx(112 / 1024)
+    assert stats.sign_test_p(2, 8) == pytest.approx(112 / 1024)
+    # 5 wins, 0 losses: 2 / 32.
+    assert stats.sign_test_p(5, 0) == pytest.approx(1 / 16)
+    # Even split: the tail passes one half, capped at 1.
+    assert stats.sign_test_p(3, 3) == 1.0
+    assert stats.sign_test_p(0, 0) == 1.0
+
+
+def test_bootstrap_interval():
+    assert stats.bootstrap_interval([1] * 10) == (1.0, 1.0)  # every resample wins everything
+    assert stats.bootstrap_interval([0, 0, 0]) == (0.5, 0.5)
+    mixed = [1] * 12 + [-1] * 6 + [0] * 2  # win rate 13 / 20 = 0.65
+    low, high = stats.bootstrap_interval(mixed, seed=3)
+    assert low < 0.65 < high and low > 0.3 and high < 0.95
+    assert stats.bootstrap_interval(mixed, seed=3) == (low, high)  # fixed seed, same interval
+    # Two prompts, one win and one loss: resamples give 0, 0.5 or 1 with chances 1/4, 1/2,
+    # 1/4, so the 95% percentile interval spans all of [0, 1].
+    assert stats.bootstrap_interval([1, -1]) == (0.0, 1.0)
+
+
+def test_compare():
+    c = stats.compare("a", "b", [3.0, 2.0, None, 1.0], [1.0, 2.0, 0.5, None])
+    assert (c.n, c.wins, c.losses, c.ties) == (4, 2, 1, 1)
+    assert c.win_rate == pytest.approx(2.5 / 4)
+    assert c.sign_test_p == pytest.approx(1.0)  # 2 vs 1: 2 * (1 + 3) / 8 = 1
+    assert c.mean_reward_difference == pytest.approx(1.0)  # only prompts scored for both
+    with pytest.raises(ValueError):
+        stats.compare("a", "b", [1.0], [1.0, 2.0])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rlhfx.plugins.report.html import conversation_html, conversation_turns
+from rlhfx.plugins.report.render import conversation_html, conversation_turns
 
 
 def test_chatml_with_system_and_generation_prompt():

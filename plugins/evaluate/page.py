@@ -30,7 +30,7 @@ def _num(value: Any, digits: int = 4) -> str:
 
 
 def _prompt_cell(prompt: str) -> str:
-    from rlhfx.plugins.report.html import conversation_html
+    from rlhfx.plugins.report.render import conversation_html
 
     return f'<td class="text">{conversation_html(prompt)}</td>'
 

@@ -26,7 +26,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None,
 
     from .collect import collect_run
     from .figures import draw_all
-    from .html import render
+    from .render import render
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():

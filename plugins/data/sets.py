@@ -91,6 +91,22 @@ def read_prompts(source: str, split: str = "train", skip_bad_rows: bool = False)
     return _read_single(source, split, PROMPT_KEYS, "prompt", skip_bad_rows)
 
 
+def read_prompt_records(
+    source: str, split: str = "train", skip_bad_rows: bool = False
+) -> list[dict[str, Any]]:
+    """Prompts with the other fields of their rows: `{"prompt": ..., "answer": ...}`.
+
+    For reward sources that check a response against something the prompt file carries (a
+    reference answer); the prompt is taken as `read_prompts` takes it (`prompt`, else `text`)
+    and every other field comes along under its own name.
+    """
+    return [
+        {"prompt": value, **{k: v for k, v in record.items() if k not in (key, "prompt")}}
+        for value, key, record in _read_rows(source, split, PROMPT_KEYS, "prompt",
+                                             skip_bad_rows)
+    ]
+
+
 def _missing(record: dict[str, Any], keys: Sequence[str]) -> str | None:
     """`missing_field` or `wrong_type` when no key holds a string; None when one does."""
     present = [k for k in keys if k in record]
@@ -104,7 +120,14 @@ def _missing(record: dict[str, Any], keys: Sequence[str]) -> str | None:
 def _read_single(
     source: str, split: str, keys: Sequence[str], what: str, skip_bad_rows: bool = False
 ) -> list[str]:
-    out: list[str] = []
+    return [value for value, _, _ in _read_rows(source, split, keys, what, skip_bad_rows)]
+
+
+def _read_rows(
+    source: str, split: str, keys: Sequence[str], what: str, skip_bad_rows: bool = False
+) -> list[tuple[str, str, dict[str, Any]]]:
+    """(value, the key it came from, the whole row) of each usable row."""
+    out: list[tuple[str, str, dict[str, Any]]] = []
     skips = _Skips(skip_bad_rows)
     for row in iter_rows(source, split):
         if row.error is not None:
@@ -125,7 +148,8 @@ def _read_single(
                 skips.drop(problem, f"{source}: {row.where}: no {' or '.join(keys)} field "
                                     f"(fields: {fields})")
             continue
-        out.append(value)
+        key = next(k for k in keys if _first_str(row.record, (k,)) is not None)
+        out.append((value, key, row.record))
     _finish(source, what, len(out), skips.counts, skips.examples)
     return out
 

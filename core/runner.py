@@ -167,7 +167,7 @@ def run_recipe(
         )
     device = pick_device(recipe.run.device, str(loaded.path))
 
-    distributed.init()
+    distributed.init(recipe.run.timeout_s)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _keep_recipe_copy(run_dir, loaded)
@@ -202,6 +202,7 @@ def run_recipe(
             earlier_outputs=dict(outputs),
             log=log,
             report_to=tuple(recipe.run.report_to),
+            parallelism=loaded.parallelism(stage_id),
         )
         if distributed.is_main():
             ctx.stage_dir.mkdir(parents=True, exist_ok=True)

@@ -79,3 +79,31 @@ def build_arguments(
         return args_cls(**{**values, **extra, **(forced or {})})
     except (TypeError, ValueError) as exc:
         raise UserError(f"{where}.training_args: {exc}") from None
+
+
+def fsdp_arguments(args_cls: Any, settings: Any) -> dict[str, Any]:
+    """Trainer arguments for FSDP2 through accelerate, from `[run.fsdp]` settings.
+
+    Each transformer block is one unit (accelerate wraps the model's `_no_split_modules`
+    classes unless `layer_classes` names others). Checkpoints are saved sharded (each process
+    its part, no gathering; they resume exactly); the stage gathers the final model itself.
+    transformers 5 takes `fsdp=True` with everything in `fsdp_config`; 4.x takes option words.
+    """
+    config: dict[str, Any] = {
+        "version": 2,
+        "reshard_after_forward": settings.reshard_after_forward,
+        "cpu_offload": settings.cpu_offload,
+        "state_dict_type": "SHARDED_STATE_DICT",
+    }
+    if settings.layer_classes:
+        config["transformer_layer_cls_to_wrap"] = list(settings.layer_classes)
+    field = next(f for f in dataclasses.fields(args_cls) if f.name == "fsdp")
+    takes_bool = "bool" in str(field.type)
+    if takes_bool:
+        fsdp: Any = True
+    else:
+        fsdp = "full_shard auto_wrap" + (" offload" if settings.cpu_offload else "")
+    out: dict[str, Any] = {"fsdp": fsdp, "fsdp_config": config}
+    if settings.mixed_precision != "no":
+        out[settings.mixed_precision] = True  # bf16 / fp16: accelerate's mixed precision
+    return out

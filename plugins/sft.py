@@ -122,6 +122,15 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         max_length=opts.max_length,
         dataloader_num_workers=0,
     )
+    if ctx.parallelism.sharded:
+        from rlhfx.trainer_args import fsdp_arguments
+
+        if opts.method == "lora":
+            raise UserError(
+                f"{ctx.recipe_file}: stages.{ctx.stage_id}.method: LoRA with parallelism = "
+                "\"fsdp\" is not supported (the adapters are small: use \"ddp\" for this stage)"
+            )
+        args.update(fsdp_arguments(config_cls, ctx.parallelism.fsdp))
     return build_arguments(
         config_cls, f"{ctx.recipe_file}: stages.{ctx.stage_id}", defaults=args,
         extra=opts.training_args, forced=ours, warmup_ratio=opts.warmup_ratio,
@@ -164,16 +173,21 @@ def finished_model(ctx: StageContext, name: str = "model") -> Path | None:
 
 def save_atomically(
     model: Any, tokenizer: Any, target: Path, info: dict[str, Any],
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Save to a temporary folder, then rename: a kill mid-save never leaves a half model.
 
-    `extra` maps file names to JSON written beside the model.
+    `extra` maps file names to JSON written beside the model; `state_dict`: the weights to
+    save instead of the model's own (the gathered ones of a sharded model).
     """
     tmp = target.with_name(target.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
+    if state_dict is not None:
+        from rlhfx.sharding import name_plain_class
+
+        name_plain_class(model, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     for name, data in (extra or {}).items():
@@ -255,6 +269,16 @@ def run_trainer(trainer: Any, ctx: StageContext) -> None:
     trainer.train(resume_from_checkpoint=resume)
 
 
+def gathered_state(model: Any) -> dict[str, Any] | None:
+    """A sharded (FSDP) model's full weights on the main process, else None.
+
+    Every process must call it (the weights are gathered from all of them).
+    """
+    from rlhfx.sharding import full_state_dict, is_sharded
+
+    return full_state_dict(model) if is_sharded(model) else None
+
+
 def merge_if_lora(model: Any) -> Any:
     from peft import PeftModel
 
@@ -327,13 +351,14 @@ class SFTStage(Stage):
                 metrics = trainer.evaluate()  # logged to metrics.jsonl by the callback
                 ctx.log.info("sft: eval loss %.4f on %d held-out texts",
                              metrics.get("eval_loss", float("nan")), len(held))
+        full = gathered_state(trainer.model)  # under fsdp; every process takes part
         if ctx.is_main:
             trained = trainer.model
             if c.method == "lora" and c.save_adapter:
                 adapter = ctx.stage_dir / "adapter"
                 save_atomically(trained, tokenizer, adapter, {"base": model_source})
             save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
-                            {"base": model_source, "method": c.method})
+                            {"base": model_source, "method": c.method}, state_dict=full)
             drop_checkpoints(ctx, c)
         distributed.barrier()  # the other processes report outputs only once main has saved
         return self._outputs(ctx)

@@ -17,6 +17,7 @@ process sooner and stops the others itself.
 from __future__ import annotations
 
 import os
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -137,3 +138,54 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
 def shard(items: list[Any]) -> list[Any]:
     """This process's share of `items` (round robin, so shares differ by at most one)."""
     return items[rank() :: world_size()]
+
+
+def lost_contact(exc: BaseException) -> Exception | None:
+    """A one-line error for a collective that failed because another process is gone.
+
+    gloo and NCCL raise as soon as a peer's connection closes (a killed process), or after
+    the group's timeout when a peer stops answering; either way the run cannot go on, and
+    the next launch resumes it.
+    """
+    if world_size() <= 1:
+        return None
+    import torch.distributed as dist
+
+    text = str(exc)
+    gone = isinstance(exc, dist.DistError) or (
+        isinstance(exc, RuntimeError)
+        and any(s in text for s in ("Connection closed by peer", "Connection reset by peer",
+                                    "Timed out waiting", "gloo", "NCCL"))
+    )
+    if not gone:
+        return None
+    from rlhfx.errors import UserError
+
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    first = re.sub(r"^\[[^\]]*\]\s*", "", first).split(". ")[0]  # gloo's source location
+    return UserError(
+        f"process {rank()} of {world_size()} lost contact with the others (one died, was "
+        f"killed or stopped answering): {first[:200]}; run the same command again to resume"
+    )
+
+
+def stop_quietly_on_sigterm() -> None:
+    """Under torchrun, turn the launcher's SIGTERM (sent when another process failed) into a
+    one-line error instead of a silent death; the run state is kept for the next launch."""
+    if world_size() <= 1:
+        return
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def stop(signum: int, frame: Any) -> None:
+        from rlhfx.errors import UserError
+
+        raise UserError(
+            f"process {rank()} of {world_size()} stopped by the launcher (another process of "
+            "this run failed or was killed); run the same command again to resume"
+        )
+
+    signal.signal(signal.SIGTERM, stop)

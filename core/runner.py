@@ -168,6 +168,7 @@ def run_recipe(
     device = pick_device(recipe.run.device, str(loaded.path))
 
     distributed.init(recipe.run.timeout_s)
+    distributed.stop_quietly_on_sigterm()
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _keep_recipe_copy(run_dir, loaded)
@@ -221,6 +222,10 @@ def run_recipe(
         except BaseException as exc:
             # The state stays "running": the next `rlhfx run` resumes this stage.
             quiet = {"screen": False}
+            lost = distributed.lost_contact(exc)
+            if lost is not None:
+                log.error("stage %s stopped: %s", stage_id, lost, extra=quiet)
+                raise lost from None
             if isinstance(exc, UserError | KeyboardInterrupt):
                 log.error("stage %s stopped: %s", stage_id, exc or type(exc).__name__,
                           extra=quiet)

@@ -218,6 +218,17 @@ def full_state_dict(model: Any) -> dict[str, Any]:
     return state if distributed.is_main() else {}
 
 
+def without_tied_copies(model: Any, state: dict[str, Any]) -> dict[str, Any]:
+    """`state` less the second names of tied weights (an LM head tied to the embeddings).
+
+    Gathered, a tied weight comes out once per name; a saved checkpoint holds it once, and
+    `from_pretrained` ties it again.
+    """
+    every = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    kept = {name for name, _ in model.named_parameters()}
+    return {k: v for k, v in state.items() if k not in every - kept}
+
+
 def load_full_state_dict(model: Any, state: dict[str, Any]) -> None:
     """Load full weights held by the main process into the sharded model (others pass {})."""
     if not is_sharded(model):
@@ -239,7 +250,7 @@ def save_hf_checkpoint(model: Any, target: str | Path, tokenizer: Any = None) ->
     Returns `target` on the main process, None on the others.
     """
     target = Path(target)
-    state = full_state_dict(model)
+    state = without_tied_copies(model, full_state_dict(model))
     if not distributed.is_main():
         return None
     tmp = target.with_name(target.name + ".partial")

@@ -97,9 +97,9 @@ def fsdp_arguments(args_cls: Any, settings: Any) -> dict[str, Any]:
     }
     if settings.layer_classes:
         config["transformer_layer_cls_to_wrap"] = list(settings.layer_classes)
-    field = next(f for f in dataclasses.fields(args_cls) if f.name == "fsdp")
-    takes_bool = "bool" in str(field.type)
-    if takes_bool:
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
         fsdp: Any = True
     else:
         fsdp = "full_shard auto_wrap" + (" offload" if settings.cpu_offload else "")
@@ -107,3 +107,32 @@ def fsdp_arguments(args_cls: Any, settings: Any) -> dict[str, Any]:
     if settings.mixed_precision != "no":
         out[settings.mixed_precision] = True  # bf16 / fp16: accelerate's mixed precision
     return out
+
+
+def fsdp_on_cpu(trainer_cls: Any) -> Any:
+    """`trainer_cls` that also shards with FSDP2 when training on the CPU.
+
+    accelerate turns its FSDP plugin on only for GPU-like devices: on the CPU (gloo) it
+    silently falls back to DDP. FSDP2 itself trains fine there, so after the accelerator is
+    made its state is switched to FSDP with the plugin the arguments asked for. A GPU run
+    is left exactly as accelerate sets it up.
+    """
+
+    class Sharded(trainer_cls):  # type: ignore[misc, valid-type]
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            state = self.accelerator.state
+            plugin_args = getattr(self.args, "fsdp_plugin_args", None)
+            if plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
+                return
+            plugin = FullyShardedDataParallelPlugin(**plugin_args)
+            if state.mixed_precision != "no":
+                plugin.set_mixed_precision(state.mixed_precision)
+            state.distributed_type = DistributedType.FSDP
+            state.fsdp_plugin = plugin
+            self.is_fsdp_enabled = True
+
+    Sharded.__name__ = Sharded.__qualname__ = trainer_cls.__name__
+    return Sharded

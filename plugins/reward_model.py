@@ -32,6 +32,7 @@ from .sft import (
     run_trainer,
     save_atomically,
     trainer_arguments,
+    trainer_class,
 )
 
 EVAL_FILE = "eval.json"
@@ -217,7 +218,7 @@ class RewardModelStage(Stage):
             **grouping,
         )
         with ctx.progress() as progress:
-            trainer = RewardTrainer(
+            trainer = trainer_class(RewardTrainer, ctx)(
                 model=model,
                 args=args,
                 train_dataset=train_set,

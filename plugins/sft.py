@@ -138,6 +138,15 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
     )
 
 
+def trainer_class(trainer_cls: Any, ctx: StageContext) -> Any:
+    """The Trainer class to use: under `fsdp`, one that shards on the CPU too."""
+    if not ctx.parallelism.sharded:
+        return trainer_cls
+    from rlhfx.trainer_args import fsdp_on_cpu
+
+    return fsdp_on_cpu(trainer_cls)
+
+
 def last_checkpoint(ctx: StageContext) -> str | None:
     """The newest complete Trainer checkpoint of this stage, to resume from.
 
@@ -230,6 +239,7 @@ def make_progress_callback(ctx: StageContext, progress: Any, description: str) -
 
     class ProgressAndMetrics(TrainerCallback):
         task: Any = None
+        measured = False
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.task = progress.add_task(description, total=state.max_steps,
@@ -238,6 +248,14 @@ def make_progress_callback(ctx: StageContext, progress: Any, description: str) -
         def on_step_end(self, args, state, control, **kwargs):
             if self.task is not None:
                 progress.update(self.task, completed=state.global_step)
+            if not self.measured and kwargs.get("optimizer") is not None:
+                # What this process holds once the optimizer state exists (shards under fsdp).
+                self.measured = True
+                from rlhfx.sharding import local_parameter_bytes
+
+                optimizer = getattr(kwargs["optimizer"], "optimizer", kwargs["optimizer"])
+                held = local_parameter_bytes(kwargs["model"], optimizer)
+                ctx.log_metrics(state.global_step, {"memory/params_optimizer_mb": held / 2**20})
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
@@ -274,9 +292,9 @@ def gathered_state(model: Any) -> dict[str, Any] | None:
 
     Every process must call it (the weights are gathered from all of them).
     """
-    from rlhfx.sharding import full_state_dict, is_sharded
+    from rlhfx.sharding import full_state_dict, is_sharded, without_tied_copies
 
-    return full_state_dict(model) if is_sharded(model) else None
+    return without_tied_copies(model, full_state_dict(model)) if is_sharded(model) else None
 
 
 def merge_if_lora(model: Any) -> Any:
@@ -336,7 +354,7 @@ class SFTStage(Stage):
         ctx.log.info("sft: %d training texts, %d held out; %s", len(train), len(held),
                      "LoRA" if c.method == "lora" else "full fine-tuning")
         with ctx.progress() as progress:
-            trainer = SFTTrainer(
+            trainer = trainer_class(SFTTrainer, ctx)(
                 model=model,
                 args=args,
                 train_dataset=Dataset.from_dict({"text": train}),

@@ -118,7 +118,7 @@ def fsdp_on_cpu(trainer_cls: Any) -> Any:
     is left exactly as accelerate sets it up.
     """
 
-    class Sharded(trainer_cls):  # type: ignore[misc, valid-type]
+    class Sharded(trainer_cls):
         def create_accelerator_and_postprocess(self) -> None:
             super().create_accelerator_and_postprocess()
             from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin

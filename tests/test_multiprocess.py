@@ -26,7 +26,8 @@ from rlhfx.runner import run_recipe
 
 pytestmark = pytest.mark.slow
 
-WORDS = ["the", "cat", "dog", "sat", "on", "a", "mat", "and", "ran", "far", "away", "from", "home", "to", "see", "sun", "moon"]
+WORDS = ("the cat dog sat on a mat and ran far away from home to see sun moon"  # noqa: SIM905
+         .split())
 
 #: One process with micro-batch 4 and two with 2 each see the same rows per step; the sums
 #: run in another order (and FSDP reduces in float32 shards): rounding only.

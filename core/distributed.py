@@ -4,8 +4,10 @@ A single process needs none of this: every helper degrades to the obvious local 
 
 Several machines: start one `torchrun` per machine with the same `--nnodes`, `--rdzv_endpoint`
 and a distinct `--node_rank`. `RANK` is then the global rank (the main process, rank 0, writes
-the run's files) and `LOCAL_RANK` the rank on this machine (per-machine caches are made by
-local rank 0's machine once; see model_sources.materialize_gguf).
+the run's files) and `LOCAL_RANK` the rank on this machine. Per-machine caches (the converted
+GGUF model) are made once per cache directory: one process converts under a lock file while
+the others wait (model_sources.materialize_gguf), so once per machine, or once in all when
+the cache is on a shared filesystem.
 
 A process that dies (killed, out of memory) must not leave the others waiting forever in a
 collective: the group is created with a timeout (`[run] timeout_s`, or the environment

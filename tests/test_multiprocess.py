@@ -164,7 +164,7 @@ def _rank_pid(parent: subprocess.Popen, rank: int) -> int | None:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
 @pytest.mark.parametrize("nodes", [1, 2], ids=["one-machine", "two-machines"])
 def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path, nodes):
-    recipe = write_recipe(tmp_path, "long", "fsdp", 2, max_steps=300, save_steps=10)
+    recipe = write_recipe(tmp_path, "long", "fsdp", 2, max_steps=150, save_steps=10)
     out, port = tmp_path / "run", free_port()
     if nodes == 1:
         launches = [launch(recipe, out)]
@@ -183,9 +183,10 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path, nodes):
     assert victim is not None
     os.kill(victim, signal.SIGKILL)
     killed = time.time()
-    results = [finish(p, timeout=90) for p in launches]
-    # torchrun reports the failure in its own words; ours says what to do next
-    assert time.time() - killed < 60
+    results = [finish(p, timeout=150) for p in launches]
+    # torchrun reports the failure in its own words; ours says what to do next. Measured: the
+    # message within a second, every process gone within ~10 s; generous for a loaded machine.
+    assert time.time() - killed < 120
     assert all(code != 0 for code, _, _ in results)
     stderr = results[0][2]
     if nodes == 1:
@@ -203,13 +204,13 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path, nodes):
     port = free_port()
     again = [launch(recipe, out)] if nodes == 1 else [
         launch(recipe, out, nnodes=2, nproc=1, node_rank=r, port=port) for r in (0, 1)]
-    done = [finish(p, timeout=240) for p in again]
+    done = [finish(p, timeout=400) for p in again]
     for code, _, err in done:
         assert code == 0, err[-4000:]
     log = (out / "run.log").read_text()
     assert "sft: resuming from" in log
     steps = [r["step"] for r in records(out) if "loss" in r]
-    assert steps[-1] == 300 and steps.count(300) == 1
+    assert steps[-1] == 150 and steps.count(150) == 1
     resumed_from = int(log.split("sft: resuming from")[1].split("checkpoint-")[1].split()[0])
     assert resumed_from >= 20
     assert json.loads((out / "run_state.json").read_text())["stages"]["sft"]["status"] == \

@@ -189,13 +189,11 @@ def test_a_killed_process_stops_the_others_and_the_run_resumes(tmp_path, nodes):
     assert time.time() - killed < 120
     assert all(code != 0 for code, _, _ in results)
     stderr = results[0][2]
-    if nodes == 1:
-        # torchrun saw its child die and stopped the other one (SIGTERM)
-        assert "stopped by the launcher" in stderr or "SIGTERM" in stderr, stderr[-3000:]
-    else:
-        # the other machine's process learns it from its collective, within the timeout
-        assert "lost contact with the others" in stderr, stderr[-3000:]
-    assert "run the same command again to resume" in stderr or "SIGTERM" in stderr
+    # The survivor's collective fails as the dead peer's connection closes (measured: within
+    # half a second); on one machine torchrun may stop it first (SIGTERM): either way one line.
+    assert ("process 0 of 2 lost contact with the others" in stderr
+            or "process 0 of 2 stopped by the launcher" in stderr), stderr[-3000:]
+    assert "run the same command again to resume" in stderr
     assert "core/runner.py" not in stderr  # no traceback from rlhfx itself
     state = json.loads((out / "run_state.json").read_text())
     assert state["stages"]["sft"]["status"] == "running"

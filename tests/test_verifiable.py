@@ -124,4 +124,4 @@ def test_read_prompt_records_with_no_prompts_is_a_user_error(tmp_path):
     path = tmp_path / "prompts.jsonl"
     path.write_text(json.dumps({"answer": "9"}) + "\n", encoding="utf-8")
     with pytest.raises(UserError, match="no usable prompt rows"):
-        read_prompt_records(str(path))
+        read_prompt_records(str(path), skip_bad_rows=True)

@@ -20,10 +20,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from rlhfx import DataSource, Stage, StageContext, UserError, distributed, hookimpl
-from rlhfx.io import atomic_write_json
-from rlhfx.lora import LoraSettings
-
-from .sft import (
+from rlhfx.hf_training import (
     DONE,
     TrainingOptions,
     drop_checkpoints,
@@ -37,6 +34,8 @@ from .sft import (
     save_atomically,
     trainer_arguments,
 )
+from rlhfx.io import atomic_write_json
+from rlhfx.lora import LoraSettings
 
 EVAL_FILE = "eval.json"
 

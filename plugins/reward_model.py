@@ -16,10 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rlhfx import DataSource, Stage, StageContext, UserError, distributed, hookimpl
-from rlhfx.io import atomic_write_json
-from rlhfx.lora import LoraSettings
-
-from .sft import (
+from rlhfx.hf_training import (
     TrainingOptions,
     drop_checkpoints,
     finished_model,
@@ -35,6 +32,8 @@ from .sft import (
     trainer_arguments,
     trainer_class,
 )
+from rlhfx.io import atomic_write_json
+from rlhfx.lora import LoraSettings
 
 EVAL_FILE = "eval.json"
 

@@ -25,7 +25,7 @@ from rich.progress import (
 from rlhfx import distributed
 from rlhfx.config import PKG_PREFIX, ComponentRef, SourceStr
 from rlhfx.errors import UserError
-from rlhfx.io import append_jsonl
+from rlhfx.files import append_jsonl
 from rlhfx.registry import PluginSystem, call_impl
 from rlhfx.sharding import Parallelism
 

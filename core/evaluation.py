@@ -18,7 +18,7 @@ from typing import Any
 
 from rlhfx import distributed
 from rlhfx.components import ResponseCleaner, RewardSource, Sample, frozen_statistics
-from rlhfx.io import write_jsonl
+from rlhfx.files import write_jsonl
 from rlhfx.metrics import sample_metrics
 from rlhfx.rollouts import SamplingSettings, generate
 from rlhfx.scoring import clean_and_score

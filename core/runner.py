@@ -22,7 +22,7 @@ from rlhfx import distributed, preflight
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.faults import PluginFault, call_plugin
-from rlhfx.io import atomic_write_json, atomic_write_text
+from rlhfx.files import atomic_write_json, atomic_write_text
 from rlhfx.recipe import LoadedRecipe, output_dir_problem
 from rlhfx.registry import PluginSystem, get_plugins
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx.errors import UserError
-from rlhfx.io import atomic_write_text
+from rlhfx.files import atomic_write_text
 from rlhfx.preflight import check_weights_file
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")

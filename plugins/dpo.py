@@ -34,7 +34,7 @@ from rlhfx.hf_training import (
     save_atomically,
     trainer_arguments,
 )
-from rlhfx.io import atomic_write_json
+from rlhfx.files import atomic_write_json
 from rlhfx.lora import LoraSettings
 
 EVAL_FILE = "eval.json"

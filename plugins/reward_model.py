@@ -32,7 +32,7 @@ from rlhfx.hf_training import (
     trainer_arguments,
     trainer_class,
 )
-from rlhfx.io import atomic_write_json
+from rlhfx.files import atomic_write_json
 from rlhfx.lora import LoraSettings
 
 EVAL_FILE = "eval.json"
@@ -271,7 +271,7 @@ def _quiet_fresh_head() -> Iterator[None]:
 
 def _logged_before(ctx: StageContext) -> dict[str, Any] | None:
     """The accuracy before training that an earlier attempt of this stage logged, if any."""
-    from rlhfx.io import read_jsonl
+    from rlhfx.files import read_jsonl
 
     if not ctx.metrics_file.exists():
         return None

@@ -24,7 +24,7 @@ from rlhfx import (
     UserError,
     hookimpl,
 )
-from rlhfx.io import append_jsonl, read_jsonl, write_jsonl
+from rlhfx.files import append_jsonl, read_jsonl, write_jsonl
 
 
 class Window(BaseModel):

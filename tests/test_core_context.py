@@ -12,7 +12,7 @@ import pytest
 from rich.console import Console
 
 from rlhfx import StageContext, UserError, hookimpl, registry
-from rlhfx.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from rlhfx.files import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
 
 
 def make_ctx(tmp_path: Path, system=None, **kw) -> StageContext:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhfx.io import read_jsonl
+from rlhfx.files import read_jsonl
 from rlhfx.testing import run_rlhfx
 
 TWO_STAGES = """\

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from rlhfx import UserError
-from rlhfx.io import read_jsonl
+from rlhfx.files import read_jsonl
 from rlhfx.plugins.data.config import DataConfig
 from rlhfx.plugins.data.dialogue import (
     HH_ASSISTANT,

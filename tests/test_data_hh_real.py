@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhfx.io import read_jsonl
+from rlhfx.files import read_jsonl
 from rlhfx.plugins.data.config import DataConfig
 from rlhfx.plugins.data.prepare import prepare
 from rlhfx.registry import get_plugins

@@ -12,7 +12,7 @@ from fixtures.tiny import save_tiny_lm
 from pydantic import ValidationError
 
 from rlhfx import UserError
-from rlhfx.io import write_jsonl
+from rlhfx.files import write_jsonl
 from rlhfx.plugins import dpo as dpo_module
 from rlhfx.plugins.dpo import DPOOptions, DPOStage, held_out_report, split_pair, to_triples
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlhfx.io import read_jsonl
+from rlhfx.files import read_jsonl
 
 RECIPE = """\
 [run]

@@ -10,7 +10,7 @@ from fixtures.stages import make_ctx, run_stage
 from fixtures.synthetic import corpus, make_rows, write
 from fixtures.tiny import save_tiny_lm
 
-from rlhfx.io import read_jsonl
+from rlhfx.files import read_jsonl
 from rlhfx.plugins.data.config import DataConfig
 from rlhfx.plugins.data.prepare import prepare
 from rlhfx.plugins.gpt_neo_rm import SequenceReward
@@ -103,7 +103,7 @@ def test_model_without_eos_token(setup):
 
 def test_validation_pairs_from_their_own_set(setup, tmp_path):
     """`eval_data` (the data stage's `eval_rm`) is the validation set; all of `data` trains."""
-    from rlhfx.io import write_jsonl
+    from rlhfx.files import write_jsonl
 
     tmp, rm, base = setup
     pairs = list(read_jsonl(rm))

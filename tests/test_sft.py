@@ -9,7 +9,7 @@ from fixtures.stages import make_ctx, run_stage
 from fixtures.synthetic import corpus, make_rows
 from fixtures.tiny import save_tiny_lm
 
-from rlhfx.io import write_jsonl
+from rlhfx.files import write_jsonl
 from rlhfx.plugins import sft as sft_module
 from rlhfx.plugins.sft import SFTStage
 

@@ -14,7 +14,7 @@ from fixtures.synthetic import corpus, make_rows, write
 from fixtures.tiny import save_tiny_lm
 
 from rlhfx.errors import UserError
-from rlhfx.io import write_jsonl
+from rlhfx.files import write_jsonl
 from rlhfx.trainer_resume import SET_ASIDE, find_checkpoint, prepare_resume, trim_metrics
 
 pytest.importorskip("trl")

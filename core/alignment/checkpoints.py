@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx.errors import UserError
-from rlhfx.io import atomic_write_json
+from rlhfx.files import atomic_write_json
 
 LATEST = "latest.json"
 LOOP_STATE = "loop.json"

@@ -34,7 +34,7 @@ from rlhfx.alignment.tokens import cut_to_clean_text
 from rlhfx.components import AlignmentAlgorithm, Sample
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
-from rlhfx.io import atomic_write_json, read_jsonl, write_jsonl
+from rlhfx.files import atomic_write_json, read_jsonl, write_jsonl
 from rlhfx.rollouts import RolloutEngine, SamplingSettings, make_engine
 
 MARKER = "alignment.json"  # the stage's algorithm and metric-schema version, for the report

@@ -127,7 +127,7 @@ def rlhfx_register_commands(cli):
         """A JSON Schema for recipes from the installed components (editor completion)."""
         from pathlib import Path
 
-        from rlhfx.io import atomic_write_text
+        from rlhfx.files import atomic_write_text
         from rlhfx.registry import get_plugins
 
         from .schema import recipe_schema

@@ -20,7 +20,7 @@ from typing import Any
 
 from rlhfx import UserError
 from rlhfx.faults import call_plugin
-from rlhfx.io import atomic_write_json, write_jsonl
+from rlhfx.files import atomic_write_json, write_jsonl
 
 from .config import DataConfig
 from .dialogue import (

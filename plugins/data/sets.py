@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import UserError
-from rlhfx.io import atomic_write_json
+from rlhfx.files import atomic_write_json
 
 from .readers import iter_rows
 

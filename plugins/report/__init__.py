@@ -22,7 +22,7 @@ def write_report(run_dir: str | Path, output: str | Path | None = None,
 
     Default output: `<run_dir>/report.html`; the PNGs go to `<stem>_files/` beside it.
     """
-    from rlhfx.io import atomic_write_text
+    from rlhfx.files import atomic_write_text
 
     from .collect import collect_run
     from .figures import draw_all

@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from rlhfx import DataSource, Stage, StageContext, UserError, distributed, hookimpl
+from rlhfx.files import atomic_write_json
 from rlhfx.hf_training import (
     DONE,
     TrainingOptions,
@@ -34,7 +35,6 @@ from rlhfx.hf_training import (
     save_atomically,
     trainer_arguments,
 )
-from rlhfx.files import atomic_write_json
 from rlhfx.lora import LoraSettings
 
 EVAL_FILE = "eval.json"

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rlhfx import DataSource, Stage, StageContext, UserError, distributed, hookimpl
+from rlhfx.files import atomic_write_json
 from rlhfx.hf_training import (
     TrainingOptions,
     drop_checkpoints,
@@ -32,7 +33,6 @@ from rlhfx.hf_training import (
     trainer_arguments,
     trainer_class,
 )
-from rlhfx.files import atomic_write_json
 from rlhfx.lora import LoraSettings
 
 EVAL_FILE = "eval.json"

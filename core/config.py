@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, PrivateAttr, model_validator
 
 from rlhfx.components import Component, ComponentConfig
 from rlhfx.errors import UserError
+from rlhfx.sharding import FsdpSettings
 
 # ------------------------------------------------------------------------- component refs
 
@@ -87,7 +88,13 @@ class ComponentRef(BaseModel):
 
 
 class StageRef(ComponentRef):
+    """A stage table. Besides the stage's own options it may say how the stage is spread over
+    processes (`parallelism`, `[stages.<id>.fsdp]`), overriding `[run]` for this stage; the
+    core reads these two keys and the stage sees them as `ctx.parallelism`."""
+
     kind = "stage"
+    parallelism: Literal["ddp", "fsdp"] | None = None
+    fsdp: FsdpSettings | None = None
 
 
 class AlgorithmRef(ComponentRef):

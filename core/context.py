@@ -27,6 +27,7 @@ from rlhfx.config import PKG_PREFIX, ComponentRef, SourceStr
 from rlhfx.errors import UserError
 from rlhfx.io import append_jsonl
 from rlhfx.registry import PluginSystem, call_impl
+from rlhfx.sharding import Parallelism
 
 
 @dataclass
@@ -44,6 +45,9 @@ class StageContext:
     #: `[run] report_to`: trackers that also receive the metrics. The context itself writes
     #: `tensorboard`; HF-Trainer stages pass the other names on to their trainers.
     report_to: tuple[str, ...] = ()
+    #: `ddp` or `fsdp` (with its settings) for this stage: `[run] parallelism` and
+    #: `[run.fsdp]`, overridden by the stage table's own `parallelism` and `fsdp` keys.
+    parallelism: Parallelism = field(default_factory=Parallelism)
     _failed_loggers: set[str] = field(default_factory=set, init=False, repr=False)
     _tensorboard: Any = field(default=None, init=False, repr=False)
 

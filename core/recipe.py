@@ -28,6 +28,7 @@ from pydantic import (
 from rlhfx.config import ComponentRef, SourceStr, StageRef
 from rlhfx.errors import RecipeError, RecipeErrors
 from rlhfx.registry import PluginSystem, UnknownComponentError, get_plugins
+from rlhfx.sharding import FsdpSettings, Parallelism, merged
 from rlhfx.strict_types import MAX_SEED, strict_type_errors
 
 STAGE_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
@@ -58,6 +59,16 @@ class RunSection(BaseModel):
     #: the HF Trainer (sft, reward_model) take the other names (`wandb`, `mlflow`, ...: any
     #: transformers integration) as the default of their own `report_to`.
     report_to: list[str] = Field(default_factory=list)
+    #: How training is spread over the processes of a `torchrun` launch: `ddp` (each holds
+    #: the whole model) or `fsdp` (parameters, gradients and optimizer state sharded per
+    #: transformer block; `[run.fsdp]` options). A stage table may set its own `parallelism`
+    #: and `[stages.<id>.fsdp]` keys. DeepSpeed ZeRO stays a `training_args` option of the
+    #: Trainer stages (`deepspeed = "ds_config.json"`), for GPUs.
+    parallelism: Literal["ddp", "fsdp"] = "ddp"
+    fsdp: FsdpSettings = Field(default_factory=FsdpSettings)
+    #: Seconds a process waits in a collective (for a process that died or hangs) before it
+    #: stops with an error. The environment variable RLHFX_TIMEOUT_S overrides it.
+    timeout_s: float = Field(default=1800.0, gt=0)
 
     @field_validator("report_to")
     @classmethod
@@ -138,6 +149,12 @@ class LoadedRecipe:
 
     def __init__(self, path: Path, text: str, data: dict[str, Any], recipe: Recipe):
         self.path, self.text, self.data, self.recipe = path, text, data, recipe
+
+    def parallelism(self, stage_id: str) -> Parallelism:
+        """What `stage_id` runs with: `[run]`'s choice, with the stage table's on top."""
+        run = self.recipe.run
+        ref = self.recipe.stages[stage_id]
+        return merged(Parallelism(mode=run.parallelism, fsdp=run.fsdp), ref.parallelism, ref.fsdp)
 
     @property
     def output_dir(self) -> Path:

@@ -188,7 +188,8 @@ def run_recipe(
     }
     preflight.check_recipe(str(loaded.path), to_run, finished)
 
-    distributed.init()
+    distributed.init(recipe.run.timeout_s)
+    distributed.stop_quietly_on_sigterm()
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _keep_recipe_copy(run_dir, loaded)
@@ -224,6 +225,7 @@ def run_recipe(
             earlier_outputs=dict(outputs),
             log=log,
             report_to=tuple(recipe.run.report_to),
+            parallelism=loaded.parallelism(stage_id),
         )
         if distributed.is_main():
             ctx.stage_dir.mkdir(parents=True, exist_ok=True)
@@ -242,6 +244,10 @@ def run_recipe(
         except BaseException as exc:
             # The state stays "running": the next `rlhfx run` resumes this stage.
             quiet = {"screen": False}
+            lost = distributed.lost_contact(exc)
+            if lost is not None:
+                log.error("stage %s stopped: %s", stage_id, lost, extra=quiet)
+                raise lost from None
             if isinstance(exc, KeyboardInterrupt):
                 log.error("stage %s stopped: %s", stage_id, INTERRUPTED, extra=quiet)
             elif isinstance(exc, UserError):

@@ -79,3 +79,60 @@ def build_arguments(
         return args_cls(**{**values, **extra, **(forced or {})})
     except (TypeError, ValueError) as exc:
         raise UserError(f"{where}.training_args: {exc}") from None
+
+
+def fsdp_arguments(args_cls: Any, settings: Any) -> dict[str, Any]:
+    """Trainer arguments for FSDP2 through accelerate, from `[run.fsdp]` settings.
+
+    Each transformer block is one unit (accelerate wraps the model's `_no_split_modules`
+    classes unless `layer_classes` names others). Checkpoints are saved sharded (each process
+    its part, no gathering; they resume exactly); the stage gathers the final model itself.
+    transformers 5 takes `fsdp=True` with everything in `fsdp_config`; 4.x takes option words.
+    """
+    config: dict[str, Any] = {
+        "version": 2,
+        "reshard_after_forward": settings.reshard_after_forward,
+        "cpu_offload": settings.cpu_offload,
+        "state_dict_type": "SHARDED_STATE_DICT",
+    }
+    if settings.layer_classes:
+        config["transformer_layer_cls_to_wrap"] = list(settings.layer_classes)
+    import transformers
+
+    if int(transformers.__version__.split(".")[0]) >= 5:
+        fsdp: Any = True
+    else:
+        fsdp = "full_shard auto_wrap" + (" offload" if settings.cpu_offload else "")
+    out: dict[str, Any] = {"fsdp": fsdp, "fsdp_config": config}
+    if settings.mixed_precision != "no":
+        out[settings.mixed_precision] = True  # bf16 / fp16: accelerate's mixed precision
+    return out
+
+
+def fsdp_on_cpu(trainer_cls: Any) -> Any:
+    """`trainer_cls` that also shards with FSDP2 when training on the CPU.
+
+    accelerate turns its FSDP plugin on only for GPU-like devices: on the CPU (gloo) it
+    silently falls back to DDP. FSDP2 itself trains fine there, so after the accelerator is
+    made its state is switched to FSDP with the plugin the arguments asked for. A GPU run
+    is left exactly as accelerate sets it up.
+    """
+
+    class Sharded(trainer_cls):
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
+
+            state = self.accelerator.state
+            plugin_args = getattr(self.args, "fsdp_plugin_args", None)
+            if plugin_args is None or state.distributed_type != DistributedType.MULTI_CPU:
+                return
+            plugin = FullyShardedDataParallelPlugin(**plugin_args)
+            if state.mixed_precision != "no":
+                plugin.set_mixed_precision(state.mixed_precision)
+            state.distributed_type = DistributedType.FSDP
+            state.fsdp_plugin = plugin
+            self.is_fsdp_enabled = True
+
+    Sharded.__name__ = Sharded.__qualname__ = trainer_cls.__name__
+    return Sharded

@@ -23,6 +23,7 @@ from .sft import (
     TrainingOptions,
     drop_checkpoints,
     finished_model,
+    gathered_state,
     hold_out,
     make_progress_callback,
     merge_if_lora,
@@ -32,6 +33,7 @@ from .sft import (
     run_trainer,
     save_atomically,
     trainer_arguments,
+    trainer_class,
 )
 
 EVAL_FILE = "eval.json"
@@ -222,7 +224,7 @@ class RewardModelStage(Stage):
             **grouping,
         )
         with ctx.progress() as progress:
-            trainer = RewardTrainer(
+            trainer = trainer_class(RewardTrainer, ctx)(
                 model=model,
                 args=args,
                 train_dataset=train_set,
@@ -243,13 +245,14 @@ class RewardModelStage(Stage):
                 "reward_model: validation pairwise accuracy %.3f on %d held-out pairs "
                 "(mean margin %.3f)", after["accuracy"], len(held), after["mean_margin"],
             )
+        full = gathered_state(merged)  # under fsdp; every process takes part
         if ctx.is_main:
             atomic_write_json(ctx.stage_dir / EVAL_FILE, results)
             target = ctx.stage_dir / "model"
             # REWARD_INFO: how the trainer saw its texts, so the reward source scores the same.
             save_atomically(merged, tokenizer, target,
                             {"base": model_source, "method": c.method, **_short(results)},
-                            extra={REWARD_INFO: {"append_eos": append_eos}})
+                            extra={REWARD_INFO: {"append_eos": append_eos}}, state_dict=full)
             drop_checkpoints(ctx, c)
         return {"model": str(ctx.stage_dir / "model")}
 

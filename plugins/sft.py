@@ -125,11 +125,29 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         max_length=opts.max_length,
         dataloader_num_workers=0,
     )
+    if ctx.parallelism.sharded:
+        from rlhfx.trainer_args import fsdp_arguments
+
+        if opts.method == "lora":
+            raise UserError(
+                f"{ctx.recipe_file}: stages.{ctx.stage_id}.method: LoRA with parallelism = "
+                "\"fsdp\" is not supported (the adapters are small: use \"ddp\" for this stage)"
+            )
+        args.update(fsdp_arguments(config_cls, ctx.parallelism.fsdp))
     return build_arguments(
         config_cls, f"{ctx.recipe_file}: stages.{ctx.stage_id}", defaults=args,
         extra=opts.training_args, forced=ours, warmup_ratio=opts.warmup_ratio,
         activation_checkpointing=opts.gradient_checkpointing,
     )
+
+
+def trainer_class(trainer_cls: Any, ctx: StageContext) -> Any:
+    """The Trainer class to use: under `fsdp`, one that shards on the CPU too."""
+    if not ctx.parallelism.sharded:
+        return trainer_cls
+    from rlhfx.trainer_args import fsdp_on_cpu
+
+    return fsdp_on_cpu(trainer_cls)
 
 
 def prepare_resume(ctx: StageContext) -> Any:
@@ -155,16 +173,21 @@ def finished_model(ctx: StageContext, name: str = "model") -> Path | None:
 
 def save_atomically(
     model: Any, tokenizer: Any, target: Path, info: dict[str, Any],
-    extra: dict[str, Any] | None = None,
+    extra: dict[str, Any] | None = None, state_dict: dict[str, Any] | None = None,
 ) -> Path:
     """Save to a temporary folder, then rename: a kill mid-save never leaves a half model.
 
-    `extra` maps file names to JSON written beside the model.
+    `extra` maps file names to JSON written beside the model; `state_dict`: the weights to
+    save instead of the model's own (the gathered ones of a sharded model).
     """
     tmp = target.with_name(target.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
-    model.save_pretrained(tmp)
+    model.save_pretrained(tmp, state_dict=state_dict)
+    if state_dict is not None:
+        from rlhfx.sharding import name_plain_class
+
+        name_plain_class(model, tmp)
     if tokenizer is not None:
         tokenizer.save_pretrained(tmp)
     for name, data in (extra or {}).items():
@@ -217,6 +240,7 @@ def make_progress_callback(
 
     class ProgressAndMetrics(TrainerCallback, ExportableState):
         task: Any = None
+        measured = False
         trainer: Any = None  # set by run_trainer
 
         def state(self) -> dict[str, Any]:
@@ -253,6 +277,14 @@ def make_progress_callback(
         def on_step_end(self, args, state, control, **kwargs):
             if self.task is not None:
                 progress.update(self.task, completed=state.global_step)
+            if not self.measured and kwargs.get("optimizer") is not None:
+                # What this process holds once the optimizer state exists (shards under fsdp).
+                self.measured = True
+                from rlhfx.sharding import local_parameter_bytes
+
+                optimizer = getattr(kwargs["optimizer"], "optimizer", kwargs["optimizer"])
+                held = local_parameter_bytes(kwargs["model"], optimizer)
+                ctx.log_metrics(state.global_step, {"memory/params_optimizer_mb": held / 2**20})
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             numbers = {k: v for k, v in (logs or {}).items() if isinstance(v, (int, float))}
@@ -305,6 +337,16 @@ def run_trainer(trainer: Any, ctx: StageContext, resume: Any = None) -> None:
         if resume.num_tokens is not None and hasattr(trainer, "_total_train_tokens"):
             trainer._total_train_tokens = resume.num_tokens  # TRL counts from zero otherwise
     trainer.train(resume_from_checkpoint=checkpoint)
+
+
+def gathered_state(model: Any) -> dict[str, Any] | None:
+    """A sharded (FSDP) model's full weights on the main process, else None.
+
+    Every process must call it (the weights are gathered from all of them).
+    """
+    from rlhfx.sharding import full_state_dict, is_sharded, without_tied_copies
+
+    return without_tied_copies(model, full_state_dict(model)) if is_sharded(model) else None
 
 
 def merge_if_lora(model: Any) -> Any:
@@ -365,7 +407,7 @@ class SFTStage(Stage):
         ctx.log.info("sft: %d training texts, %d held out; %s", len(train), len(held),
                      "LoRA" if c.method == "lora" else "full fine-tuning")
         with ctx.progress() as progress:
-            trainer = SFTTrainer(
+            trainer = trainer_class(SFTTrainer, ctx)(
                 model=model,
                 args=args,
                 train_dataset=Dataset.from_dict({"text": train}),
@@ -380,13 +422,14 @@ class SFTStage(Stage):
                 metrics = trainer.evaluate()  # logged to metrics.jsonl by the callback
                 ctx.log.info("sft: eval loss %.4f on %d held-out texts",
                              metrics.get("eval_loss", float("nan")), len(held))
+        full = gathered_state(trainer.model)  # under fsdp; every process takes part
         if ctx.is_main:
             trained = trainer.model
             if c.method == "lora" and c.save_adapter:
                 adapter = ctx.stage_dir / "adapter"
                 save_atomically(trained, tokenizer, adapter, {"base": model_source})
             save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
-                            {"base": model_source, "method": c.method})
+                            {"base": model_source, "method": c.method}, state_dict=full)
             drop_checkpoints(ctx, c)
         distributed.barrier()  # the other processes report outputs only once main has saved
         return self._outputs(ctx)

@@ -104,7 +104,8 @@ def test_missing_file_directory_and_binary(recipe, tmp_path):
         (
             '[run]\nsed = 1\n[stages.m]\nname="make"\ncount=1\n',
             "r.toml: run.sed: unknown key "
-            "(valid keys: device, log_level, name, output_dir, report_to, seed)",
+            "(valid keys: device, fsdp, log_level, name, output_dir, parallelism, report_to, "
+            "seed, timeout_s)",
         ),
         (
             '[stages.m]\nname="make"\ncount=1\ncuont=2\n',

@@ -87,3 +87,25 @@ def test_a_value_the_arguments_class_refuses_is_a_user_error(tmp_path):
         build_arguments(TrainingArguments, "r.toml: stages.sft",
                         defaults={"output_dir": str(tmp_path)},
                         extra={"lr_scheduler_type": "no-such-schedule"}, forced={"use_cpu": True})
+
+
+def test_fsdp_arguments_ask_accelerate_for_fsdp2_with_sharded_checkpoints(tmp_path):
+    from transformers import TrainingArguments
+
+    from rlhfx.sharding import FsdpSettings
+    from rlhfx.trainer_args import build_arguments, fsdp_arguments
+
+    settings = FsdpSettings(cpu_offload=True, mixed_precision="bf16",
+                            reshard_after_forward=False, layer_classes=["GPTNeoBlock"])
+    extra = fsdp_arguments(TrainingArguments, settings)
+    assert extra["bf16"] is True
+    args = build_arguments(TrainingArguments, "r.toml: stages.sft",
+                           defaults={"output_dir": str(tmp_path), "use_cpu": True, **extra},
+                           extra={})
+    plugin = args.fsdp_plugin_args
+    assert plugin["fsdp_version"] == 2
+    assert plugin["cpu_offload"] is True and plugin["reshard_after_forward"] is False
+    assert plugin["state_dict_type"] == "SHARDED_STATE_DICT"
+    assert plugin["transformer_cls_names_to_wrap"] == "GPTNeoBlock"
+    plain = fsdp_arguments(TrainingArguments, FsdpSettings())
+    assert "bf16" not in plain and "fp16" not in plain

@@ -28,8 +28,9 @@ needs_torchrun = pytest.mark.skipif(
 
 PPO = dict(batch_size=4, mini_batch_size=2, ppo_epochs=2, learning_rate=1e-3, min_new_tokens=6,
            max_new_tokens=6, save_every=1, keep_checkpoints=5, inference_batch_size=8)
-#: Two processes, sharded or not, add the same float32 numbers in another order.
-TOLERANCE = 1e-4
+#: Two processes, sharded or not, may add the same float32 numbers in another order (with two
+#: processes the averages come out identical: measured 0.0 difference).
+TOLERANCE = 1e-5
 
 
 def write_recipe(folder: Path, parallelism: str, iterations: int) -> Path:

@@ -210,10 +210,9 @@ stage_recipe() {  # stage_recipe FILE STAGE-TABLE-LINES... : a one-stage recipe 
 
 run_recipe() {  # run_recipe NAME RECIPE [LAUNCHER...]: rlhfx run, figure = seconds
   local name="$1" recipe="$2"; shift 2
-  run_check "$name" bash -c '
-    start=$(date +%s)
-    "$@" run "'"$recipe"'" -o "'"$OUT/runs/$name"'" && echo "RESULT $(( $(date +%s) - start )) s"
-  ' _ "$@"
+  # shellcheck disable=SC2016  # the inner script expands its own arguments
+  run_check "$name" bash -c 'start=$(date +%s); "$@" && echo "RESULT $(( $(date +%s) - start )) s"' \
+    _ "$@" run "$recipe" -o "$OUT/runs/$name"
 }
 
 SFT_TABLE=(

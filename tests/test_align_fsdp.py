@@ -47,9 +47,9 @@ def write_recipe(folder: Path, parallelism: str, iterations: int) -> Path:
     return path
 
 
-def torchrun(recipe: Path, out: Path, port: int) -> None:
-    command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
-               "--master_port", str(port), "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)]
+def torchrun(recipe: Path, out: Path) -> None:
+    command = [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node",
+               "2", "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
@@ -91,11 +91,11 @@ def runs(tmp_path_factory):
     weights and optimizer state in it) and the third iteration runs sharded again."""
     folder = tmp_path_factory.mktemp("fsdp_align")
     ddp, fsdp = folder / "ddp", folder / "fsdp"
-    torchrun(write_recipe(folder, "ddp", 3), ddp, 29531)
-    torchrun(write_recipe(folder, "fsdp", 2), fsdp, 29532)
+    torchrun(write_recipe(folder, "ddp", 3), ddp)
+    torchrun(write_recipe(folder, "fsdp", 2), fsdp)
     shutil.copytree(fsdp / "stages" / "align" / "model", folder / "fsdp-after-2")
     first = records(fsdp)
-    torchrun(write_recipe(folder, "fsdp", 3), fsdp, 29533)
+    torchrun(write_recipe(folder, "fsdp", 3), fsdp)
     return ddp, fsdp, folder / "fsdp-after-2", first
 
 

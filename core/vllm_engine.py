@@ -50,7 +50,7 @@ def merged_state_dict(model: Any) -> tuple[Any, dict[str, Any]]:
     place, so the model being trained is left exactly as it was.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    state = dict(base.state_dict())
+    state = _full_state(base)
     if base is model:
         return base, state
     from peft.tuners.lora import LoraLayer
@@ -72,11 +72,27 @@ def merged_state_dict(model: Any) -> tuple[Any, dict[str, Any]]:
     return base, plain
 
 
+def _full_state(model: Any) -> dict[str, Any]:
+    """The model's weights; a sharded (fsdp) model's gathered in full on every process
+    (collective: each process feeds its own engine)."""
+    from rlhfx.sharding import is_sharded, without_tied_copies
+
+    if not is_sharded(model):
+        return dict(model.state_dict())
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    full = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True))
+    return without_tied_copies(model, full)
+
+
 def save_policy(model: Any, tokenizer: Any, folder: Path) -> None:
     """Write the policy (LoRA merged) and its tokenizer as a checkpoint vLLM can load."""
+    from rlhfx.sharding import name_plain_class
+
     base, state = merged_state_dict(model)
     folder.mkdir(parents=True, exist_ok=True)
     base.save_pretrained(folder, state_dict=state)
+    name_plain_class(base, folder)  # vLLM picks its model class by this name
     tokenizer.save_pretrained(folder)
 
 

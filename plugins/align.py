@@ -152,6 +152,7 @@ class AlignStage(Stage):
             stop_strings=stop_strings(options.stop_strings, cleaners), stage_dir=ctx.stage_dir,
             device=_device(ctx.device), where=where, log=ctx.log,
             seed=options.seed if options.seed is not None else ctx.seed, rollouts=c.rollouts,
+            parallelism=ctx.parallelism,
         )
         return AlignmentLoop(ctx, setup, algorithm).run()
 

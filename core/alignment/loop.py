@@ -10,10 +10,12 @@ one would have done. Only the main process writes files.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import shutil
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +95,7 @@ class AlignmentLoop:
         self._call(self.algorithm.setup, self.setup)
         self._resume()
         # After the checkpoint is restored: the engine starts from the weights it holds.
+        # (Every process: a sharded policy's weights are gathered for the vllm engine.)
         self.engine = make_engine(
             self.setup.rollouts, self.algorithm.policy, self.setup.tokenizer,
             batch_size=self.config.inference_batch_size, device=self.setup.device,
@@ -183,7 +186,8 @@ class AlignmentLoop:
         returned = self._update(batch)
         self._merge_marks(batch)
         assert self.engine is not None
-        self.engine.sync_weights(self.algorithm.policy)  # the next samples: the new policy
+        # The next samples: the new policy (every process: a sharded one is gathered).
+        self.engine.sync_weights(self.algorithm.policy)
         times["update"] = _slowest(time.perf_counter() - t)
 
         evaluation: dict[str, Any] = {}
@@ -225,7 +229,7 @@ class AlignmentLoop:
             top_p=c.top_p, length_range=c.length_range,
         )
         assert self.engine is not None
-        with setup.autocast():
+        with self._full_weights(), setup.autocast():  # every process: gathering is collective
             rollouts = self.engine.generate(
                 prompts, sampling, num_samples=self.k, stop_strings=setup.stop_strings,
                 progress=progress, description=description, rng=rng,
@@ -318,13 +322,19 @@ class AlignmentLoop:
                           _fmt(record.get("eval_reward_mean")))
 
     def _evaluate(self, it: int, progress: Any) -> dict[str, Any]:
-        from rlhfx.evaluation import evaluate_policy
-
-        c, setup = self.config, self.setup
+        c = self.config
         sampling = SamplingSettings(
             max_new_tokens=c.eval_max_new_tokens or c.max_new_tokens,
             temperature=c.eval_temperature, top_k=c.top_k, top_p=c.top_p,
         )
+        with self._full_weights():  # every process: gathering is collective
+            return self._evaluate_gathered(it, progress, sampling)
+
+    def _evaluate_gathered(self, it: int, progress: Any, sampling: SamplingSettings
+                           ) -> dict[str, Any]:
+        from rlhfx.evaluation import evaluate_policy
+
+        c, setup = self.config, self.setup
         return evaluate_policy(
             self.algorithm.policy, setup.tokenizer, setup.eval_prompts, sampling,
             cleaners=setup.cleaners, reward=setup.reward,
@@ -383,15 +393,33 @@ class AlignmentLoop:
             self.checkpoints.save(self.state, state)
         distributed.barrier()
 
+    def _full_weights(self) -> AbstractContextManager[Any]:
+        """For the `hf` engine, the sharded policy's full weights on every process while
+        inside (collective: every process enters, prompts or not). Sampling on the sharded
+        model would gather every block at every token, and hang once processes stop at
+        different lengths. Nothing to do under `ddp` or with another engine."""
+        from rlhfx.sharding import gathered_weights, is_sharded
+
+        policy = self.algorithm.policy
+        if not is_sharded(policy) or self.setup.rollouts.engine != "hf":
+            return contextlib.nullcontext()
+        return gathered_weights(policy)
+
     def _save_final(self, target: Path) -> None:
-        """The final policy in Hugging Face format (LoRA merged), written atomically."""
+        """The final policy in Hugging Face format (LoRA merged), written atomically.
+        A sharded policy is gathered onto the main process (every process takes part)."""
+        from rlhfx.sharding import is_sharded, save_hf_checkpoint
+
         ctx = self.ctx
         model = self._call(self.algorithm.final_model)
-        if ctx.is_main:
-            tmp = ctx.stage_dir / ".model.tmp"
+        tmp = ctx.stage_dir / ".model.tmp"
+        if is_sharded(model):
+            save_hf_checkpoint(model, tmp, self.setup.tokenizer)
+        elif ctx.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
             model.save_pretrained(tmp)
             self.setup.tokenizer.save_pretrained(tmp)
+        if ctx.is_main:
             self._call(self.algorithm.save_extras, tmp)
             if target.exists():
                 shutil.rmtree(target)

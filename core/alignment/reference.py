@@ -18,10 +18,11 @@ def position_ids_for(attention_mask: Any) -> Any:
 
 
 class ReferenceModel:
-    def __init__(self, policy: Any, dtype: Any = None):
+    def __init__(self, policy: Any, dtype: Any = None, frozen: Any = None):
+        """`frozen`: a ready frozen copy of the starting policy (a sharded one, say)."""
         self.policy = policy
-        self.copy: Any = None
-        if not hasattr(policy, "disable_adapter"):
+        self.copy: Any = frozen
+        if frozen is None and not hasattr(policy, "disable_adapter"):
             self.copy = copy.deepcopy(policy).eval()
             if dtype is not None:
                 self.copy.to(dtype)

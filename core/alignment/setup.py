@@ -21,6 +21,7 @@ from rlhfx.alignment.reference import ReferenceModel
 from rlhfx.components import ResponseCleaner, RewardSource, Sample
 from rlhfx.errors import UserError
 from rlhfx.rollouts import RolloutSettings
+from rlhfx.sharding import Parallelism
 
 
 @dataclass
@@ -51,6 +52,8 @@ class AlignmentSetup:
     prompt_fields: list[dict[str, Any]] = field(default_factory=list)
     #: which engine samples the rollouts (the align stage's `rollouts`)
     rollouts: RolloutSettings = field(default_factory=RolloutSettings)
+    #: `ddp` (every process holds the whole policy) or `fsdp` (sharded): the stage's choice
+    parallelism: Parallelism = field(default_factory=Parallelism)
 
     # ------------------------------------------------------------------ processes
     @property
@@ -77,12 +80,16 @@ class AlignmentSetup:
         distributed.barrier()
 
     # ------------------------------------------------------------------ models
-    def load_policy(self, frozen_base_dtype: str | None = None) -> Any:
+    def load_policy(self, frozen_base_dtype: str | None = None, shard: bool = True) -> Any:
         """The policy to train, on this process's device, with float32 weights (small updates
         vanish in half-precision weights; `config.dtype` is the compute precision, see
         `autocast`). With `config.lora`, LoRA adapters (float32, the same initial values on
         every process) over a frozen base stored in `frozen_base_dtype` (default
-        `config.dtype`: it never trains)."""
+        `config.dtype`: it never trains).
+
+        Under `parallelism = "fsdp"` the policy comes back sharded (FSDP2, after the LoRA
+        wrapping): build its optimizer from it afterwards. `shard=False` leaves that to the
+        algorithm (`shard`), for one that wraps the policy in a module of its own first."""
         import torch
 
         from rlhfx.models import load_causal_lm
@@ -91,19 +98,54 @@ class AlignmentSetup:
         if c.dtype == "float16" and not self.device.startswith("cuda"):
             raise UserError(f"{self.where}.dtype: float16 needs a CUDA device (its gradients "
                             "need loss scaling); use bfloat16 on the CPU")
+        if c.lora is not None and self.sharded:
+            raise UserError(f"{self.where}.lora: LoRA with parallelism = \"fsdp\" is not "
+                            "supported yet; use parallelism = \"ddp\" (LoRA keeps the "
+                            "trained part small anyway)")
         dtype = "float32" if c.lora is None else (frozen_base_dtype or c.dtype)
         policy = load_causal_lm(self.policy_source, dtype=dtype, device=self.device)
         if c.lora is not None:
             torch.manual_seed(self.seed)  # the same adapter initialisation on every process
             policy = c.lora.wrap(policy, "CAUSAL_LM", where=f"{self.where}.lora")
-        return policy
+        return self.shard(policy) if shard else policy
+
+    @property
+    def sharded(self) -> bool:
+        """True under `parallelism = "fsdp"`: the policy (and the reference copy) are sharded."""
+        return self.parallelism.sharded
+
+    def shard(self, model: Any, small: bool = False) -> Any:
+        """`model` sharded with FSDP2 per the stage's `fsdp` settings (unchanged under `ddp`).
+        `small`: a module without transformer blocks (a value head), sharded as one unit
+        whatever `fsdp.layer_classes` names. Collective: every process calls it, before
+        building the optimizer."""
+        if not self.sharded:
+            return model
+        from rlhfx.sharding import shard_model
+
+        settings = self.parallelism.fsdp
+        if small:
+            settings = settings.model_copy(update={"layer_classes": []})
+        return shard_model(model, settings, _mesh_device(self.device))
 
     def reference(self, policy: Any) -> ReferenceModel:
         """Log-probs under the starting policy: the LoRA base with adapters off (no copy),
-        or a frozen copy stored in the compute dtype. Make it before the first update."""
+        or a frozen copy stored in the compute dtype. Make it before the first update.
+
+        Under `fsdp` the frozen copy is loaded again from the policy's source (a sharded model
+        cannot be copied) and sharded like the policy; collective: every process calls it."""
         import torch
 
-        return ReferenceModel(policy, getattr(torch, self.config.dtype))
+        from rlhfx.models import load_causal_lm
+
+        dtype = getattr(torch, self.config.dtype)
+        if not self.sharded or hasattr(policy, "disable_adapter"):
+            return ReferenceModel(policy, dtype)
+        frozen = load_causal_lm(self.policy_source, dtype="float32", device=self.device)
+        frozen.eval().to(dtype)
+        for p in frozen.parameters():
+            p.requires_grad_(False)
+        return ReferenceModel(policy, dtype, frozen=self.shard(frozen))
 
     def autocast(self) -> AbstractContextManager[Any]:
         """Forward passes in `config.dtype` over float32 weights (a no-op for float32).
@@ -124,3 +166,8 @@ class AlignmentSetup:
 
         stage = self.where.rsplit(".", 1)[0]  # `recipe.toml: stages.align`
         clean_and_score(samples, self.cleaners, self.reward, where=f"{stage}.reward")
+
+
+def _mesh_device(device: str) -> str:
+    """The device type a mesh is built over ("cuda:1" -> "cuda")."""
+    return device.split(":", 1)[0]

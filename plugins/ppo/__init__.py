@@ -59,11 +59,15 @@ class PPO(AlignmentAlgorithm):
         torch.manual_seed(run.seed)  # the same value head on every process
         self.model = PolicyWithValueHead(policy, 0.0 if c.disable_dropout else
                                          c.value_head_dropout)
+        # Under fsdp the policy came sharded; the value head is sharded as a unit of its own
+        # (the policy stays the root of its own forward, which generation calls directly).
+        run.shard(self.model.v_head, small=True)
         if c.disable_dropout:
             # After wrapping, so LoRA's own dropout goes too; the trainer also runs the update
             # in eval mode, the rollout pass's mode, so old and new log-probs match exactly.
             disable_dropout_in_model(self.model)
-        self.trainer = PPOTrainer(c, self.model, run.tokenizer.pad_token_id, run.device)
+        self.trainer = PPOTrainer(c, self.model, run.tokenizer.pad_token_id, run.device,
+                                  sharded=run.sharded)
         self.trainer.reference = run.reference(policy)
 
     # ------------------------------------------------------------------ the step
@@ -88,23 +92,74 @@ class PPO(AlignmentAlgorithm):
         metrics = combine(parts, kl_coef, self.trainer.optimizer.param_groups[0]["lr"])
         if metrics["kept"]:
             self.trainer.kl_ctl.update(metrics["kl_mean"], int(metrics["kept"]))
+        metrics["memory/params_optimizer_mb"] = self._held_mb()
         return metrics
+
+    def _held_mb(self) -> float:
+        """Parameter plus optimizer-state memory of the process that holds the most (MiB),
+        counted from the tensors: under fsdp each process holds its shards only."""
+        from rlhfx.sharding import local_parameter_bytes
+
+        optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
+        return max(self.run.gather(local_parameter_bytes(self.model, optimizer))) / 2**20
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        from rlhfx.alignment.weights import trainable_state
+
         self._check_in_sync()
-        return {"model": self.model.trainable_state(),
-                "optimizer": self.trainer.optimizer.state_dict(),
+        # Full tensors also under fsdp (gathered by every process; the main one writes).
+        return {"model": trainable_state(self.model),
+                "optimizer": self._optimizer_state(),
                 "trainer": self.trainer.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.model.load_trainable_state(state["model"])
-        self.trainer.optimizer.load_state_dict(state["optimizer"])
+        from rlhfx.alignment.weights import load_trainable_state
+
+        load_trainable_state(self.model, state["model"])
+        self._load_optimizer_state(state["optimizer"])
         self.trainer.load_state(state["trainer"])
 
+    def _optimizer_state(self) -> dict[str, Any]:
+        optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
+        if not self.run.sharded:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        # The full state, keyed by parameter name, on the main process (collective).
+        return get_optimizer_state_dict(
+            self.model, optimizer,
+            options=StateDictOptions(full_state_dict=True, cpu_offload=True),
+        )
+
+    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
+        optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
+        # A gathered (fsdp) state names parameters; torch's own numbers them.
+        named = [p for g in state.get("param_groups", []) for p in g.get("params", [])]
+        full = bool(named) and isinstance(named[0], str)
+        if full != self.run.sharded:
+            raise UserError(f"{self.run.where}: the checkpoint was made with parallelism = "
+                            f"\"{'fsdp' if full else 'ddp'}\"; resume it with that setting")
+        if not self.run.sharded:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        set_optimizer_state_dict(
+            self.model, optimizer, optim_state_dict=state,
+            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+        )
+
     def _check_in_sync(self) -> None:
-        """Every process must hold the same weights (data parallelism); stop loudly if not."""
-        if self.run.world_size == 1:
+        """Every process must hold the same weights (data parallelism); stop loudly if not.
+        (Under fsdp each holds other shards by design.)"""
+        if self.run.world_size == 1 or self.run.sharded:
             return
         total = sum(float(p.detach().double().sum()) for p in self.model.parameters()
                     if p.requires_grad)
@@ -114,14 +169,17 @@ class PPO(AlignmentAlgorithm):
                                "synchronised")
 
     def final_model(self) -> Any:
+        from rlhfx.sharding import full_state_dict
+
         model = super().final_model()
         model.generation_config = self.generation_config
+        self._value_head = full_state_dict(self.model.v_head)  # every process: may gather
         return model
 
     def save_extras(self, directory: Any) -> None:
         import torch
 
-        torch.save(self.model.v_head.state_dict(), directory / "value_head.pt")
+        torch.save(self._value_head, directory / "value_head.pt")
 
 
 def trainable(samples: list[Sample], c: PPOConfig) -> tuple[list[tuple[Sample, float]],

@@ -104,13 +104,16 @@ class StepOutput:
 class PPOTrainer:
     """Holds the model, reference, optimizer and KL controller across steps."""
 
-    def __init__(self, config: PPOConfig, model: PolicyWithValueHead, pad_id: int, device: str):
+    def __init__(self, config: PPOConfig, model: PolicyWithValueHead, pad_id: int, device: str,
+                 sharded: bool = False):
         from accelerate import Accelerator
         from accelerate.state import AcceleratorState
 
         self.config = config
         self.pad_id = pad_id
         self.world = distributed.world_size()
+        #: FSDP2 already shards the model and reduces its gradients: no DDP wrapper then.
+        self.sharded = sharded
         # Mixed precision: the weights stay float32 and forward passes run under autocast in
         # `config.dtype` (our own context, so generation and the reference use it too).
         # float16 also needs loss scaling: accelerate's GradScaler, on CUDA only.
@@ -147,8 +150,30 @@ class PPOTrainer:
         return torch.autocast(device_type=self.device.type, dtype=self.compute_dtype)
 
     def prepare(self) -> None:
-        """Wrap model and optimizer (DDP under torchrun); call after loading a checkpoint."""
+        """Wrap model and optimizer (DDP under torchrun); call after loading a checkpoint.
+        Sharded (fsdp), only the optimizer is wrapped (for gradient accumulation)."""
+        if self.sharded:
+            self.model = self.unwrapped
+            self.optimizer = self.accelerator.prepare_optimizer(self.optimizer,
+                                                                device_placement=False)
+            return
         self.model, self.optimizer = self.accelerator.prepare(self.unwrapped, self.optimizer)
+
+    def full_weights(self) -> AbstractContextManager[Any]:
+        """Under fsdp, the policy, value head and reference copy gathered on every process for
+        the rollout pass (whose number of forwards differs between processes; sharded, each
+        forward would gather). Collective: every process enters it once per step."""
+        from contextlib import ExitStack
+
+        from rlhfx.sharding import gathered_weights
+
+        stack = ExitStack()
+        if self.sharded:
+            for module in (self.unwrapped.policy, self.unwrapped.v_head,
+                           getattr(self.reference, "copy", None)):
+                if module is not None:
+                    stack.enter_context(gathered_weights(module))
+        return stack
 
     # ------------------------------------------------------------------ state for checkpoints
     def state(self) -> dict[str, Any]:
@@ -223,11 +248,14 @@ class PPOTrainer:
         if max_kept == 0:  # every response of the step was dropped: nothing to learn from
             return StepOutput({}, scaled, {}, 0, 0, 0, timings)
         if not queries:
+            with self.full_weights():  # the others gather for their rollout pass
+                pass
             return self._optimise(None, {}, t0, timings, scaled, seed, max_kept)
 
         t = time.perf_counter()
         batch = build_rollouts(queries, responses, self.pad_id, self.device)
-        old = self.rollout_pass(batch)
+        with self.full_weights():
+            old = self.rollout_pass(batch)
         timings["time/ppo/forward_pass"] = time.perf_counter() - t
 
         t = time.perf_counter()

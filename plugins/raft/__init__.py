@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, Ranker, Sample, hookimpl
+from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, Ranker, Sample, UserError, hookimpl
 
 from .config import RaftConfig
 
@@ -43,6 +43,11 @@ class Raft(AlignmentAlgorithm):
         from .train import training_arguments
 
         self.run = setup
+        if setup.sharded:
+            # Its Trainer re-wraps the policy every iteration; sharding that is not done yet.
+            stage = setup.where.rsplit(".", 1)[0]
+            raise UserError(f'{stage}.parallelism: raft does not support parallelism = "fsdp" '
+                            'yet; set parallelism = "ddp" on this stage')
         # Check `training_args` before the model loads (validation cannot import transformers).
         training_arguments(self.config, setup.stage_dir / "trainer", 0, setup.device,
                            setup.where)

@@ -161,8 +161,9 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
             part = tokens.rows(index)
             span = part.response_width
             first = not seen_first.issuperset(index)
-            logp, entropy = pu.response_logprobs(self.policy, part, autocast(), c.temperature,
-                                                 with_entropy=first)
+            got = pu.response_logprobs(self.policy, part, autocast(), c.temperature,
+                                       with_entropy=first)
+            logp, entropy = got if first else (got, None)
             at = torch.as_tensor(index, device=mask.device)
             old = logp_old[at, :span] if logp_old is not None else logp.detach()
             a = adv[at] if adv.dim() == 1 else adv[at, :span]
@@ -180,6 +181,7 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
             if first:
                 seen_first.update(index)
                 first_logp[at, :span] = logp.detach()
+                assert entropy is not None
                 stats["entropy"] += float((entropy * part.mask).sum())
                 stats["entropy_tokens"] += real
             return aggregate(per_token, part.mask, c.loss_type, max_length=c.max_new_tokens,

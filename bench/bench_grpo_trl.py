@@ -45,10 +45,10 @@ def word_bonus(completions: list, **_: object) -> list[float]:
 
 def run_trl(args: argparse.Namespace, algorithm: str) -> dict:
     import torch
+    import trl
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    import trl
     from rlhfx.plugins.align import read_prompt_set
     from rlhfx.tiny import tiny_causal_lm, tiny_tokenizer
 

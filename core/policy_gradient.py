@@ -11,8 +11,8 @@ checked against hand-worked numbers. Conventions:
 - per-token tensors: shape (N, T) over response tokens, with `mask` (N, T) 1 for real tokens
   and 0 for padding.
 
-Nonsense input (a group of one where a baseline needs others, a negative beta, inverted clip
-ranges) raises ValueError; algorithms turn their own option checks into user errors.
+Nonsense input (a group of one where a baseline needs others, a negative beta, clip ranges
+out of bounds) raises ValueError; algorithms turn their own option checks into user errors.
 """
 
 from __future__ import annotations

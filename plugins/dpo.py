@@ -102,6 +102,21 @@ def to_triples(pairs: Sequence[tuple[str, str]], source: str) -> list[Triple]:
     return usable
 
 
+def check_loss_types(config_cls: Any, names: Sequence[str], where: str) -> None:
+    """Refuse loss types the installed TRL does not know, before any model is loaded.
+
+    TRL itself only notices at the first training step; its config's help text lists them.
+    """
+    import re
+
+    field = config_cls.__dataclass_fields__.get("loss_type")
+    known = re.findall(r"`'(\w+)'`", field.metadata.get("help", "")) if field else []
+    unknown = [n for n in names if n not in known]
+    if known and unknown:
+        raise UserError(f"{where}.loss_type: unknown loss type '{unknown[0]}' "
+                        f"(TRL's: {', '.join(known)})")
+
+
 def sequence_logprobs(
     model: Any, tokenizer: Any, prompts: Sequence[str], answers: Sequence[str], batch_size: int,
     max_length: int,
@@ -186,6 +201,8 @@ class DPOStage(Stage):
 
         c = self.config
         quiet_libraries()
+        loss_type = [c.loss_type] if isinstance(c.loss_type, str) else list(c.loss_type)
+        check_loss_types(DPOConfig, loss_type, f"{ctx.recipe_file}: stages.{ctx.stage_id}")
         source = ctx.resolve(c.data)
         pairs = read_pairs(source, c.data_split)
         if c.max_rows:
@@ -208,7 +225,6 @@ class DPOStage(Stage):
         before: list[float] = []
         if held:
             before = preference_margins(model, tokenizer, held, c.eval_batch_size, c.max_length)
-        loss_type = [c.loss_type] if isinstance(c.loss_type, str) else list(c.loss_type)
         args = trainer_arguments(DPOConfig, c, ctx, beta=c.beta, loss_type=loss_type)
         ctx.log.info("dpo: %d training pairs, %d held out; %s, beta %g, loss %s", len(train),
                      len(held), "LoRA" if c.method == "lora" else "full fine-tuning", c.beta,

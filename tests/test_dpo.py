@@ -57,6 +57,20 @@ def test_options_refuse_two_validation_sets_and_bad_beta():
         DPOOptions.model_validate({**base, "beta": -0.1})
 
 
+def test_unknown_loss_type_is_refused_before_loading(tmp_path):
+    from trl import DPOConfig
+
+    from rlhfx.plugins.dpo import check_loss_types
+
+    check_loss_types(DPOConfig, ["sigmoid", "ipo"], "r.toml: stages.dpo")  # known: fine
+    with pytest.raises(UserError, match=r"stages.dpo.loss_type: unknown loss type 'sigmod' "
+                                        r"\(TRL's: sigmoid, hinge, ipo"):
+        check_loss_types(DPOConfig, ["sigmod"], "r.toml: stages.dpo")
+    ctx = make_ctx(tmp_path, "dpo")
+    with pytest.raises(UserError, match="unknown loss type 'nope'"):
+        run_stage(DPOStage, ctx, model="no/such/model", data="no_such.jsonl", loss_type="nope")
+
+
 # ----------------------------------------------------------------------------- training
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):

@@ -6,6 +6,11 @@
 The number an alignment run on this task sets out to raise. Answers are sampled at a low
 temperature (0.2, as the alignment stages evaluate; seeded) and greedily, up to
 `--max-new-tokens`, stopping at the model's end of turn.
+
+Measured for SmolLM2-135M-Instruct on the 100 held-out questions (seed 1, 24 new tokens, CPU,
+2026-11-30): 15/100 right at temperature 0.2 (addition 0.08, conversion 0.12, times tables
+0.28, subtraction 0.12) and 15/100 greedy (0.04, 0.12, 0.36, 0.08). It often shows its
+working ("24 * 60 = 1200 seconds"), so the answer is read as the last number it writes.
 """
 
 from __future__ import annotations

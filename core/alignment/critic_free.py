@@ -97,6 +97,10 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
 
         c = self.config
         self.run = run
+        if run.sharded:
+            stage = run.where.rsplit(".", 1)[0]
+            raise UserError(f'{stage}.parallelism: {self.name} does not support parallelism = '
+                            '"fsdp" yet (ppo does); set parallelism = "ddp" on this stage')
         responses = c.batch_size * c.k
         if c.mini_batch_size is not None and c.mini_batch_size > responses:
             raise UserError(f"{run.where}.mini_batch_size: {c.mini_batch_size} is more than the "

@@ -65,6 +65,35 @@ def read_prompts(source: str, split: str = "train") -> list[str]:
     return _read_single(source, split, PROMPT_KEYS, "prompt")
 
 
+def read_prompt_records(source: str, split: str = "train") -> list[dict[str, Any]]:
+    """Prompts with the other fields of their rows: `{"prompt": ..., "answer": ...}`.
+
+    For reward sources that check a response against something the prompt file carries (a
+    reference answer); the prompt is taken as `read_prompts` takes it (`prompt`, else `text`)
+    and every other field comes along under its own name.
+    """
+    out: list[dict[str, Any]] = []
+    skipped: Counter = Counter()
+    examples: list[str] = []
+    for row in iter_rows(source, split):
+        if row.error is not None:
+            skipped[row.error.reason] += 1
+            examples.append(f"{source}: {row.where}: {row.error.detail}")
+            continue
+        assert row.record is not None
+        key = next((k for k in PROMPT_KEYS if _first_str(row.record, (k,)) is not None), None)
+        if key is None:
+            skipped["missing_field"] += 1
+            fields = ", ".join(row.record) or "none"
+            examples.append(f"{source}: {row.where}: no non-empty {' or '.join(PROMPT_KEYS)} "
+                            f"(fields: {fields})")
+            continue
+        extra = {k: v for k, v in row.record.items() if k != key and k != "prompt"}
+        out.append({"prompt": row.record[key], **extra})
+    _finish(source, "prompt", len(out), skipped, examples)
+    return out
+
+
 def _read_single(source: str, split: str, keys: Sequence[str], what: str) -> list[str]:
     out: list[str] = []
     skipped: Counter = Counter()

@@ -1,0 +1,263 @@
+"""Token-level update chores shared by the policy-gradient algorithms (GRPO, RLOO, REINFORCE++,
+online DPO): sampled tokens as padded tensors, log-probs of the response tokens only,
+gradient averaging over processes, and mini-batch epochs that keep every process in step.
+
+Data parallelism is done by hand: every process trains on its own samples, then
+`sync_gradients` averages the gradients before each optimiser step, so all processes hold the
+same weights. Each process runs the same number of optimiser steps (a process without data in
+a mini-batch contributes zero gradients), and a loss is divided by the global count of what
+it averages, so one process or eight give the same update.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from rlhfx import distributed
+from rlhfx.alignment.reference import ReferenceModel, position_ids_for
+from rlhfx.components import Sample
+
+
+@dataclass
+class TokenBatch:
+    """Prompts and sampled responses as tensors.
+
+    Layout: each prompt is left-padded to a common width P and each response right-padded to
+    T, so every response token j of every row sits at column P + j. The response region is one
+    block, and a model predicts all of it from the last T + 1 positions (`logits_to_keep`).
+    """
+
+    input_ids: torch.Tensor  # [B, P + T]
+    attention_mask: torch.Tensor  # [B, P + T]
+    labels: torch.Tensor  # [B, T] response tokens (pad beyond each response)
+    mask: torch.Tensor  # [B, T] float, 1 on real response tokens
+    prompt_width: int  # P
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def response_width(self) -> int:
+        return int(self.labels.shape[1])
+
+    @classmethod
+    def from_samples(cls, samples: Sequence[Sample], pad_id: int, device: Any) -> TokenBatch:
+        """Every sample's `prompt_ids` + `response_ids`; nothing is dropped here (the caller
+        leaves out what it must not train on, e.g. token_status "prefix")."""
+        if not samples:
+            raise ValueError("TokenBatch.from_samples: no samples")
+        prompt_width = max(len(s.prompt_ids) for s in samples)
+        span = max(1, max(len(s.response_ids) for s in samples))
+        rows = len(samples)
+        ids = torch.full((rows, prompt_width + span), pad_id, dtype=torch.long)
+        attn = torch.zeros((rows, prompt_width + span), dtype=torch.long)
+        mask = torch.zeros((rows, span), dtype=torch.float32)
+        for i, s in enumerate(samples):
+            p, r = len(s.prompt_ids), len(s.response_ids)
+            if p:
+                ids[i, prompt_width - p : prompt_width] = torch.tensor(s.prompt_ids)
+                attn[i, prompt_width - p : prompt_width] = 1
+            if r:
+                ids[i, prompt_width : prompt_width + r] = torch.tensor(s.response_ids)
+                attn[i, prompt_width : prompt_width + r] = 1
+                mask[i, :r] = 1.0
+        labels = ids[:, prompt_width:].clone()
+        return cls(ids.to(device), attn.to(device), labels.to(device), mask.to(device),
+                   prompt_width)
+
+    def rows(self, index: Sequence[int]) -> TokenBatch:
+        """Some rows, trimmed to their own widest prompt and response."""
+        at = torch.as_tensor(list(index), dtype=torch.long, device=self.input_ids.device)
+        attn = self.attention_mask[at]
+        mask = self.mask[at]
+        prompt_real = attn[:, : self.prompt_width].sum(dim=1)
+        start = self.prompt_width - int(prompt_real.max()) if len(at) else 0
+        span = max(1, int(mask.sum(dim=1).max())) if len(at) else 1
+        end = self.prompt_width + span
+        return TokenBatch(self.input_ids[at, start:end], attn[:, start:end],
+                          self.labels[at, :span], mask[:, :span], self.prompt_width - start)
+
+
+def _accepts_logits_to_keep(model: Any) -> bool:
+    network = model.get_base_model() if hasattr(model, "get_base_model") else model
+    forward = getattr(type(network), "forward", None)
+    try:
+        return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _response_logits(model: Any, batch: TokenBatch) -> torch.Tensor:
+    """Logits predicting each response token, [B, T, V]; the prompt's logits are never made
+    when the model can trim them (`logits_to_keep`), else they are sliced off at once."""
+    span = batch.response_width
+    kwargs: dict[str, Any] = dict(
+        input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+        position_ids=position_ids_for(batch.attention_mask), use_cache=False,
+    )
+    if _accepts_logits_to_keep(model):
+        kwargs["logits_to_keep"] = span + 1
+    logits = model(**kwargs).logits
+    # position p predicts token p + 1: response column P + j comes from position P + j - 1
+    return logits[:, -(span + 1) : -1, :]
+
+
+def _token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
+                    with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    logits = logits.float()
+    if temperature != 1.0:
+        logits = logits / temperature
+    # log softmax at the label only: gather minus logsumexp (no [B, T, V] log-prob tensor)
+    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
+    logp = picked - torch.logsumexp(logits, dim=-1)
+    entropy = None
+    if with_entropy:
+        with torch.no_grad():
+            full = torch.log_softmax(logits.detach(), dim=-1)
+            entropy = -(full.exp() * full).sum(-1)
+    return logp, entropy
+
+
+def response_logprobs(
+    model: Any, batch: TokenBatch, autocast: AbstractContextManager[Any] | None = None,
+    temperature: float = 1.0, with_entropy: bool = False,
+) -> Any:
+    """Log-probs [B, T] of the sampled response tokens under `model` (0 on padding), the
+    logits divided by the sampling temperature (as the samples were drawn; TRL's
+    GRPOTrainer does the same). With `with_entropy`, also each position's entropy
+    (no gradient): returns (logprobs, entropy)."""
+    with autocast if autocast is not None else nullcontext():
+        logits = _response_logits(model, batch)
+    logp, entropy = _token_logprobs(logits, batch.labels, temperature, with_entropy)
+    logp = logp * batch.mask
+    return (logp, entropy) if with_entropy else logp
+
+
+def reference_logprobs(
+    reference: ReferenceModel, batch: TokenBatch,
+    autocast: AbstractContextManager[Any] | None = None, temperature: float = 1.0,
+) -> torch.Tensor:
+    """`response_logprobs` under the reference policy, without gradients."""
+    network = reference.policy if reference.copy is None else reference.copy
+    with torch.no_grad(), reference.context():
+        return response_logprobs(network, batch, autocast, temperature)
+
+
+# ------------------------------------------------------------------------------ processes
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over processes, in place (returns the tensor); the identity with one process."""
+    if distributed.world_size() > 1:
+        import torch.distributed as dist
+
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor
+
+
+def sync_gradients(model: Any) -> None:
+    """Average every trainable parameter's gradient over processes (a missing gradient counts
+    as zero), in one flat all-reduce. No-op with one process."""
+    world = distributed.world_size()
+    if world <= 1:
+        return
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        return
+    flat = torch.cat([
+        (p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params
+    ])
+    all_reduce_sum(flat)
+    flat /= world
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+# ------------------------------------------------------------------------------ epochs
+
+
+def minibatch_plan(
+    n_rows: int, n_minibatches: int, epochs: int, generator: torch.Generator
+) -> list[list[list[int]]]:
+    """For each epoch, this process's rows split into `n_minibatches` shuffled parts (some may
+    be empty); the count is the same on every process."""
+    plan = []
+    for _ in range(epochs):
+        order = torch.randperm(n_rows, generator=generator).tolist()
+        size, extra = divmod(n_rows, n_minibatches)
+        parts, start = [], 0
+        for m in range(n_minibatches):
+            end = start + size + (1 if m < extra else 0)
+            parts.append(order[start:end])
+            start = end
+        plan.append(parts)
+    return plan
+
+
+@dataclass
+class StepReport:
+    """What the epochs did on this process (sums; combine over processes to report)."""
+
+    optimizer_steps: int = 0
+    empty_minibatches: int = 0  # skipped on every process: no data anywhere
+    idle_minibatches: int = 0  # this process had none, others had some: zero gradients
+    loss_sum: float = 0.0  # sum of the global mini-batch losses (this process's share)
+
+
+def run_epochs(
+    model: Any,
+    optimizer: Any,
+    plan: list[list[list[int]]],
+    weight: Callable[[list[int]], float],
+    loss_of: Callable[[list[int], float], torch.Tensor],
+    max_grad_norm: float | None = None,
+) -> StepReport:
+    """Optimise over `plan` (from `minibatch_plan`) with the same steps on every process.
+
+    `weight(rows)` is what a mini-batch's loss averages over on this process (sequences or
+    tokens); the counts of all processes are summed once up front. `loss_of(rows, total)` is
+    the loss of this process's rows divided by `total`, the global count, so that the sum over
+    processes is the mini-batch's loss; gradients are summed accordingly (the mean all-reduce
+    times the number of processes). A mini-batch with nothing on any process is skipped
+    everywhere: never an optimiser step on no data.
+    """
+    world = distributed.world_size()
+    counts = torch.tensor([[weight(rows) for rows in epoch] for epoch in plan],
+                          dtype=torch.float64)
+    totals = all_reduce_sum(counts)
+    report = StepReport()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for e, epoch in enumerate(plan):
+        for m, rows in enumerate(epoch):
+            total = float(totals[e, m])
+            if total <= 0:
+                report.empty_minibatches += 1
+                continue
+            optimizer.zero_grad(set_to_none=True)
+            if rows and weight(rows) > 0:
+                loss = loss_of(rows, total)
+                # sync_gradients averages; the loss is already a global share, so scale back
+                (loss * world).backward()
+                report.loss_sum += float(loss.detach())
+            else:
+                report.idle_minibatches += 1
+            sync_gradients(model)
+            if world <= 1:
+                for p in params:
+                    if p.grad is None:
+                        p.grad = torch.zeros_like(p)
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            report.optimizer_steps += 1
+    optimizer.zero_grad(set_to_none=True)
+    return report

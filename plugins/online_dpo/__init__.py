@@ -115,73 +115,69 @@ class OnlineDPO(AlignmentAlgorithm):
 
     def _train(self, pairs: list[tuple[Sample, Sample]], sizes: list[int],
                seed: int) -> dict[str, float]:
-        """`epochs` passes over this process's pairs; every process takes the same number of
-        optimiser steps (the busiest process's count), gradients averaged over processes."""
+        """`epochs` passes over this process's pairs in mini-batches; every process takes the
+        same number of optimiser steps (the busiest process's count), gradients averaged over
+        processes (`rlhfx.alignment.policy_update`)."""
         import math
 
         import torch
 
+        from rlhfx.alignment.policy_update import minibatch_plan, run_epochs
         from rlhfx.policy_gradient import dpo_loss
-
-        from ._stand_in import sync_gradients
 
         c, run = self.config, self.run
         share = c.mini_batch_size // run.world_size
-        steps = math.ceil(max(sizes) / share)
         ref_chosen, ref_rejected = self._sequence_logprobs(pairs, share, reference=True)
-        params = [p for p in self.policy.parameters() if p.requires_grad]
         sums: defaultdict[str, float] = defaultdict(float)
-        generator = torch.Generator().manual_seed(seed)
-        for epoch in range(c.epochs):
-            order = torch.randperm(len(pairs), generator=generator).tolist()
-            for step in range(steps):
-                rows = order[step * share:(step + 1) * share]
-                # every process's pairs in this step: the averaged gradient is their mean
-                in_step = sum(min(share, max(0, n - step * share)) for n in sizes)
-                self.optimizer.zero_grad(set_to_none=False)
-                if rows:
-                    chosen, rejected = self._sequence_logprobs([pairs[i] for i in rows], share)
-                    out = dpo_loss(chosen, rejected, ref_chosen[rows], ref_rejected[rows],
-                                   beta=c.beta)
-                    (out.losses.sum() * run.world_size / in_step).backward()
-                    sums["loss"] += float(out.losses.detach().sum())
-                    sums["loss_n"] += len(rows)
-                    if epoch == 0:
-                        sums["chosen"] += float(out.chosen_rewards.sum())
-                        sums["rejected"] += float(out.rejected_rewards.sum())
-                        sums["correct"] += float(
-                            (out.chosen_rewards > out.rejected_rewards).sum())
-                        sums["n"] += len(rows)
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                sync_gradients(self.policy)
-                if c.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
-                self.optimizer.step()
-                sums["steps"] += 1
+        seen: set[int] = set()
+
+        def loss_of(rows: list[int], total: float) -> Any:
+            chosen, rejected = self._sequence_logprobs([pairs[i] for i in rows], share)
+            out = dpo_loss(chosen, rejected, ref_chosen[rows], ref_rejected[rows],
+                           beta=c.beta)
+            sums["loss"] += float(out.losses.detach().sum())
+            sums["loss_n"] += len(rows)
+            for j, row in enumerate(rows):
+                if row not in seen:  # each pair's first pass: the implicit rewards before
+                    seen.add(row)   # this iteration's steps moved it much
+                    sums["chosen"] += float(out.chosen_rewards[j])
+                    sums["rejected"] += float(out.rejected_rewards[j])
+                    sums["correct"] += float(out.chosen_rewards[j] > out.rejected_rewards[j])
+                    sums["n"] += 1
+            return out.losses.sum() / total
+
+        plan = minibatch_plan(len(pairs), math.ceil(max(sizes) / share), c.epochs,
+                              torch.Generator().manual_seed(seed))
+        report = run_epochs(self.policy, self.optimizer, plan, lambda rows: float(len(rows)),
+                            loss_of, c.max_grad_norm)
+        sums["steps"] = report.optimizer_steps
         for chosen_s, rejected_s in pairs:
             sums["reward_gap"] += float(chosen_s.reward or 0) - float(rejected_s.reward or 0)
         return dict(sums)
 
     def _sequence_logprobs(self, pairs: list[tuple[Sample, Sample]], chunk: int,
                            reference: bool = False) -> Any:
-        """Sums of response-token log-probs of each pair's chosen and rejected response
-        (under the reference without gradients, else under the policy)."""
+        """Sums of response-token log-probs of each pair's chosen and rejected response:
+        under the reference without gradients (in chunks), else under the policy."""
         import torch
 
-        from ._stand_in import TokenBatch, reference_logprobs, response_logprobs
+        from rlhfx.alignment.policy_update import (
+            TokenBatch,
+            reference_logprobs,
+            response_logprobs,
+        )
 
         run = self.run
         pad = run.tokenizer.pad_token_id
         pad = pad if pad is not None else run.tokenizer.eos_token_id
+        step = chunk if reference else max(1, len(pairs))
         parts = []
-        for start in range(0, len(pairs), chunk if reference else len(pairs)):
-            part = pairs[start:start + (chunk if reference else len(pairs))]
-            samples = [s for s, _ in part] + [s for _, s in part]
-            tokens = TokenBatch.from_samples(samples, pad, run.device)
+        for start in range(0, len(pairs), step):
+            part = pairs[start:start + step]
+            tokens = TokenBatch.from_samples([s for s, _ in part] + [s for _, s in part], pad,
+                                             run.device)
             if reference:
-                logp = reference_logprobs(self.reference, tokens)
+                logp = reference_logprobs(self.reference, tokens, autocast=run.autocast())
             else:
                 logp = response_logprobs(self.policy, tokens, autocast=run.autocast())
             parts.append((logp * tokens.mask).sum(-1).view(2, len(part)))

@@ -151,6 +151,7 @@ class OnlineDPO(AlignmentAlgorithm):
         report = run_epochs(self.policy, self.optimizer, plan, lambda rows: float(len(rows)),
                             loss_of, c.max_grad_norm)
         sums["steps"] = report.optimizer_steps
+        sums["idle_minibatches"] = report.idle_minibatches
         for chosen_s, rejected_s in pairs:
             sums["reward_gap"] += float(chosen_s.reward or 0) - float(rejected_s.reward or 0)
         return dict(sums)
@@ -197,6 +198,7 @@ class OnlineDPO(AlignmentAlgorithm):
             "short_groups": counts["short_groups"], "dropped_prefix": counts["dropped_prefix"],
             "learning_rate": self.optimizer.param_groups[0]["lr"],
             "optimizer_steps": int(sums["steps"] // max(1, len(parts))),
+            "idle_minibatches": int(sums["idle_minibatches"]),
         }
         if n:
             out.update({
@@ -211,6 +213,7 @@ class OnlineDPO(AlignmentAlgorithm):
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
+        self._check_in_sync()
         state = super().state_dict()
         state["optimizer"] = self.optimizer.state_dict()
         return state
@@ -218,6 +221,17 @@ class OnlineDPO(AlignmentAlgorithm):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
+
+    def _check_in_sync(self) -> None:
+        """Every process must hold the same weights (data parallelism); stop loudly if not."""
+        if self.run.world_size == 1:
+            return
+        total = sum(float(p.detach().double().sum()) for p in self.policy.parameters()
+                    if p.requires_grad)
+        sums = self.run.gather(total)
+        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
+            raise RuntimeError(f"the processes' weights differ ({sums}); gradients were not "
+                               "synchronised")
 
 
 @hookimpl

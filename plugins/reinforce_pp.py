@@ -47,7 +47,7 @@ class ReinforcePP(CriticFreeAlgorithm):
     config: ReinforcePPConfig
 
     @property
-    def needs_groups(self) -> bool:  # type: ignore[override]
+    def needs_groups(self) -> bool:
         return self.config.baseline
 
     def kl_in_loss(self) -> bool:

@@ -4,9 +4,11 @@
 What is RLOO's own: each response's baseline is the mean reward of the other k - 1 responses
 to its prompt, and the KL to the reference is either folded into the reward before the
 baseline (`kl_in_reward = true`, the paper's and TRL's way: reward - beta * sum of the
-per-token log-ratio) or added to the loss as GRPO does (k3 estimator). The update is
-REINFORCE on the whole response: with one epoch and one mini-batch (the defaults) the ratio is
-1 and the clip never acts; more epochs or mini-batches clip it as PPO does.
+per-token log-ratio) or added to the loss (k3 estimator summed over the response). The update
+is REINFORCE on the whole response as one action (as TRL's RLOOTrainer does): the ratio is
+that of the response's probability, and with one epoch and one mini-batch (the defaults) it is
+1 and the clip never acts; more epochs or mini-batches clip it as PPO does. `loss_type` does
+not apply (the loss is a mean over responses).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class RLOO(CriticFreeAlgorithm):
     name = "rloo"
     Config = RLOOConfig
     config: RLOOConfig
+    sequence_level = True
 
     def kl_in_loss(self) -> bool:
         return not self.config.kl_in_reward

@@ -80,7 +80,7 @@ def test_beta_zero_loads_no_reference(rlhfx_cli, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"k": 1}, "stages.align.algorithm: Value error, k = 1: a group baseline needs at least 2"),
+    ({"k": 1}, "stages.align.algorithm: k = 1: a group baseline needs at least 2"),
     ({"beta": -0.1}, "stages.align.algorithm.beta"),
     ({"clip_low": 0.3, "clip_high": 0.2}, "the clip ranges are inverted"),
     ({"clip_high": -0.1}, "stages.align.algorithm.clip_high"),
@@ -92,6 +92,7 @@ def test_bad_options_are_one_line_errors(rlhfx_cli, tmp_path, options, message):
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     assert message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_options_run(rlhfx_cli, tmp_path):

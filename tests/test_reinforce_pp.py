@@ -12,7 +12,7 @@ SMALL = dict(iterations=2, batch_size=8, k=2, learning_rate=1e-3, min_new_tokens
 #: The test recipe: 16 prompts x 1 answer per iteration, batch-whitened returns, KL in the
 #: reward; tiny_ppo.toml's task and sizes.
 LEARNS = dict(iterations=24, batch_size=16, k=1, mini_batch_size=8, epochs=2,
-              learning_rate=1e-3, beta=0.01, min_new_tokens=16, max_new_tokens=16,
+              learning_rate=3e-3, beta=0.01, min_new_tokens=16, max_new_tokens=16,
               inference_batch_size=16, torch_threads=1, save_every=24)
 
 

@@ -65,6 +65,10 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
     config: CriticFreeConfig
     #: whether groups with fewer than 2 scored samples are skipped (they have no baseline)
     needs_groups: bool = True
+    #: True: each response is one action (RLOO): the ratio is of whole-response
+    #: probabilities and the loss a mean over responses (`loss_type` does not apply).
+    #: False: per-token ratios aggregated by `loss_type`.
+    sequence_level: bool = False
 
     # ------------------------------------------------------------------ what makes it itself
     def kl_in_loss(self) -> bool:
@@ -148,11 +152,11 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
         first_logp = torch.zeros_like(mask)
         stats = {"clip": 0.0, "clip_low": 0.0, "clip_high": 0.0, "ratio": 0.0, "tokens": 0.0,
                  "entropy": 0.0, "entropy_tokens": 0.0}
-        seen_first = set()
+        seen_first: set[int] = set()
         add_kl_loss = self.kl_in_loss() and ref_logp is not None
 
         def weight(index: list[int]) -> float:
-            if c.loss_type == "token":
+            if c.loss_type == "token" and not self.sequence_level:
                 return float(mask[index].sum()) if index else 0.0
             return float(len(index))
 
@@ -161,17 +165,33 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
             part = tokens.rows(index)
             span = part.response_width
             first = not seen_first.issuperset(index)
-            logp, entropy = pu.response_logprobs(self.policy, part, autocast(), c.temperature,
-                                                 with_entropy=first)
+            got = pu.response_logprobs(self.policy, part, autocast(), c.temperature,
+                                       with_entropy=first)
+            logp, entropy = got if first else (got, None)
             at = torch.as_tensor(index, device=mask.device)
             old = logp_old[at, :span] if logp_old is not None else logp.detach()
             a = adv[at] if adv.dim() == 1 else adv[at, :span]
-            out = clipped_surrogate(logp, old, a, part.mask, c.clip_low, c.clip_high)
-            per_token = out.loss
-            if add_kl_loss:
-                assert ref_logp is not None
-                per_token = per_token + c.beta * k3_kl(logp, ref_logp[at, :span])
-            real = float(part.mask.sum())
+            if self.sequence_level:
+                # one action per response: the ratio of the responses' probabilities
+                seq, seq_old = ((x * part.mask).sum(1, keepdim=True) for x in (logp, old))
+                out = clipped_surrogate(seq, seq_old, a, torch.ones_like(seq), c.clip_low,
+                                        c.clip_high)
+                per_response = out.loss[:, 0]
+                if add_kl_loss:
+                    assert ref_logp is not None
+                    kl_tokens = k3_kl(logp, ref_logp[at, :span]) * part.mask
+                    per_response = per_response + c.beta * kl_tokens.sum(1)
+                loss = per_response.sum() / total
+                real = float(len(index))
+            else:
+                out = clipped_surrogate(logp, old, a, part.mask, c.clip_low, c.clip_high)
+                per_token = out.loss
+                if add_kl_loss:
+                    assert ref_logp is not None
+                    per_token = per_token + c.beta * k3_kl(logp, ref_logp[at, :span])
+                loss = aggregate(per_token, part.mask, c.loss_type,
+                                 max_length=c.max_new_tokens, denominator=total)
+                real = float(part.mask.sum())
             stats["clip"] += out.clip_fraction * real
             stats["clip_low"] += out.clip_low_fraction * real
             stats["clip_high"] += out.clip_high_fraction * real
@@ -180,10 +200,10 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
             if first:
                 seen_first.update(index)
                 first_logp[at, :span] = logp.detach()
+                assert entropy is not None
                 stats["entropy"] += float((entropy * part.mask).sum())
-                stats["entropy_tokens"] += real
-            return aggregate(per_token, part.mask, c.loss_type, max_length=c.max_new_tokens,
-                             denominator=total)
+                stats["entropy_tokens"] += float(part.mask.sum())
+            return loss
 
         generator = torch.Generator().manual_seed(batch.seed)
         plan = pu.minibatch_plan(len(rows), n_mb, c.epochs, generator)

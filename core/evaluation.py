@@ -44,10 +44,13 @@ def evaluate_policy(
     progress: Any = None,
     where: str = "reward",
     engine: Any = None,
+    fields: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
     """Answer, score and record the eval prompts; returns `{prefix + figure: value}`.
 
     `seed` is this process's: the caller derives it from the run's seed and its rank.
+    `fields`: each prompt's extra prompt-file fields (a reference answer...), aligned with
+    `prompts`, for reward sources that ask for them.
     """
     import torch
 
@@ -66,7 +69,9 @@ def evaluate_policy(
                 stop_strings=stop_strings, progress=progress, description="eval: generating",
                 rng=random.Random(0),
             ) if mine else []
-    samples = [Sample(positions[r.prompt_id], r.prompt, r.text) for r in rollouts]
+    samples = [Sample(positions[r.prompt_id], r.prompt, r.text,
+                      fields=dict(fields[positions[r.prompt_id]]) if fields else {})
+               for r in rollouts]
     with frozen_statistics(reward):
         clean_and_score(samples, cleaners, reward, where)
     everyone = sorted((s for part in distributed.gather_objects(samples) for s in part),

@@ -73,8 +73,15 @@ def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:
     """Prompts for any algorithm: a built-in set, a .txt file (one prompt a line), or anything
     the data stage reads (JSONL/JSON/parquet, LMFlow layouts, a hub dataset). A row that is not
     JSON or has no prompt stops with file:line unless `skip_bad_rows` (then counted)."""
+    return [row["prompt"] for row in read_prompt_rows(source, skip_bad_rows)]
+
+
+def read_prompt_rows(source: str, skip_bad_rows: bool = False) -> list[dict[str, Any]]:
+    """`read_prompt_set` with each row's other fields: `{"prompt": ..., "answer": ...}` (a
+    built-in set or a .txt file has none). The loop hands the fields to reward sources that
+    ask for them (a reference answer for `answer_match`)."""
     from rlhfx import tiny
-    from rlhfx.plugins.data.sets import read_prompts
+    from rlhfx.plugins.data.sets import read_prompt_records
 
     if tiny.is_builtin(source):
         source = str(tiny.prompt_set_path(source))
@@ -85,8 +92,14 @@ def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:
         prompts = [line for line in _read_utf8(path).splitlines() if line.strip()]
         if not prompts:
             raise UserError(f"{source}: no prompts in this file")
-        return prompts
-    return read_prompts(source, skip_bad_rows=skip_bad_rows)
+        return [{"prompt": p} for p in prompts]
+    return read_prompt_records(source, skip_bad_rows=skip_bad_rows)
+
+
+def split_fields(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
+    """(prompts, the other fields of each row), aligned."""
+    return ([row["prompt"] for row in rows],
+            [{k: v for k, v in row.items() if k != "prompt"} for row in rows])
 
 
 def _read_utf8(path: Path) -> str:
@@ -106,13 +119,18 @@ def drop_long_prompts(
 ) -> tuple[list[str], int]:
     """Prompts of at most `limit` policy tokens, and how many were dropped (long prompts ran
     PPO out of memory in the HH example, which kept those of at most 256 tokens)."""
+    fits = prompts_within(prompts, tokenizer, limit)
+    kept = [p for p, ok in zip(prompts, fits, strict=True) if ok]
+    return kept, len(prompts) - len(kept)
+
+
+def prompts_within(prompts: list[str], tokenizer: Any, limit: int | None) -> list[bool]:
+    """For each prompt: at most `limit` policy tokens, as generate encodes it (None: all)."""
     if limit is None:
-        return prompts, 0
+        return [True] * len(prompts)
     from rlhfx.rollouts import encode_prompts
 
-    lengths = [len(ids) for ids in encode_prompts(tokenizer, prompts)]  # as generate sees them
-    kept = [p for p, n in zip(prompts, lengths, strict=True) if n <= limit]
-    return kept, len(prompts) - len(kept)
+    return [len(ids) <= limit for ids in encode_prompts(tokenizer, prompts)]
 
 
 class AlignStage(Stage):
@@ -140,19 +158,22 @@ class AlignStage(Stage):
         cleaners = [ref.build() for ref in c.cleaners]
         policy = ctx.resolve(c.policy)
         tokenizer = load_tokenizer(policy)
-        prompts = training_prompts(ctx.resolve(c.prompts), tokenizer, options.max_prompt_tokens,
-                                   ctx.log, f"{where}.max_prompt_tokens", c.skip_bad_rows)
-        evals = (read_prompt_set(ctx.resolve(c.eval_prompts), c.skip_bad_rows)
-                 if c.eval_prompts else [])
+        prompts, fields = split_fields(training_prompt_rows(
+            ctx.resolve(c.prompts), tokenizer, options.max_prompt_tokens, ctx.log,
+            f"{where}.max_prompt_tokens", c.skip_bad_rows,
+        ))
+        eval_rows = (read_prompt_rows(ctx.resolve(c.eval_prompts), c.skip_bad_rows)
+                     if c.eval_prompts else [])
         if options.eval_max_prompts is not None:
-            evals = evals[: options.eval_max_prompts]
+            eval_rows = eval_rows[: options.eval_max_prompts]
+        evals, eval_fields = split_fields(eval_rows)
         setup = AlignmentSetup(
             config=options, policy_source=policy, tokenizer=tokenizer, prompts=prompts,
             eval_prompts=evals, cleaners=cleaners, reward=c.reward.build(),
             stop_strings=stop_strings(options.stop_strings, cleaners), stage_dir=ctx.stage_dir,
             device=_device(ctx.device), where=where, log=ctx.log,
             seed=options.seed if options.seed is not None else ctx.seed, rollouts=c.rollouts,
-            parallelism=ctx.parallelism,
+            parallelism=ctx.parallelism, prompt_fields=fields, eval_prompt_fields=eval_fields,
         )
         return AlignmentLoop(ctx, setup, algorithm).run()
 
@@ -163,13 +184,23 @@ def training_prompts(
 ) -> list[str]:
     """The training prompts without those over `max_tokens` policy tokens (the drop is
     logged); none left is a UserError at `where`."""
-    prompts, dropped = drop_long_prompts(read_prompt_set(source, skip_bad_rows), tokenizer,
-                                         max_tokens)
-    if dropped:
-        log.info("skipped %d prompts over %d tokens", dropped, max_tokens)
-    if not prompts:
+    return [row["prompt"] for row in training_prompt_rows(source, tokenizer, max_tokens, log,
+                                                          where, skip_bad_rows)]
+
+
+def training_prompt_rows(
+    source: str, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str,
+    skip_bad_rows: bool = False,
+) -> list[dict[str, Any]]:
+    """`training_prompts` as rows with their other fields (`read_prompt_rows`)."""
+    rows = read_prompt_rows(source, skip_bad_rows)
+    fits = prompts_within([row["prompt"] for row in rows], tokenizer, max_tokens)
+    kept = [row for row, ok in zip(rows, fits, strict=True) if ok]
+    if len(kept) < len(rows):
+        log.info("skipped %d prompts over %d tokens", len(rows) - len(kept), max_tokens)
+    if not kept:
         raise UserError(f"{where}: no prompt of {source} is at most {max_tokens} tokens")
-    return prompts
+    return kept
 
 
 def stop_strings(explicit: list[str] | None, cleaners: list[ResponseCleaner]) -> list[str]:

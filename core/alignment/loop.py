@@ -342,7 +342,7 @@ class AlignmentLoop:
             out_file=self.ctx.stage_dir / "iterations" / f"iter-{it:04d}" / "eval.jsonl",
             prefix="eval_", batch_size=c.inference_batch_size,
             stop_strings=setup.stop_strings, autocast=setup.autocast(), progress=progress,
-            where=self._reward_key, engine=self.engine,
+            where=self._reward_key, engine=self.engine, fields=setup.eval_prompt_fields,
         )
 
     # ------------------------------------------------------------------ files

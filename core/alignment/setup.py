@@ -50,6 +50,8 @@ class AlignmentSetup:
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rlhfx"))
     #: extra fields of each training prompt's row (reference answers...), aligned with prompts
     prompt_fields: list[dict[str, Any]] = field(default_factory=list)
+    #: the same for the eval prompts, aligned with eval_prompts
+    eval_prompt_fields: list[dict[str, Any]] = field(default_factory=list)
     #: which engine samples the rollouts (the align stage's `rollouts`)
     rollouts: RolloutSettings = field(default_factory=RolloutSettings)
     #: `ddp` (every process holds the whole policy) or `fsdp` (sharded): the stage's choice

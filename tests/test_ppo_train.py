@@ -212,7 +212,10 @@ def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     table = page.tables["eval-align"]
     assert table[0] == ["prompt", "response at step 0", "reward", "response at step 2", "reward",
                         "change"]
-    assert [row[0] for row in table[1:-1]] == prompts and table[-1][0] == "mean reward"
+    # prompts shown as conversations: "user: <question>", the template markers hidden
+    questions = [p.removeprefix("###Human: ").removesuffix(" ###Assistant:") for p in prompts]
+    assert [row[0] for row in table[1:-1]] == [f"user: {q}" for q in questions]
+    assert table[-1][0] == "mean reward"
     assert table[1][1].startswith(files[0][0]["response"].strip())
     assert table[1][3].startswith(files[2][0]["response"].strip())
     assert "samples-align" not in page.tables  # no fallback to training samples

@@ -128,9 +128,9 @@ def trl_side(s: dict) -> dict:
     total = s["batch_size"] * s["updates"]
     rows = (rows * (total // len(rows) + 1))[:total]
     dataset = Dataset.from_dict({"input_ids": rows})
-    fields = PPOConfig.__dataclass_fields__
-    checkpointing = ("activation_checkpointing" if "activation_checkpointing" in fields
-                     else "gradient_checkpointing")
+    # TRL's default is gradient checkpointing on; newer versions also have another name
+    checkpointing = {k: False for k in ("gradient_checkpointing", "activation_checkpointing")
+                     if k in PPOConfig.__dataclass_fields__}
     stamps: list[float] = []
 
     class Clock(TrainerCallback):
@@ -148,7 +148,7 @@ def trl_side(s: dict) -> dict:
             lr_scheduler_type="constant", kl_coef=s["kl_coef"], missing_eos_penalty=None,
             num_sample_generations=0, bf16=False, fp16=False, use_cpu=True, report_to=[],
             save_strategy="no", logging_steps=10_000, disable_tqdm=True, seed=s["seed"],
-            **{checkpointing: False},
+            **checkpointing,
         )
         policy = AutoModelForCausalLM.from_pretrained(folder / "policy")
         policy.generation_config.eos_token_id = None  # fixed length: no stop at EOS

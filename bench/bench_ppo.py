@@ -1,135 +1,246 @@
-"""Seconds per PPO step on the tiny built-in policy, split by phase, measured in one run.
+"""Seconds per PPO update: rlhfx's `ppo` against TRL 1.12's experimental PPOTrainer, one run.
 
-    python bench/bench_ppo.py                 # word-bonus reward (no model): scoring ~ 0
-    python bench/bench_ppo.py --tiny-rm       # a tiny GPT-Neo reward model, its own tokenizer
-    python bench/bench_ppo.py --lora          # LoRA adapters, reference = adapter off
+    python bench/bench_ppo.py                          # rlhfx only, per-phase split
+    python bench/bench_ppo.py --trl-python .venv-trl112/bin/python   # race TRL 1.12
+    python bench/bench_ppo.py --baseline /tmp/old      # also an older checkout's plugins
 
-Runs the real `align` stage (rlhfx.runner) with the `ppo` algorithm in a temporary directory and
-reads the timings the run logged for each step: generation, scoring (cleaning included), the
-rollout forward passes (policy log-probs and values, reference log-probs), the PPO optimisation
-(epochs x mini-batches of forward + backward + Adam), and what is left of the step (rewards,
-GAE, gathering, logging). The first step is left out of the means (warm-up).
+TRL deleted its PPOTrainer in 1.13, so its side runs in another environment with trl==1.12.0
+(`python3 -m venv .venv-trl112 && .venv-trl112/bin/pip install torch==2.13.0 trl==1.12.0`);
+rlhfx's sides run in this one. `--baseline DIR` races the `plugins/` folder of another rlhfx
+checkout (say the previous commit's, `git archive HEAD~1 plugins | tar -x -C DIR`) against this
+one: only the plugins come from there, so it compares changes to an algorithm's plugin.
+
+Every side gets the same tiny policy (the built-in GPT-Neo, saved to a folder once), the same
+prompts (the built-in tiny set), the same reward model (a tiny GPT-Neo classifier sharing the
+policy's tokenizer, as TRL's PPOTrainer requires), batch and mini-batch sizes, PPO epochs,
+learning rate, KL coefficient, a fixed response length (no stop at EOS, no cleaning), fp32,
+no gradient checkpointing, one torch thread. TRL's value model is a separate network (its
+design); rlhfx's is a head on the policy (TRL classic's). Each measurement runs in a fresh
+process; the sides alternate (rlhfx, TRL, rlhfx, TRL, ...) so the machine's load hits them
+alike, and the load average is printed with every run. The first update is warm-up and left
+out; a run's figure is the mean of the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-WORD_BONUS = '{ name = "pattern_penalty", rules = [{ pattern = "[A-Za-z]{3,}", penalty = -1.0 }] }'
-PHASES = {
-    "generation": "time/generation",
-    "scoring": "time/scoring",
-    "forward passes": "time/ppo/forward_pass",
-    "optimisation": "time/ppo/optimize_step",
+HERE = Path(__file__).resolve()
+PHASES = {  # rlhfx's metric -> label
+    "seconds_generate": "generation",
+    "seconds_score": "scoring",
+    "ppo/time/forward_pass": "forward passes",
+    "ppo/time/optimize_step": "optimisation",
 }
 
 
-def build_tiny_rm(path: Path) -> None:
-    """A 1-layer GPT-Neo classifier with a word-level tokenizer (not the policy's BPE)."""
+# ------------------------------------------------------------------------------ set-up
+def build_models(folder: Path) -> None:
+    """The tiny policy and a tiny reward model with the policy's tokenizer, saved."""
     import torch
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import GPTNeoConfig, GPTNeoForSequenceClassification, PreTrainedTokenizerFast
+    from transformers import GPTNeoConfig, GPTNeoForSequenceClassification
 
-    from rlhfx.tiny import _corpus
+    from rlhfx.models import load_causal_lm, load_tokenizer
 
-    tok = Tokenizer(models.WordLevel(unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.train_from_iterator(_corpus(), trainers.WordLevelTrainer(special_tokens=["[PAD]", "[UNK]"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
-    tokenizer.save_pretrained(path)
+    policy = load_causal_lm("builtin:tiny-gpt-neo")
+    tokenizer = load_tokenizer("builtin:tiny-gpt-neo")
+    policy.save_pretrained(folder / "policy")
+    tokenizer.save_pretrained(folder / "policy")
     config = GPTNeoConfig(
         vocab_size=len(tokenizer), hidden_size=64, num_layers=2, num_heads=4,
         attention_types=[[["global", "local"], 1]], max_position_embeddings=256, num_labels=1,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=None, eos_token_id=None,
     )
     torch.manual_seed(0)
-    GPTNeoForSequenceClassification(config).save_pretrained(path)
+    GPTNeoForSequenceClassification(config).save_pretrained(folder / "rm")
+    tokenizer.save_pretrained(folder / "rm")
+    from rlhfx import tiny
+    from rlhfx.plugins.data.sets import read_prompts
+
+    prompts = read_prompts(str(tiny.prompt_set_path("builtin:tiny-prompts")))
+    (folder / "prompts.json").write_text(json.dumps(prompts), encoding="utf-8")
 
 
-def recipe_text(args: argparse.Namespace, rm_dir: Path | None) -> str:
-    algorithm = {
-        "steps": args.steps, "batch_size": args.batch_size, "mini_batch_size": args.mini_batch_size,
-        "ppo_epochs": args.epochs, "learning_rate": 1e-3, "init_kl_coef": 0.2,
-        "output_min_length": args.min_len, "output_max_length": args.max_len,
-        "inference_batch_size": args.inference_batch_size, "save_every": args.steps,
-        "save_samples": False,
-    }
-    options = ", ".join(f"{k} = {json.dumps(v)}" for k, v in algorithm.items())
-    if args.lora:
-        options += ", lora = { r = 8, alpha = 16 }"
-    reward = (f'{{ name = "reward_model", model = "{rm_dir}" }}' if rm_dir else
-              WORD_BONUS)
-    return (
-        '[run]\nseed = 1\ndevice = "cpu"\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'
-        f'prompts = "builtin:tiny-prompts"\nreward = {reward}\n'
-        f'algorithm = {{ name = "ppo", {options} }}\n'
-    )
+# ------------------------------------------------------------------------------ rlhfx's side
+def rlhfx_side(s: dict, baseline: str | None) -> dict:
+    if baseline:  # an older checkout's plugins shadow this one's
+        import rlhfx.plugins
 
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--mini-batch-size", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=4)
-    parser.add_argument("--min-len", type=int, default=16)
-    parser.add_argument("--max-len", type=int, default=25)
-    parser.add_argument("--inference-batch-size", type=int, default=32)
-    parser.add_argument("--lora", action="store_true")
-    parser.add_argument("--tiny-rm", action="store_true", help="score with a tiny reward model")
-    args = parser.parse_args()
-
-    import torch
+        rlhfx.plugins.__path__.insert(0, str(Path(baseline) / "plugins"))
     from rich.console import Console
 
     from rlhfx.recipe import load_recipe
     from rlhfx.runner import run_recipe
 
+    folder = Path(s["folder"])
+    algorithm = {
+        "iterations": s["updates"], "batch_size": s["batch_size"],
+        "mini_batch_size": s["mini_batch_size"], "ppo_epochs": s["epochs"],
+        "learning_rate": s["learning_rate"], "init_kl_coef": s["kl_coef"],
+        "adap_kl_ctrl": False, "min_new_tokens": s["length"], "max_new_tokens": s["length"],
+        "inference_batch_size": s["batch_size"], "save_every": s["updates"],
+        "save_samples": False, "torch_threads": 1,
+    }
+    algorithm.update(s.get("rlhfx_options", {}))
+    options = ", ".join(f"{k} = {json.dumps(v)}" for k, v in algorithm.items())
     with tempfile.TemporaryDirectory() as tmp:
-        tmp_path = Path(tmp)
-        rm_dir = None
-        if args.tiny_rm:
-            rm_dir = tmp_path / "rm"
-            build_tiny_rm(rm_dir)
-        recipe = tmp_path / "bench_ppo.toml"
-        recipe.write_text(recipe_text(args, rm_dir), encoding="utf-8")
-        started = time.perf_counter()
+        recipe = Path(tmp) / "bench_ppo.toml"
+        recipe.write_text(
+            f'[run]\nseed = {s["seed"]}\ndevice = "cpu"\n\n[stages.align]\n'
+            f'policy = "{folder / "policy"}"\nprompts = "builtin:tiny-prompts"\ncleaners = []\n'
+            f'reward = {{ name = "reward_model", model = "{folder / "rm"}" }}\n'
+            f'algorithm = {{ name = "ppo", {options} }}\n', encoding="utf-8")
         run_dir = run_recipe(load_recipe(recipe), console=Console(stderr=True, quiet=True),
-                             output_dir=tmp_path / "run")
-        wall = time.perf_counter() - started
+                             output_dir=Path(tmp) / "run")
         lines = (run_dir / "stages" / "align" / "metrics.jsonl").read_text().splitlines()
-        recs = [json.loads(line) for line in lines][1:]  # drop the warm-up step
+    recs = [r for r in map(json.loads, lines) if r.get("step", 0) >= 2]  # 1: warm-up
+    phases = {label: statistics.mean(r.get(key, 0.0) for r in recs)
+              for key, label in PHASES.items()}
+    return {"updates": [r["seconds_iteration"] for r in recs], "phases": phases}
 
-    def mean(key: str) -> float:
-        return statistics.mean(r.get(key, 0.0) for r in recs)
 
-    step = mean("time/step")
-    print("PPO step on the tiny built-in policy (GPT-Neo, hidden 64, 2 layers, CPU)")
-    print(f"settings: batch {args.batch_size}, mini-batch {args.mini_batch_size}, "
-          f"{args.epochs} epochs ({args.batch_size // args.mini_batch_size * args.epochs} "
-          f"optimiser passes), responses {args.min_len}-{args.max_len - 1} tokens, "
-          f"{'LoRA r=8' if args.lora else 'full fine-tuning'}, reward "
-          f"{'tiny GPT-Neo RM (word-level tokenizer)' if args.tiny_rm else 'word bonus (regex)'}, "
-          f"torch threads {torch.get_num_threads()}, OMP_NUM_THREADS="
-          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print(f"mean over steps 2-{args.steps}:")
-    accounted = 0.0
-    for label, key in PHASES.items():
-        value = mean(key)
-        accounted += value
-        print(f"  {label:<15} {value:7.3f} s  {100 * value / step:5.1f}%")
-    rest = step - accounted
-    print(f"  {'rest':<15} {rest:7.3f} s  {100 * rest / step:5.1f}%  (rewards, GAE, gathering)")
-    print(f"  {'step total':<15} {step:7.3f} s")
-    print(f"whole run incl. loading, checkpoint and final save: {wall:.1f} s "
-          f"for {args.steps} steps")
+# ------------------------------------------------------------------------------ TRL's side
+def trl_side(s: dict) -> dict:
+    import torch
+    from datasets import Dataset
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        TrainerCallback,
+    )
+    from trl.experimental.ppo import PPOConfig, PPOTrainer
+
+    torch.set_num_threads(1)
+    folder = Path(s["folder"])
+    tokenizer = AutoTokenizer.from_pretrained(folder / "policy")
+    prompts = json.loads((folder / "prompts.json").read_text(encoding="utf-8"))
+    rows = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
+    total = s["batch_size"] * s["updates"]
+    rows = (rows * (total // len(rows) + 1))[:total]
+    dataset = Dataset.from_dict({"input_ids": rows})
+    # TRL's default is gradient checkpointing on; newer versions also have another name
+    checkpointing = {k: False for k in ("gradient_checkpointing", "activation_checkpointing")
+                     if k in PPOConfig.__dataclass_fields__}
+    stamps: list[float] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as out:
+        args = PPOConfig(
+            output_dir=out, per_device_train_batch_size=s["mini_batch_size"],
+            gradient_accumulation_steps=1,
+            num_mini_batches=s["batch_size"] // s["mini_batch_size"],
+            local_rollout_forward_batch_size=s["batch_size"],
+            total_episodes=total, num_ppo_epochs=s["epochs"], response_length=s["length"],
+            stop_token=None, temperature=1.0, learning_rate=s["learning_rate"],
+            lr_scheduler_type="constant", kl_coef=s["kl_coef"], missing_eos_penalty=None,
+            num_sample_generations=0, bf16=False, fp16=False, use_cpu=True, report_to=[],
+            save_strategy="no", logging_steps=10_000, disable_tqdm=True, seed=s["seed"],
+            **checkpointing,
+        )
+        policy = AutoModelForCausalLM.from_pretrained(folder / "policy")
+        policy.generation_config.eos_token_id = None  # fixed length: no stop at EOS
+        trainer = PPOTrainer(
+            args=args, processing_class=tokenizer, model=policy,
+            ref_model=AutoModelForCausalLM.from_pretrained(folder / "policy"),
+            reward_model=AutoModelForSequenceClassification.from_pretrained(folder / "rm"),
+            value_model=AutoModelForSequenceClassification.from_pretrained(folder / "rm"),
+            train_dataset=dataset, callbacks=[Clock()],
+        )
+        start = time.perf_counter()
+        trainer.train()
+    marks = [start, *stamps]
+    return {"updates": [b - a for a, b in itertools.pairwise(marks)][1:], "phases": {}}
+
+
+# ------------------------------------------------------------------------------ the race
+def run_side(side: str, settings: Path, python: str, baseline: str | None) -> dict:
+    cmd = [python, str(HERE), "--side", side, "--settings", str(settings)]
+    if baseline and side == "baseline":
+        cmd += ["--baseline", baseline]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if done.returncode:
+        raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--mini-batch-size", type=int, default=8)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--length", type=int, default=64, help="response tokens, fixed")
+    parser.add_argument("--updates", type=int, default=4, help="per run; the first is warm-up")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side, alternating")
+    parser.add_argument("--trl-python", help="python of an environment with trl==1.12.0")
+    parser.add_argument("--baseline", help="another rlhfx checkout whose plugins/ to race")
+    parser.add_argument("--rlhfx-options", default="{}",
+                        help='more ppo options for the rlhfx sides, JSON')
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--settings", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.side:
+        s = json.loads(Path(args.settings).read_text(encoding="utf-8"))
+        result = trl_side(s) if args.side == "trl" else rlhfx_side(s, args.baseline)
+        print(json.dumps(result))
+        return 0
+
+    sides = {"rlhfx": sys.executable}
+    if args.baseline:
+        sides["baseline"] = sys.executable
+    if args.trl_python:
+        sides["trl"] = args.trl_python
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        build_models(folder)
+        settings = folder / "settings.json"
+        settings.write_text(json.dumps({
+            "folder": str(folder), "batch_size": args.batch_size,
+            "mini_batch_size": args.mini_batch_size, "epochs": args.epochs,
+            "length": args.length, "updates": args.updates, "learning_rate": 1e-4,
+            "kl_coef": 0.05, "seed": 1, "rlhfx_options": json.loads(args.rlhfx_options),
+        }), encoding="utf-8")
+        print(f"PPO, batch {args.batch_size}, mini-batch {args.mini_batch_size}, "
+              f"{args.epochs} epochs, {args.length} response tokens (fixed), fp32, 1 thread, "
+              f"{args.updates} updates per run (first left out), {os.cpu_count()} CPUs")
+        results: dict[str, list[dict]] = {side: [] for side in sides}
+        for run in range(args.runs):
+            for side, python in sides.items():
+                load = os.getloadavg()[0]
+                result = run_side(side, settings, python, args.baseline)
+                results[side].append(result)
+                print(f"run {run + 1} {side:<8} {statistics.mean(result['updates']):7.2f} s "
+                      f"per update  (load {load:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
+
+    means = {side: statistics.mean(statistics.mean(r["updates"]) for r in rs)
+             for side, rs in results.items()}
+    print("\nseconds per update (mean of runs), ratio to TRL where raced:")
+    for side, value in means.items():
+        ratio = f"  {value / means['trl']:.2f}x TRL" if "trl" in means else ""
+        print(f"  {side:<8} {value:7.2f} s{ratio}")
+    if "baseline" in means:
+        print(f"  rlhfx / baseline: {means['rlhfx'] / means['baseline']:.2f}x")
+    for side in ("rlhfx", "baseline"):
+        if side in results:
+            phases = {k: statistics.mean(r["phases"][k] for r in results[side])
+                      for k in results[side][0]["phases"]}
+            print(f"  {side} phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
+    print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

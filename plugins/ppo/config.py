@@ -38,6 +38,12 @@ class PPOConfig(AlgorithmConfig):
     #: Rollouts per optimiser forward/backward over all processes (TRL: 128).
     mini_batch_size: int = Field(default=128, ge=1)
     gradient_accumulation_steps: int = Field(default=1, ge=1)
+    #: Rows per forward pass without gradients (old log-probs, values, reference log-probs),
+    #: on each process. Larger: faster, more memory (TRL's local_rollout_forward_batch_size).
+    forward_batch_size: int = Field(default=64, ge=1)
+    #: Build each epoch's mini-batches from rows of similar length (less padding; their order
+    #: and the ties stay seeded and random). Off: a plain shuffle, as in TRL.
+    group_by_length: bool = True
     #: Optimisation epochs over each batch, shuffled into mini-batches every epoch (TRL: 4).
     ppo_epochs: int = Field(default=4, ge=1)
     #: Adam's learning rate (TRL: 1.41e-5).

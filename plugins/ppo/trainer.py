@@ -27,7 +27,7 @@ from rlhfx import distributed
 
 from . import formulas as ppo_math
 from .config import PPOConfig
-from .value_head import PolicyWithValueHead
+from .value_head import PolicyWithValueHead, pick_rows, selected_logits
 
 
 @dataclass
@@ -82,10 +82,38 @@ def subset(r: Rollouts, rows: list[int]) -> Rollouts:
     )
 
 
-def response_slice(per_position: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
-    """Pick each response token's row of a [B, L, ...] tensor: -> [B, T, ...]."""
-    rows = torch.arange(per_position.shape[0], device=positions.device)[:, None]
-    return per_position[rows, positions]
+#: Pick each response token's row of a [B, L, ...] tensor: -> [B, T, ...].
+response_slice = pick_rows
+
+
+def reference_logits(reference: Any, batch: Rollouts) -> torch.Tensor:
+    """The reference's float32 logits at the response positions only ([B, T, V])."""
+    network = getattr(reference, "copy", None)
+    if network is None:
+        network = getattr(reference, "policy", None)
+    if network is None or not hasattr(reference, "context"):
+        return response_slice(reference.logits(batch.input_ids, batch.attention_mask),
+                              batch.positions)
+    with torch.no_grad(), reference.context():
+        return selected_logits(network, batch.input_ids, batch.attention_mask,
+                               batch.positions)[1]
+
+
+def minibatch_rows(
+    rng: np.random.Generator, lengths: list[int], parts: int, by_length: bool
+) -> list[np.ndarray]:
+    """One epoch's mini-batches of row indices, drawn from `rng` (seeded: the same on resume).
+
+    by_length: rows sorted by length (ties in random order) and cut into consecutive
+    mini-batches, whose order is then shuffled, so each mini-batch pads little (the idea of
+    transformers' LengthGroupedSampler). Otherwise a plain shuffle, as TRL did.
+    """
+    order = rng.permutation(len(lengths))
+    if not by_length or not lengths:
+        return list(np.array_split(order, parts))
+    order = order[np.argsort(np.asarray(lengths)[order], kind="stable")]
+    split = np.array_split(order, parts)
+    return [split[i] for i in rng.permutation(parts)]
 
 
 @dataclass
@@ -199,21 +227,28 @@ class PPOTrainer:
 
     @torch.no_grad()
     def rollout_pass(self, batch: Rollouts) -> dict[str, torch.Tensor]:
-        """Old log-probs, values, reference log-probs and KL estimates, chunk by chunk."""
+        """Old log-probs, values, reference log-probs and KL estimates, chunk by chunk.
+
+        Chunks of `forward_batch_size` rows of similar length (less padding); the results go
+        back to each row's place, so the chunking changes nothing but the cost.
+        """
         c = self.config
-        chunk = max(1, c.mini_batch_size // self.world)
+        chunk = c.forward_batch_size
         was_training = self.unwrapped.training
         self.unwrapped.eval()
-        parts: dict[str, list[torch.Tensor]] = {"logprobs": [], "values": [], "ref": [], "kls": []}
+        width = batch.mask.shape[1]
+        out = {k: torch.zeros((len(batch), width), device=batch.mask.device)
+               for k in ("logprobs", "values", "ref", "kls")}
+        lengths = [q + r for q, r in zip(batch.query_lens, batch.response_lens, strict=True)]
+        order = sorted(range(len(batch)), key=lengths.__getitem__)
         try:
             for start in range(0, len(batch), chunk):
-                rows = list(range(start, min(start + chunk, len(batch))))
+                rows = order[start : start + chunk]
                 part = subset(batch, rows)
                 with self.autocast():
-                    logits, values = self.unwrapped(part.input_ids, part.attention_mask)
-                    ref_logits = self.reference.logits(part.input_ids, part.attention_mask)
-                logits = response_slice(logits, part.positions)
-                ref_logits = response_slice(ref_logits, part.positions)
+                    logits, values = self.unwrapped(part.input_ids, part.attention_mask,
+                                                    part.positions)
+                    ref_logits = reference_logits(self.reference, part)
                 logprobs = ppo_math.logprobs_from_logits(logits, part.labels)
                 ref_logprobs = ppo_math.logprobs_from_logits(ref_logits, part.labels)
                 if c.kl_penalty == "full":
@@ -222,15 +257,14 @@ class PPOTrainer:
                     )
                 else:
                     kls = ppo_math.kl_penalty(logprobs, ref_logprobs, c.kl_penalty)
-                width = batch.mask.shape[1]
+                index = torch.tensor(rows, device=batch.mask.device)
+                span = part.mask.shape[1]
                 for key, value in (("logprobs", logprobs), ("ref", ref_logprobs), ("kls", kls),
-                                   ("values", response_slice(values, part.positions))):
-                    padded = torch.zeros((len(rows), width), device=value.device)
-                    padded[:, : value.shape[1]] = value * part.mask
-                    parts[key].append(padded)
+                                   ("values", values)):
+                    out[key][index, :span] = (value * part.mask).to(out[key].dtype)
         finally:
             self.unwrapped.train(was_training)
-        return {k: torch.cat(v) for k, v in parts.items()}
+        return out
 
     def step(
         self, queries: list[list[int]], responses: list[list[int]], scores: list[float],
@@ -283,12 +317,14 @@ class PPOTrainer:
         self, data: dict[str, Any] | None, seq: dict[str, list[float]], t0: float,
         timings: dict[str, float], scaled: list[float], seed: int, max_kept: int,
     ) -> StepOutput:
-        """ppo_epochs over shuffled mini-batches; the same number of passes on every process."""
+        """ppo_epochs over shuffled mini-batches (grouped by length unless `group_by_length` is
+        off); the same number of passes on every process."""
         c = self.config
         t = time.perf_counter()
         n_minibatches = self.minibatch_count(max_kept)
         rng = np.random.default_rng(seed)
-        n = len(data["batch"]) if data else 0
+        lengths = ([q + r for q, r in zip(data["batch"].query_lens, data["batch"].response_lens,
+                                          strict=True)] if data else [])
         stats: list[dict[str, float]] = []
         skipped = idle = 0
         epochs_run = 0
@@ -298,8 +334,7 @@ class PPOTrainer:
         self.unwrapped.train(not c.disable_dropout)
         for _ in range(c.ppo_epochs):
             epochs_run += 1
-            order = rng.permutation(n)
-            for rows in np.array_split(order, n_minibatches):
+            for rows in minibatch_rows(rng, lengths, n_minibatches, c.group_by_length):
                 with self.accelerator.accumulate(self.model):
                     if data is None or len(rows) == 0:
                         self._idle_pass()
@@ -336,9 +371,7 @@ class PPOTrainer:
             return data[key][index, :span]
 
         with self.autocast():
-            logits, values = self.model(part.input_ids, part.attention_mask)
-        logits = response_slice(logits, part.positions)
-        vpreds = response_slice(values, part.positions)
+            logits, vpreds = self.model(part.input_ids, part.attention_mask, part.positions)
         logprobs = ppo_math.logprobs_from_logits(logits, part.labels)
         with torch.no_grad():
             entropy = ppo_math.entropy_from_logits(logits)

@@ -382,6 +382,52 @@ def test_eval_rm_holds_the_held_out_pairs(tmp_path):
         assert pair["chosen"].startswith(prompt["prompt"])  # the held-out rows, in order
 
 
+def test_judge_fraction_splits_the_training_pairs_disjointly(tmp_path):
+    source = str(FIXTURES / "hh_synthetic.jsonl")
+    whole, _ = run_prepare(tmp_path / "whole", source=source, eval_size=4)
+    sets, report = run_prepare(tmp_path / "split", source=source, eval_size=4,
+                               judge_fraction=0.25)
+    pairs = [(r["chosen"], r["rejected"]) for r in whole["rm"]]
+    rm = [(r["chosen"], r["rejected"]) for r in sets["rm"]]
+    judge = [(r["chosen"], r["rejected"]) for r in sets["rm_judge"]]
+    distinct = set(pairs)
+    assert len(distinct) < len(pairs)  # the fixture repeats some pairs
+    assert len(set(judge)) == round(0.25 * len(distinct))
+    assert not set(rm) & set(judge)  # no pair text on both sides ...
+    assert sorted(rm + judge) == sorted(pairs)  # ... and together every row, once
+    assert rm == [p for p in pairs if p not in set(judge)]  # each keeps the shuffled order
+    assert judge == [p for p in pairs if p in set(judge)]
+    assert sets["sft"] == whole["sft"] and sets["eval_rm"] == whole["eval_rm"]
+    assert report["written"]["rm_judge"] == len(judge)
+    again, _ = run_prepare(tmp_path / "again", source=source, eval_size=4, judge_fraction=0.25)
+    assert again["rm_judge"] == sets["rm_judge"]  # seeded
+    assert "rm_judge" not in whole  # written only when asked for
+
+
+def test_split_for_judge_by_hand():
+    from rlhfx.plugins.data.prepare import split_for_judge
+
+    pairs = [{"chosen": str(i), "rejected": "x"} for i in range(10)]
+    rm, judge = split_for_judge(pairs, 0.5, seed=7)
+    assert len(rm) == len(judge) == 5 and not {p["chosen"] for p in rm} & {
+        p["chosen"] for p in judge}
+    assert split_for_judge(pairs, 0.5, seed=7) == (rm, judge)
+    assert split_for_judge(pairs, 0.5, seed=8) != (rm, judge)
+    twice = pairs + pairs[:3]  # a repeated pair goes wholly to one side
+    rm2, judge2 = split_for_judge(twice, 0.5, seed=7)
+    assert len(rm2) + len(judge2) == 13 and not {p["chosen"] for p in rm2} & {
+        p["chosen"] for p in judge2}
+    assert len({p["chosen"] for p in judge2}) == 5
+    with pytest.raises(UserError, match=r"r.toml: stages.data.judge_fraction = 0.04: of 10 "
+                                        r"distinct training pairs that leaves 10 for the reward "
+                                        r"model and 0 for the judge"):
+        split_for_judge(pairs, 0.04, seed=0, where="r.toml: stages.data")
+    with pytest.raises(UserError, match="leaves 0 for the reward model and 1 for the judge"):
+        split_for_judge(pairs[:1], 0.6, seed=0)
+    with pytest.raises(ValueError, match="judge_fraction"):
+        DataConfig.model_validate({"source": "x.jsonl", "judge_fraction": 1.0})
+
+
 # ----------------------------------------------------------------------------- CLI and stage
 
 

@@ -63,6 +63,8 @@ def cut_down(recipe: dict[str, Any], run_dir: Path) -> dict[str, Any]:
     stages = recipe["stages"]
     stages["data"].update(max_rows=96, eval_size=40)
     stages["reward_model"].update(epochs=1, eval_before_training=True)
+    stages["judge"].update(epochs=1)
+    stages["evaluate"].update(max_prompts=6, max_new_tokens=12)
     raft = stages["align"]["algorithm"]
     raft.update(iterations=1, batch_size=4, k=2, min_new_tokens=12, max_new_tokens=12,
                 epochs=1, eval_max_prompts=6)
@@ -78,7 +80,8 @@ def test_quickstart_recipe_cut_down(rlhfx_cli, tmp_path):
     result = rlhfx_cli("run", str(path))
     assert result.exit_code == 0, result.output
     state = json.loads((run_dir / "run_state.json").read_text())
-    assert [s["status"] for s in state["stages"].values()] == ["completed"] * 3
+    assert list(state["stages"]) == ["data", "reward_model", "judge", "align", "evaluate"]
+    assert [s["status"] for s in state["stages"].values()] == ["completed"] * 5
 
     # the reward model: held-out pairs (topics it never saw) ranked well above chance
     rm = json.loads((run_dir / "stages" / "reward_model" / "eval.json").read_text())
@@ -87,8 +90,20 @@ def test_quickstart_recipe_cut_down(rlhfx_cli, tmp_path):
           f"{accuracy:.3f} on {rm['validation_pairs']} pairs, {rm['train_pairs']} trained on; "
           f"stage seconds " + ", ".join(f"{k} {v['seconds']:.0f}"
                                         for k, v in state["stages"].items()))
-    assert rm["train_pairs"] == 96 and rm["validation_pairs"] == 40
+    assert rm["train_pairs"] == 48 and rm["validation_pairs"] == 40  # half of 96 pairs
     assert accuracy >= 0.65 and accuracy > rm["before"]["accuracy"]
+    judge = json.loads((run_dir / "stages" / "judge" / "eval.json").read_text())
+    assert judge["train_pairs"] == 48 and judge["validation_pairs"] == 40  # the other half
+    data = run_dir / "stages" / "data"
+    rm_pairs, judge_pairs = ({line for line in (data / name).read_text().splitlines()}
+                             for name in ("rm.jsonl", "rm_judge.jsonl"))
+    assert len(rm_pairs) == len(judge_pairs) == 48 and not rm_pairs & judge_pairs
+
+    # the independent judge compared the policy before and after RAFT on 6 held-out prompts
+    verdict = json.loads((run_dir / "stages" / "evaluate" / "eval.json").read_text())
+    (c,) = verdict["comparisons"]
+    assert (c["a"], c["b"], c["n"]) == ("after", "before", 6)
+    assert verdict["judge"]["model"].endswith("judge/model")
 
     # RAFT ran its iteration with the eval before and after it
     metrics = [json.loads(x) for x in

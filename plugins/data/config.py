@@ -39,6 +39,11 @@ class DataConfig(ComponentConfig):
     eval_size: int = Field(default=2000, ge=0)
     #: When held out of `source`, at most this fraction of its usable rows become eval rows.
     eval_max_fraction: float = Field(default=0.1, ge=0.0, lt=1.0)
+    #: Share of the training pairs moved out of `rm` into `rm_judge` (a seeded, disjoint
+    #: split), to train a second reward model that judges the policy independently of the
+    #: one it is optimised against. The other sets (sft, prompts) keep every row. Unset: no
+    #: `rm_judge` is written.
+    judge_fraction: float | None = Field(default=None, gt=0.0, lt=1.0)
     #: Shuffle usable rows (with the run seed) before holding eval rows out.
     shuffle: bool = True
     #: `markers`: `###Human: ... ###Assistant: ...`; `chat`: the tokenizer's chat template.

@@ -42,6 +42,8 @@ log = logging.getLogger("rlhfx")
 
 #: eval_rm: the held-out pairs (rows in no training set), for a reward model's validation.
 OUTPUTS = ("sft", "rm", "prompts", "eval_prompts", "eval_rm")
+#: rm_judge: pairs kept out of `rm` for an independent judge (written with `judge_fraction`).
+JUDGE_OUTPUT = "rm_judge"
 EXAMPLES_PER_REASON = 3
 
 
@@ -310,6 +312,27 @@ def _short_prompts(
     return kept, len(prompts) - len(kept)
 
 
+def split_for_judge(
+    pairs: list[dict[str, str]], fraction: float, seed: int, where: str = ""
+) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """(pairs for the training reward model, pairs for the judge), order kept.
+
+    A seeded draw of `round(fraction * n)` of the n distinct pairs goes to the judge; a pair
+    that occurs more than once goes wholly to one side, so no pair text is in both."""
+    keys = list(dict.fromkeys((p["chosen"], p["rejected"]) for p in pairs))
+    n = len(keys)
+    count = round(fraction * n)
+    if count < 1 or count > n - 1:
+        raise UserError(
+            f"{where + '.' if where else ''}judge_fraction = {fraction}: of {n} distinct "
+            f"training pairs that leaves {n - count} for the reward model and {count} for the "
+            "judge; each needs at least one"
+        )
+    judged = set(random.Random(seed).sample(keys, count))
+    return ([p for p in pairs if (p["chosen"], p["rejected"]) not in judged],
+            [p for p in pairs if (p["chosen"], p["rejected"]) in judged])
+
+
 def prepare(
     config: DataConfig,
     out_dir: str | Path,
@@ -377,6 +400,9 @@ def prepare(
     sft = [{"text": style.dialogue(ex.chosen)} for ex in examples]
     # Reward-model pairs are written as the reward sources will read them in alignment.
     rm = _pairs(style, examples)
+    rm_judge: list[dict[str, str]] | None = None
+    if config.judge_fraction is not None:
+        rm, rm_judge = split_for_judge(rm, config.judge_fraction, seed + 3, where)
     eval_rm = _pairs(style, eval_examples[: config.eval_size])
     prompts, long_train = _short_prompts(
         [style.prompt(turns) for turns in train_dialogues], tokenizer, config.max_prompt_tokens
@@ -397,7 +423,9 @@ def prepare(
     }
     paths: dict[str, str] = {}
     written: dict[str, int] = {}
-    for name in OUTPUTS:
+    if rm_judge is not None:
+        sets[JUDGE_OUTPUT] = rm_judge
+    for name in sets:
         path = out_dir / f"{name}.jsonl"
         written[name] = write_jsonl(path, sets[name])
         paths[name] = str(path)
@@ -408,6 +436,9 @@ def prepare(
         write_lmflow_text(lm / "prompts.json", prompts)
         write_lmflow_text(lm / "eval_prompts.json", eval_prompts)
         write_lmflow_pairs(lm / "eval_rm.json", [(r["chosen"], r["rejected"]) for r in eval_rm])
+        if rm_judge is not None:
+            write_lmflow_pairs(lm / "rm_judge.json",
+                               [(r["chosen"], r["rejected"]) for r in rm_judge])
 
     report = PrepareReport(
         train_counts, eval_counts, unit, config.max_prompt_tokens, written,

@@ -13,19 +13,21 @@ class DataStage(Stage):
     name = "data"
     Config = DataConfig
     config: DataConfig
-    outputs = ("sft", "rm", "prompts", "eval_prompts", "eval_rm")
+    #: `rm_judge` only with `judge_fraction` (pairs for an independent judge reward model).
+    outputs = ("sft", "rm", "prompts", "eval_prompts", "eval_rm", "rm_judge")
 
     def run(self, ctx: StageContext) -> dict[str, str]:
         # Cheap to redo, so an interrupted data stage simply runs again; files are written
         # atomically, so a kill never leaves a half-written set behind.
         from rlhfx.models import load_tokenizer
 
-        from .prepare import OUTPUTS, prepare
+        from .prepare import JUDGE_OUTPUT, OUTPUTS, prepare
 
         c = self.config
         if not ctx.is_main:  # under torchrun one process writes the sets, the others wait
             distributed.barrier()
-            return {name: str(ctx.stage_dir / f"{name}.jsonl") for name in OUTPUTS}
+            names = OUTPUTS + ((JUDGE_OUTPUT,) if c.judge_fraction is not None else ())
+            return {name: str(ctx.stage_dir / f"{name}.jsonl") for name in names}
         tokenizer = load_tokenizer(ctx.resolve(c.tokenizer)) if c.tokenizer else None
         with ctx.progress() as progress:
             paths, report = prepare(

@@ -24,11 +24,9 @@ def run_eval(
 ) -> dict[str, Any] | None:
     """Evaluate and write the files; returns the summary on the main process, else None."""
     from rlhfx import distributed
-    from rlhfx.files import atomic_write_text
     from rlhfx.plugins.align import read_prompt_set
     from rlhfx.runner import pick_device
 
-    from .page import render
     from .run import evaluate
     from .sources import build_judge, labels_for, resolve_model, resolve_prompts
 
@@ -44,6 +42,19 @@ def run_eval(
     result = evaluate(sources, labels_for(models), prompts, judge, settings)
     if result is None:
         return None
+    result = write_result(result, prompts_source, judge_table, settings, output_dir)
+    return {k: v for k, v in result.items() if k != "rows"}
+
+
+def write_result(
+    result: dict[str, Any], prompts_source: str, judge_table: dict[str, Any], settings: Any,
+    output_dir: Path,
+) -> dict[str, Any]:
+    """`eval.json` and `eval.html` in `output_dir` (shared by the command and the stage)."""
+    from rlhfx.files import atomic_write_text
+
+    from .page import render
+
     result = {
         "prompts": prompts_source,
         "judge": judge_table,
@@ -58,7 +69,7 @@ def run_eval(
     output_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output_dir / "eval.json", json.dumps(result, indent=2) + "\n")
     atomic_write_text(output_dir / "eval.html", render(result))
-    return {k: v for k, v in result.items() if k != "rows"}
+    return result
 
 
 def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
@@ -152,3 +163,10 @@ def rlhfx_register_commands(cli):
             click.echo(json.dumps(summary, indent=2))
         else:
             _print_summary(summary, out)
+
+
+@hookimpl
+def rlhfx_register_stages(register):
+    from .stage import EvaluateStage
+
+    register(EvaluateStage)

@@ -107,9 +107,12 @@ def answer_and_score(
 
 def evaluate(
     sources: Sequence[str], labels: Sequence[str], prompts: Sequence[str], judge: RewardSource,
-    settings: EvalSettings,
+    settings: EvalSettings, against_first: bool = False,
 ) -> dict[str, Any] | None:
-    """Rows and statistics on the main process; None on the others."""
+    """Rows and statistics on the main process; None on the others.
+
+    Comparisons: every earlier model over every later one, or, with `against_first`, each
+    later model over the first (a baseline: "after" over "before")."""
     indices = distributed.shard(list(range(len(prompts))))
     per_model: dict[str, list[dict[str, Any]]] = {}
     for source, label in zip(sources, labels, strict=True):
@@ -133,13 +136,17 @@ def evaluate(
             "scored": len(scored),
             "discarded": len(rewards) - len(scored),
         })
-    comparisons = []
-    for i, a in enumerate(labels):
-        for b in labels[i + 1:]:
-            comparisons.append(stats.compare(
-                a, b, [r["reward"] for r in per_model[a]], [r["reward"] for r in per_model[b]],
-                level=settings.level, resamples=settings.resamples, seed=settings.seed,
-            ).as_dict())
+    if against_first:
+        pairs = [(b, labels[0]) for b in labels[1:]]
+    else:
+        pairs = [(a, b) for i, a in enumerate(labels) for b in labels[i + 1:]]
+    comparisons = [
+        stats.compare(
+            a, b, [r["reward"] for r in per_model[a]], [r["reward"] for r in per_model[b]],
+            level=settings.level, resamples=settings.resamples, seed=settings.seed,
+        ).as_dict()
+        for a, b in pairs
+    ]
     return {"num_prompts": len(prompts), "models": models, "comparisons": comparisons,
             "rows": rows}
 

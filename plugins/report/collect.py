@@ -54,6 +54,9 @@ class StageData:
     records: list[dict[str, Any]]
     evals: list[Snapshot] = field(default_factory=list)
     rm_eval: dict[str, Any] | None = None
+    #: A judge's verdict on models (an `eval.json` of `rlhfx eval` or the evaluate stage),
+    #: without its per-prompt rows.
+    verdict: dict[str, Any] | None = None
     directory: Path | None = None
     #: Why the stage cannot be reported (an alignment stage written by an older rlhfx).
     unsupported: str | None = None
@@ -253,6 +256,83 @@ def _rm_eval(stage_dir: Path, records: list[dict[str, Any]]) -> dict[str, Any] |
     return found or None
 
 
+def _verdict(stage_dir: Path) -> dict[str, Any] | None:
+    """The models, judge and comparisons of an eval result in the stage directory."""
+    data = read_json(stage_dir / "eval.json")
+    if not (isinstance(data, dict) and isinstance(data.get("models"), list)
+            and isinstance(data.get("comparisons"), list)):
+        return None
+    if not all(isinstance(m, dict) and isinstance(m.get("label"), str) for m in data["models"]):
+        return None
+    return {k: v for k, v in data.items() if k != "rows"}
+
+
+_STAGE_REF = re.compile(r"^@(?P<stage>[A-Za-z_][A-Za-z0-9_-]*)(?:\.(?P<output>[A-Za-z0-9_-]+))?$")
+
+
+@dataclass
+class TrainingView:
+    """A model's mean eval reward under the reward an alignment stage optimised."""
+
+    stage: str
+    step: int
+    value: float
+
+
+def training_views(run: RunData, stage: StageData) -> dict[str, TrainingView]:
+    """For each model of `stage`'s verdict that an alignment stage of this run produced or
+    started from: its eval reward under that stage's own (training) reward.
+
+    A model is matched through the recipe: `@<stage>.model` (or `@<stage>`) of an alignment
+    stage is its final policy (the last eval); the same text as that stage's `policy` is its
+    starting policy (the first eval, before any update). Failing that, a model whose source
+    is an alignment stage's `model` output counts as its final policy."""
+    if not stage.verdict:
+        return {}
+    aligned = {s.id: s for s in run.stages if s.is_alignment and s.series("eval_reward_mean")}
+    if not aligned:
+        return {}
+    specs = _dict(_dict(run.recipe.get("stages")).get(stage.id)).get("models")
+    models = stage.verdict["models"]
+    specs = specs if isinstance(specs, list) and len(specs) == len(models) else [None] * len(
+        models)
+    views: dict[str, TrainingView] = {}
+    for model, spec in zip(models, specs, strict=True):
+        found = _match(run, aligned, spec, str(model.get("source", "")))
+        if found is not None:
+            views[model["label"]] = found
+    return views
+
+
+def _match(run: RunData, aligned: dict[str, StageData], spec: Any,
+           source: str) -> TrainingView | None:
+    def view(s: StageData, last: bool) -> TrainingView:
+        step, value = s.series("eval_reward_mean")[-1 if last else 0]
+        return TrainingView(s.id, step, value)
+
+    if isinstance(spec, str):
+        ref = _STAGE_REF.match(spec)
+        if ref and ref["stage"] in aligned and ref["output"] in (None, "model"):
+            return view(aligned[ref["stage"]], last=True)
+        tables = _dict(run.recipe.get("stages"))
+        for stage_id, s in aligned.items():
+            if _dict(tables.get(stage_id)).get("policy") == spec:
+                return view(s, last=False)
+    for s in aligned.values():
+        output = s.outputs.get("model")
+        if output and source and _same_path(run.directory, output, source):
+            return view(s, last=True)
+    return None
+
+
+def _same_path(run_dir: Path, output: str, source: str) -> bool:
+    path = Path(output) if Path(output).is_absolute() else run_dir / output
+    try:
+        return path.resolve() == Path(source).resolve()
+    except OSError:
+        return False
+
+
 def collect_run(run_dir: str | Path) -> RunData:
     run_dir = Path(run_dir)
     text, recipe = read_recipe(run_dir)
@@ -282,6 +362,7 @@ def collect_run(run_dir: str | Path) -> RunData:
             records=records,
             evals=[] if unsupported else read_snapshots(stage_dir, EVAL_FILES),
             rm_eval=_rm_eval(stage_dir, records),
+            verdict=_verdict(stage_dir),
             directory=stage_dir if stage_dir.is_dir() else None,
         ))
     return RunData(run_dir, text, recipe, stages)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from html import escape
 from typing import Any
 
-from .collect import RunData, Snapshot, StageData
+from .collect import RunData, Snapshot, StageData, training_views
 from .figures import Chart
 
 STYLE = """
@@ -129,7 +129,8 @@ def render(run: RunData, charts: Sequence[Chart], max_samples: int = 50) -> str:
                      "same report command again to update it.</p>")
     parts += _stages_section(run, charts)
     for stage in run.stages:
-        parts += _stage_section(stage, [c for c in charts if c.stage == stage.id], max_samples)
+        parts += _stage_section(stage, [c for c in charts if c.stage == stage.id], max_samples,
+                                run)
     parts.append("<h2>Recipe</h2>")
     if run.recipe_text is None:
         parts.append("<p>No <code>recipe.toml</code> in the run directory.</p>")
@@ -160,19 +161,22 @@ def _stages_section(run: RunData, charts: Sequence[Chart]) -> list[str]:
     return out
 
 
-def _stage_section(stage: StageData, charts: Sequence[Chart], max_samples: int) -> list[str]:
+def _stage_section(stage: StageData, charts: Sequence[Chart], max_samples: int,
+                   run: RunData | None = None) -> list[str]:
     if stage.unsupported:
         return [f'<h2 id="stage-{escape(stage.id)}">Stage {escape(stage.id)}</h2>',
                 f'<p class="meta">{escape(stage.unsupported)}</p>']
     summary = _summary_table(stage)
     rm = _reward_model_table(stage)
-    if not (summary or rm or charts or stage.evals or stage.is_alignment):
+    verdict = _verdict_section(stage, run)
+    if not (summary or rm or verdict or charts or stage.evals or stage.is_alignment):
         return []
     title = stage.component + (f" with {stage.algorithm}" if stage.algorithm else "")
     out = [f'<h2 id="stage-{escape(stage.id)}">Stage {escape(stage.id)} '
            f"<small>({escape(title)})</small></h2>"]
     if rm:
         out += ["<h3>Reward model accuracy</h3>", rm]
+    out += verdict
     if summary:
         out += ["<h3>Before and after</h3>", summary]
     out += _warnings(stage)
@@ -252,6 +256,72 @@ def _reward_model_table(stage: StageData) -> str:
     note = ("<p class=\"meta\">Share of held-out preference pairs where the model scores the "
             "preferred answer higher" + (f" ({escape(counts)})" if counts else "") + ".</p>")
     return table + note
+
+
+def _judge_name(judge: Any) -> str:
+    """`reward_model (model = .../judge/model)`: the judge table in a few words."""
+    if not isinstance(judge, dict):
+        return str(judge or "?")
+    options = ", ".join(f"{k} = {v}" for k, v in judge.items() if k != "name")
+    return f"{judge.get('name', '?')}" + (f" ({options})" if options else "")
+
+
+def _verdict_section(stage: StageData, run: RunData | None) -> list[str]:
+    """A judge's verdict (an eval.json in the stage): each comparison's win rate with its
+    interval and the judge's mean rewards, beside the training reward's eval figures for the
+    same models when an alignment stage of the run produced them."""
+    verdict = stage.verdict
+    if not verdict:
+        return []
+    means = {m["label"]: m.get("mean_reward") for m in verdict["models"]}
+    views = training_views(run, stage) if run is not None else {}
+    head = ["comparison", "win rate", "interval", "wins / losses / ties", "sign test p",
+            "judge: mean reward", "training reward: eval mean"]
+    rows = []
+    for c in verdict["comparisons"]:
+        if not isinstance(c, dict) or not {"a", "b", "win_rate"} <= set(c):
+            continue
+        a, b = str(c["a"]), str(c["b"])
+        level = c.get("ci_level")
+        shown = f" ({round(100 * level)}%)" if isinstance(level, float) and _is_num(level) else ""
+        interval = f"{_num(c.get('ci_low'))} – {_num(c.get('ci_high'))}{shown}"
+        va, vb = views.get(a), views.get(b)
+        training = "—"
+        if va is not None and vb is not None:
+            training = (f"{_num(vb.value)} → {_num(va.value)} "
+                        f"<small>({escape(va.stage)}, step {vb.step} → {va.step})</small>")
+        rows.append([
+            f"{escape(a)} over {escape(b)}", _num(c["win_rate"]), interval,
+            f"{_num(c.get('wins'))} / {_num(c.get('losses'))} / {_num(c.get('ties'))}",
+            _num(c.get("sign_test_p")),
+            f"{_num(means.get(b))} → {_num(means.get(a))}", training,
+        ])
+    models = [[escape(str(m["label"])), f"<code>{escape(str(m.get('source', '')))}</code>",
+               _num(m.get("mean_reward")), _num(m.get("scored")), _num(m.get("discarded"))]
+              for m in verdict["models"]]
+    out = ["<h3>Verdict of the judge</h3>",
+           f'<p class="meta">{_num(verdict.get("num_prompts"))} prompts, each answered once by '
+           f"every model; judge <code>{escape(_judge_name(verdict.get('judge')))}</code>.</p>"]
+    if rows:
+        out.append(_table(head, rows, numeric=frozenset({1, 2, 3, 4, 5, 6}),
+                          attrs=f'id="verdict-{escape(stage.id)}"'))
+        out.append('<p class="meta">Win rate: share of prompts where the first model\'s '
+                   "answer scores higher under the judge (a tie counts half, a discarded answer "
+                   "loses to any scored one); interval: paired bootstrap over prompts. The last "
+                   "column is the view of the reward the alignment stage optimised: its mean "
+                   "on that stage's own eval answers before and after alignment.</p>")
+    out.append(_table(["model", "source", "judge: mean reward", "scored", "discarded"], models,
+                      numeric=frozenset({2, 3, 4}),
+                      attrs=f'id="verdict-models-{escape(stage.id)}"'))
+    if stage.directory is not None and (stage.directory / "eval.html").exists():
+        out.append(f'<p class="meta">Every answer side by side: <code>'
+                   f"{escape(str(stage.directory / 'eval.html'))}</code></p>")
+    return out
+
+
+def _is_num(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(
+        value)
 
 
 def _figures(charts: Sequence[Chart]) -> list[str]:

@@ -109,7 +109,8 @@ def run_bare(iterations: int, b: int, k: int, seed: int) -> list[dict[str, Any]]
     from rlhfx.models import load_causal_lm, load_tokenizer
     from rlhfx.plugins.align import read_prompt_set
     from rlhfx.plugins.cleaners import Discard, StopMarkers, Strip
-    from rlhfx.plugins.raft.loop import batch_prompt_indices, iteration_seed
+    from rlhfx.alignment.schedule import iteration_seed
+    from rlhfx.alignment.schedule import prompt_indices as batch_prompt_indices
     from rlhfx.plugins.rewards import PatternPenalty, PatternPenaltyConfig, PatternRule
 
     torch.set_num_threads(1)
@@ -180,9 +181,8 @@ def run_bare(iterations: int, b: int, k: int, seed: int) -> list[dict[str, Any]]
             if j is None or rewards[i] > rewards[j]:  # type: ignore[operator]
                 best[owners[i]] = i
         chosen = sorted(best.values())
-        times["select"] = time.perf_counter() - t
-        # fine-tune with Trainer on prompt + response, prompt out of the loss
-        t = time.perf_counter()
+        # fine-tune with Trainer on prompt + response, prompt out of the loss (the loop's
+        # "update" phase is selection and fine-tuning together)
         examples = []
         for i in chosen:
             raw = texts[i]
@@ -193,16 +193,17 @@ def run_bare(iterations: int, b: int, k: int, seed: int) -> list[dict[str, Any]]
             examples.append({"input_ids": ids, "labels": [-100] * len(p_ids) + ids[len(p_ids):]})
         args = TrainingArguments(
             output_dir=tempfile.mkdtemp(), per_device_train_batch_size=8, num_train_epochs=2,
-            learning_rate=3e-3, seed=iteration_seed(seed, it), data_seed=iteration_seed(seed, it),
+            learning_rate=3e-3, seed=iteration_seed(seed, it, 0, "shared"),
+            data_seed=iteration_seed(seed, it, 0, "shared"),
             use_cpu=True, save_strategy="no", logging_strategy="no", report_to=[],
             disable_tqdm=True,
         )
         Trainer(model=model, args=args, train_dataset=examples, data_collator=collator).train()
         model.eval()
-        times["train"] = time.perf_counter() - t
+        times["update"] = time.perf_counter() - t
         out.append({
             "step": it,
-            "selected_reward_mean": statistics.fmean(rewards[i] for i in chosen),  # type: ignore[misc]
+            "trained_reward_mean": statistics.fmean(rewards[i] for i in chosen),  # type: ignore[misc]
             **{f"seconds_{k2}": v for k2, v in times.items()},
             "seconds_wall": time.perf_counter() - start,
             "seconds_cpu": time.process_time() - start_cpu,
@@ -237,8 +238,8 @@ def main() -> None:
         raft_runs.append(records[1:])
         bare = run_bare(a.iterations, a.batch_size, a.k, a.seed)
         bare_runs.append(bare[1:])
-        same = same and [round(r["selected_reward_mean"], 4) for r in records] == [
-            round(r["selected_reward_mean"], 4) for r in bare
+        same = same and [round(r["trained_reward_mean"], 4) for r in records] == [
+            round(r["trained_reward_mean"], 4) for r in bare
         ]
 
     def mean(runs: list[list[dict[str, Any]]], key: str) -> float:
@@ -249,7 +250,7 @@ def main() -> None:
           f"{a.repeats} alternating runs per iteration; load average before: {load_before:.1f}")
     print(f"same work in both (same selected rewards every iteration): {'yes' if same else 'NO'}")
     print(f"{'phase':<12}{'rlhfx s/iter':>14}{'bare s/iter':>14}")
-    for phase in ("generate", "score", "select", "train"):
+    for phase in ("generate", "score", "update"):
         print(f"{phase:<12}{mean(raft_runs, f'seconds_{phase}'):>14.3f}"
               f"{mean(bare_runs, f'seconds_{phase}'):>14.3f}")
     wall, bare_wall = mean(raft_runs, "seconds_wall"), mean(bare_runs, "seconds_wall")

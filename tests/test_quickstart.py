@@ -110,7 +110,7 @@ def test_quickstart_recipe_cut_down(rlhfx_cli, tmp_path):
                (run_dir / "stages" / "align" / "metrics.jsonl").read_text().splitlines()]
     assert [m["iteration"] for m in metrics] == [0, 1]
     assert all(math.isfinite(m["eval_reward_mean"]) for m in metrics)
-    assert metrics[1]["num_selected"] == 4
+    assert metrics[1]["num_trained"] == 4
     samples = [json.loads(x) for x in (run_dir / "stages" / "align" / "iterations" / "iter-0001"
                                        / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 8  # 4 prompts x k=2

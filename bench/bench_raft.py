@@ -106,11 +106,11 @@ def run_bare(iterations: int, b: int, k: int, seed: int) -> list[dict[str, Any]]
     from transformers import Trainer, TrainingArguments
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from rlhfx.alignment.schedule import iteration_seed
+    from rlhfx.alignment.schedule import prompt_indices as batch_prompt_indices
     from rlhfx.models import load_causal_lm, load_tokenizer
     from rlhfx.plugins.align import read_prompt_set
     from rlhfx.plugins.cleaners import Discard, StopMarkers, Strip
-    from rlhfx.alignment.schedule import iteration_seed
-    from rlhfx.alignment.schedule import prompt_indices as batch_prompt_indices
     from rlhfx.plugins.rewards import PatternPenalty, PatternPenaltyConfig, PatternRule
 
     torch.set_num_threads(1)

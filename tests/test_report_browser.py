@@ -70,8 +70,8 @@ def test_report_renders_in_chromium(tmp_path):
         assert image["shown"] > 300, image  # and is laid out at a readable size
     table = probe["tables"]["eval-align"]
     assert table["rows"] == 4 and table["height"] > 60  # head, 2 prompts, mean reward
-    assert table["cells"][1][:3] == ["###Human: How do I cook rice? ###Assistant:",
-                                     "rice rice", "1"]
+    # the prompt as a conversation: the role shown, the ###Human/###Assistant markers hidden
+    assert table["cells"][1][:3] == ["USER: How do I cook rice?", "rice rice", "1"]
     assert probe["tables"]["summary-align"]["rows"] > 5
 
     shot = tmp_path / "report.png"

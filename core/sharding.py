@@ -31,7 +31,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -156,6 +156,12 @@ def is_sharded(model: Any) -> bool:
     return isinstance(model, FSDPModule)
 
 
+def holds_shards(model: Any) -> bool:
+    """True when the model or any module inside it is sharded (PPO's policy with its value
+    head is a plain module over two sharded ones)."""
+    return bool(_fsdp_units(model))
+
+
 def _fsdp_units(model: Any) -> list[Any]:
     from torch.distributed.fsdp import FSDPModule
 
@@ -190,6 +196,17 @@ def gathered_weights(model: Any) -> Iterator[Any]:
         for unit in units:
             unit.reshard()
         _restore_reshard(model, units)
+
+
+def gathered_weights_of(*models: Any) -> AbstractContextManager[Any]:
+    """`gathered_weights` of several models at once (None and unsharded ones skipped): the
+    policy and its reference copy for a no-gradient pass whose number of forwards differs
+    between processes. Collective: every process enters it, with data or not."""
+    stack = ExitStack()
+    for model in models:
+        if model is not None and is_sharded(model):
+            stack.enter_context(gathered_weights(model))
+    return stack
 
 
 def _restore_reshard(model: Any, units: list[Any]) -> None:

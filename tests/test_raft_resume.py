@@ -154,10 +154,10 @@ def test_bfloat16_trains_float32_weights_with_mixed_precision(tmp_path, monkeypa
     seen: dict[str, Any] = {}
     real = loop.finetune
 
-    def watching(model, tokenizer, examples, args, progress=None):
+    def watching(model, tokenizer, examples, args, **options):
         seen["dtypes"] = {p.dtype for p in model.parameters() if p.requires_grad}
         seen["bf16"] = args.bf16
-        return real(model, tokenizer, examples, args, progress)
+        return real(model, tokenizer, examples, args, **options)
 
     monkeypatch.setattr(loop, "finetune", watching)
     out = tmp_path / "run"

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlhfx.alignment.batch import Batch
 from rlhfx.alignment.critic_free_config import CriticFreeConfig
+from rlhfx.alignment.weights import WithOptimizerState
 from rlhfx.components import AlignmentAlgorithm, Sample
 from rlhfx.errors import UserError
 
@@ -58,7 +59,7 @@ class AdvantageInputs:
     beta: float
 
 
-class CriticFreeAlgorithm(AlignmentAlgorithm):
+class CriticFreeAlgorithm(WithOptimizerState, AlignmentAlgorithm):
     """Base of GRPO, RLOO and REINFORCE++: no value model, a clipped ratio, k samples."""
 
     Config = CriticFreeConfig
@@ -97,10 +98,6 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
 
         c = self.config
         self.run = run
-        if run.sharded:
-            stage = run.where.rsplit(".", 1)[0]
-            raise UserError(f'{stage}.parallelism: {self.name} does not support parallelism = '
-                            '"fsdp" yet (ppo does); set parallelism = "ddp" on this stage')
         responses = c.batch_size * c.k
         if c.mini_batch_size is not None and c.mini_batch_size > responses:
             raise UserError(f"{run.where}.mini_batch_size: {c.mini_batch_size} is more than the "
@@ -124,7 +121,9 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
         import torch
 
         from rlhfx.alignment import policy_update as pu
+        from rlhfx.alignment.weights import held_mb
         from rlhfx.policy_gradient import aggregate, clipped_surrogate, k3_kl
+        from rlhfx.sharding import gathered_weights_of
 
         c, run = self.config, self.run
         # The update runs without dropout (eval mode), as the samples were drawn, so the
@@ -137,8 +136,11 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
         tokens = pu.TokenBatch.from_samples(rows, self.pad_id, run.device) if rows else None
         autocast = run.autocast
         logp_old = ref_logp = None
-        if tokens is not None:
-            with torch.no_grad():
+        # Sharded, the no-gradient passes run on gathered weights: a process's forwards then
+        # need no partner (every process enters, rows or not).
+        with torch.no_grad(), gathered_weights_of(self.policy,
+                                                  getattr(self.reference, "copy", None)):
+            if tokens is not None:
                 if rollout_pass:
                     logp_old = pu.response_logprobs(self.policy, tokens, autocast(),
                                                     c.temperature)
@@ -226,7 +228,9 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
             "adv_n": float(a_flat.numel()), "idle": float(report.idle_minibatches),
         }
         total = {k: sum(part[k] for part in run.gather(local)) for k in local}
-        return self.metrics(total, report, counts)
+        out = self.metrics(total, report, counts)
+        out["memory/params_optimizer_mb"] = held_mb(self.policy, self.optimizer, run.gather)
+        return out
 
     # ------------------------------------------------------------------ pieces
     def select(self, batch: Batch) -> tuple[list[Sample], dict[str, int]]:
@@ -297,24 +301,6 @@ class CriticFreeAlgorithm(AlignmentAlgorithm):
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        self._check_in_sync()
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
-
-    def _check_in_sync(self) -> None:
-        """Every process must hold the same weights; stop loudly if not."""
-        if self.run.world_size == 1:
-            return
-        total = sum(float(p.detach().double().sum()) for p in self.policy.parameters()
-                    if p.requires_grad)
-        sums = self.run.gather(total)
-        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
-            raise RuntimeError(f"the processes' weights differ ({sums}); gradients were not "
-                               "synchronised")
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
 
 
 def sequence_rewards(samples: list[Sample]) -> tuple[Any, Any]:

@@ -6,7 +6,9 @@ Data parallelism is done by hand: every process trains on its own samples, then
 `sync_gradients` averages the gradients before each optimiser step, so all processes hold the
 same weights. Each process runs the same number of optimiser steps (a process without data in
 a mini-batch contributes zero gradients), and a loss is divided by the global count of what
-it averages, so one process or eight give the same update.
+it averages, so one process or eight give the same update. Under fsdp the sharded model
+averages its gradients itself (reduce-scatter in backward), and a process without data runs a
+zero-loss forward and backward instead, because the others' collectives wait for it.
 """
 
 from __future__ import annotations
@@ -161,6 +163,15 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def zero_loss(model: Any) -> torch.Tensor:
+    """A loss of 0 through every weight of a causal LM (one token in): what an idle process
+    runs under fsdp so that its forward and backward collectives meet the others'."""
+    device = next(model.parameters()).device
+    logits = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device),
+                   use_cache=False).logits
+    return logits.float().sum() * 0.0
+
+
 def sync_gradients(model: Any) -> None:
     """Average every trainable parameter's gradient over processes (a missing gradient counts
     as zero), in one flat all-reduce. No-op with one process."""
@@ -230,7 +241,10 @@ def run_epochs(
     times the number of processes). A mini-batch with nothing on any process is skipped
     everywhere: never an optimiser step on no data.
     """
+    from rlhfx.sharding import holds_shards
+
     world = distributed.world_size()
+    sharded = holds_shards(model)
     counts = torch.tensor([[weight(rows) for rows in epoch] for epoch in plan],
                           dtype=torch.float64)
     totals = all_reduce_sum(counts)
@@ -250,7 +264,10 @@ def run_epochs(
                 report.loss_sum += float(loss.detach())
             else:
                 report.idle_minibatches += 1
-            sync_gradients(model)
+                if sharded:
+                    zero_loss(model).backward()
+            if not sharded:
+                sync_gradients(model)
             if world <= 1:
                 for p in params:
                     if p.grad is None:

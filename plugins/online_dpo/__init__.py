@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, Sample, UserError, hookimpl
+from rlhfx.alignment.weights import WithOptimizerState
 
 from .config import OnlineDPOConfig
 
@@ -68,7 +69,7 @@ def preference_pairs(samples: list[Sample]) -> tuple[list[tuple[Sample, Sample]]
     return sorted(pairs, key=lambda pair: pair[0].prompt_id), counts
 
 
-class OnlineDPO(AlignmentAlgorithm):
+class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
     """Iterative DPO: the best and the worst of k samples per prompt as a preference pair."""
 
     name = "online_dpo"
@@ -101,6 +102,8 @@ class OnlineDPO(AlignmentAlgorithm):
 
     # ------------------------------------------------------------------ the step
     def update(self, batch: Batch) -> Mapping[str, Any]:
+        from rlhfx.alignment.weights import held_mb
+
         run = self.run
         pairs, counts = preference_pairs(batch.mine)
         for chosen, rejected in pairs:
@@ -111,7 +114,9 @@ class OnlineDPO(AlignmentAlgorithm):
         if not max(sizes):
             run.log.warning("online_dpo: iteration %d: no preference pair (%d tied groups); "
                             "no update", batch.iteration, sum(run.gather(counts["tied_groups"])))
-        return self._metrics(run.gather((counts, stats)))
+        out = self._metrics(run.gather((counts, stats)))
+        out["memory/params_optimizer_mb"] = held_mb(self.policy, self.optimizer, run.gather)
+        return out
 
     def _train(self, pairs: list[tuple[Sample, Sample]], sizes: list[int],
                seed: int) -> dict[str, float]:
@@ -124,10 +129,14 @@ class OnlineDPO(AlignmentAlgorithm):
 
         from rlhfx.alignment.policy_update import minibatch_plan, run_epochs
         from rlhfx.policy_gradient import dpo_loss
+        from rlhfx.sharding import gathered_weights_of
 
         c, run = self.config, self.run
         share = c.mini_batch_size // run.world_size
-        ref_chosen, ref_rejected = self._sequence_logprobs(pairs, share, reference=True)
+        # The reference pass's forwards differ in number between processes: on gathered
+        # weights when sharded (every process enters, pairs or not).
+        with gathered_weights_of(getattr(self.reference, "copy", None)):
+            ref_chosen, ref_rejected = self._sequence_logprobs(pairs, share, reference=True)
         sums: defaultdict[str, float] = defaultdict(float)
         seen: set[int] = set()
 
@@ -212,26 +221,6 @@ class OnlineDPO(AlignmentAlgorithm):
         return out
 
     # ------------------------------------------------------------------ checkpoints
-    def state_dict(self) -> dict[str, Any]:
-        self._check_in_sync()
-        state = super().state_dict()
-        state["optimizer"] = self.optimizer.state_dict()
-        return state
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
-
-    def _check_in_sync(self) -> None:
-        """Every process must hold the same weights (data parallelism); stop loudly if not."""
-        if self.run.world_size == 1:
-            return
-        total = sum(float(p.detach().double().sum()) for p in self.policy.parameters()
-                    if p.requires_grad)
-        sums = self.run.gather(total)
-        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
-            raise RuntimeError(f"the processes' weights differ ({sums}); gradients were not "
-                               "synchronised")
 
 
 @hookimpl

@@ -72,6 +72,8 @@ class PPO(AlignmentAlgorithm):
 
     # ------------------------------------------------------------------ the step
     def update(self, batch: Batch) -> Mapping[str, Any]:
+        from rlhfx.alignment.weights import held_mb
+
         from .stats import combine, payload
 
         run, c = self.run, self.config
@@ -92,81 +94,29 @@ class PPO(AlignmentAlgorithm):
         metrics = combine(parts, kl_coef, self.trainer.optimizer.param_groups[0]["lr"])
         if metrics["kept"]:
             self.trainer.kl_ctl.update(metrics["kl_mean"], int(metrics["kept"]))
-        metrics["memory/params_optimizer_mb"] = self._held_mb()
+        metrics["memory/params_optimizer_mb"] = held_mb(self.model, self._optimizer(), run.gather)
         return metrics
-
-    def _held_mb(self) -> float:
-        """Parameter plus optimizer-state memory of the process that holds the most (MiB),
-        counted from the tensors: under fsdp each process holds its shards only."""
-        from rlhfx.sharding import local_parameter_bytes
-
-        optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
-        return max(self.run.gather(local_parameter_bytes(self.model, optimizer))) / 2**20
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict[str, Any]:
-        from rlhfx.alignment.weights import trainable_state
+        from rlhfx.alignment.weights import check_in_sync, optimizer_state, trainable_state
 
-        self._check_in_sync()
+        check_in_sync(self.model, self.run.gather)
         # Full tensors also under fsdp (gathered by every process; the main one writes).
         return {"model": trainable_state(self.model),
-                "optimizer": self._optimizer_state(),
+                "optimizer": optimizer_state(self.model, self._optimizer()),
                 "trainer": self.trainer.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        from rlhfx.alignment.weights import load_trainable_state
+        from rlhfx.alignment.weights import load_optimizer_state, load_trainable_state
 
         load_trainable_state(self.model, state["model"])
-        self._load_optimizer_state(state["optimizer"])
+        load_optimizer_state(self.model, self._optimizer(), state["optimizer"], self.run.where)
         self.trainer.load_state(state["trainer"])
 
-    def _optimizer_state(self) -> dict[str, Any]:
-        optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
-        if not self.run.sharded:
-            return optimizer.state_dict()
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            get_optimizer_state_dict,
-        )
-
-        # The full state, keyed by parameter name, on the main process (collective).
-        return get_optimizer_state_dict(
-            self.model, optimizer,
-            options=StateDictOptions(full_state_dict=True, cpu_offload=True),
-        )
-
-    def _load_optimizer_state(self, state: dict[str, Any]) -> None:
-        optimizer = getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
-        # A gathered (fsdp) state names parameters; torch's own numbers them.
-        named = [p for g in state.get("param_groups", []) for p in g.get("params", [])]
-        full = bool(named) and isinstance(named[0], str)
-        if full != self.run.sharded:
-            raise UserError(f"{self.run.where}: the checkpoint was made with parallelism = "
-                            f"\"{'fsdp' if full else 'ddp'}\"; resume it with that setting")
-        if not self.run.sharded:
-            optimizer.load_state_dict(state)
-            return
-        from torch.distributed.checkpoint.state_dict import (
-            StateDictOptions,
-            set_optimizer_state_dict,
-        )
-
-        set_optimizer_state_dict(
-            self.model, optimizer, optim_state_dict=state,
-            options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
-        )
-
-    def _check_in_sync(self) -> None:
-        """Every process must hold the same weights (data parallelism); stop loudly if not.
-        (Under fsdp each holds other shards by design.)"""
-        if self.run.world_size == 1 or self.run.sharded:
-            return
-        total = sum(float(p.detach().double().sum()) for p in self.model.parameters()
-                    if p.requires_grad)
-        sums = self.run.gather(total)
-        if max(sums) - min(sums) > 1e-6 * max(1.0, abs(sums[0])):
-            raise RuntimeError(f"the processes' weights differ ({sums}); gradients were not "
-                               "synchronised")
+    def _optimizer(self) -> Any:
+        """torch's optimizer (under accelerate's wrapper once the trainer is prepared)."""
+        return getattr(self.trainer.optimizer, "optimizer", self.trainer.optimizer)
 
     def final_model(self) -> Any:
         from rlhfx.sharding import full_state_dict

@@ -191,17 +191,10 @@ class PPOTrainer:
         """Under fsdp, the policy, value head and reference copy gathered on every process for
         the rollout pass (whose number of forwards differs between processes; sharded, each
         forward would gather). Collective: every process enters it once per step."""
-        from contextlib import ExitStack
+        from rlhfx.sharding import gathered_weights_of
 
-        from rlhfx.sharding import gathered_weights
-
-        stack = ExitStack()
-        if self.sharded:
-            for module in (self.unwrapped.policy, self.unwrapped.v_head,
-                           getattr(self.reference, "copy", None)):
-                if module is not None:
-                    stack.enter_context(gathered_weights(module))
-        return stack
+        return gathered_weights_of(self.unwrapped.policy, self.unwrapped.v_head,
+                                   getattr(self.reference, "copy", None))
 
     # ------------------------------------------------------------------ state for checkpoints
     def state(self) -> dict[str, Any]:

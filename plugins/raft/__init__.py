@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, Ranker, Sample, UserError, hookimpl
+from rlhfx import AlignmentAlgorithm, AlignmentSetup, Batch, Ranker, Sample, hookimpl
 
 from .config import RaftConfig
 
@@ -40,23 +40,23 @@ class Raft(AlignmentAlgorithm):
 
     # ------------------------------------------------------------------ the algorithm
     def setup(self, setup: AlignmentSetup) -> None:
-        from .train import training_arguments
-
         self.run = setup
-        if setup.sharded:
-            # Its Trainer re-wraps the policy every iteration; sharding that is not done yet.
-            stage = setup.where.rsplit(".", 1)[0]
-            raise UserError(f'{stage}.parallelism: raft does not support parallelism = "fsdp" '
-                            'yet; set parallelism = "ddp" on this stage')
         # Check `training_args` before the model loads (validation cannot import transformers).
-        training_arguments(self.config, setup.stage_dir / "trainer", 0, setup.device,
-                           setup.where)
+        self._arguments(0)
         # float32 weights, LoRA base included: the Trainer's mixed precision keeps an fp32
-        # master copy, and generation runs under the loop's autocast.
+        # master copy, and generation runs under the loop's autocast. Under fsdp the policy
+        # is sharded once, here: each iteration's Trainer finds it sharded and keeps it so.
         self.policy = setup.load_policy(frozen_base_dtype="float32")
 
+    def _arguments(self, seed: int) -> Any:
+        from .train import training_arguments
+
+        run = self.run
+        return training_arguments(self.config, run.stage_dir / "trainer", seed, run.device,
+                                  run.where, run.parallelism.fsdp if run.sharded else None)
+
     def update(self, batch: Batch) -> Mapping[str, Any]:
-        from .train import build_examples, completion_text, finetune, training_arguments
+        from .train import build_examples, completion_text, finetune
 
         c, run = self.config, self.run
         # One selection for everyone: the main process ranks, the others receive it.
@@ -72,9 +72,14 @@ class Raft(AlignmentAlgorithm):
             run.tokenizer, [(s.prompt, s.extra["text"][len(s.prompt):]) for s in selected], c,
             finished=[s.finished for s in selected],
         )
-        args = training_arguments(c, run.stage_dir / "trainer", batch.shared_seed, run.device,
-                                  run.where)
-        return finetune(self.policy, run.tokenizer, examples, args)
+        out = finetune(self.policy, run.tokenizer, examples, self._arguments(batch.shared_seed),
+                       sharded=run.sharded)
+        # Parameters plus the optimizer state while training (the Trainer's fresh optimizer;
+        # the most any process held): under fsdp each process holds its shards only.
+        held = max(run.gather(out.pop("held_bytes", 0)))
+        if held:
+            out["memory/params_optimizer_mb"] = held / 2**20
+        return out
 
     def _select(self, samples: list[Sample]) -> list[int]:
         """The ranker's choice, less anything unusable (discarded, unscored, out of range):

@@ -80,12 +80,15 @@ def _progress_callback(progress: Any, description: str) -> Any:
 
 
 def training_arguments(
-    config: RaftConfig, output_dir: Path, seed: int, device: str, where: str = "raft"
+    config: RaftConfig, output_dir: Path, seed: int, device: str, where: str = "raft",
+    fsdp: Any = None,
 ) -> Any:
     """The Trainer's arguments: the recipe's `training_args` under RAFT's own settings.
 
     `where` (`<recipe>: stages.<id>.algorithm`) prefixes errors; the loop calls this once
     before loading the model, so a bad key fails fast (validation cannot import transformers).
+    `fsdp`: the stage's FSDP settings under `parallelism = "fsdp"` (the precision stays
+    RAFT's `dtype`).
     """
     from transformers import TrainingArguments
 
@@ -117,6 +120,13 @@ def training_arguments(
         ddp_find_unused_parameters=False,  # every trainable weight is used in each forward
         **warmup_setting(TrainingArguments, config.warmup_ratio),
     )
+    if fsdp is not None:
+        from rlhfx.trainer_args import fsdp_arguments
+
+        sharding = fsdp_arguments(TrainingArguments, fsdp)
+        # The policy arrives sharded (see `finetune`): nothing for accelerate to wrap.
+        forced.update(fsdp=sharding["fsdp"],
+                      fsdp_config={**sharding["fsdp_config"], "auto_wrap_policy": "NO_WRAP"})
     return build_arguments(TrainingArguments, where, defaults={}, extra=config.training_args,
                            forced=forced)
 
@@ -127,16 +137,22 @@ def finetune(
     examples: list[dict[str, list[int]]],
     args: Any,
     progress: Any = None,
+    sharded: bool = False,
 ) -> dict[str, Any]:
     """One pass of `args.num_train_epochs` over `examples`; returns the training loss and the
-    optimiser steps (`train_steps`)."""
+    optimiser steps (`train_steps`). `sharded`: the model is FSDP2-sharded (accelerate keeps
+    an already sharded model as it is, so a fresh Trainer each iteration costs no re-wrap)."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
+    from rlhfx.sharding import local_parameter_bytes
+    from rlhfx.trainer_args import fsdp_on_cpu
+
     if not examples:
         return {"train_loss": None, "train_steps": 0}
-    trainer = Trainer(
+    trainer_cls = fsdp_on_cpu(Trainer) if sharded else Trainer
+    trainer = trainer_cls(
         model=model,
         args=args,
         train_dataset=examples,  # a list is a map-style dataset; no datasets.Dataset needed
@@ -146,4 +162,6 @@ def finetune(
     trainer.remove_callback(PrinterCallback)  # our summary line reports the loss
     result = trainer.train()
     model.eval()
-    return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step)}
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    return {"train_loss": float(result.training_loss), "train_steps": int(result.global_step),
+            "held_bytes": local_parameter_bytes(model, optimizer)}

@@ -26,6 +26,7 @@ from rlhfx.hf_training import (
     TrainingOptions,
     drop_checkpoints,
     finished_model,
+    gathered_state,
     hold_out,
     make_progress_callback,
     merge_if_lora,
@@ -34,6 +35,7 @@ from rlhfx.hf_training import (
     run_trainer,
     save_atomically,
     trainer_arguments,
+    trainer_class,
 )
 from rlhfx.lora import LoraSettings
 
@@ -232,7 +234,7 @@ class DPOStage(Stage):
                    for i, name in enumerate(("prompt", "chosen", "rejected"))}
         with ctx.progress() as progress:
             try:
-                trainer = DPOTrainer(
+                trainer = trainer_class(DPOTrainer, ctx)(
                     model=model,
                     ref_model=ref_model,
                     args=args,
@@ -259,13 +261,15 @@ class DPOStage(Stage):
                 report["accuracy_after"], len(held), report["reward_margin"],
                 100 * report["reward_accuracy"],
             )
+        full = gathered_state(trained)  # under fsdp; every process takes part
         if ctx.is_main:
             atomic_write_json(ctx.stage_dir / EVAL_FILE, results)
             if c.method == "lora" and c.save_adapter:
                 save_atomically(trained, tokenizer, ctx.stage_dir / "adapter",
                                 {"base": model_source})
             save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
-                            {"base": model_source, "method": c.method, "beta": c.beta})
+                            {"base": model_source, "method": c.method, "beta": c.beta},
+                            state_dict=full)
             drop_checkpoints(ctx, c)
         distributed.barrier()
         return self._outputs(ctx)

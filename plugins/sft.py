@@ -63,14 +63,14 @@ class SFTStage(Stage):
         from trl import SFTConfig, SFTTrainer
 
         from rlhfx.models import load_causal_lm, load_tokenizer
-        from rlhfx.plugins.data.sets import read_texts
+        from rlhfx.plugins.data.sets import read_column, read_texts
 
         c = self.config
         quiet_libraries()
         resume = prepare_resume(ctx)
         source = ctx.resolve(c.data)
         texts = (read_texts(source, c.data_split, c.skip_bad_rows) if c.text_field == "text"
-                 else _read_column(source, c.data_split, c.text_field, c.skip_bad_rows))
+                 else read_column(source, c.text_field, c.data_split, c.skip_bad_rows))
         if c.max_rows:
             texts = texts[: c.max_rows]
         train, held = hold_out(texts, c.eval_split_percentage)
@@ -118,12 +118,6 @@ class SFTStage(Stage):
         if (ctx.stage_dir / "adapter" / DONE).exists():
             out["adapter"] = str(ctx.stage_dir / "adapter")
         return out
-
-
-def _read_column(source: str, split: str, column: str, skip_bad_rows: bool) -> list[str]:
-    from rlhfx.plugins.data.sets import _read_single
-
-    return _read_single(source, split, (column,), column, skip_bad_rows)
 
 
 # ------------------------------------------------------------------------------ merge-lora

@@ -4,6 +4,11 @@ chosen-vs-rejected margin, LoRA merges, an interrupted run resumes from its chec
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from fixtures.stages import make_ctx, run_stage
@@ -162,3 +167,71 @@ def test_lora_dpo_resumes_after_an_interruption_and_merges(setup, monkeypatch):
     # a finished stage run again does nothing
     steps.clear()
     assert run_stage(DPOStage, ctx, **options) == out and steps == []
+
+
+# ----------------------------------------------------------------------------- processes
+DPO_RECIPE = """[run]
+seed = 7
+parallelism = "{parallelism}"
+
+[stages.data]
+source = "{source}"
+eval_size = 8
+tokenizer = "builtin:tiny-gpt-neo"
+max_prompt_tokens = 64
+
+[stages.dpo]
+model = "builtin:tiny-gpt-neo"
+data = "@data.rm"
+method = "full"
+beta = 0.1
+learning_rate = 1e-3
+max_steps = 3
+batch_size = 4
+max_length = 64
+logging_steps = 1
+save_steps = 10
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun is not installed")
+def test_two_processes_with_and_without_sharding(tmp_path):
+    """Under torchrun with 2 processes the stage trains; `fsdp` holds half of `ddp`'s
+    parameter and optimizer memory per process and ends with the same weights (float32
+    rounding: the gradients are reduce-scattered instead of all-reduced)."""
+    from safetensors.torch import load_file
+
+    source = Path(__file__).parent / "fixtures" / "hh_synthetic.jsonl"
+    runs = {}
+    for parallelism in ("ddp", "fsdp"):
+        recipe = tmp_path / f"{parallelism}.toml"
+        recipe.write_text(DPO_RECIPE.format(parallelism=parallelism, source=source),
+                          encoding="utf-8")
+        out = runs[parallelism] = tmp_path / parallelism
+        result = subprocess.run(
+            [str(Path(sys.executable).parent / "torchrun"), "--standalone", "--nproc_per_node",
+             "2", "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)],
+            env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True,
+            timeout=300,
+        )
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+
+    def records(parallelism):
+        lines = (runs[parallelism] / "stages" / "dpo" / "metrics.jsonl").read_text().splitlines()
+        return [json.loads(line) for line in lines]
+
+    def held_mb(parallelism):
+        return next(r["memory/params_optimizer_mb"] for r in records(parallelism)
+                if "memory/params_optimizer_mb" in r)
+
+    assert held_mb("fsdp") == pytest.approx(held_mb("ddp") / 2, rel=0.02)
+    losses = {p: [r["loss"] for r in records(p) if "loss" in r] for p in runs}
+    assert len(losses["ddp"]) == 3 and losses["ddp"][-1] < losses["ddp"][0]
+    assert losses["fsdp"] == pytest.approx(losses["ddp"], rel=1e-4)
+    got, want = (load_file(str(runs[p] / "stages" / "dpo" / "model" / "model.safetensors"))
+                 for p in ("fsdp", "ddp"))
+    assert got.keys() == want.keys()  # a plain checkpoint, gathered
+    for name in want:
+        torch.testing.assert_close(got[name], want[name], atol=1e-5, rtol=0, msg=name)

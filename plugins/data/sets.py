@@ -86,6 +86,12 @@ def read_texts(source: str, split: str = "train", skip_bad_rows: bool = False) -
     return _read_single(source, split, TEXT_KEYS, "text", skip_bad_rows)
 
 
+def read_column(source: str, column: str, split: str = "train",
+                skip_bad_rows: bool = False) -> list[str]:
+    """The string in `column` of each row (an SFT stage's `text_field`)."""
+    return _read_single(source, split, (column,), column, skip_bad_rows)
+
+
 def read_prompts(source: str, split: str = "train", skip_bad_rows: bool = False) -> list[str]:
     """Prompts: `prompt` (or `text`) of each row."""
     return _read_single(source, split, PROMPT_KEYS, "prompt", skip_bad_rows)

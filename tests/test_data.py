@@ -585,3 +585,16 @@ def test_broken_data_in_a_run_exits_2_and_the_run_resumes_once_fixed(rlhfx_cli, 
     result = rlhfx_cli("run", str(recipe))
     assert result.exit_code == 0, result.output
     assert "stage data (data): resuming" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_read_column_takes_the_named_field_and_names_a_row_without_it(tmp_path):
+    from rlhfx.plugins.data.sets import read_column
+
+    source = tmp_path / "texts.jsonl"
+    source.write_text('{"content": "a b"}\n{"content": "c d", "text": "ignored"}\n',
+                      encoding="utf-8")
+    assert read_column(str(source), "content") == ["a b", "c d"]
+    source.write_text('{"content": "a b"}\n{"text": "no content here"}\n', encoding="utf-8")
+    with pytest.raises(UserError, match="content"):
+        read_column(str(source), "content")
+    assert read_column(str(source), "content", skip_bad_rows=True) == ["a b"]

@@ -6,7 +6,7 @@ hits both alike (the load is printed with every figure):
 1. `hf` engine: each prompt pre-filled once for its k samples (today's `generate`) against
    transformers expanding the prompts first (`prefill_once=False`, k prefills per prompt), at
    k = 4 and 8. Greedy answers of both paths are compared token for token first.
-2. `vllm` engine (colocated `vllm.LLM`, bfloat16 by default) against `generate` (float32, as
+2. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against `generate` (float32, as
    the policy trains), same prompts, same k, samples per second. Needs vLLM: run it inside
    the environment `bench/vllm_env.sh` builds; without vLLM this part is skipped.
 
@@ -145,7 +145,8 @@ def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
             engine.close()
     v, h = statistics.median(times["vllm"]), statistics.median(times["hf"])
     print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens: "
-          f"vLLM ({args.vllm_dtype}) {v:.1f} s, generate (float32) {h:.1f} s (medians): "
+          f"vLLM ({getattr(engine, 'dtype', args.vllm_dtype)}) {v:.1f} s, "
+          f"generate (float32) {h:.1f} s (medians): "
           f"vLLM {h / v:.2f}x ({load()})")
 
 

@@ -235,8 +235,9 @@ class RolloutSettings(ComponentConfig):
     """
 
     engine: Literal["hf", "vllm"] = "hf"
-    #: vLLM's compute dtype. "auto" = bfloat16 (vLLM's fast path on CPUs and GPUs; its
-    #: log-probs are approximate anyway); "float32" samples exactly the trained weights.
+    #: vLLM's compute dtype. "auto": bfloat16 on GPUs and on CPUs with native bf16
+    #: (AVX512-BF16 / AMX), float32 on other CPUs (on an AVX2-only CPU vLLM's bfloat16 ran
+    #: 6x slower than float32). "float32" samples exactly the trained weights.
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
     #: KV-cache space in GiB (vLLM's `kv_cache_memory_bytes`; on the CPU the same as
     #: VLLM_CPU_KVCACHE_SPACE). Unset: 2 GiB on the CPU (vLLM's CPU build would otherwise

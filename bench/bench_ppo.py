@@ -138,8 +138,11 @@ def trl_side(s: dict) -> dict:
             stamps.append(time.perf_counter())
 
     with tempfile.TemporaryDirectory() as out:
+        # TRL 1.12 takes its rollout batch from per_device_train_batch_size (times the
+        # accumulation steps) and splits it into num_mini_batches optimiser steps: batch 64,
+        # mini-batch 8 is 64 x 1 in 8 mini-batches (8 x 8 would be a batch of 8).
         args = PPOConfig(
-            output_dir=out, per_device_train_batch_size=s["mini_batch_size"],
+            output_dir=out, per_device_train_batch_size=s["batch_size"],
             gradient_accumulation_steps=1,
             num_mini_batches=s["batch_size"] // s["mini_batch_size"],
             local_rollout_forward_batch_size=s["batch_size"],

@@ -94,7 +94,7 @@ class CriticFreeAlgorithm(WithOptimizerState, AlignmentAlgorithm):
         return self.config.k
 
     def setup(self, run: AlignmentSetup) -> None:
-        import torch
+        from rlhfx.alignment.policy_update import adam
 
         c = self.config
         self.run = run
@@ -108,8 +108,7 @@ class CriticFreeAlgorithm(WithOptimizerState, AlignmentAlgorithm):
         # beta = 0: no reference at all (no copy of the policy in memory, no forward pass)
         self.reference = run.reference(self.policy) if c.beta > 0 else None
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=c.learning_rate,
-                                           weight_decay=c.weight_decay)
+        self.optimizer = adam(params, c.learning_rate, c.weight_decay)
 
     def minibatches(self) -> int:
         c = self.config

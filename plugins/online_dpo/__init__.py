@@ -85,6 +85,8 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
     def setup(self, run: AlignmentSetup) -> None:
         import torch
 
+        from rlhfx.alignment.policy_update import adam
+
         c = self.config
         self.run = run
         if c.mini_batch_size % run.world_size:
@@ -97,8 +99,7 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
                     module.p = 0.0
         self.reference = run.reference(self.policy)
         params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=c.learning_rate,
-                                           weight_decay=c.weight_decay)
+        self.optimizer = adam(params, c.learning_rate, c.weight_decay)
 
     # ------------------------------------------------------------------ the step
     def update(self, batch: Batch) -> Mapping[str, Any]:

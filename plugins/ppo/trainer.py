@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from rlhfx import distributed
+from rlhfx.alignment.policy_update import adam
 
 from . import formulas as ppo_math
 from .config import PPOConfig
@@ -158,7 +159,7 @@ class PPOTrainer:
         self.unwrapped = model
         self.reference: Any = None  # set by the algorithm: setup.reference(policy)
         params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=config.learning_rate)
+        self.optimizer = adam(params, config.learning_rate, decoupled=False)
         self.kl_ctl: Any = (
             ppo_math.AdaptiveKLController(config.init_kl_coef, config.target, config.horizon)
             if config.adap_kl_ctrl

@@ -181,3 +181,36 @@ def test_lora_policy_is_saved_merged_and_left_untouched(policy, tmp_path: Path):
         assert not torch.allclose(peft_model(input_ids=ids).logits, want, atol=1e-3)
     _, full = merged_state_dict(base)  # a plain model: its own state dict
     assert full.keys() == base.state_dict().keys()
+
+
+def test_vllm_dtype_auto_follows_the_hardware(monkeypatch):
+    """`dtype = "auto"`: bfloat16 on GPUs and on CPUs with native bf16, float32 on others
+    (vLLM emulates bf16 there, 6x slower); an explicit dtype is kept. No vLLM needed."""
+    from rlhfx import vllm_engine
+
+    monkeypatch.setattr(vllm_engine, "cpu_has_native_bf16", lambda: False)
+    assert vllm_engine.engine_dtype("auto", on_cpu=True) == "float32"
+    assert vllm_engine.engine_dtype("auto", on_cpu=False) == "bfloat16"
+    assert vllm_engine.engine_dtype("bfloat16", on_cpu=True) == "bfloat16"
+    monkeypatch.setattr(vllm_engine, "cpu_has_native_bf16", lambda: True)
+    assert vllm_engine.engine_dtype("auto", on_cpu=True) == "bfloat16"
+    assert vllm_engine.engine_dtype("float32", on_cpu=False) == "float32"
+
+
+def test_vllm_on_the_cpu_runs_in_process_unless_told_otherwise(monkeypatch):
+    import os
+
+    import torch
+
+    from rlhfx import vllm_engine
+
+    # set, then removed: monkeypatch restores both variables afterwards
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's choice stays
+    vllm_engine.cpu_process_settings()
+    assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
+    assert os.environ["OMP_NUM_THREADS"] == "7"
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    vllm_engine.cpu_process_settings()
+    assert os.environ["OMP_NUM_THREADS"] == str(torch.get_num_threads())

@@ -299,8 +299,6 @@ class CriticFreeAlgorithm(WithOptimizerState, AlignmentAlgorithm):
             out["kl_mean"] = t["kl"] / rows if rows else math.nan
         return out
 
-    # ------------------------------------------------------------------ checkpoints
-
 
 def sequence_rewards(samples: list[Sample]) -> tuple[Any, Any]:
     """(rewards, group ids) tensors of usable samples, float64 for exact group statistics."""

@@ -221,8 +221,6 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
             })
         return out
 
-    # ------------------------------------------------------------------ checkpoints
-
 
 @hookimpl
 def rlhfx_register_algorithms(register):

@@ -198,3 +198,20 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes(rlhfx_cli, tmp_pa
     assert (stage / "checkpoints-set-aside" / "iter-0002" / "algorithm.pt").exists()
     steps = [json.loads(x)["step"] for x in (stage / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # iteration 2 redone once, nothing twice
+
+
+def test_a_resume_clears_what_a_kill_left_half_written(tmp_path):
+    """A kill inside a save leaves a dot-named checkpoint folder or a temporary file of
+    latest.json; both go before the loop resumes, the checkpoints and pointer stay."""
+    from rlhfx.alignment.checkpoints import Checkpoints
+
+    root = tmp_path / "checkpoints"
+    (root / "iter-0001").mkdir(parents=True)
+    (root / "iter-0001" / "loop.json").write_text("{}")
+    (root / "latest.json").write_text('{"latest": "iter-0001"}')
+    (root / ".iter-0002.tmp").mkdir()
+    (root / ".iter-0002.tmp" / "algorithm.pt").write_bytes(b"partial")
+    (root / ".latest.json.x1y2z3.tmp").write_text('{"lat')
+    Checkpoints(root).clean_partial()
+    assert sorted(p.name for p in root.iterdir()) == ["iter-0001", "latest.json"]
+    assert (root / "iter-0001" / "loop.json").exists()

@@ -128,11 +128,16 @@ class Checkpoints:
                             f"{_RECOVER}") from None
 
     def clean_partial(self) -> None:
-        """Remove temporary directories left by a kill in the middle of a save."""
+        """Remove what a kill in the middle of a save left: a checkpoint folder being written
+        or a temporary file of `latest.json` (both named with a leading dot)."""
         if self.root.exists():
             for item in self.root.iterdir():
-                if item.name.startswith(".") and item.is_dir():
+                if not item.name.startswith("."):
+                    continue
+                if item.is_dir():
                     shutil.rmtree(item, ignore_errors=True)
+                elif item.name.endswith(".tmp"):
+                    item.unlink(missing_ok=True)
 
     def save(self, state: LoopState, algorithm_state: dict[str, Any]) -> Path:
         """Write the checkpoint of `state.iteration` and make it the one to resume from."""

@@ -66,3 +66,33 @@ def subprocess_env() -> dict[str, str]:
 
 def cli_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "rlhfx.cli", *args]
+
+
+def kill_then_resume(recipe: Path, out: Path, after_records: int = 3) -> int:
+    """Run `recipe` in a subprocess, SIGKILL it once `after_records` metrics records are
+    written, then run the same command again; returns how many records the killed run had."""
+    import signal
+    import subprocess
+    import time
+
+    metrics = out / "stages" / "align" / "metrics.jsonl"
+    proc = subprocess.Popen(cli_command("run", str(recipe), "-o", str(out)),
+                            env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if metrics.exists() and len(metrics.read_text().splitlines()) >= after_records:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    done = len(records(out))
+    resumed = subprocess.run(cli_command("run", str(recipe), "-o", str(out)),
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return done

@@ -4,20 +4,17 @@ processes, refuses bad options in one line, and loads no reference with beta = 0
 from __future__ import annotations
 
 import math
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from critic_free_runs import (
     LENGTH,
     RECIPES,
-    cli_command,
     final_weights,
+    kill_then_resume,
     records,
     rising,
     run,
@@ -111,26 +108,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(rlhfx_cli, tmp_path):
     options = {**SMALL, "iterations": 6, "save_every": 1}
     recipe = write_recipe(tmp_path, "grpo", options, reward=LENGTH)
     killed = tmp_path / "killed"
-    metrics = killed / "stages" / "align" / "metrics.jsonl"
-    proc = subprocess.Popen(cli_command("run", str(recipe), "-o", str(killed)),
-                            env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert 3 <= len(records(killed)) < 6
-    resumed = subprocess.run(cli_command("run", str(recipe), "-o", str(killed)),
-                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert 3 <= kill_then_resume(recipe, killed) < 6
     assert "resuming after iteration" in (killed / "run.log").read_text()
 
     reference = run(rlhfx_cli, recipe, tmp_path / "reference")

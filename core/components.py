@@ -133,6 +133,20 @@ class RewardSource(Component):
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         raise NotImplementedError
 
+    def reads_policy_tokens(self, tokenizer: Any) -> bool:
+        """Whether `score_tokens` may be given the policy's token ids instead of text: true
+        only when this source would tokenize the text exactly as `tokenizer` does. Asked once
+        per run; the default (False) keeps every source text-only."""
+        return False
+
+    def score_tokens(
+        self, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]]
+    ) -> list[float]:
+        """Scores of the policy's own prompt and response tokens (for sources whose
+        `reads_policy_tokens` is true): no decode, join and re-tokenise, and the reward
+        model reads exactly the tokens that were sampled (as TRL's PPO scores them)."""
+        raise NotImplementedError
+
     def state_dict(self) -> dict[str, Any]:
         """State that scores depend on besides the config (e.g. running statistics), as JSON
         data; algorithms save it in their checkpoints so a resumed run scores the same."""

@@ -70,18 +70,32 @@ def call_score(
     return call_plugin(source, where, source.score, list(prompts), list(responses), **kwargs)
 
 
-def score(samples: Sequence[Sample], reward: RewardSource, where: str = "reward") -> None:
+def score(
+    samples: Sequence[Sample], reward: RewardSource, where: str = "reward",
+    by_tokens: bool = False,
+) -> None:
     """Score the samples that were not discarded, in one batched call.
 
     Under `torchrun` every process calls the reward source, even with nothing to score, so a
     source may gather across processes inside `score` (the `weighted` source's running
     statistics do). Extra prompt-file fields reach sources that ask for them. The scores
     are checked (count, real numbers); NaN and infinity pass: the caller's policy decides.
+
+    `by_tokens` (the source's `reads_policy_tokens` said yes): the samples go to
+    `score_tokens` as the policy's token ids when every one of them still holds the tokens
+    that make up its cleaned text; otherwise (a cleaner rewrote a text) all go as text.
     """
-    from rlhfx.faults import check_scores
+    from rlhfx.faults import call_plugin, check_scores
 
     keep = [s for s in samples if not s.discarded]
-    if keep or distributed.world_size() > 1:
+    if by_tokens and keep and all(tokens_match_text(s) for s in keep):
+        values = call_plugin(reward, where, reward.score_tokens,
+                             [list(s.prompt_ids) for s in keep],
+                             [list(s.response_ids) for s in keep])
+        for sample, value in zip(keep, check_scores(values, len(keep), reward, where),
+                                 strict=True):
+            sample.reward = value
+    elif keep or distributed.world_size() > 1:
         names = sorted({k for s in samples for k in s.fields})
         fields = {n: [s.fields.get(n) for s in keep] for n in names}
         values = call_score(reward, [s.prompt for s in keep], [s.response for s in keep],
@@ -92,6 +106,13 @@ def score(samples: Sequence[Sample], reward: RewardSource, where: str = "reward"
     for sample in samples:
         if sample.discarded:
             sample.reward = None
+
+
+def tokens_match_text(sample: Sample) -> bool:
+    """Whether the sample's prompt and response ids are its text as scored: the sampled
+    tokens, whole or cut where the cleaned text ends (at most surrounding whitespace and EOS
+    besides), not re-tokenised after a rewrite nor led by text a cleaner removed."""
+    return bool(sample.prompt_ids) and sample.token_status in ("kept", "cut")
 
 
 def clean_and_score(

@@ -44,6 +44,11 @@ class SequenceRewardConfig(ComponentConfig):
     #: Unset: what the model's rlhfx_reward.json says (written by the reward_model stage),
     #: else no.
     append_eos: bool | None = None
+    #: When this model's tokenizer is the policy's, score the policy's sampled token ids
+    #: (prompt + response) directly, as TRL's PPO does: no decode, join and re-tokenise. The
+    #: separator is then not inserted (it only goes between a prompt and a response that both
+    #: lack whitespace there). False: always score the text.
+    token_ids: bool = True
 
 
 class GptNeoRMConfig(SequenceRewardConfig):
@@ -70,23 +75,31 @@ def score_texts(
     max_length: int | None = None,
     append_eos: bool = False,
 ) -> list[float]:
-    """The first logit of each text, batched by similar length, without gradients.
-
-    Sorting by token length before batching keeps padding (wasted compute) small; results are
-    returned in the input order.
-    """
-    import torch
-
+    """The first logit of each text, batched by similar length, without gradients."""
     if not texts:
         return []
-    device = next(model.parameters()).device
     if append_eos and tokenizer.eos_token:
         texts = [t if t.endswith(tokenizer.eos_token) else t + tokenizer.eos_token for t in texts]
     limit = max_length or model_max_length(model, tokenizer)
     enc = tokenizer(list(texts), truncation=True, max_length=limit, add_special_tokens=True)
-    ids: list[list[int]] = enc["input_ids"]
+    return score_ids(model, enc["input_ids"], tokenizer.pad_token_id, batch_size)
+
+
+def score_ids(
+    model: Any, ids: Sequence[Sequence[int]], pad_id: int | None, batch_size: int = 16
+) -> list[float]:
+    """The first logit of each token sequence, without gradients.
+
+    Sorting by length before batching keeps padding (wasted compute) small; results are
+    returned in the input order.
+    """
+    import torch
+
+    if not ids:
+        return []
+    device = next(model.parameters()).device
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id if pad_id is not None else 0
     scores = [0.0] * len(ids)
     was_training = model.training
     model.eval()
@@ -95,10 +108,10 @@ def score_texts(
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 width = max(len(ids[i]) for i in batch)
-                input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(batch), width), dtype=torch.long)
                 for row, i in enumerate(batch):
-                    input_ids[row, : len(ids[i])] = torch.tensor(ids[i])
+                    input_ids[row, : len(ids[i])] = torch.tensor(list(ids[i]), dtype=torch.long)
                     mask[row, : len(ids[i])] = 1
                 out = model(input_ids=input_ids.to(device), attention_mask=mask.to(device))
                 logits = out.logits
@@ -107,6 +120,27 @@ def score_texts(
     finally:
         model.train(was_training)
     return scores
+
+
+#: Text whose encoding two tokenizers must agree on (special tokens, spacing, normalisation,
+#: digits, accents) before a reward model reads another model's token ids.
+TOKENIZER_PROBE = "Hello there!  Two\nlines, 1234 numbers; caf\u00e9 na\u00efve\t\u2014 ok?"
+
+
+def same_tokenization(ours: Any, theirs: Any) -> bool:
+    """Whether two tokenizers turn text into the same ids: same vocabulary, same special
+    tokens added, same EOS."""
+    if ours is theirs:
+        return True
+    try:
+        return (
+            len(ours) == len(theirs)
+            and ours.eos_token_id == theirs.eos_token_id
+            and ours.get_vocab() == theirs.get_vocab()
+            and ours(TOKENIZER_PROBE)["input_ids"] == theirs(TOKENIZER_PROBE)["input_ids"]
+        )
+    except (AttributeError, TypeError, ValueError):  # not a tokenizer we can compare
+        return False
 
 
 def model_max_length(model: Any, tokenizer: Any) -> int:
@@ -171,6 +205,33 @@ class SequenceReward(RewardSource):
     def texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
         sep = self.config.separator
         return [join_prompt_response(p, r, sep) for p, r in zip(prompts, responses, strict=True)]
+
+    def reads_policy_tokens(self, tokenizer: Any) -> bool:
+        if not self.config.token_ids:
+            return False
+        if self._model is None:
+            self._load()
+        return same_tokenization(self._tokenizer, tokenizer)
+
+    def score_tokens(
+        self, prompt_ids: Sequence[list[int]], response_ids: Sequence[list[int]]
+    ) -> list[float]:
+        """prompt + response ids as sampled, EOS at the end exactly when the text path would
+        append it, cut from the left at the model's limit as the text path cuts."""
+        if self._model is None:
+            self._load()
+        tokenizer = self._tokenizer
+        eos = tokenizer.eos_token_id
+        limit = self.config.max_length or model_max_length(self._model, tokenizer)
+        sequences = []
+        for prompt, response in zip(prompt_ids, response_ids, strict=True):
+            ids = list(prompt) + list(response)
+            while len(ids) > len(prompt) and eos is not None and ids[-1] == eos:
+                ids.pop()  # the decoded text leaves EOS out
+            if self._append_eos and eos is not None:
+                ids.append(eos)
+            sequences.append(ids[-limit:])
+        return score_ids(self._model, sequences, tokenizer.pad_token_id, self.config.batch_size)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         if self._model is None:

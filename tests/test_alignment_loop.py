@@ -59,6 +59,56 @@ def test_prompt_fields_reach_only_the_sources_that_ask_for_them():
     assert [s.reward for s in samples] == [1.0, None]
 
 
+class ByTokens(RewardSource):
+    """Reads the policy's token ids; says which path each call took."""
+
+    name = "by_tokens"
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def reads_policy_tokens(self, tokenizer):
+        return True
+
+    def score(self, prompts, responses):
+        self.calls.append("text")
+        return [float(len(r)) for r in responses]
+
+    def score_tokens(self, prompt_ids, response_ids):
+        self.calls.append("tokens")
+        return [float(10 * len(p) + len(r)) for p, r in zip(prompt_ids, response_ids,
+                                                             strict=True)]
+
+
+def test_a_source_reading_the_policys_tokens_gets_them_unless_a_text_was_rewritten():
+    source = ByTokens()
+    samples = [
+        Sample(0, "p", "abc", response="abc", prompt_ids=[1, 2], response_ids=[3, 4, 5]),
+        Sample(0, "p", "abc d", response="a", prompt_ids=[1, 2], response_ids=[3],
+               token_status="cut"),
+        Sample(1, "q", "#", response="", discarded=True, prompt_ids=[1], response_ids=[6]),
+    ]
+    score(samples, source, by_tokens=True)
+    assert source.calls == ["tokens"] and [s.reward for s in samples] == [23.0, 21.0, None]
+    samples[1].token_status = "retokenized"  # a cleaner rewrote it: its ids are not sampled
+    score(samples, source, by_tokens=True)
+    assert source.calls[-1] == "text" and [s.reward for s in samples] == [3.0, 1.0, None]
+    samples[1].token_status = "kept"
+    score(samples, source)  # the loop did not ask for tokens: text
+    assert source.calls[-1] == "text"
+    assert not RewardSource().reads_policy_tokens(object())  # sources read text by default
+
+
+def test_the_loop_hands_tokens_to_a_source_that_reads_them():
+    loop = _loop("error", [])
+    loop.setup.reward = ByTokens()
+    loop._score_tokens = True
+    samples = [Sample(0, "p", "ab", response="ab", prompt_ids=[112], response_ids=[97, 98])]
+    out = loop._clean_and_score(samples)
+    assert loop.setup.reward.calls == ["tokens"] and out[0].reward == 12.0
+
+
 @pytest.mark.parametrize(("returned", "message"), [
     ([1.0], "returned 1 scores for 2 responses"),
     ([1.0, None], "returned a score that is not a number at \\[1\\]: None"),
@@ -100,6 +150,7 @@ def _loop(policy: str, values: list[float]):
     loop.setup = SimpleNamespace(cleaners=[], reward=Fixed(), tokenizer=Tok(),
                                  where="r.toml: stages.align.algorithm")
     loop.ctx = SimpleNamespace(recipe_file="r.toml", stage_id="align")
+    loop._score_tokens = False
     return loop
 
 

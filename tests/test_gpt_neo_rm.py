@@ -92,6 +92,48 @@ def test_policy_with_another_tokenizer(rm_dir, tmp_path):
     assert scores == pytest.approx(reference_scores(rm_dir, texts), abs=1e-5)
 
 
+def test_token_ids_are_read_only_from_a_policy_with_the_same_tokenizer(rm_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    same = AutoTokenizer.from_pretrained(rm_dir)  # another instance of the RM's tokenizer
+    other = AutoTokenizer.from_pretrained(save_tiny_lm(tmp_path / "p", corpus(ROWS), seed=2,
+                                                       vocab_size=300))
+    assert build(model=str(rm_dir)).reads_policy_tokens(same)
+    assert not build(model=str(rm_dir)).reads_policy_tokens(other)
+    assert not build(model=str(rm_dir), token_ids=False).reads_policy_tokens(same)
+
+
+def test_token_ids_score_as_the_text_they_spell(rm_dir):
+    """prompt + response ids give the logit of exactly those ids; a trailing EOS is dropped
+    unless the source appends one (as the text path, which decodes without it, does)."""
+    source = build(model=str(rm_dir), batch_size=2)
+    source.score(["a"], ["b"])  # loads the model
+    tok = source._tokenizer
+    prompt_ids = [tok(p)["input_ids"] for p in PROMPTS]
+    response_ids = [tok(" " + r)["input_ids"] for r in RESPONSES]
+    eos = tok.eos_token_id
+    ended = [[*r, eos] for r in response_ids]  # as sampled: up to and including EOS
+    scores = source.score_tokens(prompt_ids, ended)
+    texts = [tok.decode(p + r) for p, r in zip(prompt_ids, response_ids, strict=True)]
+    assert scores == pytest.approx(reference_scores(rm_dir, texts), abs=1e-5)
+    assert len(set(scores)) == 3
+    source._append_eos = True
+    with_eos = source.score_tokens(prompt_ids, response_ids)
+    assert with_eos == pytest.approx(
+        reference_scores(rm_dir, [t + tok.eos_token for t in texts]), abs=1e-5)
+
+
+def test_long_token_ids_are_cut_from_the_left(rm_dir):
+    source = build(model=str(rm_dir), max_length=16)
+    source.score(["a"], ["b"])
+    tok = source._tokenizer
+    prompt = tok("###Human: hi ###Assistant:")["input_ids"]
+    response = tok(" " + "word " * 50 + "the end")["input_ids"]
+    [score] = source.score_tokens([prompt], [response])
+    assert score == pytest.approx(reference_scores(rm_dir, [tok.decode(response[-16:])])[0],
+                                  abs=1e-4)
+
+
 def test_dtype_is_configurable(rm_dir):
     full = build(model=str(rm_dir)).score(PROMPTS, RESPONSES)
     half = build(model=str(rm_dir), dtype="bfloat16")

@@ -150,6 +150,45 @@ def test_reward_model_with_another_tokenizer(rlhfx_cli, tmp_path):
     assert len({round(r["reward"], 6) for r in trained}) > 1
 
 
+def test_reward_model_with_the_policys_tokenizer_reads_the_sampled_ids(rlhfx_cli, tmp_path):
+    """No decode and re-tokenise: the RM is given prompt + response ids as sampled, which is
+    what it scores whenever the text re-tokenises to those same ids."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, GPTNeoConfig
+
+    from rlhfx.rollouts import encode_prompts
+    from rlhfx.tiny import tiny_tokenizer
+
+    tok = tiny_tokenizer("builtin:tiny-gpt-neo")
+    config = GPTNeoConfig(vocab_size=len(tok), hidden_size=32, num_layers=1, num_heads=2,
+                          attention_types=[[["global"], 1]], max_position_embeddings=128,
+                          num_labels=1, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    rm_dir = tmp_path / "rm"
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(rm_dir)
+    tok.save_pretrained(rm_dir)
+    out = run_in_process(rlhfx_cli, tmp_path, {**SMALL, "iterations": 1},
+                         reward=f'{{ name = "reward_model", model = "{rm_dir}" }}')
+    assert "reward 'reward_model' reads the policy's token ids" in (out / "run.log").read_text()
+    rows = [json.loads(line) for line in
+            (out / "stages" / "align" / "iterations" / "iter-0001" / "samples.jsonl")
+            .read_text().splitlines()]
+    rm = AutoModelForSequenceClassification.from_pretrained(rm_dir).eval()
+    checked = 0
+    for row in rows:
+        if row["token_status"] != "kept" or row["reward"] is None:
+            continue
+        [prompt] = encode_prompts(tok, [row["prompt"]])
+        response = tok(row["raw_response"], add_special_tokens=False)["input_ids"]
+        if len(response) != row["response_tokens"]:
+            continue  # re-tokenising changed the ids (or an EOS ended it): not comparable
+        with torch.no_grad():
+            logit = rm(input_ids=torch.tensor([prompt + response])).logits[0, 0].item()
+        assert row["reward"] == pytest.approx(logit, abs=1e-4)
+        checked += 1
+    assert checked >= len(rows) // 2
+
+
 EVAL_KEYS = ("eval_reward_mean", "eval_reward_std", "eval_discarded_rate", "eval_distinct_2")
 
 

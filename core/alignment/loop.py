@@ -59,6 +59,8 @@ class AlignmentLoop:
         self.state = LoopState()
         self._plotter: Any = None
         self.engine: RolloutEngine | None = None
+        #: The reward source reads the policy's token ids (it shares the policy's tokenizer).
+        self._score_tokens = False
 
     # ------------------------------------------------------------------ the run
     def run(self) -> dict[str, str]:
@@ -101,6 +103,14 @@ class AlignmentLoop:
             batch_size=self.config.inference_batch_size, device=self.setup.device,
             work_dir=ctx.stage_dir / "engine",
         )
+        from rlhfx.faults import call_plugin
+
+        reward = self.setup.reward
+        self._score_tokens = bool(call_plugin(reward, self._reward_key,
+                                              reward.reads_policy_tokens, self.setup.tokenizer))
+        if self._score_tokens:
+            ctx.log.info("%s: reward '%s' reads the policy's token ids (same tokenizer)",
+                         self.name, reward.name)
         if self.state.iteration == 0:
             ctx.log.info(
                 "%s: %d iterations of %d prompts x %d samples, %d train / %d eval prompts, "
@@ -259,7 +269,7 @@ class AlignmentLoop:
             s.response_ids, s.token_status = cut_to_clean_text(
                 setup.tokenizer, s.response_ids, s.raw_response, s.response
             )
-        score(mine, setup.reward, where=self._reward_key)
+        score(mine, setup.reward, where=self._reward_key, by_tokens=self._score_tokens)
         for s in mine:
             if s.reward is not None and not math.isfinite(s.reward):
                 if self.config.nonfinite_rewards == "error":

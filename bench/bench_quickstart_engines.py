@@ -6,10 +6,11 @@
 Both runs execute `recipes/quickstart.toml` from nothing in fresh output folders (the GGUF
 conversion cache is warmed first, so neither pays it); the second copy of the recipe differs
 only by `rollouts = { engine = "vllm" }` on the align stage (its sampling and its held-out
-evals). The evaluate stage generates with `generate` in both. Printed: wall seconds of each
-run and of each stage, the ratio, the load average around each run, and the figures both
-runs report (align's eval reward before/after, the judge's win rate), which should agree in
-kind, not to the digit: the two engines draw other samples.
+evals) and on the evaluate stage (both models' answers, one engine given each model's
+weights in turn). Printed: wall seconds of each run and of each stage, the ratio, the load
+average around each run, and the figures both runs report (align's eval reward before/after,
+the judge's win rate), which should agree in kind, not to the digit: the two engines draw
+other samples.
 """
 
 from __future__ import annotations
@@ -35,10 +36,11 @@ def load() -> str:
 def recipe_for(engine: str, folder: Path) -> Path:
     text = RECIPE.read_text(encoding="utf-8")
     if engine == "vllm":
-        text, n = re.subn(r"^\[stages\.align\]\n",
-                          '[stages.align]\nrollouts = { engine = "vllm" }\n', text, count=1,
-                          flags=re.M)
-        assert n == 1, "no [stages.align] table in the quickstart recipe"
+        for stage in ("align", "evaluate"):
+            text, n = re.subn(rf"^\[stages\.{stage}\]\n",
+                              f'[stages.{stage}]\nrollouts = {{ engine = "vllm" }}\n', text,
+                              count=1, flags=re.M)
+            assert n == 1, f"no [stages.{stage}] table in the quickstart recipe"
     path = folder / f"quickstart-{engine}.toml"
     path.write_text(text, encoding="utf-8")
     return path

@@ -89,3 +89,40 @@ def load_sequence_classifier(
             f"cannot load a sequence-classification model from '{source}': {_first_line(exc)}"
         ) from None
     return model.to(device)
+
+
+#: Text whose encoding two tokenizers must agree on (special tokens, spacing, normalisation,
+#: digits, accents) before ids made by one are read as the other's.
+TOKENIZER_PROBE = "Hello there!  Two\nlines, 1234 numbers; caf\u00e9 na\u00efve\t\u2014 ok?"
+
+
+def same_tokenization(ours: Any, theirs: Any) -> bool:
+    """Whether two tokenizers turn text into the same ids: same vocabulary, same special
+    tokens added, same EOS."""
+    if ours is theirs:
+        return True
+    try:
+        return (
+            len(ours) == len(theirs)
+            and ours.eos_token_id == theirs.eos_token_id
+            and ours.get_vocab() == theirs.get_vocab()
+            and ours(TOKENIZER_PROBE)["input_ids"] == theirs(TOKENIZER_PROBE)["input_ids"]
+        )
+    except (AttributeError, TypeError, ValueError):  # not a tokenizer we can compare
+        return False
+
+
+#: Config entries that do not change what a model computes (paths, versions, the dtype it
+#: was saved in, output switches).
+_NOT_ARCHITECTURE = frozenset({
+    "transformers_version", "torch_dtype", "dtype", "name_or_path", "use_cache",
+    "output_hidden_states", "output_attentions", "return_dict",
+})
+
+
+def architecture_of(model: Any) -> dict[str, Any]:
+    """The model's config as far as it defines the computation (a peft model's base's):
+    two models with equal ones differ only in their weights."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return {k: v for k, v in base.config.to_dict().items()
+            if not k.startswith("_") and k not in _NOT_ARCHITECTURE}

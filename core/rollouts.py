@@ -17,9 +17,9 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from rlhfx.components import ComponentConfig
 from rlhfx.errors import UserError
@@ -263,6 +263,19 @@ def check_engine(settings: RolloutSettings) -> None:
         raise UserError(f'rollouts.engine = "vllm" needs vLLM: {VLLM_HINT}')
 
 
+def _installed(settings: RolloutSettings) -> RolloutSettings:
+    try:
+        check_engine(settings)
+    except UserError as exc:
+        raise ValueError(str(exc)) from None
+    return settings
+
+
+#: A stage option naming a rollout engine: a recipe asking for one that is not installed fails
+#: validation with the install line.
+EngineChoice = Annotated[RolloutSettings, AfterValidator(_installed)]
+
+
 class RolloutEngine:
     """Samples responses for the alignment loop; `sync_weights` after every policy update."""
 
@@ -280,6 +293,11 @@ class RolloutEngine:
 
     def sync_weights(self, model: Any) -> None:
         """Make the engine sample from `model` (the trained policy; full or a peft model)."""
+
+    def can_take(self, model: Any, tokenizer: Any) -> bool:
+        """Whether `sync_weights(model)` may switch this engine to another model (same
+        architecture and tokenizer), instead of building a new engine for it."""
+        return False
 
     def close(self) -> None:
         """Free what the engine holds (processes, memory)."""

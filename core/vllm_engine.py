@@ -136,7 +136,10 @@ class VLLMEngine(RolloutEngine):
         self, settings: RolloutSettings, model: Any, tokenizer: Any, *, device: str,
         work_dir: Path,
     ):
+        from rlhfx.models import architecture_of
+
         self.settings, self.tokenizer = settings, tokenizer
+        self.architecture = architecture_of(model)
         self.weights = Path(work_dir) / WEIGHTS_DIR
         t = time.perf_counter()
         save_policy(model, tokenizer, self.weights)
@@ -226,6 +229,13 @@ class VLLMEngine(RolloutEngine):
         self.llm.collective_rpc("reload_weights", kwargs={"weights_path": str(self.weights)})
         self.llm.reset_prefix_cache()
         log.debug("vLLM weights reloaded in %.1f s", time.perf_counter() - t)
+
+    def can_take(self, model: Any, tokenizer: Any) -> bool:
+        # reload_weights swaps tensors only: the config and tokenizer stay the first model's.
+        from rlhfx.models import architecture_of, same_tokenization
+
+        return (architecture_of(model) == self.architecture
+                and same_tokenization(self.tokenizer, tokenizer))
 
     def close(self) -> None:
         llm, self.llm = self.llm, None

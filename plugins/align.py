@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from rlhfx import (
     AlgorithmConfig,
@@ -29,7 +29,7 @@ from rlhfx import (
     UserError,
     hookimpl,
 )
-from rlhfx.rollouts import RolloutSettings, check_engine
+from rlhfx.rollouts import EngineChoice, RolloutSettings
 
 
 def _default_cleaners() -> list[CleanerRef]:
@@ -57,16 +57,7 @@ class AlignConfig(ComponentConfig):
     reward: RewardSourceRef
     #: Which engine samples rollouts and evals: `{ engine = "hf" }` (transformers' generate,
     #: the default) or `{ engine = "vllm", ... }` (needs `pip install 'rlhfx[vllm]'`).
-    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
-
-    @field_validator("rollouts")
-    @classmethod
-    def _engine_installed(cls, value: RolloutSettings) -> RolloutSettings:
-        try:
-            check_engine(value)
-        except UserError as exc:
-            raise ValueError(str(exc)) from None
-        return value
+    rollouts: EngineChoice = Field(default_factory=RolloutSettings)
 
 
 def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:

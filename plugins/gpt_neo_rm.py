@@ -20,6 +20,7 @@ from pydantic import Field
 
 from rlhfx import ComponentConfig, ModelSource, RewardSource, UserError, hookimpl
 from rlhfx.config import SourceStr
+from rlhfx.models import same_tokenization
 
 #: Written by the reward_model stage beside a model it trained: how it saw its texts.
 REWARD_INFO = "rlhfx_reward.json"
@@ -120,27 +121,6 @@ def score_ids(
     finally:
         model.train(was_training)
     return scores
-
-
-#: Text whose encoding two tokenizers must agree on (special tokens, spacing, normalisation,
-#: digits, accents) before a reward model reads another model's token ids.
-TOKENIZER_PROBE = "Hello there!  Two\nlines, 1234 numbers; caf\u00e9 na\u00efve\t\u2014 ok?"
-
-
-def same_tokenization(ours: Any, theirs: Any) -> bool:
-    """Whether two tokenizers turn text into the same ids: same vocabulary, same special
-    tokens added, same EOS."""
-    if ours is theirs:
-        return True
-    try:
-        return (
-            len(ours) == len(theirs)
-            and ours.eos_token_id == theirs.eos_token_id
-            and ours.get_vocab() == theirs.get_vocab()
-            and ours(TOKENIZER_PROBE)["input_ids"] == theirs(TOKENIZER_PROBE)["input_ids"]
-        )
-    except (AttributeError, TypeError, ValueError):  # not a tokenizer we can compare
-        return False
 
 
 def model_max_length(model: Any, tokenizer: Any) -> int:

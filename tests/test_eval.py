@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -116,3 +117,50 @@ def test_two_processes_under_torchrun_give_the_single_process_answers(rlhfx_cli,
     one = json.loads((tmp_path / "one" / "eval.json").read_text())["rows"]
     two = json.loads((tmp_path / "two" / "eval.json").read_text())["rows"]
     assert two == one
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_vllm_engine_without_vllm_is_a_one_line_error(rlhfx_cli, tmp_path):
+    result = rlhfx_cli("eval", TINY, "--judge", "length", "--engine", "vllm",
+                       "-o", str(tmp_path / "out"))
+    assert result.exit_code == 2, result.output
+    assert "rollouts.engine = \"vllm\" needs vLLM: pip install 'rlhfx[vllm]'" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "out").exists()
+
+
+MADE: list[FakeEngine] = []
+
+
+class FakeEngine:
+    """Takes a model whose config says the same `hidden_size`; records what it was asked."""
+
+    def __init__(self, model):
+        self.size, self.synced, self.closed = model.config.hidden_size, [], False
+        MADE.append(self)
+
+    def can_take(self, model, tokenizer):
+        return model.config.hidden_size == self.size
+
+    def sync_weights(self, model):
+        self.synced.append(model)
+
+    def close(self):
+        self.closed = True
+
+
+def test_one_engine_serves_models_it_can_take_and_is_closed_when_replaced(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from rlhfx.plugins.evaluate.run import Engines, EvalSettings
+
+    monkeypatch.setattr("rlhfx.rollouts.make_engine",
+                        lambda settings, model, tok, **kw: FakeEngine(model))
+    MADE.clear()
+    engines = Engines(EvalSettings(), tmp_path)
+    models = [SimpleNamespace(config=SimpleNamespace(hidden_size=h)) for h in (64, 64, 32)]
+    used = [engines.for_model(m, None) for m in models]
+    first, second = MADE
+    assert used == [first, first, second]
+    assert first.synced == [models[1]] and first.closed and not second.closed
+    engines.close()
+    assert second.closed

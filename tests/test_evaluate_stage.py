@@ -3,6 +3,7 @@ table, on a real run and on a fake one with hand-picked numbers."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -140,4 +141,17 @@ def test_evaluate_stage_options_are_checked(rlhfx_cli, tmp_path):
     result = rlhfx_cli("validate", str(recipe))
     assert result.exit_code == 2, result.output
     assert "stages.evaluate" in result.output and "labels: 1 names for 2 models" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
+def test_evaluate_stage_asking_for_vllm_without_it_fails_validation(rlhfx_cli, tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        '[stages.evaluate]\nmodels = ["builtin:tiny-gpt-neo"]\njudge = "length"\n'
+        'prompts = "builtin:tiny-eval-prompts"\nrollouts = { engine = "vllm" }\n',
+        encoding="utf-8")
+    result = rlhfx_cli("validate", str(recipe))
+    assert result.exit_code == 2, result.output
+    assert "stages.evaluate.rollouts" in result.output and "needs vLLM" in result.output
     assert "Traceback" not in result.output

@@ -214,3 +214,32 @@ def test_vllm_on_the_cpu_runs_in_process_unless_told_otherwise(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     vllm_engine.cpu_process_settings()
     assert os.environ["OMP_NUM_THREADS"] == str(torch.get_num_threads())
+
+
+def test_architecture_ignores_paths_and_dtype_but_not_shapes(policy, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from rlhfx.models import architecture_of
+
+    model, _ = policy
+    model.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", dtype=torch.bfloat16)
+    assert architecture_of(reloaded) == architecture_of(model)
+    llama = tiny_llama(500)
+    assert architecture_of(llama) != architecture_of(model)
+    config = type(llama.config)(**{**llama.config.to_dict(), "intermediate_size": 96})
+    assert architecture_of(type(llama)(config)) != architecture_of(llama)
+
+
+def test_same_tokenization_tells_vocabularies_apart(policy, tmp_path):
+    from transformers import AutoTokenizer
+
+    from rlhfx.models import same_tokenization
+
+    _, tok = policy
+    tok.save_pretrained(tmp_path / "tok")
+    assert same_tokenization(tok, AutoTokenizer.from_pretrained(tmp_path / "tok"))
+    other = AutoTokenizer.from_pretrained(tmp_path / "tok")
+    other.add_tokens(["<extra>"])
+    assert not same_tokenization(tok, other)
+    assert not same_tokenization(tok, object())

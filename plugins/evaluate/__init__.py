@@ -127,6 +127,8 @@ def rlhfx_register_commands(cli):
                   help="Wrap each prompt in the model's chat template (plain-text prompts).")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                   show_default=True)
+    @click.option("--engine", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
+                  help="What answers: transformers' generate, or vLLM (rlhfx[vllm]).")
     @click.option("--output-dir", "-o", default="eval", show_default=True,
                   help="Where eval.json and eval.html go.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -134,13 +136,15 @@ def rlhfx_register_commands(cli):
     def eval_cmd(models: tuple[str, ...], prompts: str, judge: str | None,
                  judge_from: str | None, judge_key: str | None, max_prompts: int | None,
                  max_new_tokens: int, temperature: float, top_p: float, batch_size: int,
-                 seed: int, chat_template: bool, device: str, output_dir: str,
+                 seed: int, chat_template: bool, device: str, engine: str, output_dir: str,
                  as_json: bool) -> None:
         """Answer PROMPTS with each MODEL and judge the answers; two models: who wins.
 
         MODEL is a run directory (its aligned model), a stage directory, a model directory or
         file, a hub id, pkg:... or builtin:tiny-gpt-neo.
         """
+        from rlhfx.rollouts import RolloutSettings
+
         from .run import EvalSettings
         from .sources import judge_from as judge_from_recipe
         from .sources import parse_inline_judge
@@ -154,6 +158,7 @@ def rlhfx_register_commands(cli):
         settings = EvalSettings(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             batch_size=batch_size, seed=seed, apply_chat_template=chat_template, device=device,
+            rollouts=RolloutSettings(engine=engine),
         )
         out = Path(output_dir)
         summary = run_eval(list(models), prompts, table, out, settings, max_prompts)

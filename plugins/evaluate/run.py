@@ -3,17 +3,24 @@
 Under `torchrun` each process answers its share of the prompts (round robin) with every model
 and scores them (the judge's `score` is called on every process, as during a run), then the
 main process gathers the rows, computes the statistics and writes the files.
+
+The answers come from a rollout engine (`rollouts = { engine = "vllm" }` as on the align
+stage; `hf` by default). A vLLM engine is started once and given each later model's weights
+when that model has the first one's architecture and tokenizer (seconds, not a restart).
 """
 
 from __future__ import annotations
 
 import gc
 import random
+import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rlhfx import ResponseCleaner, RewardSource, distributed
+from rlhfx.rollouts import RolloutEngine, RolloutSettings
 
 from . import stats
 
@@ -31,6 +38,10 @@ class EvalSettings:
     device: str = "cpu"
     resamples: int = 2000
     level: float = 0.95
+    #: Which engine answers (and vLLM's settings); `work_dir` holds what it writes (vLLM:
+    #: the weights it loads; unset: a temporary folder).
+    rollouts: RolloutSettings = field(default_factory=RolloutSettings)
+    work_dir: str | None = None
 
 
 def default_cleaners(tokenizer: Any) -> list[ResponseCleaner]:
@@ -49,9 +60,35 @@ def default_cleaners(tokenizer: Any) -> list[ResponseCleaner]:
     ]
 
 
+class Engines:
+    """The engine answering for the current model; reused for the next one when it can be."""
+
+    def __init__(self, settings: EvalSettings, work_dir: Path):
+        self.settings, self.work_dir = settings, work_dir
+        self.engine: RolloutEngine | None = None
+
+    def for_model(self, model: Any, tokenizer: Any) -> RolloutEngine:
+        from rlhfx.rollouts import make_engine
+
+        if self.engine is not None and self.engine.can_take(model, tokenizer):
+            self.engine.sync_weights(model)
+            return self.engine
+        self.close()
+        self.engine = make_engine(
+            self.settings.rollouts, model, tokenizer, batch_size=self.settings.batch_size,
+            device=self.settings.device, work_dir=self.work_dir,
+        )
+        return self.engine
+
+    def close(self) -> None:
+        engine, self.engine = self.engine, None
+        if engine is not None:
+            engine.close()
+
+
 def answer_and_score(
     source: str, prompts: Sequence[str], indices: Sequence[int], judge: RewardSource,
-    settings: EvalSettings,
+    settings: EvalSettings, engines: Engines,
 ) -> list[dict[str, Any]]:
     """This process's rows for one model: prompt index, raw answer, cleaned answer, reward."""
     import torch
@@ -59,7 +96,7 @@ def answer_and_score(
     from rlhfx.chat import chat_prompt, has_chat_template
     from rlhfx.components import Sample, frozen_statistics
     from rlhfx.models import load_causal_lm, load_tokenizer
-    from rlhfx.rollouts import SamplingSettings, generate
+    from rlhfx.rollouts import SamplingSettings
     from rlhfx.scoring import clean_and_score
 
     tokenizer = load_tokenizer(source)
@@ -75,11 +112,12 @@ def answer_and_score(
         top_p=settings.top_p,
         do_sample=settings.temperature > 0,
     )
+    engine = engines.for_model(model, tokenizer)
     # Each process draws from its own stream (one seed everywhere would repeat the same draws
     # in every shard); greedy answers (temperature 0) do not depend on it at all.
     torch.manual_seed(settings.seed + distributed.rank())
-    rollouts = generate(
-        model, tokenizer, shown, sampling, num_samples=1, batch_size=settings.batch_size,
+    rollouts = engine.generate(
+        shown, sampling, num_samples=1,
         stop_strings=list(getattr(cleaners[0].config, "markers", [])),
         rng=random.Random(settings.seed),
     )
@@ -89,7 +127,7 @@ def answer_and_score(
     ]
     with frozen_statistics(judge):
         clean_and_score(samples, cleaners, judge)
-    del model
+    del model, engine
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the next model gets the memory back
@@ -113,12 +151,20 @@ def evaluate(
 
     Comparisons: every earlier model over every later one, or, with `against_first`, each
     later model over the first (a baseline: "after" over "before")."""
+    from rlhfx.rollouts import check_engine
+
+    check_engine(settings.rollouts)
     indices = distributed.shard(list(range(len(prompts))))
     per_model: dict[str, list[dict[str, Any]]] = {}
-    for source, label in zip(sources, labels, strict=True):
-        mine = answer_and_score(source, prompts, indices, judge, settings)
-        gathered = [row for part in distributed.gather_objects(mine) for row in part]
-        per_model[label] = sorted(gathered, key=lambda r: r["index"])
+    with tempfile.TemporaryDirectory(prefix="rlhfx-eval-") as scratch:
+        engines = Engines(settings, Path(settings.work_dir or scratch))
+        try:
+            for source, label in zip(sources, labels, strict=True):
+                mine = answer_and_score(source, prompts, indices, judge, settings, engines)
+                gathered = [row for part in distributed.gather_objects(mine) for row in part]
+                per_model[label] = sorted(gathered, key=lambda r: r["index"])
+        finally:
+            engines.close()
     if not distributed.is_main():
         return None
     rows = [

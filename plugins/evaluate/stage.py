@@ -23,6 +23,7 @@ from rlhfx import (
     StageContext,
     UserError,
 )
+from rlhfx.rollouts import EngineChoice, RolloutSettings
 
 
 class EvaluateConfig(ComponentConfig):
@@ -51,6 +52,10 @@ class EvaluateConfig(ComponentConfig):
     #: Bootstrap resamples and the interval's level.
     resamples: int = Field(default=2000, ge=100)
     level: float = Field(default=0.95, gt=0, lt=1)
+    #: Which engine answers: `{ engine = "hf" }` (transformers' generate, the default) or
+    #: `{ engine = "vllm", ... }` (the align stage's table; one engine serves every model of
+    #: the same architecture, given each one's weights in turn).
+    rollouts: EngineChoice = Field(default_factory=RolloutSettings)
 
     @model_validator(mode="after")
     def _labels_match(self) -> EvaluateConfig:
@@ -116,7 +121,8 @@ class EvaluateStage(Stage):
             max_new_tokens=c.max_new_tokens, temperature=c.temperature, top_p=c.top_p,
             batch_size=c.batch_size, seed=c.seed if c.seed is not None else ctx.seed,
             apply_chat_template=c.apply_chat_template, device=device,
-            resamples=c.resamples, level=c.level,
+            resamples=c.resamples, level=c.level, rollouts=c.rollouts,
+            work_dir=str(ctx.stage_dir / "engine"),
         )
         labels = c.model_labels()
         ctx.log.info("evaluate: %d prompts, %d models, judge %s", len(prompts), len(c.models),

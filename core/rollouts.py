@@ -279,6 +279,10 @@ EngineChoice = Annotated[RolloutSettings, AfterValidator(_installed)]
 class RolloutEngine:
     """Samples responses for the alignment loop; `sync_weights` after every policy update."""
 
+    #: The engine keeps its own copy of the weights (vLLM), so the model it was built from may
+    #: be freed while it lives; False: it samples from that model object itself.
+    owns_weights: bool = False
+
     def generate(
         self,
         prompts: Sequence[str],

@@ -132,6 +132,8 @@ def save_policy(model: Any, tokenizer: Any, folder: Path) -> None:
 class VLLMEngine(RolloutEngine):
     """`vllm.LLM` on the policy's weights, colocated with training (CPU or GPU build)."""
 
+    owns_weights = True
+
     def __init__(
         self, settings: RolloutSettings, model: Any, tokenizer: Any, *, device: str,
         work_dir: Path,

@@ -17,6 +17,13 @@ LENGTH_JUDGE = '{ name = "length", unit = "chars" }'
 
 
 @pytest.fixture(scope="module")
+def policy_and_tokenizer():
+    from rlhfx.models import load_causal_lm, load_tokenizer
+
+    return load_causal_lm(TINY), load_tokenizer(TINY)
+
+
+@pytest.fixture(scope="module")
 def silent_model(tmp_path_factory) -> Path:
     """The tiny model changed so that its first token is always EOS: every answer is empty,
     so the default cleaners discard it and it can never beat a scored answer."""
@@ -134,6 +141,8 @@ MADE: list[FakeEngine] = []
 class FakeEngine:
     """Takes a model whose config says the same `hidden_size`; records what it was asked."""
 
+    owns_weights = True
+
     def __init__(self, model):
         self.size, self.synced, self.closed = model.config.hidden_size, [], False
         MADE.append(self)
@@ -162,5 +171,20 @@ def test_one_engine_serves_models_it_can_take_and_is_closed_when_replaced(monkey
     first, second = MADE
     assert used == [first, first, second]
     assert first.synced == [models[1]] and first.closed and not second.closed
+    engines.release()  # it holds its own weights: kept for a next model
+    assert not second.closed
     engines.close()
     assert second.closed
+
+
+def test_an_engine_on_the_model_object_is_let_go_with_the_model(policy_and_tokenizer,
+                                                                 tmp_path):
+    from rlhfx.plugins.evaluate.run import Engines, EvalSettings
+
+    model, tok = policy_and_tokenizer
+    engines = Engines(EvalSettings(), tmp_path)
+    first = engines.for_model(model, tok)  # the hf engine: generate on the model itself
+    assert not first.owns_weights
+    engines.release()
+    assert engines.engine is None  # nothing keeps the model alive once the caller drops it
+    assert engines.for_model(model, tok) is not first

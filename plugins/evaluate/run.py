@@ -80,6 +80,13 @@ class Engines:
         )
         return self.engine
 
+    def release(self) -> None:
+        """Done with the current model: an engine that samples from the model object itself
+        goes with it (the next model is not loaded beside it); one with its own copy of the
+        weights stays for the next model."""
+        if self.engine is not None and not self.engine.owns_weights:
+            self.close()
+
     def close(self) -> None:
         engine, self.engine = self.engine, None
         if engine is not None:
@@ -127,6 +134,7 @@ def answer_and_score(
     ]
     with frozen_statistics(judge):
         clean_and_score(samples, cleaners, judge)
+    engines.release()
     del model, engine
     gc.collect()
     if torch.cuda.is_available():

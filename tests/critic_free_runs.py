@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
 
 WORD_BONUS = '{ name = "pattern_penalty", rules = [{ pattern = "[A-Za-z]{3,}", penalty = -1.0 }] }'
@@ -30,11 +28,6 @@ def write_recipe(tmp_path: Path, name: str, options: dict, reward: str = WORD_BO
     return path
 
 
-def records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "stages" / "align" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def run(rlhfx_cli, recipe: Path, out: Path) -> Path:
     result = rlhfx_cli("run", str(recipe), "-o", str(out))
     assert result.exit_code == 0, result.output
@@ -56,43 +49,3 @@ def same_weights(a: dict, b: dict) -> bool:
 def rising(rewards: list[float], n: int = 5) -> tuple[float, float]:
     """Mean reward of the first and the last n iterations."""
     return sum(rewards[:n]) / n, sum(rewards[-n:]) / n
-
-
-def subprocess_env() -> dict[str, str]:
-    import torch
-
-    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-
-
-def cli_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rlhfx.cli", *args]
-
-
-def kill_then_resume(recipe: Path, out: Path, after_records: int = 3) -> int:
-    """Run `recipe` in a subprocess, SIGKILL it once `after_records` metrics records are
-    written, then run the same command again; returns how many records the killed run had."""
-    import signal
-    import subprocess
-    import time
-
-    metrics = out / "stages" / "align" / "metrics.jsonl"
-    proc = subprocess.Popen(cli_command("run", str(recipe), "-o", str(out)),
-                            env=subprocess_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= after_records:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    done = len(records(out))
-    resumed = subprocess.run(cli_command("run", str(recipe), "-o", str(out)),
-                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    return done

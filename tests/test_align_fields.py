@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from critic_free_runs import records
+from fixtures.runs import records
 
 from rlhfx import RewardSource, hookimpl
 

@@ -14,14 +14,12 @@ from critic_free_runs import (
     LENGTH,
     RECIPES,
     final_weights,
-    kill_then_resume,
-    records,
     rising,
     run,
     same_weights,
-    subprocess_env,
     write_recipe,
 )
+from fixtures.runs import kill_then_resume, records, subprocess_env
 
 SMALL = dict(iterations=2, batch_size=4, k=4, mini_batch_size=8, epochs=2, learning_rate=1e-3,
              min_new_tokens=8, max_new_tokens=8, torch_threads=1)

@@ -14,14 +14,12 @@ from critic_free_runs import (
     LENGTH,
     RECIPES,
     final_weights,
-    kill_then_resume,
-    records,
     rising,
     run,
     same_weights,
-    subprocess_env,
     write_recipe,
 )
+from fixtures.runs import kill_then_resume, records, subprocess_env
 
 from rlhfx import Sample
 from rlhfx.plugins.online_dpo import DROPPED_PREFIX, preference_pairs

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from fixtures.runs import kill_after_records, records, run_again, subprocess_env
 
 RESUMABLE = dict(iterations=6, batch_size=8, mini_batch_size=4, ppo_epochs=2, learning_rate=1e-3,
                  min_new_tokens=8, max_new_tokens=11, save_every=1)
@@ -30,49 +28,15 @@ def write_recipe(tmp_path: Path, algorithm: dict) -> Path:
     return path
 
 
-def records(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "stages" / "align" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
-def _env() -> dict[str, str]:
-    # The same thread count as this process: the resume test compares a subprocess run with
-    # one made here, number for number.
-    import torch
-
-    return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "rlhfx.cli", *args]
-
-
 @pytest.mark.slow
 def test_resume_after_kill_matches_an_uninterrupted_run(rlhfx_cli, tmp_path):
     recipe = write_recipe(tmp_path, RESUMABLE)
     killed = tmp_path / "killed"
-    metrics = killed / "stages" / "align" / "metrics.jsonl"
-    proc = subprocess.Popen(_cli("run", str(recipe), "-o", str(killed)), env=_env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.time() + 240
-        while time.time() < deadline and proc.poll() is None:
-            if metrics.exists() and len(metrics.read_text().splitlines()) >= 3:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    done_before = len(records(killed))
+    done_before = kill_after_records(recipe, killed, after_records=3)
     assert 3 <= done_before < 6
     assert not (killed / "stages" / "align" / "model").exists()
 
-    resumed = subprocess.run(_cli("run", str(recipe), "-o", str(killed)), env=_env(),
-                             capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    run_again(recipe, killed)
     assert "resuming after iteration" in (killed / "run.log").read_text()
 
     # The same recipe without a kill, in this process: identical numbers step by step,
@@ -104,7 +68,7 @@ def test_two_processes_under_torchrun(tmp_path):
     result = subprocess.run(
         [torchrun, "--nproc_per_node", "2", "--master_port", "29517", "-m", "rlhfx.cli",
          "run", str(recipe), "-o", str(out)],
-        env=_env(), capture_output=True, text=True, timeout=400,
+        env=subprocess_env(), capture_output=True, text=True, timeout=400,
     )
     assert result.returncode == 0, result.stderr[-4000:]
     log = (out / "run.log").read_text()

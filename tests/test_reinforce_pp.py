@@ -5,7 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
-from critic_free_runs import final_weights, records, rising, run, same_weights, write_recipe
+from critic_free_runs import (
+    final_weights,
+    rising,
+    run,
+    same_weights,
+    write_recipe,
+)
+from fixtures.runs import records
 
 SMALL = dict(iterations=2, batch_size=8, k=2, learning_rate=1e-3, min_new_tokens=8,
              max_new_tokens=8, torch_threads=1)

@@ -10,12 +10,12 @@ import pytest
 from critic_free_runs import (
     RECIPES,
     final_weights,
-    records,
     rising,
     run,
     same_weights,
     write_recipe,
 )
+from fixtures.runs import records
 
 SMALL = dict(iterations=2, batch_size=4, k=4, learning_rate=1e-3, min_new_tokens=8,
              max_new_tokens=8, torch_threads=1)

@@ -89,6 +89,10 @@ class Sample:
     #: where the cleaned text ends (see `token_status`)
     prompt_ids: list[int] = field(default_factory=list)
     response_ids: list[int] = field(default_factory=list)
+    #: one flag per `response_ids` token: 1 where the policy sampled it, 0 where an environment
+    #: or tool wrote it (a multi-turn episode). Such tokens are context only: no loss, KL,
+    #: log-prob or value is taken at them. None means every response token is the policy's.
+    action_mask: list[int] | None = None
     #: how `response_ids` relate to the cleaned text: "kept" (all sampled tokens), "cut"
     #: (a prefix of them), "retokenized" (a cleaner rewrote the text), "prefix" (a cleaner
     #: removed text before the response: those tokens cannot be cut away)

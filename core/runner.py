@@ -25,6 +25,8 @@ from rlhfx.faults import PluginFault, call_plugin
 from rlhfx.files import atomic_write_json, atomic_write_text
 from rlhfx.recipe import LoadedRecipe, output_dir_problem
 from rlhfx.registry import PluginSystem, get_plugins
+from rlhfx.run_lock import RunLock
+from rlhfx.write_faults import write_failure
 
 STATE_FILE = "run_state.json"
 INTERRUPTED = "interrupted by the user (Ctrl-C); run the same command to resume"
@@ -87,6 +89,13 @@ class RunState:
             atomic_write_json(self.path, self.data)
 
 
+class _QuietFileHandler(logging.FileHandler):
+    """run.log on a full disk loses the line; the run's own error says what happened."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def _setup_logging(run_dir: Path, level: str, console: Console) -> logging.Logger:
     log = logging.getLogger("rlhfx")
     log.setLevel(level.upper())
@@ -99,7 +108,7 @@ def _setup_logging(run_dir: Path, level: str, console: Console) -> logging.Logge
         # Records marked `extra={"screen": False}` go to run.log only (the CLI prints them).
         screen.addFilter(lambda record: getattr(record, "screen", True))
         log.addHandler(screen)
-        file_handler = logging.FileHandler(run_dir / "run.log", encoding="utf-8")
+        file_handler = _QuietFileHandler(run_dir / "run.log", encoding="utf-8")
         file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(file_handler)
     else:
@@ -124,10 +133,10 @@ def run_recipe(
     restart_from: str | None = None,
     plugins: PluginSystem | None = None,
 ) -> Path:
-    """Run every stage of a validated recipe; returns the run directory."""
-    console = console or Console(stderr=True)
-    plugins = plugins or get_plugins()
-    recipe = loaded.recipe
+    """Run every stage of a validated recipe; returns the run directory.
+
+    The main process holds the directory's lock (run_lock.py) throughout: a second run on it
+    is refused at once."""
     # The recipe's own output_dir was checked when it was validated; an existing file is
     # refused below.
     if output_dir is not None and not Path(output_dir).expanduser().exists():
@@ -135,6 +144,21 @@ def run_recipe(
         if problem:
             raise UserError(f"--output-dir: {problem}")
     run_dir = Path(output_dir).expanduser() if output_dir else loaded.output_dir
+    lock = None
+    if distributed.is_main() and not (run_dir.exists() and not run_dir.is_dir()):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir).acquire()
+    try:
+        return _run_recipe(loaded, run_dir, console or Console(stderr=True),
+                           restart_from, plugins or get_plugins())
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
+                restart_from: str | None, plugins: PluginSystem) -> Path:
+    recipe = loaded.recipe
     stage_ids = list(recipe.stages)
     if restart_from is not None and restart_from not in stage_ids:
         raise UserError(
@@ -248,6 +272,10 @@ def run_recipe(
             if lost is not None:
                 log.error("stage %s stopped: %s", stage_id, lost, extra=quiet)
                 raise lost from None
+            failure = write_failure(exc, ctx.stage_dir) if isinstance(exc, Exception) else None
+            if failure is not None:
+                log.error("stage %s stopped: %s", stage_id, failure, extra=quiet)
+                raise failure from None
             if isinstance(exc, KeyboardInterrupt):
                 log.error("stage %s stopped: %s", stage_id, INTERRUPTED, extra=quiet)
             elif isinstance(exc, UserError):

@@ -68,7 +68,7 @@ def test_runs_end_to_end_and_the_report_shows_its_metrics(rlhfx_cli, bestofn, tm
     assert len(trained) == records[2]["num_trained"]
     assert json.loads((stage / "alignment.json").read_text())["algorithm"] == "best_of_n_sft"
     assert (stage / "model" / "config.json").exists()
-    assert (stage / "checkpoints" / "iter-0002" / "algorithm.pt").exists()
+    assert (stage / "checkpoints" / "iter-0002" / "algorithm.safetensors").exists()
 
     result = rlhfx_cli("report", str(out))
     assert result.exit_code == 0, result.output

@@ -85,15 +85,18 @@ def final_weights(model_dir: Path) -> dict[str, torch.Tensor]:
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     weights = {f"policy.{k}": v.clone() for k, v in model.state_dict().items()}
-    head = torch.load(model_dir / "value_head.pt")
+    from safetensors.torch import load_file
+
+    head = load_file(model_dir / "value_head.safetensors")
     weights.update({f"v_head.{k}": v for k, v in head.items()})
     return weights
 
 
 def checkpoint_weights(run: Path, iteration: int) -> dict[str, torch.Tensor]:
+    from rlhfx.alignment.checkpoints import Checkpoints
+
     folder = run / "stages" / "align" / "checkpoints" / f"iter-{iteration:04d}"
-    (file,) = [f for f in folder.iterdir() if f.suffix == ".pt"]
-    return torch.load(file, weights_only=False)["model"]
+    return Checkpoints(folder.parent).load_algorithm_state(folder)["model"]
 
 
 def assert_close(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> None:

@@ -240,13 +240,13 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes(rlhfx_cli, tmp_pa
     out = tmp_path / "run"
     assert rlhfx_cli("run", recipe(2), "-o", str(out)).exit_code == 0
     stage = out / "stages" / "align"
-    weights = stage / "checkpoints" / "iter-0002" / "algorithm.pt"
+    weights = stage / "checkpoints" / "iter-0002" / "algorithm.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])  # a disk that filled up mid-write
     result = rlhfx_cli("run", recipe(3), "-o", str(out))  # one more iteration: resumes
     assert result.exit_code == 0, result.output
     log = (out / "run.log").read_text()
     assert "iter-0002: damaged" in log and "resuming after iteration 1" in log
-    assert (stage / "checkpoints-set-aside" / "iter-0002" / "algorithm.pt").exists()
+    assert (stage / "checkpoints-set-aside" / "iter-0002" / "algorithm.safetensors").exists()
     steps = [json.loads(x)["step"] for x in (stage / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # iteration 2 redone once, nothing twice
 
@@ -261,7 +261,7 @@ def test_a_resume_clears_what_a_kill_left_half_written(tmp_path):
     (root / "iter-0001" / "loop.json").write_text("{}")
     (root / "latest.json").write_text('{"latest": "iter-0001"}')
     (root / ".iter-0002.tmp").mkdir()
-    (root / ".iter-0002.tmp" / "algorithm.pt").write_bytes(b"partial")
+    (root / ".iter-0002.tmp" / "algorithm.safetensors").write_bytes(b"partial")
     (root / ".latest.json.x1y2z3.tmp").write_text('{"lat')
     Checkpoints(root).clean_partial()
     assert sorted(p.name for p in root.iterdir()) == ["iter-0001", "latest.json"]

@@ -46,6 +46,12 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+def load_checkpoint(folder: Path) -> dict:
+    from rlhfx.alignment.checkpoints import Checkpoints
+
+    return Checkpoints(folder.parent).load_algorithm_state(folder)
+
+
 def run_in_process(rlhfx_cli, tmp_path: Path, algorithm: dict, **kw) -> Path:
     recipe = write_recipe(tmp_path, algorithm, **kw)
     out = tmp_path / "run"
@@ -262,10 +268,8 @@ def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     assert not (model_dir / "adapter_config.json").exists()
     merged = AutoModelForCausalLM.from_pretrained(model_dir)
     assert not any("lora" in name for name, _ in merged.named_parameters())
-    saved = (out / "stages" / "align" / "checkpoints").glob("iter-*/algorithm.pt")
-    import torch
-
-    state = torch.load(next(iter(saved)), weights_only=False)["model"]
+    saved = (out / "stages" / "align" / "checkpoints").glob("iter-*/")
+    state = load_checkpoint(next(iter(saved)))["model"]
     assert state and all("lora" in k or k.startswith("v_head") for k in state)
 
 
@@ -336,8 +340,8 @@ def test_bfloat16_keeps_float32_weights_and_trains(rlhfx_cli, tmp_path, lora):
     out = run_in_process(rlhfx_cli, tmp_path, options)
     (rec,) = records(out)
     assert math.isfinite(rec["kl_mean"]) and math.isfinite(rec["ppo/loss/total"])
-    path = next((out / "stages" / "align" / "checkpoints").glob("iter-*/algorithm.pt"))
-    state = torch.load(path, weights_only=False)["model"]
+    path = next((out / "stages" / "align" / "checkpoints").glob("iter-*/"))
+    state = load_checkpoint(path)["model"]
     assert any(k.startswith("v_head") for k in state) and len(state) > 2
     assert all(("lora" in k) == bool(lora) for k in state if not k.startswith("v_head"))
     assert {v.dtype for v in state.values()} == {torch.float32}

@@ -102,7 +102,7 @@ def test_fingerprint_leaves_out_only_resume_neutral_keys(tmp_path, changes, same
     )
 
 
-@pytest.mark.parametrize("damage", ["loop.json", "algorithm.pt"])
+@pytest.mark.parametrize("damage", ["loop.json", "algorithm.safetensors", "algorithm.json"])
 def test_a_damaged_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, damage, caplog):
     import logging
 

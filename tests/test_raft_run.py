@@ -191,9 +191,10 @@ def test_lora_resumes_exactly_and_saves_a_merged_model(tmp_path):
     run_in_process(recipe, out)
     stage = out / "stages" / "align"
     original = metrics(out)
-    import torch
+    from rlhfx.alignment.checkpoints import Checkpoints
 
-    saved = torch.load(stage / "checkpoints" / "iter-0001" / "algorithm.pt", weights_only=False)
+    saved = Checkpoints(stage / "checkpoints").load_algorithm_state(
+        stage / "checkpoints" / "iter-0001")
     assert saved["policy"] and all("lora_" in name for name in saved["policy"])  # adapters only
     assert not (stage / "model" / "adapter_config.json").exists()  # merged
     assert_loadable(stage / "model")

@@ -141,8 +141,8 @@ def test_checkpoints_commit_atomically_and_prune(tmp_path):
     ckpts.clean_partial()
     assert not (tmp_path / "checkpoints" / ".iter-0004.tmp").exists()
     # a truncated weights file is named, with the way out
-    (path / "algorithm.pt").write_bytes(b"\x80\x02junk")
-    with pytest.raises(UserError, match=r"algorithm\.pt: cannot be read.*--restart-from"):
+    (path / "algorithm.safetensors").write_bytes(b"\x80\x02junk")
+    with pytest.raises(UserError, match=r"cannot be read.*algorithm\.safetensors.*--restart-from"):
         ckpts.load_algorithm_state(path)
 
 

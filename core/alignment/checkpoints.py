@@ -1,15 +1,21 @@
 """One checkpoint layout for every algorithm, safe against `kill -9` at any moment.
 
 Under the stage directory:
-    checkpoints/iter-0003/algorithm.pt   the algorithm's state_dict() (weights, optimizer...)
-    checkpoints/iter-0003/loop.json      the loop's state (iteration, reward statistics...)
-    checkpoints/latest.json              {"iteration": 3, "dir": "iter-0003"}
+    checkpoints/iter-0003/algorithm.safetensors  the tensors of the algorithm's state_dict()
+    checkpoints/iter-0003/algorithm.json         the rest of it (state_files.py)
+    checkpoints/iter-0003/loop.json              the loop's state (iteration, reward...)
+    checkpoints/latest.json                      {"iteration": 3, "dir": "iter-0003"}
+
+Every file is data: reading a checkpoint runs no code. A checkpoint written before this layout
+(`algorithm.pt`) is read with `torch.load(weights_only=True)`, which refuses anything but
+tensors and plain containers.
 
 A checkpoint is written into a hidden temporary directory and renamed into place; only then
 is `latest.json` replaced (atomically). A kill before that leaves the previous checkpoint in
 force, and the half-written directory is removed on the next start. A checkpoint that cannot
 be read (a truncated file, a disk error) is moved to `checkpoints-set-aside/` (never deleted)
-and the previous intact one is used. Every iteration reseeds its random generators from
+and the previous intact one is used; so is a file that is not what the loader expects (a
+planted pickle, say). Every iteration reseeds its random generators from
 (seed, iteration), so no RNG state needs saving.
 """
 
@@ -27,7 +33,9 @@ from rlhfx.files import atomic_write_json
 
 LATEST = "latest.json"
 LOOP_STATE = "loop.json"
-ALGORITHM_STATE = "algorithm.pt"
+ALGORITHM_WEIGHTS = "algorithm.safetensors"
+ALGORITHM_TREE = "algorithm.json"
+LEGACY_STATE = "algorithm.pt"
 
 _RECOVER = (
     "fix or delete it (deleting checkpoints/latest.json starts the stage over), or rerun with "
@@ -116,16 +124,20 @@ class Checkpoints:
         return name if isinstance(name, str) else None
 
     def load_algorithm_state(self, path: Path) -> dict[str, Any]:
-        import torch
+        from rlhfx.alignment.state_files import StateFileError, load_state
 
-        file = path / ALGORITHM_STATE
+        weights, tree = path / ALGORITHM_WEIGHTS, path / ALGORITHM_TREE
+        if not tree.exists() and (path / LEGACY_STATE).exists():
+            return _load_legacy(path / LEGACY_STATE)
         try:
-            return torch.load(file, map_location="cpu", weights_only=False)
-        except FileNotFoundError:
-            raise UserError(f"{file}: missing; {_RECOVER}") from None
-        except Exception as exc:  # a truncated or foreign file
-            raise UserError(f"{file}: cannot be read ({type(exc).__name__}: {exc}); "
-                            f"{_RECOVER}") from None
+            state = load_state(weights, tree)
+        except FileNotFoundError as exc:
+            raise UserError(f"{exc.filename}: missing; {_RECOVER}") from None
+        except (StateFileError, OSError) as exc:
+            raise UserError(f"{path}: cannot be read ({exc}); {_RECOVER}") from None
+        if not isinstance(state, dict):
+            raise UserError(f"{tree}: holds no algorithm state; {_RECOVER}")
+        return state
 
     def clean_partial(self) -> None:
         """Remove what a kill in the middle of a save left: a checkpoint folder being written
@@ -141,15 +153,19 @@ class Checkpoints:
 
     def save(self, state: LoopState, algorithm_state: dict[str, Any]) -> Path:
         """Write the checkpoint of `state.iteration` and make it the one to resume from."""
-        import torch
+        from rlhfx.alignment.state_files import save_state
 
         name = f"iter-{state.iteration:04d}"
         final = self.root / name
         tmp = self.root / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        torch.save(algorithm_state, tmp / ALGORITHM_STATE)
-        atomic_write_json(tmp / LOOP_STATE, state.to_json())
+        try:
+            tmp.mkdir(parents=True)
+            save_state(algorithm_state, tmp / ALGORITHM_WEIGHTS, tmp / ALGORITHM_TREE)
+            atomic_write_json(tmp / LOOP_STATE, state.to_json())
+        except BaseException:  # a full disk, a state that cannot be stored: no half checkpoint
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -161,3 +177,18 @@ class Checkpoints:
         done = sorted(p for p in self.root.glob("iter-*") if p.is_dir())
         for old in done[: max(0, len(done) - self.keep)]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _load_legacy(file: Path) -> dict[str, Any]:
+    """A checkpoint of an earlier rlhfx: tensors and plain containers only, never code."""
+    import torch
+
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated file, or one that asks to run code
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise UserError(f"{file}: cannot be read ({type(exc).__name__}: {first}); "
+                        f"{_RECOVER}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{file}: holds no algorithm state; {_RECOVER}")
+    return state

@@ -400,7 +400,16 @@ class AlignmentLoop:
         self.state.reward_state = self.setup.reward.state_dict()
         state = self._call(self.algorithm.state_dict)  # every process: a sharded model gathers
         if self.ctx.is_main:
-            self.checkpoints.save(self.state, state)
+            from rlhfx.alignment.state_files import StateTypeError
+
+            try:
+                self.checkpoints.save(self.state, state)
+            except StateTypeError as exc:
+                from rlhfx.faults import PluginFault, describe
+
+                raise PluginFault(f"{self.setup.where}: {describe(self.algorithm)}: "
+                                  f"state_dict(): {exc}", self.algorithm,
+                                  self.setup.where) from None
         distributed.barrier()
 
     def _full_weights(self) -> AbstractContextManager[Any]:
@@ -423,14 +432,20 @@ class AlignmentLoop:
         ctx = self.ctx
         model = self._call(self.algorithm.final_model)
         tmp = ctx.stage_dir / ".model.tmp"
-        if is_sharded(model):
-            save_hf_checkpoint(model, tmp, self.setup.tokenizer)
-        elif ctx.is_main:
-            shutil.rmtree(tmp, ignore_errors=True)
-            model.save_pretrained(tmp)
-            self.setup.tokenizer.save_pretrained(tmp)
+        try:
+            if is_sharded(model):
+                save_hf_checkpoint(model, tmp, self.setup.tokenizer)
+            elif ctx.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+                model.save_pretrained(tmp)
+                self.setup.tokenizer.save_pretrained(tmp)
+            if ctx.is_main:
+                self._call(self.algorithm.save_extras, tmp)
+        except BaseException:  # a full disk: no half-written model left behind
+            if ctx.is_main:
+                shutil.rmtree(tmp, ignore_errors=True)
+            raise
         if ctx.is_main:
-            self._call(self.algorithm.save_extras, tmp)
             if target.exists():
                 shutil.rmtree(target)
             tmp.rename(target)

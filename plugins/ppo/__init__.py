@@ -24,6 +24,8 @@ __all__ = ["PPO", "PPOConfig"]
 DROPPED_PREFIX = "ppo: cleaner removed text before the response"
 TOO_SHORT = "ppo: too short"
 DISCARDED = "discarded"
+#: The value head's weights beside the final policy (safetensors: loading runs no code).
+VALUE_HEAD_FILE = "value_head.safetensors"
 
 
 class PPO(AlignmentAlgorithm):
@@ -127,9 +129,9 @@ class PPO(AlignmentAlgorithm):
         return model
 
     def save_extras(self, directory: Any) -> None:
-        import torch
+        from rlhfx.alignment.state_files import save_tensors
 
-        torch.save(self._value_head, directory / "value_head.pt")
+        save_tensors(self._value_head, directory / VALUE_HEAD_FILE)
 
 
 def trainable(samples: list[Sample], c: PPOConfig) -> tuple[list[tuple[Sample, float]],

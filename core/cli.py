@@ -42,7 +42,12 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
                                   markup=False, highlight=False)
             print_error(str(exc) or type(exc).__name__)
             sys.exit(exc.exit_code)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
+            from rlhfx.stopping import Terminated
+
+            if isinstance(exc, Terminated):  # SIGTERM: the message says what was kept
+                print_error(str(exc), label="[yellow]stopped:[/yellow]")
+                sys.exit(exc.exit_code)
             err_console.print("[yellow]interrupted[/yellow]: run the same command to resume")
             sys.exit(130)
 

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 LOOP_RESUME_NEUTRAL = frozenset({
     "iterations", "torch_threads", "keep_checkpoints", "eval_every", "save_every",
     "save_samples", "distinct2_warn_fraction", "cleaner_rate_warn_increase",
-    "discard_rate_warn", "kl_negative_tolerance", "kl_warn_above",
+    "discard_rate_warn", "kl_negative_tolerance", "kl_warn_above", "on_nonfinite",
 })
 
 

@@ -169,25 +169,3 @@ def lost_contact(exc: BaseException) -> Exception | None:
         f"process {rank()} of {world_size()} lost contact with the others (one died, was "
         f"killed or stopped answering): {first[:200]}; run the same command again to resume"
     )
-
-
-def stop_quietly_on_sigterm() -> None:
-    """Under torchrun, turn the launcher's SIGTERM (sent when another process failed) into a
-    one-line error instead of a silent death; the run state is kept for the next launch."""
-    if world_size() <= 1:
-        return
-    import signal
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        return
-
-    def stop(signum: int, frame: Any) -> None:
-        from rlhfx.errors import UserError
-
-        raise UserError(
-            f"process {rank()} of {world_size()} stopped by the launcher (another process of "
-            "this run failed or was killed); run the same command again to resume"
-        )
-
-    signal.signal(signal.SIGTERM, stop)

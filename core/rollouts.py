@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -110,6 +110,7 @@ def generate(
     `_prefilled_cache`); False lets `generate` expand the prompts first (k prefills each).
     """
     import torch
+    from transformers import LogitsProcessorList
 
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
@@ -141,8 +142,10 @@ def generate(
                               top_p=sampling.top_p)
             if stop_strings:
                 kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
+            guard = FiniteLogits()
+            kwargs["logits_processor"] = LogitsProcessorList([guard])
             width = enc["input_ids"].shape[1]
-            with torch.no_grad():
+            with torch.no_grad(), guard.watching():
                 if prefill_once and num_samples > 1 and width > 1:
                     cache = {_cache_argument(model): _prefilled_cache(model, enc, num_samples)}
                     inputs = {k: v.repeat_interleave(num_samples, dim=0) for k, v in enc.items()}
@@ -177,6 +180,37 @@ def generate(
         if was_training:
             model.train()
     return out
+
+
+class FiniteLogits:
+    """A logits processor that notes rows whose next-token distribution is broken (a NaN or
+    +inf logit, or every token at -inf: what a diverged policy gives) and makes them uniform
+    so that sampling goes on; `watching()` raises `NonFinite` after `generate` returns. The
+    note stays on the device (no synchronisation per token)."""
+
+    def __init__(self) -> None:
+        self.broken: Any = None
+
+    def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
+
+        rows = (torch.isnan(scores).any(-1) | torch.isposinf(scores).any(-1)
+                | torch.isneginf(scores).all(-1))
+        self.broken = rows.any() if self.broken is None else self.broken | rows.any()
+        return torch.where(rows.unsqueeze(-1), torch.zeros_like(scores), scores)
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        from rlhfx.alignment.nonfinite import NonFinite
+
+        try:
+            yield
+        except RuntimeError as exc:  # a sampler that met the broken values first
+            if "probability tensor contains" in str(exc):
+                raise NonFinite("the sampled distribution", "NaN or infinite") from None
+            raise
+        if self.broken is not None and bool(self.broken):
+            raise NonFinite("the sampled distribution", "NaN or infinite")
 
 
 def _prefilled_cache(model: Any, enc: dict[str, Any], copies: int) -> Any:

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.logging import RichHandler
 
-from rlhfx import distributed, preflight
+from rlhfx import distributed, preflight, stopping
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.faults import PluginFault, call_plugin
@@ -213,7 +213,7 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
     preflight.check_recipe(str(loaded.path), to_run, finished)
 
     distributed.init(recipe.run.timeout_s)
-    distributed.stop_quietly_on_sigterm()
+    stopping.install()
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _keep_recipe_copy(run_dir, loaded)
@@ -276,7 +276,9 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
             if failure is not None:
                 log.error("stage %s stopped: %s", stage_id, failure, extra=quiet)
                 raise failure from None
-            if isinstance(exc, KeyboardInterrupt):
+            if isinstance(exc, stopping.Terminated):
+                log.error("stage %s stopped: %s", stage_id, exc, extra=quiet)
+            elif isinstance(exc, KeyboardInterrupt):
                 log.error("stage %s stopped: %s", stage_id, INTERRUPTED, extra=quiet)
             elif isinstance(exc, UserError):
                 # A plugin's fault keeps its traceback in run.log (the screen shows one line).

@@ -56,6 +56,12 @@ class AlgorithmConfig(ComponentConfig):
     #: A reward source returning NaN or infinity: `error` stops the run naming the source;
     #: `drop` leaves those samples out of the update (counted in `nonfinite_rewards`, warned).
     nonfinite_rewards: Literal["error", "drop"] = "error"
+    #: A NaN or infinite gradient norm (or loss) in the update: `error` stops the run naming
+    #: the stage, iteration and settings to lower (the last checkpoint stays the resume
+    #: point); `skip` leaves out that optimizer step and counts it
+    #: (`nonfinite_skipped_steps`). A diverged sampling distribution or non-finite weights
+    #: always stop the run.
+    on_nonfinite: Literal["error", "skip"] = "error"
 
     # ---- evaluation on the align stage's `eval_prompts`
     #: None (default): the policy is evaluated before the first and after the last

@@ -19,11 +19,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from rlhfx import distributed
-from rlhfx.alignment import guards
+from rlhfx import distributed, stopping
+from rlhfx.alignment import guards, nonfinite
 from rlhfx.alignment.batch import Batch
 from rlhfx.alignment.checkpoints import Checkpoints, LoopState
 from rlhfx.alignment.config import AlgorithmConfig
+from rlhfx.alignment.nonfinite import NonFinite, advice
 from rlhfx.alignment.schedule import iteration_seed, prompt_indices, shard_positions
 from rlhfx.alignment.schema import (
     SCHEMA_VERSION,
@@ -119,17 +120,28 @@ class AlignmentLoop:
             )
         elif self.state.iteration >= self.iterations:
             ctx.log.info("%s: all %d iterations were done earlier", self.name, self.iterations)
-        with ctx.progress() as progress:
+        with ctx.progress() as progress, stopping.deferred():
             task = progress.add_task(f"{self.name} iterations", total=self.iterations,
                                      completed=min(self.state.iteration, self.iterations))
             if self.state.iteration == 0 and self._eval_due(0) and not self._initial_eval_done:
                 self._initial_eval(progress)
             for it in range(self.state.iteration + 1, self.iterations + 1):
-                self._iteration(it, progress)
+                try:
+                    self._iteration(it, progress)
+                except NonFinite as exc:
+                    raise UserError(f"{ctx.recipe_file}: " + advice(
+                        ctx.stage_id, it, exc.metric, exc.value, self.state.iteration
+                    )) from None
                 for other in list(progress.task_ids):
                     if other != task:
                         progress.remove_task(other)
                 progress.advance(task)
+                if stopping.stop_agreed():  # SIGTERM: this iteration is kept, then stop
+                    if self.state.iteration != it:
+                        self._checkpoint(it)
+                    raise stopping.Terminated(
+                        f"stopped by SIGTERM after iteration {it} of {self.iterations} (its "
+                        f"checkpoint is written); {stopping.RESUME}")
         self._save_final(target)
         return {"model": str(target)}
 
@@ -193,8 +205,11 @@ class AlignmentLoop:
                       rank=self.rank, world_size=self.world, seed=seed,
                       shared_seed=iteration_seed(self.seed, it, 0, "shared"))
         t = time.perf_counter()
-        returned = self._update(batch)
+        with nonfinite.policy(c.on_nonfinite) as steps:
+            returned = self._update(batch)
         self._merge_marks(batch)
+        if not nonfinite.finite_weights(self.algorithm.policy):  # never sampled or saved
+            raise NonFinite("a weight of the policy", "NaN or infinite after the update")
         assert self.engine is not None
         # The next samples: the new policy (every process: a sharded one is gathered).
         self.engine.sync_weights(self.algorithm.policy)
@@ -209,6 +224,7 @@ class AlignmentLoop:
         record: dict[str, Any] = {
             "iteration": it, "num_prompts": len(indices), **sample_metrics(samples),
             **{algorithm_metric_name(self.name, k): v for k, v in returned.items()},
+            **({"nonfinite_skipped_steps": steps.skipped} if c.on_nonfinite == "skip" else {}),
             **evaluation, **{f"seconds_{k}": v for k, v in times.items()},
             "seconds_iteration": time.perf_counter() - started,
         }
@@ -239,11 +255,19 @@ class AlignmentLoop:
             top_p=c.top_p, length_range=c.length_range,
         )
         assert self.engine is not None
+        diverged: tuple[str, Any] | None = None
         with self._full_weights(), setup.autocast():  # every process: gathering is collective
-            rollouts = self.engine.generate(
-                prompts, sampling, num_samples=self.k, stop_strings=setup.stop_strings,
-                progress=progress, description=description, rng=rng,
-            ) if prompts else []
+            try:
+                rollouts = self.engine.generate(
+                    prompts, sampling, num_samples=self.k, stop_strings=setup.stop_strings,
+                    progress=progress, description=description, rng=rng,
+                ) if prompts else []
+            except NonFinite as exc:
+                diverged, rollouts = (exc.metric, exc.value), []
+        # Every process stops together, also when only some sampled a broken distribution.
+        found = [d for d in distributed.gather_objects(diverged) if d is not None]
+        if found:
+            raise NonFinite(*found[0])
         eos = setup.tokenizer.eos_token_id
         out = []
         for n, r in enumerate(rollouts):
@@ -430,6 +454,9 @@ class AlignmentLoop:
         from rlhfx.sharding import is_sharded, save_hf_checkpoint
 
         ctx = self.ctx
+        if not nonfinite.finite_weights(self.algorithm.policy):
+            raise UserError(f"{ctx.recipe_file}: stages.{ctx.stage_id}: the policy's weights "
+                            "are NaN or infinite: no final model is saved")
         model = self._call(self.algorithm.final_model)
         tmp = ctx.stage_dir / ".model.tmp"
         try:

@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from rlhfx import distributed
+from rlhfx.alignment import nonfinite
 from rlhfx.alignment.reference import ReferenceModel, position_ids_for
 from rlhfx.components import Sample
 
@@ -281,6 +282,7 @@ def run_epochs(
                 report.empty_minibatches += 1
                 continue
             optimizer.zero_grad(set_to_none=True)
+            loss = None
             if rows and weight(rows) > 0:
                 loss = loss_of(rows, total)
                 # sync_gradients averages; the loss is already a global share, so scale back
@@ -297,8 +299,11 @@ def run_epochs(
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
             if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            optimizer.step()
-            report.optimizer_steps += 1
+                norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            else:
+                norm = nonfinite.grad_norm(params)
+            if nonfinite.step_allowed(None if loss is None else loss.detach(), norm):
+                optimizer.step()
+                report.optimizer_steps += 1
     optimizer.zero_grad(set_to_none=True)
     return report

@@ -37,6 +37,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "cleaned_rate": ("share discarded or edited: what the cleaner-rate guard watches",
                      "fraction"),
     "nonfinite_rewards": ("samples whose reward was NaN or infinite (dropped)", "count"),
+    "nonfinite_skipped_steps": ("optimizer steps left out for a NaN or infinite gradient norm "
+                                "(on_nonfinite = \"skip\")", "count"),
     "distinct_1": ("unique words / all words over the cleaned samples", "fraction"),
     "distinct_2": ("unique word pairs / all word pairs (falls when a policy repeats itself)",
                    "fraction"),

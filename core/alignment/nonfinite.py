@@ -29,22 +29,27 @@ class NonFinite(UserError):
         super().__init__(f"{metric} is {value}")
 
 
-class _Policy:
-    mode = "error"
-    skipped = 0
+class Policy:
+    """What to do with a non-finite step, and how many were skipped."""
+
+    def __init__(self, mode: str = "error"):
+        if mode not in MODES:
+            raise ValueError(f"on_nonfinite: {mode!r} is not one of {MODES}")
+        self.mode, self.skipped = mode, 0
+
+
+_active = [Policy()]  # the innermost `policy()` last; outside any: error
 
 
 @contextlib.contextmanager
-def policy(mode: str) -> Iterator[_Policy]:
+def policy(mode: str) -> Iterator[Policy]:
     """Apply `mode` to the update steps inside; the yielded object counts skipped steps."""
-    if mode not in MODES:
-        raise ValueError(f"on_nonfinite: {mode!r} is not one of {MODES}")
-    outer = (_Policy.mode, _Policy.skipped)
-    _Policy.mode, _Policy.skipped = mode, 0
+    current = Policy(mode)
+    _active.append(current)
     try:
-        yield _Policy
+        yield current
     finally:
-        _Policy.mode, _Policy.skipped = outer
+        _active.remove(current)
 
 
 def _as_float(value: Any) -> float:
@@ -62,8 +67,9 @@ def step_allowed(loss: Any, grad_norm: Any) -> bool:
     norm = _as_float(grad_norm)
     if math.isfinite(norm):
         return True
-    if _Policy.mode == "skip":
-        _Policy.skipped += 1
+    current = _active[-1]
+    if current.mode == "skip":
+        current.skipped += 1
         return False
     if loss is not None and not math.isfinite(_as_float(loss)):
         raise NonFinite("the loss", _as_float(loss))

@@ -34,9 +34,12 @@ class Terminated(KeyboardInterrupt):
 class _Flag:
     deferring = False
     requested = False
+    exiting = False  # the checkpoint is written and the run is unwinding: nothing to add
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
+    if _Flag.exiting:  # e.g. torchrun's SIGTERM once another process has already stopped
+        return
     if _Flag.deferring and not _Flag.requested:
         _Flag.requested = True  # the loop stops after this iteration, with a checkpoint
         return
@@ -51,6 +54,7 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 def install() -> None:
     """Handle SIGTERM as above (main thread only; elsewhere the default stays)."""
     if threading.current_thread() is threading.main_thread():
+        _Flag.exiting = False
         signal.signal(signal.SIGTERM, _on_sigterm)
 
 
@@ -62,6 +66,14 @@ def deferred() -> Iterator[None]:
         yield
     finally:
         _Flag.deferring, _Flag.requested = False, False
+
+
+def stopped_after(iteration: int, total: int) -> Terminated:
+    """The error ending a run whose checkpoint of `iteration` was written after a SIGTERM;
+    signals after it change nothing."""
+    _Flag.exiting = True
+    return Terminated(f"stopped by SIGTERM after iteration {iteration} of {total} (its "
+                      f"checkpoint is written); {RESUME}")
 
 
 def stop_agreed() -> bool:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from critic_free_runs import LENGTH, final_weights, run, same_weights, write_recipe
@@ -80,3 +83,57 @@ def test_sigterm_mid_run_checkpoints_exits_143_and_resumes_exactly(rlhfx_cli, tm
         for key in ("reward_mean", "kl_mean", "train_loss"):
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
     assert same_weights(final_weights(out), final_weights(reference))
+
+
+def _rank_pid(parent: subprocess.Popen, rank: int) -> int | None:
+    """The worker torchrun started for `rank` (found by its parent and environment)."""
+    for child in Path("/proc").iterdir():
+        if not child.name.isdigit():
+            continue
+        try:
+            stat = (child / "stat").read_text()
+            environ = (child / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent.pid and \
+                f"RANK={rank}".encode() in environ:
+            return int(child.name)
+    return None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="finds the worker through /proc")
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun is not installed")
+def test_under_torchrun_a_sigterm_to_one_process_stops_both_after_the_same_iteration(
+    tmp_path
+):
+    options = {"iterations": 8, "save_every": 4, "batch_size": 2, "k": 2, "min_new_tokens": 4,
+               "max_new_tokens": 4, "learning_rate": 3e-3, "torch_threads": 1}
+    recipe = write_recipe(tmp_path, "grpo", options, reward=LENGTH)
+    out = tmp_path / "run"
+    metrics = out / "stages" / "align" / "metrics.jsonl"
+    command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
+               "--master_port", "29547", "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)]
+    proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 300
+        while not (metrics.exists() and metrics.read_text().count("\n") >= 1):
+            assert proc.poll() is None, proc.stderr.read()[-3000:]
+            assert time.time() < deadline, "no iteration within 5 minutes"
+            time.sleep(0.05)
+        worker = _rank_pid(proc, 1)
+        assert worker is not None
+        os.kill(worker, signal.SIGTERM)  # the other process is not signalled
+        _, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode != 0
+    assert stderr.count("stopped by SIGTERM after iteration") == 2, stderr[-4000:]
+    done = len(records(out))
+    assert 1 <= done < 8
+    latest = json.loads((out / "stages" / "align" / "checkpoints" / "latest.json").read_text())
+    assert latest["iteration"] == done
+    assert "lost contact" not in stderr

@@ -139,9 +139,7 @@ class AlignmentLoop:
                 if stopping.stop_agreed():  # SIGTERM: this iteration is kept, then stop
                     if self.state.iteration != it:
                         self._checkpoint(it)
-                    raise stopping.Terminated(
-                        f"stopped by SIGTERM after iteration {it} of {self.iterations} (its "
-                        f"checkpoint is written); {stopping.RESUME}")
+                    raise stopping.stopped_after(it, self.iterations)
         self._save_final(target)
         return {"model": str(target)}
 

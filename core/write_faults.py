@@ -60,14 +60,16 @@ def free_space(path: Path) -> str:
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
     try:
-        free = shutil.disk_usage(probe).free
+        free = float(shutil.disk_usage(probe).free)
     except OSError:
         return "unknown free space"
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if free < 1024 or unit == "GiB":
-            return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
+    if free < 1024:
+        return f"{free:.0f} bytes free"
+    for unit in ("KiB", "MiB", "GiB"):
         free /= 1024
-    return f"{free:.1f} TiB free"  # pragma: no cover - the loop returns at GiB
+        if free < 1024 or unit == "GiB":
+            break
+    return f"{free:.1f} {unit} free"
 
 
 def write_failure(exc: BaseException, path: Path) -> UserError | None:

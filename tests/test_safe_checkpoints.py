@@ -84,7 +84,7 @@ def test_a_pickle_in_any_checkpoint_file_is_damage_not_code(tmp_path):
     for name in ("algorithm.safetensors", "algorithm.json", "loop.json"):
         path = ckpts.save(LoopState(iteration=1), {"policy": {"w": torch.ones(2)}})
         plant(path / name, marker)
-        with pytest.raises(UserError, match="algorithm|loop.json"):
+        with pytest.raises(UserError, match=r"algorithm|loop\.json"):
             ckpts.load(path)
     legacy = tmp_path / "checkpoints" / "iter-0001"
     for name in ("algorithm.safetensors", "algorithm.json"):

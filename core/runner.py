@@ -148,10 +148,12 @@ def run_recipe(
     if distributed.is_main() and not (run_dir.exists() and not run_dir.is_dir()):
         run_dir.mkdir(parents=True, exist_ok=True)
         lock = RunLock(run_dir).acquire()
+    restore_sigterm = stopping.install()
     try:
         return _run_recipe(loaded, run_dir, console or Console(stderr=True),
                            restart_from, plugins or get_plugins())
     finally:
+        restore_sigterm()
         if lock is not None:
             lock.release()
 
@@ -213,7 +215,6 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
     preflight.check_recipe(str(loaded.path), to_run, finished)
 
     distributed.init(recipe.run.timeout_s)
-    stopping.install()
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
         _keep_recipe_copy(run_dir, loaded)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rlhfx import distributed
@@ -51,11 +51,18 @@ def _on_sigterm(signum: int, frame: Any) -> None:
     raise Terminated(f"stopped by SIGTERM; {RESUME} (it continues from the last checkpoint)")
 
 
-def install() -> None:
-    """Handle SIGTERM as above (main thread only; elsewhere the default stays)."""
-    if threading.current_thread() is threading.main_thread():
-        _Flag.exiting = False
-        signal.signal(signal.SIGTERM, _on_sigterm)
+def install() -> Callable[[], None]:
+    """Handle SIGTERM as above (main thread only; elsewhere the default stays). Returns what
+    puts the previous handler back (a run inside a longer-lived process, e.g. tests)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    _Flag.exiting = False
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 @contextlib.contextmanager

@@ -21,10 +21,9 @@ from rlhfx import stopping
 
 @pytest.fixture
 def handler():
-    previous = signal.getsignal(signal.SIGTERM)
-    stopping.install()
+    restore = stopping.install()
     yield
-    signal.signal(signal.SIGTERM, previous)
+    restore()
 
 
 def test_inside_the_loop_the_first_sigterm_waits_and_a_second_stops_at_once(handler):

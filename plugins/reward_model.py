@@ -36,6 +36,8 @@ from rlhfx.hf_training import (
 from rlhfx.lora import LoraSettings
 
 EVAL_FILE = "eval.json"
+#: Level of the interval given with the held-out pairwise accuracy.
+ACCURACY_LEVEL = 0.95
 
 
 class RewardModelOptions(TrainingOptions):
@@ -81,6 +83,7 @@ def pairwise_accuracy(
     Texts are cut the way the reward sources cut them (from the left, at the model's limit
     unless `max_length`), so this is the accuracy the trained model will have in alignment.
     """
+    from .evaluate.stats import wilson_interval
     from .gpt_neo_rm import score_texts
 
     tokenizer.truncation_side = "left"
@@ -91,10 +94,15 @@ def pairwise_accuracy(
                            append_eos)
     margins = [c - r for c, r in zip(chosen, rejected, strict=True)]
     n = len(margins)
+    right = sum(m > 0 for m in margins)
+    low, high = wilson_interval(right, n, ACCURACY_LEVEL)
     return {
-        "accuracy": sum(m > 0 for m in margins) / n if n else float("nan"),
+        "accuracy": right / n if n else float("nan"),
         "mean_margin": sum(margins) / n if n else float("nan"),
         "pairs": float(n),
+        # a 95% Wilson interval: how far the accuracy on this many pairs could be from luck
+        "ci_low": low if n else float("nan"),
+        "ci_high": high if n else float("nan"),
     }
 
 
@@ -241,8 +249,9 @@ class RewardModelStage(Stage):
             results["after"] = after
             ctx.log_metrics(step, {f"eval/{k}": v for k, v in after.items()})
             ctx.log.info(
-                "reward_model: validation pairwise accuracy %.3f on %d held-out pairs "
-                "(mean margin %.3f)", after["accuracy"], len(held), after["mean_margin"],
+                "reward_model: validation pairwise accuracy %.3f (95%% interval %.3f-%.3f) on "
+                "%d held-out pairs (mean margin %.3f)", after["accuracy"], after["ci_low"],
+                after["ci_high"], len(held), after["mean_margin"],
             )
         full = gathered_state(merged)  # under fsdp; every process takes part
         if ctx.is_main:

@@ -161,7 +161,8 @@ def make_pipeline_run(run: Path) -> Path:
     ])
     (rm / "eval.json").write_text(json.dumps({
         "before": {"accuracy": 0.5, "mean_margin": 0.0, "pairs": 24.0},
-        "after": {"accuracy": 0.875, "mean_margin": 1.5, "pairs": 24.0},
+        "after": {"accuracy": 0.875, "mean_margin": 1.5, "pairs": 24.0,
+                  "ci_low": 0.68996, "ci_high": 0.95656},
         "train_pairs": 200, "validation_pairs": 24, "train_pairs_over_max_length": 0,
     }), encoding="utf-8")
     return run

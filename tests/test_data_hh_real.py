@@ -1,20 +1,14 @@
-"""The data stage on 1,800 real hh-rlhf pairs (the shared file; skipped where it is absent)."""
+"""The data stage on the 1,800 real hh-rlhf pairs rlhfx ships (recipes/hh_cpu.toml's data)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import pytest
-
 from rlhfx.files import read_jsonl
+from rlhfx.model_sources import package_path
 from rlhfx.plugins.data.config import DataConfig
 from rlhfx.plugins.data.prepare import prepare
 from rlhfx.registry import get_plugins
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-REAL = SHARED / "data/hh-rlhf/harmless-base-test.head1800.jsonl.gz"
-
-pytestmark = pytest.mark.skipif(not REAL.exists(), reason=f"{REAL} is not on this machine")
+REAL = package_path("pkg:rlhfx.plugins.data/hh_rlhf/harmless-base-test.head1800.jsonl.gz")
 
 
 def test_real_hh_file(tmp_path):

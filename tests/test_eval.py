@@ -62,6 +62,10 @@ def test_win_rate_of_a_model_over_one_that_never_answers(rlhfx_cli, silent_model
     assert len(full["rows"]) == 6 and full["judge"] == {"name": "length", "unit": "chars"}
     first = full["rows"][0]["answers"]
     assert first[str(silent_model)]["discarded"].startswith("discard: shorter than")
+    # The silent model ends every answer itself (EOS first); the share is counted per model.
+    assert silent["finished"] == 6 and silent["finished_rate"] == 1.0
+    ended = [row["answers"][TINY]["finished"] for row in full["rows"]]
+    assert tiny["finished"] == sum(ended) and tiny["finished_rate"] == sum(ended) / 6
     html = (out / "eval.html").read_text()
     assert html.count('<tr><td class="text"><div class="turn role-user">') == 6
     assert "###Human" not in html  # prompts are shown as conversations
@@ -188,3 +192,18 @@ def test_an_engine_on_the_model_object_is_let_go_with_the_model(policy_and_token
     engines.release()
     assert engines.engine is None  # nothing keeps the model alive once the caller drops it
     assert engines.for_model(model, tok) is not first
+
+
+def test_an_answer_ended_by_itself_or_at_the_length_limit():
+    from rlhfx.plugins.evaluate.run import ended_by_itself
+    from rlhfx.rollouts import Rollout
+
+    def answer(ids: list[int], text: str = "an answer") -> Rollout:
+        return Rollout(prompt_id=0, prompt="p", prompt_ids=[1], response_ids=ids, text=text)
+
+    eos, stops = [2], ["###Human"]
+    assert ended_by_itself(answer([5, 6, 2]), 4, eos, stops)  # EOS before the limit
+    assert ended_by_itself(answer([5, 6, 7, 2]), 4, eos, stops)  # EOS as the last token
+    assert ended_by_itself(answer([5, 6]), 4, eos, stops)  # a stop string ended it early
+    assert ended_by_itself(answer([5, 6, 7, 8], "so ###Human"), 4, eos, stops)
+    assert not ended_by_itself(answer([5, 6, 7, 8]), 4, eos, stops)  # cut at the limit

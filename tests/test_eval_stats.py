@@ -48,3 +48,20 @@ def test_compare():
     assert c.mean_reward_difference == pytest.approx(1.0)  # only prompts scored for both
     with pytest.raises(ValueError):
         stats.compare("a", "b", [1.0], [1.0, 2.0])
+
+
+def test_wilson_interval_of_an_accuracy_worked_by_hand():
+    # 50 of 100 at 95%: z = 1.95996; centre 0.5, half-width
+    # z * sqrt(0.25 / 100 + z^2 / 40000) / (1 + z^2 / 100) = 0.09617
+    low, high = stats.wilson_interval(50, 100)
+    assert (low, high) == (pytest.approx(0.40383, abs=1e-5), pytest.approx(0.59617, abs=1e-5))
+    # 21 of 24 (0.875): not symmetric about the estimate, pulled towards 0.5
+    low, high = stats.wilson_interval(21, 24)
+    assert (low, high) == (pytest.approx(0.68996, abs=1e-5), pytest.approx(0.95656, abs=1e-5))
+    assert 0.875 - low > high - 0.875
+    # all right: the upper end is 1, the lower one well inside; no pairs: no information
+    low, high = stats.wilson_interval(10, 10)
+    assert high == 1.0 and low == pytest.approx(0.72247, abs=1e-5)
+    assert stats.wilson_interval(0, 0) == (0.0, 1.0)
+    # a wider level gives a wider interval
+    assert stats.wilson_interval(50, 100, 0.99)[0] < 0.40383

@@ -85,19 +85,20 @@ def test_evaluate_stage_in_a_tiny_recipe_and_its_report(rlhfx_cli, tmp_path):
     assert second[6] == f"{start:.4g} → {start:.4g} (align, step 0 → 0)"
 
 
-def fake_verdict(stage: Path, sources: list[str]) -> None:
+def fake_verdict(stage: Path, sources: list[str],
+                 ci: tuple[float, float] = (0.6, 0.85)) -> None:
     stage.mkdir(parents=True, exist_ok=True)
     (stage / "eval.json").write_text(json.dumps({
         "prompts": "p.jsonl", "judge": {"name": "reward_model", "model": "/j/model"},
         "num_prompts": 40,
         "models": [
             {"label": "before", "source": sources[0], "mean_reward": -0.5, "scored": 38,
-             "discarded": 2},
+             "discarded": 2, "finished": 10, "finished_rate": 0.25},
             {"label": "after", "source": sources[1], "mean_reward": 0.25, "scored": 40,
-             "discarded": 0},
+             "discarded": 0, "finished": 30, "finished_rate": 0.75},
         ],
         "comparisons": [{"a": "after", "b": "before", "n": 40, "wins": 28, "losses": 10,
-                         "ties": 2, "win_rate": 0.725, "ci_low": 0.6, "ci_high": 0.85,
+                         "ties": 2, "win_rate": 0.725, "ci_low": ci[0], "ci_high": ci[1],
                          "ci_level": 0.95, "sign_test_p": 0.0049,
                          "mean_reward_difference": 0.7}],
         "rows": [],
@@ -127,9 +128,39 @@ def test_report_shows_the_judge_beside_the_training_reward(tmp_path, by):
     else:  # the starting policy is not named: no training-reward figure for the pair
         assert row[6] == "—"
     models = page.tables["verdict-models-verdict"]
-    assert models[1][:3] == ["before", "/cache/tiny", "-0.5"]
+    assert models[1] == ["before", "/cache/tiny", "-0.5", "38", "2", "0.25"]
     # The reward-model table does not mistake this eval.json for an accuracy file.
     assert "rm-verdict" not in page.tables
+
+
+@pytest.mark.parametrize(("ci", "words"), [
+    ((0.6, 0.85), "after is better than before"),
+    ((0.45, 0.85), "no clear difference between after and before"),
+    ((0.1, 0.4), "after is worse than before"),
+])
+def test_the_judges_verdict_opens_the_report(tmp_path, ci, words):
+    run = make_raft_run(tmp_path / "run")  # align eval reward 1.0 at step 0 -> 7.0 at step 3
+    recipe = (run / "recipe.toml").read_text() + (
+        '\n[stages.verdict]\nname = "evaluate"\nmodels = ["builtin:tiny-gpt-neo", '
+        '"@align.model"]\n')
+    (run / "recipe.toml").write_text(recipe)
+    fake_verdict(run / "stages" / "verdict", ["/cache/tiny", "/elsewhere/model"], ci)
+    text = write_report(run).read_text(encoding="utf-8")
+    page = Page(text)
+    # before the stages table and every stage's details
+    assert text.index('id="verdict"') < text.index('id="stages"') < text.index(
+        'id="verdict-verdict"')
+    head, row = page.tables["verdict-summary"]
+    assert head[2:4] == ["judge: win rate", "95% interval"]
+    assert row == ["verdict", "after over before", "0.725", f"{ci[0]:g} – {ci[1]:g}",
+                   "28 / 10 / 2", "0.0049", "40", "1 → 7", "0.25 → 0.75"]
+    sentence = text[text.index('<ul id="verdict-words">'):text.index("</ul>")]
+    assert words in sentence and "wins on 28 prompts, loses on 10, ties on 2" in sentence
+
+
+def test_a_run_without_a_judge_has_no_verdict_section(tmp_path):
+    text = write_report(make_raft_run(tmp_path / "run")).read_text(encoding="utf-8")
+    assert 'id="verdict"' not in text and "verdict-summary" not in text
 
 
 NO_VLLM = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None,

@@ -111,10 +111,11 @@ def rlhfx_wheel(tmp_path_factory) -> Path:
 
 def test_wheel_ships_every_module_and_its_builtins_load(rlhfx_wheel, tmp_path):
     names = set(zipfile.ZipFile(rlhfx_wheel).namelist())
-    shipped_suffixes = {".py", ".json", ".jsonl", ".toml", ".txt"}
+    shipped_suffixes = {".py", ".json", ".jsonl", ".toml", ".txt", ".gz"}
     for package_dir, package in (("core", "rlhfx"), ("plugins", "rlhfx/plugins")):
         for file in (REPO / package_dir).rglob("*"):
-            if "__pycache__" not in file.parts and file.suffix in shipped_suffixes:
+            shipped = file.suffix in shipped_suffixes or file.name == "LICENSE"  # shipped data's
+            if "__pycache__" not in file.parts and shipped:
                 inside = f"{package}/{file.relative_to(REPO / package_dir).as_posix()}"
                 assert inside in names, f"{file.relative_to(REPO)} is not in the wheel"
 

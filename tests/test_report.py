@@ -105,13 +105,15 @@ def test_pipeline_run_shows_reward_model_accuracy(tmp_path):
     _, page = report(run)
     assert [r[0] for r in page.tables["stages"][1:]] == ["sft", "reward_model", "align"]
     assert page.tables["rm-reward_model"][1:] == [
-        ["before training", "0.5", "0", "24"], ["after training", "0.875", "1.5", "24"],
+        ["before training", "0.5", "—", "0", "24"],
+        ["after training", "0.875", "0.69 – 0.9566", "1.5", "24"],  # 21 of 24, Wilson
     ]
     assert {"sft-training.png", "reward_model-training.png"} <= set(figure_files(page))
     # Without eval.json, the accuracy comes from the stage's eval metrics.
     (run / "stages/reward_model/eval.json").unlink()
     _, page = report(run)
-    assert page.tables["rm-reward_model"][1:] == [["after training", "0.875", "1.5", "24"]]
+    assert page.tables["rm-reward_model"][1:] == [["after training", "0.875", "—", "1.5",
+                                                   "24"]]
 
 
 def test_interrupted_run(tmp_path):

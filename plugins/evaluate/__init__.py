@@ -78,11 +78,12 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
 
     console = Console()
     table = Table(title=f"{summary['num_prompts']} prompts, judge {summary['judge']['name']}")
-    for col in ("model", "mean reward", "scored", "discarded"):
+    for col in ("model", "mean reward", "scored", "discarded", "ended by itself"):
         table.add_column(col)
     for m in summary["models"]:
         mean = "—" if m["mean_reward"] is None else f"{m['mean_reward']:.4g}"
-        table.add_row(m["label"], mean, str(m["scored"]), str(m["discarded"]))
+        ended = "—" if m.get("finished_rate") is None else f"{m['finished_rate']:.2f}"
+        table.add_row(m["label"], mean, str(m["scored"]), str(m["discarded"]), ended)
     console.print(table)
     for c in summary["comparisons"]:
         console.print(

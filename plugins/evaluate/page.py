@@ -45,13 +45,14 @@ def render(result: dict[str, Any]) -> str:
         f'<code>{escape(str(result.get("prompts", "")))}</code> · judge '
         f'<code>{escape(str(result.get("judge", "")))}</code></p>',
         '<table id="models"><thead><tr><th>model</th><th>source</th><th>mean reward</th>'
-        "<th>scored</th><th>discarded</th></tr></thead><tbody>",
+        "<th>scored</th><th>discarded</th><th>ended by itself</th></tr></thead><tbody>",
     ]
     for m in result["models"]:
         out.append(
             f"<tr><td>{escape(m['label'])}</td><td><code>{escape(m['source'])}</code></td>"
             f'<td class="num">{_num(m["mean_reward"])}</td><td class="num">{m["scored"]}</td>'
-            f'<td class="num">{m["discarded"]}</td></tr>'
+            f'<td class="num">{m["discarded"]}</td>'
+            f'<td class="num">{_num(m.get("finished_rate"))}</td></tr>'
         )
     out.append("</tbody></table>")
     if result["comparisons"]:
@@ -86,6 +87,8 @@ def render(result: dict[str, Any]) -> str:
             text = escape(answer["response"] if not answer["discarded"] else answer["raw"])
             if answer["discarded"]:
                 text += f' <span class="tag">discarded: {escape(answer["discarded"])}</span>'
+            if answer.get("finished") is False:
+                text += ' <span class="tag">cut at the length limit</span>'
             cells.append(f'<td class="{css}">{text}</td>')
             cells.append(f'<td class="num">{_num(answer["reward"])}</td>')
         out.append("<tr>" + "".join(cells) + "</tr>")

@@ -100,7 +100,7 @@ def answer_and_score(
     """This process's rows for one model: prompt index, raw answer, cleaned answer, reward."""
     import torch
 
-    from rlhfx.chat import chat_prompt, has_chat_template
+    from rlhfx.chat import chat_prompt, end_of_turn_token_ids, has_chat_template
     from rlhfx.components import Sample, frozen_statistics
     from rlhfx.models import load_causal_lm, load_tokenizer
     from rlhfx.rollouts import SamplingSettings
@@ -132,6 +132,9 @@ def answer_and_score(
         Sample(prompt_id=r.prompt_id, prompt=mine[r.prompt_id], raw_response=r.text)
         for r in rollouts
     ]
+    ends = end_of_turn_token_ids(tokenizer)
+    stops = list(getattr(cleaners[0].config, "markers", []))
+    finished = [ended_by_itself(r, settings.max_new_tokens, ends, stops) for r in rollouts]
     with frozen_statistics(judge):
         clean_and_score(samples, cleaners, judge)
     engines.release()
@@ -146,9 +149,22 @@ def answer_and_score(
             "response": s.response,
             "reward": s.reward,
             "discarded": s.discard_reason,
+            "finished": done,
         }
-        for s in samples
+        for s, done in zip(samples, finished, strict=True)
     ]
+
+
+def ended_by_itself(
+    rollout: Any, limit: int, end_ids: Sequence[int], stop_strings: Sequence[str]
+) -> bool:
+    """Whether an answer ended on its own (EOS, end of turn or a stop string) rather than at
+    the length limit: shorter than the limit, or its last token ends a turn, or a stop
+    string is in its text."""
+    ids = rollout.response_ids
+    if len(ids) < limit or (ids and ids[-1] in end_ids):
+        return True
+    return any(stop in rollout.text for stop in stop_strings)
 
 
 def evaluate(
@@ -183,12 +199,16 @@ def evaluate(
     for source, label in zip(sources, labels, strict=True):
         rewards = [r["reward"] for r in per_model[label]]
         scored = [float(x) for x in rewards if x is not None]
+        finished = sum(1 for r in per_model[label] if r.get("finished"))
         models.append({
             "label": label,
             "source": source,
             "mean_reward": sum(scored) / len(scored) if scored else None,
             "scored": len(scored),
             "discarded": len(rewards) - len(scored),
+            # answers that ended by themselves, not at max_new_tokens
+            "finished": finished,
+            "finished_rate": finished / len(rewards) if rewards else None,
         })
     if against_first:
         pairs = [(b, labels[0]) for b in labels[1:]]
@@ -206,4 +226,4 @@ def evaluate(
 
 
 def _answer(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("raw", "response", "reward", "discarded")}
+    return {k: row[k] for k in ("raw", "response", "reward", "discarded", "finished")}

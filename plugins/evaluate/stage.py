@@ -84,6 +84,8 @@ def verdict_metrics(result: dict[str, Any]) -> dict[str, Any]:
         if m["mean_reward"] is not None:
             metrics[f"{m['label']}/mean_reward"] = m["mean_reward"]
         metrics[f"{m['label']}/discarded"] = m["discarded"]
+        if m.get("finished_rate") is not None:
+            metrics[f"{m['label']}/finished_rate"] = m["finished_rate"]
     for c in result["comparisons"]:
         key = f"{c['a']}_over_{c['b']}"
         for name in ("win_rate", "ci_low", "ci_high", "wins", "losses", "ties", "sign_test_p"):
@@ -139,8 +141,9 @@ class EvaluateStage(Stage):
         ctx.log_metrics(0, verdict_metrics(result))
         for m in result["models"]:
             mean = "—" if m["mean_reward"] is None else f"{m['mean_reward']:.4g}"
-            ctx.log.info("evaluate: %s: mean reward %s (%d discarded)", m["label"], mean,
-                         m["discarded"])
+            ctx.log.info("evaluate: %s: mean reward %s (%d discarded; %d of %d answers ended "
+                         "by themselves, not at max_new_tokens)", m["label"], mean,
+                         m["discarded"], m["finished"], len(prompts))
         for cmp in result["comparisons"]:
             ctx.log.info(
                 "evaluate: %s over %s: win rate %.3f (%d%% interval %.3f-%.3f; %d wins, "

@@ -66,6 +66,21 @@ def bootstrap_interval(
     return (low, high)
 
 
+
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (e.g. a reward model's pairwise accuracy on n
+    held-out pairs): good coverage at small n and near 0 or 1, unlike the normal
+    approximation. (0.0, 1.0) when n is 0."""
+    if n <= 0:
+        return (0.0, 1.0)
+    from statistics import NormalDist
+
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
 @dataclass
 class Comparison:
     """A over B on the same prompts."""

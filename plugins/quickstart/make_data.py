@@ -27,7 +27,7 @@ from rlhfx.plugins.quickstart import (
     TRAIN_PAIRS,
     TRAIN_PROMPTS,
 )
-from rlhfx.plugins.quickstart.topics import TOPICS, Topic
+from rlhfx.plugins.quickstart.topics import EVAL_ONLY, TOPICS, Topic
 
 SEED = 20261123
 HELD_OUT_FRACTION = 0.25
@@ -241,6 +241,20 @@ def make_prompts(topics: Sequence[Topic], rng: random.Random) -> list[dict]:
     return rows
 
 
+def eval_only_prompts(seed: int) -> list[dict]:
+    """Prompts of the questions that have no pairs, after the held-out topics' ones, with an
+    opening greeting in about as many as the other prompts have earlier turns. Their own
+    random stream, so the other files do not change with them."""
+    rng = random.Random(seed)
+    rows = []
+    for subject, question in EVAL_ONLY:
+        turns = [rng.choice(GREETINGS)] if rng.random() < MULTI_TURN_FRACTION else []
+        rows.append({"prompt": hh_prompt(turns, question), "question": question,
+                     "topic": subject})
+    rng.shuffle(rows)
+    return rows
+
+
 def split_topics(rng: random.Random) -> tuple[list[Topic], list[Topic]]:
     order = list(TOPICS)
     rng.shuffle(order)
@@ -256,7 +270,7 @@ def build() -> dict[Path, list[dict]]:
         TRAIN_PAIRS: make_pairs(train, EXTRA_PAIRS_TRAIN, rng),
         HELD_OUT_PAIRS: make_pairs(held_out, EXTRA_PAIRS_HELD_OUT, rng),
         TRAIN_PROMPTS: make_prompts(train, rng),
-        EVAL_PROMPTS: make_prompts(held_out, rng),
+        EVAL_PROMPTS: make_prompts(held_out, rng) + eval_only_prompts(SEED + 1),
     }
 
 

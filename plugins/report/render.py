@@ -127,6 +127,7 @@ def render(run: RunData, charts: Sequence[Chart], max_samples: int = 50) -> str:
         parts.append('<p class="meta">This run has not finished (it may still be going, or it '
                      "was interrupted): the report shows what it had written so far. Run the "
                      "same report command again to update it.</p>")
+    parts += _verdict_headline(run)
     parts += _stages_section(run, charts)
     for stage in run.stages:
         parts += _stage_section(stage, [c for c in charts if c.stage == stage.id], max_samples,
@@ -141,6 +142,63 @@ def render(run: RunData, charts: Sequence[Chart], max_samples: int = 50) -> str:
 
 
 # ----------------------------------------------------------------------------- sections
+
+
+def _verdict_in_words(c: dict[str, Any]) -> str:
+    """One sentence on a comparison: who the judge prefers and whether the interval says so."""
+    a, b = escape(str(c["a"])), escape(str(c["b"]))
+    low = float(c["ci_low"]) if _is_num(c.get("ci_low")) else None
+    high = float(c["ci_high"]) if _is_num(c.get("ci_high")) else None
+    if low is not None and low > 0.5:
+        word = f'<b class="up">{a} is better than {b}</b>'
+    elif high is not None and high < 0.5:
+        word = f'<b class="down">{a} is worse than {b}</b>'
+    else:
+        word = f"<b>no clear difference between {a} and {b}</b> (the interval includes 0.5)"
+    return (f"By the judge, {word}: {a}'s answer wins on {_num(c.get('wins'))} prompts, "
+            f"loses on {_num(c.get('losses'))}, ties on {_num(c.get('ties'))}.")
+
+
+def _verdict_headline(run: RunData) -> list[str]:
+    """The judges' verdicts first: the answer to "did alignment help?" before the details."""
+    rows, sentences = [], []
+    for stage in run.stages:
+        verdict = stage.verdict
+        if not verdict:
+            continue
+        views = training_views(run, stage)
+        ended = {m["label"]: m.get("finished_rate") for m in verdict["models"]}
+        for c in verdict["comparisons"]:
+            if not isinstance(c, dict) or not {"a", "b", "win_rate"} <= set(c):
+                continue
+            a, b = str(c["a"]), str(c["b"])
+            va, vb = views.get(a), views.get(b)
+            training = (f"{_num(vb.value)} → {_num(va.value)}"
+                        if va is not None and vb is not None else "—")
+            rows.append([
+                f'<a href="#stage-{escape(stage.id)}">{escape(stage.id)}</a>',
+                f"{escape(a)} over {escape(b)}", _num(c["win_rate"]),
+                f"{_num(c.get('ci_low'))} – {_num(c.get('ci_high'))}",
+                f"{_num(c.get('wins'))} / {_num(c.get('losses'))} / {_num(c.get('ties'))}",
+                _num(c.get("sign_test_p")), _num(c.get("n", verdict.get("num_prompts"))),
+                training, f"{_num(ended.get(b))} → {_num(ended.get(a))}",
+            ])
+            sentences.append(f"<li>{_verdict_in_words(c)}</li>")
+    if not rows:
+        return []
+    head = ["stage", "comparison", "judge: win rate", "95% interval", "wins / losses / ties",
+            "sign test p", "prompts", "training reward: eval mean",
+            "answers ended by themselves"]
+    return ['<h2 id="verdict">Verdict of the independent judge</h2>',
+            f'<ul id="verdict-words">{"".join(sentences)}</ul>',
+            _table(head, rows, numeric=frozenset({2, 3, 4, 5, 6, 7, 8}),
+                   attrs='id="verdict-summary"'),
+            '<p class="meta">The judge is a reward source the alignment never optimised '
+            "against; the training reward's column is the view of the reward it did optimise "
+            "(its own eval, before and after). Win rate: a tie counts half; interval: paired "
+            "bootstrap over prompts; the last column is the share of answers that ended by "
+            "themselves rather than at the length limit. Details: each stage's section "
+            "below.</p>"]
 
 
 def _stages_section(run: RunData, charts: Sequence[Chart]) -> list[str]:
@@ -246,13 +304,17 @@ def _reward_model_table(stage: StageData) -> str:
     for key, label in (("before", "before training"), ("after", "after training")):
         result = rm.get(key)
         if isinstance(result, dict):
-            rows.append([escape(label), _num(result.get("accuracy")),
+            interval = "—"
+            if _is_num(result.get("ci_low")) and _is_num(result.get("ci_high")):
+                interval = f"{_num(result['ci_low'])} – {_num(result['ci_high'])}"
+            rows.append([escape(label), _num(result.get("accuracy")), interval,
                          _num(result.get("mean_margin")), _num(result.get("pairs"))])
     counts = ", ".join(f"{k.replace('_', ' ')}: {rm[k]}" for k in
                        ("train_pairs", "validation_pairs", "train_pairs_over_max_length")
                        if isinstance(rm.get(k), int))
-    table = _table(["when", "pairwise accuracy", "mean margin", "held-out pairs"], rows,
-                   numeric=frozenset({1, 2, 3}), attrs=f'id="rm-{escape(stage.id)}"')
+    table = _table(["when", "pairwise accuracy", "95% interval", "mean margin",
+                    "held-out pairs"], rows,
+                   numeric=frozenset({1, 2, 3, 4}), attrs=f'id="rm-{escape(stage.id)}"')
     note = ("<p class=\"meta\">Share of held-out preference pairs where the model scores the "
             "preferred answer higher" + (f" ({escape(counts)})" if counts else "") + ".</p>")
     return table + note
@@ -297,7 +359,8 @@ def _verdict_section(stage: StageData, run: RunData | None) -> list[str]:
             f"{_num(means.get(b))} → {_num(means.get(a))}", training,
         ])
     models = [[escape(str(m["label"])), f"<code>{escape(str(m.get('source', '')))}</code>",
-               _num(m.get("mean_reward")), _num(m.get("scored")), _num(m.get("discarded"))]
+               _num(m.get("mean_reward")), _num(m.get("scored")), _num(m.get("discarded")),
+               _num(m.get("finished_rate"))]
               for m in verdict["models"]]
     out = ["<h3>Verdict of the judge</h3>",
            f'<p class="meta">{_num(verdict.get("num_prompts"))} prompts, each answered once by '
@@ -310,8 +373,9 @@ def _verdict_section(stage: StageData, run: RunData | None) -> list[str]:
                    "loses to any scored one); interval: paired bootstrap over prompts. The last "
                    "column is the view of the reward the alignment stage optimised: its mean "
                    "on that stage's own eval answers before and after alignment.</p>")
-    out.append(_table(["model", "source", "judge: mean reward", "scored", "discarded"], models,
-                      numeric=frozenset({2, 3, 4}),
+    out.append(_table(["model", "source", "judge: mean reward", "scored", "discarded",
+                       "ended by itself"], models,
+                      numeric=frozenset({2, 3, 4, 5}),
                       attrs=f'id="verdict-models-{escape(stage.id)}"'))
     if stage.directory is not None and (stage.directory / "eval.html").exists():
         out.append(f'<p class="meta">Every answer side by side: <code>'

@@ -1,0 +1,140 @@
+"""bench/bench_quickstart_seeds.py without running a recipe: its options, the seed it writes
+into a recipe, and the figures it reads from a finished run (a fake one with known numbers)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from report_fakes import make_raft_run
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def load(name: str):
+    sys.path.insert(0, str(BENCH))
+    try:
+        spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    finally:
+        sys.path.remove(str(BENCH))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    return load("bench_quickstart_seeds")
+
+
+def test_seeds_option(bench):
+    assert bench.parse_seeds("1,2,3") == [1, 2, 3]
+    assert bench.parse_seeds(" 4 5 ") == [4, 5]
+    for bad, message in (("1,x", "whole numbers"), ("", "no seeds"), ("2,2", "repeated")):
+        with pytest.raises(argparse.ArgumentTypeError, match=message):
+            bench.parse_seeds(bad)
+
+
+def test_bad_seeds_on_the_command_line_exit_2(bench, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--seeds", "one"])
+    assert exc.value.code == 2
+    assert "whole numbers" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", [
+    '[run]\noutput_dir = "x"\nseed = 1\n\n[stages.a]\nseed = 9\n',  # replaced in [run] only
+    '[run]\noutput_dir = "x"\n\n[stages.a]\nseed = 9\n',  # added to [run]
+    '[stages.a]\nseed = 9\n',  # no [run] table
+])
+def test_the_seed_goes_into_the_run_table(bench, text):
+    recipe = tomllib.loads(bench.with_seed(text, 7))
+    assert recipe["run"]["seed"] == 7 and recipe["stages"]["a"]["seed"] == 9
+
+
+def test_the_quickstart_recipe_takes_a_seed_and_an_answer_limit(bench):
+    text = bench.with_seed(bench.RECIPE.read_text(encoding="utf-8"), 3)
+    text = bench.set_in_table(text, "stages.evaluate", "max_new_tokens", "96")
+    recipe = tomllib.loads(text)
+    assert recipe["run"]["seed"] == 3 and recipe["stages"]["evaluate"]["max_new_tokens"] == 96
+    # the align stage's own limits are left alone
+    assert recipe["stages"]["align"]["algorithm"]["max_new_tokens"] == 40
+    added = tomllib.loads(bench.set_in_table("[run]\nseed = 1\n", "stages.evaluate", "x", "2"))
+    assert added == {"run": {"seed": 1}, "stages": {"evaluate": {"x": 2}}}
+
+
+def test_a_bad_answer_limit_exits_2(bench, capsys):
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--eval-max-new-tokens", "0"])
+    assert exc.value.code == 2 and "positive" in capsys.readouterr().err
+
+
+def fake_quickstart_run(run: Path) -> Path:
+    """A RAFT run (eval rewards before 1 and discarded, after 5 and 4) with an evaluate stage
+    and two reward models."""
+    make_raft_run(run)
+    state = json.loads((run / "run_state.json").read_text())
+    state["stages"]["evaluate"] = {"status": "completed", "seconds": 80.0}
+    (run / "run_state.json").write_text(json.dumps(state))
+    stage = run / "stages" / "evaluate"
+    stage.mkdir(parents=True)
+    (stage / "eval.json").write_text(json.dumps({
+        "num_prompts": 50,
+        "models": [{"label": "before", "mean_reward": -0.25, "finished_rate": 0.4},
+                   {"label": "after", "mean_reward": -0.15, "finished_rate": 0.62}],
+        "comparisons": [{"a": "after", "b": "before", "n": 50, "wins": 30, "losses": 20,
+                         "ties": 0, "win_rate": 0.6, "ci_low": 0.46, "ci_high": 0.74,
+                         "ci_level": 0.95, "sign_test_p": 0.2026}],
+    }))
+    for name, accuracy in (("reward_model", 0.864), ("judge", 0.84)):
+        (run / "stages" / name).mkdir(parents=True)
+        (run / "stages" / name / "eval.json").write_text(json.dumps({
+            "after": {"accuracy": accuracy, "ci_low": accuracy - 0.06,
+                      "ci_high": accuracy + 0.05, "pairs": 125.0}}))
+    return run
+
+
+def test_figures_read_from_a_run(bench, tmp_path):
+    s = bench.summarise(fake_quickstart_run(tmp_path / "run"))
+    assert s["judge"]["win_rate"] == 0.6 and s["judge"]["sign_test_p"] == 0.2026
+    assert s["finished_rate"] == {"before": 0.4, "after": 0.62}
+    # the training reward's own eval: both prompts won (5 > 1, 4 over a discarded answer)
+    t = s["training"]
+    assert (t["win_rate"], t["n"], t["reward_before"], t["reward_after"]) == (1.0, 2, 1.0, 4.5)
+    assert s["rm_accuracy"]["judge"]["accuracy"] == 0.84
+    assert s["stage_seconds"] == {"align": 42.5, "evaluate": 80.0}
+    text = "\n".join(bench.lines_for(1, s, 447.0))
+    assert "seed 1: 447 s in all" in text
+    assert "win rate 0.600 [0.460, 0.740] 95%; 30 wins, 20 losses, 0 ties of 50" in text
+    assert "mean reward 1.000 -> 4.500 (gain 3.500)" in text
+    assert "ended by themselves (not at the length limit): before 0.40, after 0.62" in text
+    assert "reward_model: held-out pairwise accuracy 0.864 [0.804, 0.914] on 125 pairs" in text
+    (line,) = bench.summary_lines([(1, s, 400.0), (2, s, 500.0)])
+    assert "mean 0.600" in line and "above 0.5 in 0 of 2" in line and "median 450 s" in line
+
+
+def test_summarise_option_prints_a_finished_run(bench, tmp_path, capsys):
+    run = fake_quickstart_run(tmp_path / "run")
+    assert bench.main(["--summarise", str(run)]) == 0
+    assert "judge (independent): after over before win rate 0.600" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--summarise", str(tmp_path)])
+    assert exc.value.code == 2
+
+
+def test_cpu_flags_from_cpuinfo():
+    machine = load("machine")
+    cpuinfo = ("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma avx512f avx512_bf16\n\n"
+               "processor\t: 1\nflags\t\t: fpu sse avx avx2 fma avx512f avx512_bf16\n")
+    assert machine.cpu_flags(cpuinfo) == {"avx2": True, "avx512f": True, "avx512_bf16": True,
+                                          "amx_tile": False, "amx_bf16": False}
+    line = machine.describe(cpuinfo)
+    assert "flags: avx2, avx512f, avx512_bf16 (not: amx_tile, amx_bf16)" in line
+    assert "load average" in line
+    assert machine.cpu_flags("") == dict.fromkeys(machine.FLAGS, False)

@@ -123,8 +123,13 @@ def run_recipe(
     output_dir: str | Path | None = None,
     restart_from: str | None = None,
     plugins: PluginSystem | None = None,
+    check_only: bool = False,
 ) -> Path:
-    """Run every stage of a validated recipe; returns the run directory."""
+    """Run every stage of a validated recipe; returns the run directory.
+
+    `check_only`: make every check a run makes before its first stage (the output directory,
+    a changed recipe against the run's state, the device, local models and tokenizers) and
+    return without touching anything (`rlhfx validate`)."""
     console = console or Console(stderr=True)
     plugins = plugins or get_plugins()
     recipe = loaded.recipe
@@ -170,7 +175,9 @@ def run_recipe(
             f"different recipe (or an earlier stage changed); rerun with "
             f"--restart-from {stage_id} to redo it, or set another run.output_dir"
         )
-    device = pick_device(recipe.run.device, str(loaded.path))
+    # A check leaves "auto" and "cpu" (always usable) alone rather than import torch for them.
+    device = (pick_device(recipe.run.device, str(loaded.path))
+              if not check_only or recipe.run.device == "cuda" else recipe.run.device)
     # Every local model and tokenizer the stages still to run will load, checked in seconds
     # now rather than found broken after the first stages spent minutes.
     to_run = [
@@ -187,6 +194,8 @@ def run_recipe(
         if stage_id not in retire and state.stage(stage_id).get("status") == "completed"
     }
     preflight.check_recipe(str(loaded.path), to_run, finished)
+    if check_only:
+        return run_dir
 
     distributed.init(recipe.run.timeout_s)
     distributed.stop_quietly_on_sigterm()

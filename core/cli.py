@@ -158,10 +158,13 @@ def plugins_list(as_json: bool, show_all: bool) -> None:
               help="Print the recipe as TOML with every default filled in.")
 @user_errors
 def validate(recipe: str, explain: bool) -> None:
-    """Check a recipe completely (every component and its options) without loading a model."""
+    """Check a recipe completely (every component and its options) without loading a model:
+    every check `rlhfx run` makes before its first stage."""
     from rlhfx.recipe import load_recipe
+    from rlhfx.runner import run_recipe
 
     loaded = load_recipe(recipe)
+    run_recipe(loaded, check_only=True)
     if explain:
         from rlhfx.config_docs import explain_recipe
 

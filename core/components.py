@@ -59,6 +59,13 @@ class Component:
         doc = (cls.__doc__ or "").strip()
         return doc.splitlines()[0] if doc else ""
 
+    @classmethod
+    def contract_problem(cls) -> str | None:
+        """What keeps this class from running as its kind, or None. Checked when a recipe is
+        validated, so `rlhfx validate` refuses what `rlhfx run` would (a kind whose runner
+        needs more than `Config` and `name` says so by overriding this)."""
+        return None
+
 
 # --------------------------------------------------------------------------------------------
 # Data that flows between rollouts, cleaners, rewards and rankers.
@@ -205,6 +212,20 @@ class AlignmentAlgorithm(Component):
     resume_neutral = LOOP_RESUME_NEUTRAL
     #: The policy the loop generates with, checkpoints and saves (set it in `setup`).
     policy: Any = None
+
+    @classmethod
+    def contract_problem(cls) -> str | None:
+        from rlhfx.alignment.config import AlgorithmConfig
+
+        if not issubclass(cls.Config, AlgorithmConfig):
+            return (f"'{cls.name}' has a Config that does not subclass rlhfx.AlgorithmConfig "
+                    "(the alignment loop reads its shared options from there)")
+        missing = [method for method in ("prompts_per_iteration", "setup", "update")
+                   if getattr(cls, method) is getattr(AlignmentAlgorithm, method)]
+        if missing:
+            return (f"'{cls.name}' does not implement {', '.join(missing)} (the alignment "
+                    "loop calls them; docs/algorithms.md)")
+        return None
 
     def prompts_per_iteration(self) -> int:
         """Prompts the loop samples per iteration, over all processes."""

@@ -72,6 +72,9 @@ class ComponentRef(BaseModel):
             entry = system.get(self.kind, self.name)
         except UnknownComponentError as exc:
             raise UserError(exc.short) from None
+        problem = entry.cls.contract_problem()
+        if problem:
+            raise UserError(f"{self.kind} '{self.name}': {problem}")
         try:
             config = entry.cls.Config.model_validate(self.options)
         except ValidationError as exc:

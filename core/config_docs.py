@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import re
 import textwrap
 import types
@@ -159,54 +158,22 @@ def option_docs(model: type[BaseModel]) -> list[OptionDoc]:
 
 # ------------------------------------------------------------------------------- TOML out
 
-_BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")
 
-
-def toml_key(key: str) -> str:
-    return key if _BARE_KEY.match(key) else json.dumps(key)
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, dict):
-        items = [f"{toml_key(k)} = {toml_value(v)}" for k, v in value.items() if v is not None]
-        return "{ " + ", ".join(items) + " }" if items else "{}"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value if v is not None) + "]"
-    raise TypeError(f"cannot write {type(value).__name__} as TOML")
-
-
-def to_toml(data: dict[str, Any], path: tuple[str, ...] = ()) -> str:
-    """Tables as `[a.b]` sections, lists (of tables too) inline; None values are left out."""
-    lines: list[str] = []
-    scalars = {k: v for k, v in data.items() if not isinstance(v, dict)}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict)}
-    if path and (scalars or not tables):
-        lines.append(f"[{'.'.join(toml_key(p) for p in path)}]")
-    for key, value in scalars.items():
-        if value is None:
-            lines.append(f"# {toml_key(key)}: not set")
-            continue
-        if isinstance(value, list) and any(isinstance(v, dict) for v in value):
-            inner = ",\n".join(f"  {toml_value(v)}" for v in value)
-            lines.append(f"{toml_key(key)} = [\n{inner},\n]")
-        else:
-            lines.append(f"{toml_key(key)} = {toml_value(value)}")
-    out = "\n".join(lines) + ("\n" if lines else "")
-    for key, value in tables.items():
-        out += ("\n" if out else "") + to_toml(value, (*path, key))
-    return out
+def without_unset(data: Any, path: str, unset: list[str]) -> Any:
+    """`data` with None values left out (TOML has no null); their dotted keys go to `unset`."""
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            where = f"{path}.{key}" if path else key
+            if value is None:
+                unset.append(where)
+            else:
+                out[key] = without_unset(value, where, unset)
+        return out
+    if isinstance(data, list):
+        return [without_unset(v, f"{path}[{i}]", unset) for i, v in enumerate(data)
+                if v is not None]
+    return data
 
 
 def explain_recipe(loaded: Any) -> str:
@@ -215,6 +182,13 @@ def explain_recipe(loaded: Any) -> str:
     data: dict[str, Any] = {"run": plain(recipe.run), "stages": {}}
     for stage_id, ref in recipe.stages.items():
         data["stages"][stage_id] = plain(ref)
-    header = (f"# {loaded.path} with every default filled in (rlhfx validate --explain)\n"
-              "# `# key: not set` marks options left empty.\n\n")
-    return header + to_toml(data)
+    import tomli_w
+
+    unset: list[str] = []
+    body = tomli_w.dumps(without_unset(data, "", unset))
+    notes = f"{loaded.path} with every default filled in (rlhfx validate --explain)"
+    if unset:
+        notes += "\nnot set (left empty): " + ", ".join(unset)
+    # Every line of the notes a comment, whatever the recipe's path or keys hold.
+    lines = [line for note in notes.splitlines() for line in textwrap.wrap(note, 96) or [""]]
+    return "".join(f"# {line}\n" for line in lines) + "\n" + body

@@ -303,6 +303,10 @@ class _Resolver:
         except UnknownComponentError as exc:
             self.err(f"{path}.name", exc.short)
             return
+        problem = entry.cls.contract_problem()
+        if problem:
+            self.err(path, problem)
+            return
         model = entry.cls.Config
         messages = strict_type_errors(model, ref.options)
         try:

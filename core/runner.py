@@ -132,11 +132,16 @@ def run_recipe(
     output_dir: str | Path | None = None,
     restart_from: str | None = None,
     plugins: PluginSystem | None = None,
+    check_only: bool = False,
 ) -> Path:
     """Run every stage of a validated recipe; returns the run directory.
 
     The main process holds the directory's lock (run_lock.py) throughout: a second run on it
-    is refused at once."""
+    is refused at once.
+
+    `check_only`: make every check a run makes before its first stage (the output directory,
+    a changed recipe against the run's state, the device, local models and tokenizers) and
+    return without touching anything (`rlhfx validate`)."""
     # The recipe's own output_dir was checked when it was validated; an existing file is
     # refused below.
     if output_dir is not None and not Path(output_dir).expanduser().exists():
@@ -144,6 +149,9 @@ def run_recipe(
         if problem:
             raise UserError(f"--output-dir: {problem}")
     run_dir = Path(output_dir).expanduser() if output_dir else loaded.output_dir
+    if check_only:
+        return _run_recipe(loaded, run_dir, console or Console(stderr=True), restart_from,
+                           plugins or get_plugins(), check_only=True)
     lock = None
     if distributed.is_main() and not (run_dir.exists() and not run_dir.is_dir()):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +167,8 @@ def run_recipe(
 
 
 def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
-                restart_from: str | None, plugins: PluginSystem) -> Path:
+                restart_from: str | None, plugins: PluginSystem,
+                check_only: bool = False) -> Path:
     recipe = loaded.recipe
     stage_ids = list(recipe.stages)
     if restart_from is not None and restart_from not in stage_ids:
@@ -196,7 +205,9 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
             f"different recipe (or an earlier stage changed); rerun with "
             f"--restart-from {stage_id} to redo it, or set another run.output_dir"
         )
-    device = pick_device(recipe.run.device, str(loaded.path))
+    # A check leaves "auto" and "cpu" (always usable) alone rather than import torch for them.
+    device = (pick_device(recipe.run.device, str(loaded.path))
+              if not check_only or recipe.run.device == "cuda" else recipe.run.device)
     # Every local model and tokenizer the stages still to run will load, checked in seconds
     # now rather than found broken after the first stages spent minutes.
     to_run = [
@@ -213,6 +224,8 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
         if stage_id not in retire and state.stage(stage_id).get("status") == "completed"
     }
     preflight.check_recipe(str(loaded.path), to_run, finished)
+    if check_only:
+        return run_dir
 
     distributed.init(recipe.run.timeout_s)
     if distributed.is_main():

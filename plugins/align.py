@@ -137,14 +137,9 @@ class AlignStage(Stage):
         from rlhfx.models import load_tokenizer
 
         c = self.config
-        algorithm = c.algorithm.build()
+        algorithm = c.algorithm.build()  # its class was checked with the recipe
         options = algorithm.config
-        if not isinstance(options, AlgorithmConfig):
-            raise UserError(
-                f"{ctx.recipe_file}: stages.{ctx.stage_id}.algorithm: '{algorithm.name}' has a "
-                "Config that does not subclass rlhfx.AlgorithmConfig (the alignment loop reads "
-                "its shared options from there)"
-            )
+        assert isinstance(options, AlgorithmConfig)
         where = f"{ctx.recipe_file}: stages.{ctx.stage_id}.algorithm"
         cleaners = [ref.build() for ref in c.cleaners]
         policy = ctx.resolve(c.policy)

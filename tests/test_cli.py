@@ -7,10 +7,12 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 
+from rlhfx import AlgorithmConfig, AlignmentAlgorithm, ComponentConfig, hookimpl
 from rlhfx.testing import rlhfx_command
 from rlhfx.testing import run_rlhfx as run_cli
 
@@ -265,3 +267,78 @@ def test_version():
     result = subprocess.run([*rlhfx_command(), "--version"], capture_output=True, text=True,
                             timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "rlhfx, version 0.1.0"
+
+
+# ------------------------------------------------------------- validate ok means run starts
+
+
+class _OldConfig(ComponentConfig):
+    n: int = 2
+
+
+class _OldContract(AlignmentAlgorithm):
+    """An algorithm written to the contract before the shared loop: its own `run`."""
+
+    name = "old_contract"
+    Config = _OldConfig
+
+    def run(self, ctx, setup):  # never reached
+        raise AssertionError("an old-contract algorithm must be refused before it runs")
+
+
+class _LoopConfig(AlgorithmConfig):
+    pass
+
+
+class _NoUpdate(AlignmentAlgorithm):
+    """Today's Config, but still the old `run(ctx, setup)` instead of `setup`/`update`."""
+
+    name = "no_update"
+    Config = _LoopConfig
+
+    def run(self, ctx, setup):
+        raise AssertionError("an old-contract algorithm must be refused before it runs")
+
+
+@hookimpl
+def _register_old(register):
+    register(_OldContract)
+    register(_NoUpdate)
+
+
+_old_plugin = types.ModuleType("old_contract_plugin")
+_old_plugin.rlhfx_register_algorithms = _register_old  # type: ignore[attr-defined]
+_TINY_ALIGN = ('[run]\noutput_dir = "run"\n\n[stages.align]\npolicy = "{policy}"\n'
+               'prompts = "builtin:tiny-prompts"\nreward = "length"\nalgorithm = "{algorithm}"\n')
+
+
+@pytest.mark.parametrize(("algorithm", "message"), [
+    ("old_contract", "r.toml: stages.align.algorithm: 'old_contract' has a Config that does not "
+                     "subclass rlhfx.AlgorithmConfig"),
+    ("no_update", "r.toml: stages.align.algorithm: 'no_update' does not implement "
+                  "prompts_per_iteration, setup, update"),
+])
+def test_validate_refuses_an_old_contract_algorithm_as_run_does(
+    rlhfx_plugins, rlhfx_cli, tmp_path, monkeypatch, algorithm, message
+):
+    rlhfx_plugins(_old_plugin)
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path / "r.toml", _TINY_ALIGN.format(policy="builtin:tiny-gpt-neo",
+                                                   algorithm=algorithm))
+    checked, ran = rlhfx_cli("validate", "r.toml"), rlhfx_cli("run", "r.toml")
+    assert checked.exit_code == ran.exit_code == 2
+    assert checked.stderr == ran.stderr and checked.stderr.startswith(f"error: {message}")
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_validate_makes_runs_checks_before_the_first_stage(rlhfx_cli, tmp_path, monkeypatch):
+    """A local model folder without weights: refused by validate with run's preflight message
+    (and nothing written), not only when run starts."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text('{"model_type": "gpt_neo"}')
+    write(tmp_path / "r.toml", _TINY_ALIGN.format(policy="model", algorithm="raft"))
+    checked, ran = rlhfx_cli("validate", "r.toml"), rlhfx_cli("run", "r.toml")
+    assert checked.exit_code == ran.exit_code == 2
+    assert checked.stderr == ran.stderr and "r.toml: stages.align.policy: " in checked.stderr
+    assert not (tmp_path / "run").exists()

@@ -113,6 +113,35 @@ def test_validate_explain_fills_in_every_default(rlhfx_cli, tmp_path):
     assert rlhfx_cli("validate", str(again)).exit_code == 0
 
 
+# Characters a hand-written TOML writer gets wrong: DEL (U+007F) and other control characters,
+# both quote kinds, backslashes, newlines, tabs and non-ASCII text.
+AWKWARD = "del\x7f \x1b \"double\" 'single' '''three''' back\\slash \\u0041\nline\ttab é 漢字 🙂"
+
+
+def test_validate_explain_round_trips_awkward_strings(rlhfx_cli, tmp_path):
+    import re
+
+    import tomli_w
+
+    data = tomllib.loads(next(r for r in RECIPES if r.name == "tiny_raft.toml").read_text())
+    data["run"]["name"] = AWKWARD
+    cleaners = [{"name": "strip", "chars": AWKWARD},
+                {"name": "discard", "patterns": [re.escape(AWKWARD)], "min_chars": 2}]
+    data["stages"]["align"]["cleaners"] = cleaners
+    recipe = tmp_path / "awkward.toml"
+    recipe.write_text(tomli_w.dumps(data), encoding="utf-8")
+    result = rlhfx_cli("validate", "--explain", str(recipe))
+    assert result.exit_code == 0, result.output
+    explained = tomllib.loads(result.stdout)
+    assert explained["run"]["name"] == AWKWARD
+    assert explained["stages"]["align"]["cleaners"] == cleaners
+    # Options left unset are named in the leading comments only; the result validates again.
+    assert "stages.align.algorithm.lora" in result.stdout.split("\n\n")[0]
+    again = tmp_path / "explained.toml"
+    again.write_text(result.stdout, encoding="utf-8")
+    assert rlhfx_cli("validate", str(again)).exit_code == 0
+
+
 @pytest.fixture(scope="module")
 def validator():
     jsonschema = pytest.importorskip("jsonschema")

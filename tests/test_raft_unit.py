@@ -178,3 +178,21 @@ def test_a_ranker_cannot_make_raft_train_on_discarded_samples(caplog):
     Careless.picks = [0, 7]  # 7 does not exist: the ranker is named, with the recipe key
     with pytest.raises(UserError, match=r"r\.toml: stages\.align\.algorithm\.ranker: .*Careless"):
         loop._select(samples)
+
+
+def test_pad_examples_pads_as_trls_collator_did():
+    import torch
+
+    from rlhfx.plugins.raft.train import pad_examples
+
+    # TRL's collator (an internal module of TRL's) was what RAFT used before: the same batches.
+    trl_sft = pytest.importorskip("trl.trainer.sft_trainer")
+
+    examples = [{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+                {"input_ids": [8, 9, 10, 11, 12], "labels": [-100, -100, 10, 11, 12]},
+                {"input_ids": [13], "labels": [13]}]
+    ours = pad_examples(examples, pad_id=0)
+    assert ours["labels"].tolist()[2] == [13, -100, -100, -100, -100]
+    theirs = trl_sft.DataCollatorForLanguageModeling(pad_token_id=0)(examples)
+    for key in ("input_ids", "labels", "attention_mask"):
+        assert torch.equal(ours[key], theirs[key]), key

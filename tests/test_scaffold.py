@@ -1,4 +1,5 @@
-"""`rlhfx plugins new`: the package it writes installs with pip and passes its own tests."""
+"""`rlhfx plugins new`: the package it writes installs with pip and passes its own tests, which
+run its component in a tiny recipe through `rlhfx run`."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_writes_a_package_and_refuses_bad_names(rlhfx_cli, tmp_path):
 def test_every_kind_installs_and_passes_its_own_tests(rlhfx_cli, tmp_path):
     """One pip call installs a package of each kind (offline, no build isolation, into a
     directory put on PYTHONPATH: pip writes the same dist-info and entry points as into a
-    virtual environment); one pytest run then runs each package's own tests against it."""
+    virtual environment); one pytest run then runs each package's own tests against it,
+    among them a tiny recipe using the component, validated and run with `rlhfx run`."""
     for kind in KINDS:
         result = rlhfx_cli("plugins", "new", f"gen_{kind}", "--kind", kind, "-o", str(tmp_path))
         assert result.exit_code == 0, result.output
@@ -58,7 +60,13 @@ def test_every_kind_installs_and_passes_its_own_tests(rlhfx_cli, tmp_path):
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
     )
     assert tests.returncode == 0, tests.stdout[-4000:] + tests.stderr[-2000:]
-    assert f"{4 * len(KINDS) + 1} passed" in tests.stdout  # 3 shared tests + 1-2 per kind
+    # Every generated test ran and passed; each package's include a tiny `rlhfx run` with its
+    # component, so a template left behind by a contract change fails here.
+    test_files = [p.read_text() for p in tmp_path.glob("rlhfx-gen-*/tests/*.py")]
+    assert len(test_files) == len(KINDS)
+    assert all("run_recipe(rlhfx_cli, tmp_path," in text for text in test_files)
+    written = sum(text.count("\ndef test_") for text in test_files)
+    assert f"\n{written} passed" in tests.stdout, tests.stdout[-2000:]
     # The generated code is clean by the project's own lint rules, as a third-party package.
     if shutil.which("ruff", path=str(Path(sys.executable).parent)):
         lint = subprocess.run(

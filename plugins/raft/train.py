@@ -2,14 +2,15 @@
 
 Trainer gives us the optimizer, scheduler, gradient accumulation, mixed precision and
 data-parallel training under `torchrun` (DDP over gloo on the CPU). We tokenize the b selected
-pairs ourselves (a few lines) and let TRL's SFT collator pad them and keep the prompt out of the
-loss: that avoids building a `datasets.Dataset` and an SFTTrainer every iteration, which costs
-more than training b tiny samples.
+pairs ourselves (a few lines, the prompt's labels -100) and pad them with `pad_examples`: that
+avoids building a `datasets.Dataset` and an SFTTrainer every iteration, which costs more than
+training b tiny samples.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,24 @@ def completion_text(raw: str, cleaned: str, separator: str | None) -> str:
     """
     lead = raw[: len(raw) - len(raw.lstrip())] if separator is None else separator
     return lead + cleaned
+
+
+def pad_examples(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
+    """A training batch of `build_examples` rows, padded on the right: `pad_id` in the input,
+    -100 in the labels (no loss), 0 in the attention mask."""
+    import torch
+
+    width = max(len(example["input_ids"]) for example in examples)
+
+    def padded(rows: list[list[int]], value: int) -> Any:
+        return torch.tensor([row + [value] * (width - len(row)) for row in rows])
+
+    ids = [list(example["input_ids"]) for example in examples]
+    return {
+        "input_ids": padded(ids, pad_id),
+        "labels": padded([list(example["labels"]) for example in examples], -100),
+        "attention_mask": padded([[1] * len(row) for row in ids], 0),
+    }
 
 
 def build_examples(
@@ -144,7 +163,6 @@ def finetune(
     an already sharded model as it is, so a fresh Trainer each iteration costs no re-wrap)."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from rlhfx.sharding import local_parameter_bytes
     from rlhfx.trainer_args import fsdp_on_cpu
@@ -156,7 +174,7 @@ def finetune(
         model=model,
         args=args,
         train_dataset=examples,  # a list is a map-style dataset; no datasets.Dataset needed
-        data_collator=DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id),
+        data_collator=partial(pad_examples, pad_id=tokenizer.pad_token_id),
         callbacks=[_progress_callback(progress, "training")],
     )
     trainer.remove_callback(PrinterCallback)  # our summary line reports the loss

@@ -159,24 +159,82 @@ def rlhfx_register_rankers(register):
 ''',
     "algorithm": HEAD + '''from typing import Any
 
-from rlhfx import AlignmentAlgorithm, ComponentConfig, hookimpl
+from pydantic import Field
+from rlhfx import AlgorithmConfig, AlignmentAlgorithm, AlignmentSetup, Batch, hookimpl
 
 
-class ${cls}Config(ComponentConfig):
-    #: Written to the run's log, to tell runs apart.
-    note: str = "baseline"
+class ${cls}Config(AlgorithmConfig):
+    # The shared options (iterations, response lengths, sampling, lora, dtype, seed, eval,
+    # guards, checkpoints) come from AlgorithmConfig; these are the algorithm's own.
+    #: Prompts sampled per iteration (over all processes).
+    prompts: int = Field(default=8, ge=1)
+    #: Answers sampled per prompt; each is weighed against its prompt's mean reward.
+    k: int = Field(default=4, ge=2)
+    learning_rate: float = Field(default=1e-3, gt=0)
 
 
 class $cls(AlignmentAlgorithm):
-    """A do-nothing baseline: the aligned model is the policy itself."""
+    """REINFORCE with a group baseline: answers that beat their prompt's mean reward become
+    more likely, the others less likely."""
 
     name = "$name"
     Config = ${cls}Config
     config: ${cls}Config
 
-    def run(self, ctx: Any, setup: Any) -> dict[str, str]:
-        ctx.log.info("$name keeps %s (%s)", setup.policy, self.config.note)
-        return {"model": setup.policy}
+    def prompts_per_iteration(self) -> int:
+        return self.config.prompts
+
+    def samples_per_prompt(self) -> int:
+        return self.config.k
+
+    def setup(self, run: AlignmentSetup) -> None:
+        import torch
+
+        self.run = run
+        self.policy = run.load_policy()  # the loop samples with it, checkpoints and saves it
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.config.learning_rate)
+
+    def update(self, batch: Batch) -> dict[str, Any]:
+        import torch
+
+        # Every process sees every sample and takes the same step, so the processes' weights
+        # stay equal without exchanging gradients.
+        losses, groups = [], 0
+        self.policy.train()
+        for group in batch.groups():
+            usable = [s for s in group if batch.usable(s) and s.response_ids
+                      and s.token_status != "prefix"]  # tokens a cleaner cut off the front
+            if len(usable) < 2:
+                continue
+            groups += 1
+            baseline = sum(s.reward for s in usable) / len(usable)
+            for sample in usable:
+                ids = torch.tensor([sample.prompt_ids + sample.response_ids],
+                                   device=self.run.device)
+                labels = ids.clone()
+                labels[0, : len(sample.prompt_ids)] = -100  # the answer's tokens only
+                with self.run.autocast():
+                    nll = self.policy(input_ids=ids, labels=labels).loss
+                loss = (sample.reward - baseline) * nll / len(usable)
+                loss.backward()
+                losses.append(loss.item())
+                sample.trained = True  # the samples file and `trained_reward_mean` show it
+        if losses:
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        self.policy.eval()
+        return {
+            "train_loss": sum(losses) if losses else None,
+            "groups_used": groups,  # appears as `$name/groups_used` in metrics.jsonl
+        }
+
+    def state_dict(self) -> dict[str, Any]:  # with the optimizer, a resume continues exactly
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])
 
 
 @hookimpl
@@ -248,8 +306,45 @@ TEST_HEAD = '''"""Tests of the $kind `$name`, with the pytest fixtures rlhfx pro
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
+
+# The built-in tiny policy (random weights, nothing downloaded) and prompts, aligned by RAFT
+# for one short iteration: a run of a few seconds on a laptop CPU.
+TINY_ALIGN = """[stages.align]
+policy = "builtin:tiny-gpt-neo"
+prompts = "builtin:tiny-prompts"
+
+[stages.align.algorithm]
+name = "raft"
+iterations = 1
+batch_size = 2
+k = 2
+min_new_tokens = 4
+max_new_tokens = 8
+epochs = 1
+torch_threads = 1
+"""
+
+
+def run_recipe(rlhfx_cli, tmp_path: Path, recipe: str) -> Path:
+    """Validate and run a recipe (TOML text) with the CLI, as a user would; the run directory."""
+    path = tmp_path / "recipe.toml"
+    path.write_text(recipe, encoding="utf-8")
+    checked = rlhfx_cli("validate", str(path))
+    assert checked.exit_code == 0, checked.output
+    result = rlhfx_cli("run", str(path), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    return tmp_path / "run"
+
+
+def sampled(run_dir: Path, iteration: int = 1) -> list[dict]:
+    """The samples an align stage wrote for one iteration (prompt, response, reward, ...)."""
+    path = run_dir / "stages" / "align" / "iterations" / f"iter-{iteration:04d}" / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
 def test_registered_through_the_entry_point(rlhfx_plugins):
@@ -277,6 +372,18 @@ def test_scores(rlhfx_plugins):
     cls = rlhfx_plugins().get("reward_source", "$name").cls
     source = cls(cls.Config(words=["please"], bonus=0.5))
     assert source.score(["p", "p"], ["Please, please!", "no"]) == [1.0, 0.0]
+
+
+def test_scores_the_answers_of_a_run(rlhfx_cli, rlhfx_plugins, tmp_path):
+    reward = ('\\n[stages.align.reward]\\nname = "$name"\\n'
+              'words = ["a", "e"]\\nbonus = 0.5\\n')
+    rows = sampled(run_recipe(rlhfx_cli, tmp_path, TINY_ALIGN + reward))
+    cls = rlhfx_plugins().get("reward_source", "$name").cls
+    source = cls(cls.Config(words=["a", "e"], bonus=0.5))
+    scored = [row for row in rows if not row["discarded"]]
+    assert scored
+    for row in scored:
+        assert row["reward"] == source.score([row["prompt"]], [row["response"]])[0]
 ''',
     "cleaner": TEST_HEAD + '''
 def test_cuts_long_answers_at_a_word(rlhfx_plugins):
@@ -285,6 +392,14 @@ def test_cuts_long_answers_at_a_word(rlhfx_plugins):
     result = cleaner.clean("p", "one two three four")
     assert (result.text, result.changed) == ("one two", True)
     assert cleaner.clean("p", "short").changed is False
+
+
+def test_cleans_the_answers_of_a_run(rlhfx_cli, tmp_path):
+    tables = ('\\n[[stages.align.cleaners]]\\nname = "$name"\\nmax_chars = 12\\n'
+              '\\n[stages.align.reward]\\nname = "length"\\n')
+    rows = sampled(run_recipe(rlhfx_cli, tmp_path, TINY_ALIGN + tables))
+    assert rows and all(len(row["response"]) <= 12 for row in rows)
+    assert any(row["changed"] for row in rows)  # 4-8 tokens of a random policy run longer
 ''',
     "ranker": TEST_HEAD + '''
 def test_keeps_the_best_scored_samples(rlhfx_plugins):
@@ -295,34 +410,52 @@ def test_keeps_the_best_scored_samples(rlhfx_plugins):
     samples = [Sample(prompt_id=i, prompt="p", raw_response="r", reward=r,
                       discarded=r is None) for i, r in enumerate(rewards)]
     assert cls(cls.Config(fraction=0.5)).select(samples) == [1, 3]
+
+
+def test_chooses_what_a_run_trains_on(rlhfx_cli, tmp_path):
+    tables = ('\\n[stages.align.algorithm.ranker]\\nname = "$name"\\nfraction = 0.5\\n'
+              '\\n[stages.align.reward]\\nname = "length"\\n')
+    rows = sampled(run_recipe(rlhfx_cli, tmp_path, TINY_ALIGN + tables))
+    assert any(row["trained"] for row in rows)
+    for prompt_id in {row["prompt_id"] for row in rows}:  # RAFT ranks each prompt's answers
+        group = [row for row in rows if row["prompt_id"] == prompt_id and not row["discarded"]]
+        kept = [row["reward"] for row in group if row["trained"]]
+        left = [row["reward"] for row in group if not row["trained"]]
+        assert len(kept) == -(-len(group) // 2)  # the best half, rounded up
+        assert not left or min(kept) >= max(left)
 ''',
     "algorithm": TEST_HEAD + '''
-def test_returns_the_policy(rlhfx_plugins):
-    import logging
-    from types import SimpleNamespace
+RECIPE = """[stages.align]
+policy = "builtin:tiny-gpt-neo"
+prompts = "builtin:tiny-prompts"
+reward = "length"
 
-    cls = rlhfx_plugins().get("algorithm", "$name").cls
-    ctx = SimpleNamespace(log=logging.getLogger("test"))
-    setup = SimpleNamespace(policy="path/to/policy")
-    assert cls(cls.Config()).run(ctx, setup) == {"model": "path/to/policy"}
+[stages.align.algorithm]
+name = "$name"
+iterations = ITERATIONS
+prompts = 2
+k = 2
+max_new_tokens = 8
+torch_threads = 1
+"""
 
 
-def test_a_recipe_can_use_it(rlhfx_cli, tmp_path):
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        '[stages.align]\\npolicy = "builtin:tiny-gpt-neo"\\nprompts = "builtin:tiny-prompts"\\n'
-        'reward = "length"\\nalgorithm = { name = "$name", note = "x" }\\n'
-    )
-    result = rlhfx_cli("validate", str(recipe))
-    assert result.exit_code == 0, result.output
+def test_a_run_trains_saves_and_resumes(rlhfx_cli, tmp_path):
+    run_dir = run_recipe(rlhfx_cli, tmp_path, RECIPE.replace("ITERATIONS", "1"))
+    align = run_dir / "stages" / "align"
+    assert (align / "model" / "config.json").exists()  # the final model, a plain HF checkpoint
+    assert any(row["trained"] for row in sampled(run_dir))
+    # More iterations later: the run continues from its checkpoint (optimizer state too).
+    run_recipe(rlhfx_cli, tmp_path, RECIPE.replace("ITERATIONS", "2"))
+    records = [json.loads(line) for line in (align / "metrics.jsonl").read_text().splitlines()]
+    iterations = [r for r in records if "iteration" in r and "$name/groups_used" in r]
+    assert [r["iteration"] for r in iterations] == [1, 2]
+    assert all(r["train_loss"] is not None for r in iterations)
 ''',
     "stage": TEST_HEAD + '''
 def test_runs_in_a_recipe(rlhfx_cli, tmp_path):
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text('[stages.$name]\\nnote = "hi there"\\n')
-    result = rlhfx_cli("run", str(recipe), "-o", str(tmp_path / "run"))
-    assert result.exit_code == 0, result.output
-    notes = tmp_path / "run" / "stages" / "$name" / "notes.txt"
+    run_dir = run_recipe(rlhfx_cli, tmp_path, '[stages.$name]\\nnote = "hi there"\\n')
+    notes = run_dir / "stages" / "$name" / "notes.txt"
     assert notes.read_text() == "hi there\\n"
 ''',
     "data_format": TEST_HEAD + '''
@@ -337,5 +470,18 @@ def test_sniffs_and_parses(rlhfx_plugins):
     assert example.rejected is not None and example.rejected[-1].text == "Go away."
     with pytest.raises(BadRow):
         fmt.parse({"question": "Hi?", "good": "", "bad": "x"})
+
+
+def test_a_data_stage_reads_it(rlhfx_cli, tmp_path):
+    source = tmp_path / "pairs.jsonl"
+    rows = [{"question": f"Question {i}?", "good": f"Good {i}.", "bad": f"Bad {i}."}
+            for i in range(4)]
+    source.write_text("".join(json.dumps(row) + "\\n" for row in rows), encoding="utf-8")
+    recipe = (f'[stages.data]\\nsource = {json.dumps(source.as_posix())}\\n'
+              'format = "$name"\\neval_size = 0\\n')
+    run_dir = run_recipe(rlhfx_cli, tmp_path, recipe)
+    state = json.loads((run_dir / "run_state.json").read_text())
+    pairs = Path(run_dir / state["stages"]["data"]["outputs"]["rm"]).read_text()
+    assert all(row["good"] in pairs and row["bad"] in pairs for row in rows)
 ''',
 }

@@ -147,8 +147,11 @@ class Recipe(BaseModel):
 class LoadedRecipe:
     """A validated recipe with the text it came from (copied into the run directory)."""
 
-    def __init__(self, path: Path, text: str, data: dict[str, Any], recipe: Recipe):
+    def __init__(self, path: Path, text: str, data: dict[str, Any], recipe: Recipe,
+                 settings: dict[str, Any] | None = None):
         self.path, self.text, self.data, self.recipe = path, text, data, recipe
+        #: `--set` values applied over the file (already in `data` and `text`).
+        self.settings: dict[str, Any] = dict(settings or {})
 
     def parallelism(self, stage_id: str) -> Parallelism:
         """What `stage_id` runs with: `[run]`'s choice, with the stage table's on top."""
@@ -389,14 +392,24 @@ def parse_toml(path: Path) -> tuple[str, dict[str, Any]]:
     return text, data
 
 
-def load_recipe(path: str | Path, system: PluginSystem | None = None) -> LoadedRecipe:
+def load_recipe(
+    path: str | Path, system: PluginSystem | None = None,
+    settings: dict[str, Any] | None = None,
+) -> LoadedRecipe:
     """Parse and fully validate a recipe; raise RecipeError(s) naming file and key path.
 
     Every problem is collected in one pass: a bad `[run]` table does not hide the stages'.
+    `settings` (`--set` on the command line) are applied over the file first, so they are
+    checked exactly as the file is; `text` is then the recipe as run, with them in it.
     """
     path = Path(path)
     file = str(path)
     text, data = parse_toml(path)
+    if settings:
+        from rlhfx.overrides import apply_settings, with_settings_text
+
+        data = apply_settings(data, settings, file)
+        text = with_settings_text(file, data, settings)
     errors: list[RecipeError] = []
     recipe: Recipe | None = None
     strict = strict_type_errors(RunSection, data.get("run"), ("run",))
@@ -426,7 +439,7 @@ def load_recipe(path: str | Path, system: PluginSystem | None = None) -> LoadedR
     if errors:
         raise (errors[0] if len(errors) == 1 else RecipeErrors(errors)) from None
     assert recipe is not None
-    return LoadedRecipe(path, text, data, recipe)
+    return LoadedRecipe(path, text, data, recipe, settings)
 
 
 def _stages_alone(data: dict[str, Any]) -> dict[str, StageRef] | None:

@@ -123,8 +123,13 @@ def run_recipe(
     output_dir: str | Path | None = None,
     restart_from: str | None = None,
     plugins: PluginSystem | None = None,
+    allow_changed_settings: bool = False,
 ) -> Path:
-    """Run every stage of a validated recipe; returns the run directory."""
+    """Run every stage of a validated recipe; returns the run directory.
+
+    `allow_changed_settings` lets an interrupted run resume with other `--set` values than
+    it was started with (by default that is refused, naming what changed).
+    """
     console = console or Console(stderr=True)
     plugins = plugins or get_plugins()
     recipe = loaded.recipe
@@ -159,6 +164,7 @@ def run_recipe(
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: the output directory is an existing file; name another")
     state = RunState(run_dir / STATE_FILE)
+    changes = check_settings(loaded, state.data, stage_ids, run_dir, allow_changed_settings)
     # Refuse a changed recipe before anything in the run directory is touched.
     for stage_id in stage_ids:
         previous = state.stage(stage_id)
@@ -169,7 +175,9 @@ def run_recipe(
             f"{loaded.path}: stages.{stage_id}: this stage {what} in {run_dir} with a "
             f"different recipe (or an earlier stage changed); rerun with "
             f"--restart-from {stage_id} to redo it, or set another run.output_dir"
+            + "".join(f"\n  --set {line}" for line in changes)
         )
+    state.data["settings"] = loaded.settings
     device = pick_device(recipe.run.device, str(loaded.path))
     # Every local model and tokenizer the stages still to run will load, checked in seconds
     # now rather than found broken after the first stages spent minutes.
@@ -271,6 +279,29 @@ def run_recipe(
         )
         log.info("stage %s: completed in %.1f s", stage_id, time.time() - started)
     return run_dir
+
+
+def check_settings(
+    loaded: LoadedRecipe, state: dict[str, Any], stage_ids: list[str], run_dir: Path,
+    allow: bool,
+) -> list[str]:
+    """The `--set` values that differ from those the run in `run_dir` was started with.
+
+    Resuming an interrupted run with other settings is refused unless `allow`: a run half
+    made with one value and half with another is rarely what was meant.
+    """
+    from rlhfx.overrides import changed_settings
+
+    stages = state.get("stages", {})
+    changes = changed_settings(state.get("settings") or {}, loaded.settings) if stages else []
+    interrupted = any(stages.get(s, {}).get("status") != "completed" for s in stage_ids)
+    if changes and interrupted and not allow:
+        raise UserError(
+            f"{run_dir}: this interrupted run was started with other --set values; "
+            "rerun with --allow-changed-settings to resume with these, or set another "
+            "run.output_dir:" + "".join(f"\n  {line}" for line in changes)
+        )
+    return changes
 
 
 def _run_stage(stage: Any, ref: Any, ctx: StageContext) -> Any:

@@ -15,7 +15,7 @@ from typing import Any
 from rlhfx.errors import UserError
 
 #: A value that is not TOML but plainly a word: taken as a string (`run.device=cpu`).
-_BARE_WORD = re.compile(r"^[A-Za-z_@][\w.:/@+-]*$")
+_BARE_WORD = re.compile(r"^[A-Za-z_@./~][\w.:/@+~-]*$")
 _KEY_PART = re.compile(r"^[A-Za-z0-9_-]+$")
 
 

@@ -106,14 +106,34 @@ def output_dir_problem(value: str) -> str | None:
             return f"{value} is an existing file, not a directory"
         if not os.access(path, os.W_OK | os.X_OK):
             return f"{value}: no permission to write in this directory"
-        return None
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+        problem = _cannot_make_dir(path / f".rlhfx-write-check-{os.getpid()}")
+        return f"{value}: cannot write in this directory ({problem})" if problem else None
+    missing = path.absolute()
+    while not missing.parent.exists():
+        missing = missing.parent
+    parent = missing.parent
     if not parent.is_dir():
         return f"cannot create {value}: {parent} is a file, not a directory"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot create {value}: no permission to write in {parent}"
+    problem = _cannot_make_dir(missing)
+    if problem:
+        return (f"cannot create {value}: {parent} takes no new directory ({problem}; a "
+                "read-only or virtual filesystem?)")
+    return None
+
+
+def _cannot_make_dir(path: Path) -> str | None:
+    """Why a directory cannot be made at `path` (tried, then removed at once), or None.
+
+    Permissions are not the only reason: a read-only or virtual filesystem (/proc, /sys)
+    refuses too, and only trying tells.
+    """
+    try:
+        path.mkdir()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    path.rmdir()
     return None
 
 

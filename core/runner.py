@@ -278,7 +278,23 @@ def run_recipe(
             seconds=round(time.time() - started, 2),
         )
         log.info("stage %s: completed in %.1f s", stage_id, time.time() - started)
+        if distributed.is_main():
+            _write_model_cards(run_dir, loaded, state, log)
     return run_dir
+
+
+def _write_model_cards(
+    run_dir: Path, loaded: LoadedRecipe, state: RunState, log: logging.Logger
+) -> None:
+    """A card beside each finished model, rewritten as later stages add what they measured."""
+    from rlhfx.model_card import write_model_cards
+
+    try:
+        for card in write_model_cards(run_dir, loaded.data, state.data["stages"],
+                                      str(loaded.path)):
+            log.debug("model card written: %s", card)
+    except OSError as exc:
+        log.warning("model card: cannot write it (%s); the model is saved", exc)
 
 
 def check_settings(

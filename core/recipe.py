@@ -8,7 +8,6 @@ or reading data. Every problem found is reported with the recipe file and its do
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -54,10 +53,11 @@ class RunSection(BaseModel):
     #: `auto` uses CUDA when present, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Experiment trackers that also receive the metrics (metrics.jsonl is always written).
-    #: `tensorboard`: every `ctx.log_metrics` record goes to `<run dir>/tensorboard/<stage>`
-    #: (needs the `tensorboard` package: `pip install "rlhfx[tensorboard]"`). Stages built on
-    #: the HF Trainer (sft, reward_model) take the other names (`wandb`, `mlflow`, ...: any
-    #: transformers integration) as the default of their own `report_to`.
+    #: `tensorboard`, `wandb` (offline unless WANDB_MODE says otherwise), `mlflow` (a file
+    #: store in the run directory unless MLFLOW_TRACKING_URI is set) and `trackio` (local)
+    #: get every stage's records under the metrics.jsonl names, one tracker run per stage
+    #: (each needs its package: `pip install "rlhfx[wandb]"`, ...). Stages built on the HF
+    #: Trainer pass the other names (any transformers integration) to their Trainer.
     report_to: list[str] = Field(default_factory=list)
     #: How training is spread over the processes of a `torchrun` launch: `ddp` (each holds
     #: the whole model) or `fsdp` (parameters, gradients and optimizer state sharded per
@@ -78,11 +78,12 @@ class RunSection(BaseModel):
             raise ValueError(
                 f"unknown tracker '{unknown[0]}' (known: {', '.join(sorted(REPORT_TARGETS))})"
             )
-        # find_spec looks for the package without importing it: validation stays fast.
-        if "tensorboard" in value and importlib.util.find_spec("tensorboard") is None:
-            raise ValueError(
-                "'tensorboard' needs the tensorboard package: pip install \"rlhfx[tensorboard]\""
-            )
+        from rlhfx.trackers import missing_package
+
+        for name in value:  # the package is looked for, not imported: validation stays fast
+            problem = missing_package(name)
+            if problem:
+                raise ValueError(problem)
         return list(dict.fromkeys(value))
 
     @field_validator("output_dir")

@@ -233,6 +233,7 @@ def run_recipe(
             earlier_outputs=dict(outputs),
             log=log,
             report_to=tuple(recipe.run.report_to),
+            run_name=recipe.run.name or "",
             parallelism=loaded.parallelism(stage_id),
         )
         if distributed.is_main():

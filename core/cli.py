@@ -152,18 +152,24 @@ def plugins_list(as_json: bool, show_all: bool) -> None:
 
 
 # ----------------------------------------------------------------------------- recipes
+SET_HELP = ("Set a recipe key, e.g. --set stages.align.algorithm.batch_size=32 (a TOML value; "
+            "repeatable). Checked like the file; kept in the run's recipe.toml.")
+
+
 @cli.command()
 @click.argument("recipe", type=click.Path(dir_okay=False))
 @click.option("--explain", is_flag=True,
               help="Print the recipe as TOML with every default filled in.")
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @user_errors
-def validate(recipe: str, explain: bool) -> None:
+def validate(recipe: str, explain: bool, settings: tuple[str, ...]) -> None:
     """Check a recipe completely (every component and its options) without loading a model:
     every check `rlhfx run` makes before its first stage."""
+    from rlhfx.overrides import parse_settings
     from rlhfx.recipe import load_recipe
     from rlhfx.runner import run_recipe
 
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, settings=parse_settings(settings))
     run_recipe(loaded, check_only=True)
     if explain:
         from rlhfx.config_docs import explain_recipe
@@ -182,15 +188,23 @@ def validate(recipe: str, explain: bool) -> None:
     "--restart-from", default=None, metavar="STAGE",
     help="Redo this stage and the ones after it (their old directories are kept aside).",
 )
+@click.option("--set", "settings", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
+@click.option(
+    "--allow-changed-settings", is_flag=True,
+    help="Resume an interrupted run although its --set values differ from this command's.",
+)
 @user_errors
-def run(recipe: str, output_dir: str | None, restart_from: str | None) -> None:
+def run(recipe: str, output_dir: str | None, restart_from: str | None,
+        settings: tuple[str, ...], allow_changed_settings: bool) -> None:
     """Run a recipe's stages in order; running it again resumes where it stopped."""
+    from rlhfx.overrides import parse_settings
     from rlhfx.recipe import load_recipe
     from rlhfx.runner import run_recipe
 
-    loaded = load_recipe(recipe)
+    loaded = load_recipe(recipe, settings=parse_settings(settings))
     run_dir = run_recipe(loaded, console=err_console, output_dir=output_dir,
-                         restart_from=restart_from)
+                         restart_from=restart_from,
+                         allow_changed_settings=allow_changed_settings)
     from rlhfx import distributed
 
     if distributed.is_main():

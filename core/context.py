@@ -43,13 +43,16 @@ class StageContext:
     earlier_outputs: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     log: logging.Logger = field(default_factory=lambda: logging.getLogger("rlhfx"))
     #: `[run] report_to`: trackers that also receive the metrics. The context itself writes
-    #: `tensorboard`; HF-Trainer stages pass the other names on to their trainers.
+    #: tensorboard, wandb, mlflow and trackio (rlhfx.trackers); HF-Trainer stages pass the
+    #: other names on to their trainers.
     report_to: tuple[str, ...] = ()
+    #: `[run] name` (the trackers' project); empty: the run directory's name.
+    run_name: str = ""
     #: `ddp` or `fsdp` (with its settings) for this stage: `[run] parallelism` and
     #: `[run.fsdp]`, overridden by the stage table's own `parallelism` and `fsdp` keys.
     parallelism: Parallelism = field(default_factory=Parallelism)
     _failed_loggers: set[str] = field(default_factory=set, init=False, repr=False)
-    _tensorboard: Any = field(default=None, init=False, repr=False)
+    _trackers: Any = field(default=None, init=False, repr=False)
 
     @property
     def stage_dir(self) -> Path:
@@ -123,8 +126,8 @@ class StageContext:
             return
         record = {"step": step, "time": round(time.time(), 3), **metrics}
         append_jsonl(self.metrics_file, record)
-        if "tensorboard" in self.report_to:
-            self._to_tensorboard(step, record)
+        if self.report_to:
+            self._to_trackers(step, record)
         # Each plugin separately: a failing tracker must not stop training or the others.
         for impl in self.plugins.pm.hook.rlhfx_log_metrics.get_hookimpls():
             try:
@@ -141,39 +144,24 @@ class StageContext:
                         _first_line(exc), _at(exc, impl),
                     )
 
+    def _to_trackers(self, step: int, record: Mapping[str, Any]) -> None:
+        """The record to each `report_to` tracker rlhfx writes (opened on first use)."""
+        if self._trackers is None:
+            from rlhfx.trackers import Trackers
+
+            self._trackers = Trackers(self.report_to, self.run_dir, self.stage_id,
+                                      self.run_name or self.run_dir.name, self.log)
+        self._trackers.log_record(step, record)
+
     def _provider(self, plugin_name: str) -> str:
         info = self.plugins.plugins.get(plugin_name)
         return info.provider() if info is not None else f"plugin '{plugin_name}'"
 
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.run_dir / "tensorboard" / self.stage_id
-
-    def _to_tensorboard(self, step: int, record: Mapping[str, Any]) -> None:
-        """Write a record's numbers as scalars (opened on first use: torch loads only then)."""
-        if "tensorboard" in self._failed_loggers:
-            return
-        try:
-            if self._tensorboard is None:
-                from torch.utils.tensorboard import SummaryWriter
-
-                self._tensorboard = SummaryWriter(log_dir=str(self.tensorboard_dir))
-            for key, value in record.items():
-                if key not in ("step", "time") and _is_number(value):
-                    self._tensorboard.add_scalar(key, value, step, walltime=record["time"])
-            # A record is written every iteration or few steps: flushing each keeps a killed
-            # run's curves complete at little cost.
-            self._tensorboard.flush()
-        except Exception as exc:
-            self._failed_loggers.add("tensorboard")
-            self.log.warning("tensorboard: cannot write metrics (%s: %s); later records go to "
-                             "metrics.jsonl only", type(exc).__name__, exc)
-
     def close(self) -> None:
         """Flush and close what the stage opened (the runner calls it when the stage ends)."""
-        writer, self._tensorboard = self._tensorboard, None
-        if writer is not None:
-            writer.close()
+        trackers, self._trackers = self._trackers, None
+        if trackers is not None:
+            trackers.close()
 
     @contextmanager
     def progress(self) -> Iterator[Progress]:

@@ -63,8 +63,9 @@ class TrainingOptions(ComponentConfig):
     #: Mixed precision: `auto` = bf16 on a GPU that supports it, none on the CPU.
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
-    #: Trackers the Trainer reports to (wandb, mlflow, ...). Unset: the run's `[run] report_to`,
-    #: less TensorBoard, which the run context already writes for every logged record.
+    #: Trackers the Trainer itself reports to, with its own metric names. Unset: the run's
+    #: `[run] report_to` less the trackers rlhfx writes for every stage (tensorboard, wandb,
+    #: mlflow, trackio), which get the metrics.jsonl names from the run context.
     report_to: list[str] | None = None
     #: Keep the Trainer checkpoints after the final model is saved (they hold optimizer state,
     #: about three times the model's size, and are only needed to resume an unfinished stage).
@@ -79,6 +80,14 @@ class TrainingOptions(ComponentConfig):
 
 CHECKPOINTS = "checkpoints"
 DONE = "rlhfx_done.json"
+
+
+def trainer_report_to(own: list[str] | None, run: tuple[str, ...]) -> list[str]:
+    """What the HF Trainer reports to: the stage's own list, or the run's that rlhfx does not
+    write itself (so a tracker never gets a stage's metrics twice under two names)."""
+    from rlhfx.trackers import OURS
+
+    return list(own) if own is not None else [t for t in run if t not in OURS]
 
 
 def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext, **ours: Any):
@@ -107,10 +116,7 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
         save_total_limit=opts.save_total_limit,
         bf16=precision == "bf16",
         fp16=precision == "fp16",
-        report_to=(
-            list(opts.report_to) if opts.report_to is not None
-            else [t for t in ctx.report_to if t != "tensorboard"]
-        ),
+        report_to=trainer_report_to(opts.report_to, ctx.report_to),
         use_cpu=not on_gpu,
         seed=ctx.seed,
         data_seed=ctx.seed,

@@ -39,6 +39,10 @@ def load_tokenizer(source: str, **kwargs: Any) -> Any:
         tokenizer = AutoTokenizer.from_pretrained(loadable_path(source), **kwargs)
     except OSError as exc:
         raise UserError(f"cannot load a tokenizer from '{source}': {_first_line(exc)}") from None
+    except (ValueError, TypeError, KeyError) as exc:  # files there, but not a tokenizer's
+        raise UserError(
+            f"cannot load a tokenizer from '{source}': not a tokenizer ({_first_line(exc)})"
+        ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -8,7 +8,6 @@ or reading data. Every problem found is reported with the recipe file and its do
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import os
 import re
@@ -54,10 +53,11 @@ class RunSection(BaseModel):
     #: `auto` uses CUDA when present, else the CPU.
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Experiment trackers that also receive the metrics (metrics.jsonl is always written).
-    #: `tensorboard`: every `ctx.log_metrics` record goes to `<run dir>/tensorboard/<stage>`
-    #: (needs the `tensorboard` package: `pip install "rlhfx[tensorboard]"`). Stages built on
-    #: the HF Trainer (sft, reward_model) take the other names (`wandb`, `mlflow`, ...: any
-    #: transformers integration) as the default of their own `report_to`.
+    #: `tensorboard`, `wandb` (offline unless WANDB_MODE says otherwise), `mlflow` (a file
+    #: store in the run directory unless MLFLOW_TRACKING_URI is set) and `trackio` (local)
+    #: get every stage's records under the metrics.jsonl names, one tracker run per stage
+    #: (each needs its package: `pip install "rlhfx[wandb]"`, ...). Stages built on the HF
+    #: Trainer pass the other names (any transformers integration) to their Trainer.
     report_to: list[str] = Field(default_factory=list)
     #: How training is spread over the processes of a `torchrun` launch: `ddp` (each holds
     #: the whole model) or `fsdp` (parameters, gradients and optimizer state sharded per
@@ -78,11 +78,12 @@ class RunSection(BaseModel):
             raise ValueError(
                 f"unknown tracker '{unknown[0]}' (known: {', '.join(sorted(REPORT_TARGETS))})"
             )
-        # find_spec looks for the package without importing it: validation stays fast.
-        if "tensorboard" in value and importlib.util.find_spec("tensorboard") is None:
-            raise ValueError(
-                "'tensorboard' needs the tensorboard package: pip install \"rlhfx[tensorboard]\""
-            )
+        from rlhfx.trackers import missing_package
+
+        for name in value:  # the package is looked for, not imported: validation stays fast
+            problem = missing_package(name)
+            if problem:
+                raise ValueError(problem)
         return list(dict.fromkeys(value))
 
     @field_validator("output_dir")
@@ -106,14 +107,34 @@ def output_dir_problem(value: str) -> str | None:
             return f"{value} is an existing file, not a directory"
         if not os.access(path, os.W_OK | os.X_OK):
             return f"{value}: no permission to write in this directory"
-        return None
-    parent = path.absolute().parent
-    while not parent.exists():
-        parent = parent.parent
+        problem = _cannot_make_dir(path / f".rlhfx-write-check-{os.getpid()}")
+        return f"{value}: cannot write in this directory ({problem})" if problem else None
+    missing = path.absolute()
+    while not missing.parent.exists():
+        missing = missing.parent
+    parent = missing.parent
     if not parent.is_dir():
         return f"cannot create {value}: {parent} is a file, not a directory"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot create {value}: no permission to write in {parent}"
+    problem = _cannot_make_dir(missing)
+    if problem:
+        return (f"cannot create {value}: {parent} takes no new directory ({problem}; a "
+                "read-only or virtual filesystem?)")
+    return None
+
+
+def _cannot_make_dir(path: Path) -> str | None:
+    """Why a directory cannot be made at `path` (tried, then removed at once), or None.
+
+    Permissions are not the only reason: a read-only or virtual filesystem (/proc, /sys)
+    refuses too, and only trying tells.
+    """
+    try:
+        path.mkdir()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    path.rmdir()
     return None
 
 
@@ -147,8 +168,11 @@ class Recipe(BaseModel):
 class LoadedRecipe:
     """A validated recipe with the text it came from (copied into the run directory)."""
 
-    def __init__(self, path: Path, text: str, data: dict[str, Any], recipe: Recipe):
+    def __init__(self, path: Path, text: str, data: dict[str, Any], recipe: Recipe,
+                 settings: dict[str, Any] | None = None):
         self.path, self.text, self.data, self.recipe = path, text, data, recipe
+        #: `--set` values applied over the file (already in `data` and `text`).
+        self.settings: dict[str, Any] = dict(settings or {})
 
     def parallelism(self, stage_id: str) -> Parallelism:
         """What `stage_id` runs with: `[run]`'s choice, with the stage table's on top."""
@@ -393,14 +417,24 @@ def parse_toml(path: Path) -> tuple[str, dict[str, Any]]:
     return text, data
 
 
-def load_recipe(path: str | Path, system: PluginSystem | None = None) -> LoadedRecipe:
+def load_recipe(
+    path: str | Path, system: PluginSystem | None = None,
+    settings: dict[str, Any] | None = None,
+) -> LoadedRecipe:
     """Parse and fully validate a recipe; raise RecipeError(s) naming file and key path.
 
     Every problem is collected in one pass: a bad `[run]` table does not hide the stages'.
+    `settings` (`--set` on the command line) are applied over the file first, so they are
+    checked exactly as the file is; `text` is then the recipe as run, with them in it.
     """
     path = Path(path)
     file = str(path)
     text, data = parse_toml(path)
+    if settings:
+        from rlhfx.overrides import apply_settings, with_settings_text
+
+        data = apply_settings(data, settings, file)
+        text = with_settings_text(file, data, settings)
     errors: list[RecipeError] = []
     recipe: Recipe | None = None
     strict = strict_type_errors(RunSection, data.get("run"), ("run",))
@@ -430,7 +464,7 @@ def load_recipe(path: str | Path, system: PluginSystem | None = None) -> LoadedR
     if errors:
         raise (errors[0] if len(errors) == 1 else RecipeErrors(errors)) from None
     assert recipe is not None
-    return LoadedRecipe(path, text, data, recipe)
+    return LoadedRecipe(path, text, data, recipe, settings)
 
 
 def _stages_alone(data: dict[str, Any]) -> dict[str, StageRef] | None:

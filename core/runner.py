@@ -133,6 +133,7 @@ def run_recipe(
     restart_from: str | None = None,
     plugins: PluginSystem | None = None,
     check_only: bool = False,
+    allow_changed_settings: bool = False,
 ) -> Path:
     """Run every stage of a validated recipe; returns the run directory.
 
@@ -141,7 +142,10 @@ def run_recipe(
 
     `check_only`: make every check a run makes before its first stage (the output directory,
     a changed recipe against the run's state, the device, local models and tokenizers) and
-    return without touching anything (`rlhfx validate`)."""
+    return without touching anything (`rlhfx validate`).
+
+    `allow_changed_settings` lets an interrupted run resume with other `--set` values than
+    it was started with (by default that is refused, naming what changed)."""
     # The recipe's own output_dir was checked when it was validated; an existing file is
     # refused below.
     if output_dir is not None and not Path(output_dir).expanduser().exists():
@@ -151,7 +155,8 @@ def run_recipe(
     run_dir = Path(output_dir).expanduser() if output_dir else loaded.output_dir
     if check_only:
         return _run_recipe(loaded, run_dir, console or Console(stderr=True), restart_from,
-                           plugins or get_plugins(), check_only=True)
+                           plugins or get_plugins(), check_only=True,
+                           allow_changed_settings=allow_changed_settings)
     lock = None
     if distributed.is_main() and not (run_dir.exists() and not run_dir.is_dir()):
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -159,7 +164,8 @@ def run_recipe(
     restore_sigterm = stopping.install()
     try:
         return _run_recipe(loaded, run_dir, console or Console(stderr=True),
-                           restart_from, plugins or get_plugins())
+                           restart_from, plugins or get_plugins(),
+                           allow_changed_settings=allow_changed_settings)
     finally:
         restore_sigterm()
         if lock is not None:
@@ -168,7 +174,7 @@ def run_recipe(
 
 def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
                 restart_from: str | None, plugins: PluginSystem,
-                check_only: bool = False) -> Path:
+                check_only: bool = False, allow_changed_settings: bool = False) -> Path:
     recipe = loaded.recipe
     stage_ids = list(recipe.stages)
     if restart_from is not None and restart_from not in stage_ids:
@@ -194,6 +200,7 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: the output directory is an existing file; name another")
     state = RunState(run_dir / STATE_FILE)
+    changes = check_settings(loaded, state.data, stage_ids, run_dir, allow_changed_settings)
     # Refuse a changed recipe before anything in the run directory is touched.
     for stage_id in stage_ids:
         previous = state.stage(stage_id)
@@ -204,7 +211,9 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
             f"{loaded.path}: stages.{stage_id}: this stage {what} in {run_dir} with a "
             f"different recipe (or an earlier stage changed); rerun with "
             f"--restart-from {stage_id} to redo it, or set another run.output_dir"
+            + "".join(f"\n  --set {line}" for line in changes)
         )
+    state.data["settings"] = loaded.settings
     # A check leaves "auto" and "cpu" (always usable) alone rather than import torch for them.
     device = (pick_device(recipe.run.device, str(loaded.path))
               if not check_only or recipe.run.device == "cuda" else recipe.run.device)
@@ -263,6 +272,7 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
             earlier_outputs=dict(outputs),
             log=log,
             report_to=tuple(recipe.run.report_to),
+            run_name=recipe.run.name or "",
             parallelism=loaded.parallelism(stage_id),
         )
         if distributed.is_main():
@@ -314,7 +324,46 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
             seconds=round(time.time() - started, 2),
         )
         log.info("stage %s: completed in %.1f s", stage_id, time.time() - started)
+        if distributed.is_main():
+            _write_model_cards(run_dir, loaded, state, log)
     return run_dir
+
+
+def _write_model_cards(
+    run_dir: Path, loaded: LoadedRecipe, state: RunState, log: logging.Logger
+) -> None:
+    """A card beside each finished model, rewritten as later stages add what they measured."""
+    from rlhfx.model_card import write_model_cards
+
+    try:
+        for card in write_model_cards(run_dir, loaded.data, state.data["stages"],
+                                      str(loaded.path)):
+            log.debug("model card written: %s", card)
+    except OSError as exc:
+        log.warning("model card: cannot write it (%s); the model is saved", exc)
+
+
+def check_settings(
+    loaded: LoadedRecipe, state: dict[str, Any], stage_ids: list[str], run_dir: Path,
+    allow: bool,
+) -> list[str]:
+    """The `--set` values that differ from those the run in `run_dir` was started with.
+
+    Resuming an interrupted run with other settings is refused unless `allow`: a run half
+    made with one value and half with another is rarely what was meant.
+    """
+    from rlhfx.overrides import changed_settings
+
+    stages = state.get("stages", {})
+    changes = changed_settings(state.get("settings") or {}, loaded.settings) if stages else []
+    interrupted = any(stages.get(s, {}).get("status") != "completed" for s in stage_ids)
+    if changes and interrupted and not allow:
+        raise UserError(
+            f"{run_dir}: this interrupted run was started with other --set values; "
+            "rerun with --allow-changed-settings to resume with these, or set another "
+            "run.output_dir:" + "".join(f"\n  {line}" for line in changes)
+        )
+    return changes
 
 
 def _run_stage(stage: Any, ref: Any, ctx: StageContext) -> Any:

@@ -454,7 +454,7 @@ def test_cli_data_prepare_out_is_a_file_exits_2(rlhfx_cli, tmp_path):
     out.write_text("keep me\n")
     result = rlhfx_cli("data", "prepare", str(ANTHROPIC), "--out", str(out))
     assert result.exit_code == 2
-    assert f"--out {out}: is a file, not a directory" in result.output
+    assert f"--out: {out} is an existing file, not a directory" in result.output
     assert "Traceback" not in result.output
     assert out.read_text() == "keep me\n"  # nothing already written is lost
 

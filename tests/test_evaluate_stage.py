@@ -84,6 +84,14 @@ def test_evaluate_stage_in_a_tiny_recipe_and_its_report(rlhfx_cli, tmp_path):
     # `again` is written as the align stage's `policy` is: its starting policy, step 0.
     assert second[6] == f"{start:.4g} → {start:.4g} (align, step 0 → 0)"
 
+    # The aligned model's card: written when align ended, rewritten with the judge's verdict.
+    card = (run / "stages" / "align" / "model" / "README.md").read_text(encoding="utf-8")
+    assert card.startswith("---\nlibrary_name: transformers\ntags:\n- rlhfx\n- raft\n---\n")
+    assert f"{start:.4g} before (step 0), {end:.4g} after (step 1)" in card
+    assert (f"win rate of after over before {after['win_rate']:.3g} (95% interval "
+            f"{after['ci_low']:.3g}-{after['ci_high']:.3g}; {after['wins']} wins") in card
+    assert "win rate of again over before" not in card  # not about this model
+
 
 def fake_verdict(stage: Path, sources: list[str],
                  ci: tuple[float, float] = (0.6, 0.85)) -> None:

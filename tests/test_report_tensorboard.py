@@ -87,4 +87,4 @@ def test_tensorboard_missing_is_a_clear_error(monkeypatch):
                         lambda name, *a: None if name == "tensorboard" else real(name, *a))
     with pytest.raises(ValidationError, match=r"rlhfx\[tensorboard\]"):
         RunSection(report_to=["tensorboard"])
-    assert RunSection(report_to=["wandb", "wandb"]).report_to == ["wandb"]
+    assert RunSection(report_to=["comet_ml", "comet_ml"]).report_to == ["comet_ml"]

@@ -153,9 +153,11 @@ def _longest(markers: list[str]) -> int:
 
 
 def load_session(source: str, settings: ChatSettings) -> ChatSession:
+    from rlhfx.loading import loading
     from rlhfx.models import load_causal_lm, load_tokenizer
 
-    tokenizer = load_tokenizer(source)
-    model = load_causal_lm(source, device=settings.device)
+    with loading(source):
+        tokenizer = load_tokenizer(source)
+        model = load_causal_lm(source, device=settings.device)
     model.eval()
     return ChatSession(model, tokenizer, settings)

@@ -63,14 +63,19 @@ def add_commands(cli: Any) -> None:
             err = exc.errors()[0]
             key = ".".join(str(p) for p in err["loc"])
             raise UserError(f"data prepare: --{key.replace('_', '-')}: {err['msg']}") from None
-        from pathlib import Path
+        from rlhfx.recipe import output_dir_problem
 
-        if Path(out_dir).exists() and not Path(out_dir).is_dir():
-            raise UserError(f"data prepare: --out {out_dir}: is a file, not a directory")
+        problem = output_dir_problem(out_dir)
+        if problem:
+            raise UserError(f"data prepare: --out: {problem}")
         tok = None
         if tokenizer:
             from rlhfx.models import load_tokenizer
+            from rlhfx.preflight import check_source
 
+            problem = check_source(tokenizer, tokenizer_only=True)
+            if problem:
+                raise UserError(f"data prepare: --tokenizer: {problem}")
             tok = load_tokenizer(tokenizer)
         paths, report = prepare(config, out_dir, seed, plugins=get_plugins(), tokenizer=tok)
         for line in report.lines():

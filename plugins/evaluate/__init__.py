@@ -24,6 +24,7 @@ def run_eval(
 ) -> dict[str, Any] | None:
     """Evaluate and write the files; returns the summary on the main process, else None."""
     from rlhfx import distributed
+    from rlhfx.loading import loading
     from rlhfx.plugins.align import read_prompt_set
     from rlhfx.runner import pick_device
 
@@ -33,7 +34,8 @@ def run_eval(
     if output_dir.exists() and not output_dir.is_dir():
         raise UserError(f"--output-dir {output_dir}: exists and is not a directory")
     sources = [resolve_model(m) for m in models]
-    judge = build_judge(judge_table, "judge")
+    with loading("the judge"):
+        judge = build_judge(judge_table, "judge")
     prompts = read_prompt_set(resolve_prompts(prompts_source))
     if max_prompts is not None:
         prompts = prompts[:max_prompts]
@@ -144,12 +146,14 @@ def rlhfx_register_commands(cli):
         MODEL is a run directory (its aligned model), a stage directory, a model directory or
         file, a hub id, pkg:... or builtin:tiny-gpt-neo.
         """
+        from rlhfx.loading import silence_library_progress
         from rlhfx.rollouts import RolloutSettings
 
         from .run import EvalSettings
         from .sources import judge_from as judge_from_recipe
         from .sources import parse_inline_judge
 
+        silence_library_progress()  # the judge's model too; ours shows while models load
         if (judge is None) == (judge_from is None):
             raise UserError("give exactly one of --judge TOML or --judge-from RUN_OR_RECIPE")
         if judge_key and not judge_from:

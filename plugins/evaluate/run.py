@@ -102,12 +102,14 @@ def answer_and_score(
 
     from rlhfx.chat import chat_prompt, end_of_turn_token_ids, has_chat_template
     from rlhfx.components import Sample, frozen_statistics
+    from rlhfx.loading import loading
     from rlhfx.models import load_causal_lm, load_tokenizer
     from rlhfx.rollouts import SamplingSettings
     from rlhfx.scoring import clean_and_score
 
-    tokenizer = load_tokenizer(source)
-    model = load_causal_lm(source, device=settings.device)
+    with loading(source):
+        tokenizer = load_tokenizer(source)
+        model = load_causal_lm(source, device=settings.device)
     mine = [prompts[i] for i in indices]
     shown = mine
     if settings.apply_chat_template and has_chat_template(tokenizer):

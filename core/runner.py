@@ -7,6 +7,7 @@ stages and lets an interrupted stage resume from its own checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -157,24 +158,23 @@ def run_recipe(
         return _run_recipe(loaded, run_dir, console or Console(stderr=True), restart_from,
                            plugins or get_plugins(), check_only=True,
                            allow_changed_settings=allow_changed_settings)
-    lock = None
-    if distributed.is_main() and not (run_dir.exists() and not run_dir.is_dir()):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        lock = RunLock(run_dir).acquire()
     restore_sigterm = stopping.install()
     try:
-        return _run_recipe(loaded, run_dir, console or Console(stderr=True),
-                           restart_from, plugins or get_plugins(),
-                           allow_changed_settings=allow_changed_settings)
+        with contextlib.ExitStack() as held:
+            return _run_recipe(loaded, run_dir, console or Console(stderr=True),
+                               restart_from, plugins or get_plugins(),
+                               allow_changed_settings=allow_changed_settings, held=held)
     finally:
         restore_sigterm()
-        if lock is not None:
-            lock.release()
 
 
 def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
                 restart_from: str | None, plugins: PluginSystem,
-                check_only: bool = False, allow_changed_settings: bool = False) -> Path:
+                check_only: bool = False, allow_changed_settings: bool = False,
+                held: contextlib.ExitStack | None = None) -> Path:
+    """The checks, then (unless `check_only`) the stages. The run directory is created and
+    locked only once every check passed, so a refused recipe writes nothing; the lock is
+    released when `held` closes."""
     recipe = loaded.recipe
     stage_ids = list(recipe.stages)
     if restart_from is not None and restart_from not in stage_ids:
@@ -236,9 +236,13 @@ def _run_recipe(loaded: LoadedRecipe, run_dir: Path, console: Console,
     if check_only:
         return run_dir
 
-    distributed.init(recipe.run.timeout_s)
     if distributed.is_main():
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = RunLock(run_dir).acquire()
+        if held is not None:
+            held.callback(lock.release)
+    distributed.init(recipe.run.timeout_s)
+    if distributed.is_main():
         _keep_recipe_copy(run_dir, loaded)
     distributed.barrier()
     log = _setup_logging(run_dir, recipe.run.log_level, console)

@@ -11,9 +11,11 @@ from rlhfx.components import (
     ComponentConfig,
     DataFormat,
     EmptyConfig,
+    EngineSetup,
     Ranker,
     ResponseCleaner,
     RewardSource,
+    RolloutEngine,
     Sample,
     Stage,
 )
@@ -28,6 +30,7 @@ from rlhfx.config import (
 from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.hookspecs import hookimpl
+from rlhfx.rollouts import Rollout, RolloutSettings, SamplingSettings
 
 __version__ = "0.1.0"
 
@@ -44,13 +47,18 @@ __all__ = [
     "DataFormat",
     "DataSource",
     "EmptyConfig",
+    "EngineSetup",
     "ModelSource",
     "Ranker",
     "RankerRef",
     "ResponseCleaner",
     "RewardSource",
     "RewardSourceRef",
+    "Rollout",
+    "RolloutEngine",
+    "RolloutSettings",
     "Sample",
+    "SamplingSettings",
     "Stage",
     "StageContext",
     "UserError",

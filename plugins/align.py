@@ -29,7 +29,7 @@ from rlhfx import (
     UserError,
     hookimpl,
 )
-from rlhfx.rollouts import EngineChoice, RolloutSettings
+from rlhfx.rollouts import RolloutSettings
 
 
 def _default_cleaners() -> list[CleanerRef]:
@@ -55,9 +55,10 @@ class AlignConfig(ComponentConfig):
     skip_bad_rows: bool = False
     cleaners: list[CleanerRef] = Field(default_factory=_default_cleaners)
     reward: RewardSourceRef
-    #: Which engine samples rollouts and evals: `{ engine = "hf" }` (transformers' generate,
-    #: the default) or `{ engine = "vllm", ... }` (needs `pip install 'rlhfx[vllm]'`).
-    rollouts: EngineChoice = Field(default_factory=RolloutSettings)
+    #: Which engine samples rollouts and evals, its options inline: `{ engine = "hf" }`
+    #: (transformers' generate, the default), `{ engine = "vllm", ... }` (needs
+    #: `pip install 'rlhfx[vllm]'`) or any installed engine (`rlhfx components list`).
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
 
 
 def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:

@@ -131,7 +131,8 @@ def test_vllm_engine_without_vllm_is_a_one_line_error(rlhfx_cli, tmp_path):
     result = rlhfx_cli("eval", TINY, "--judge", "length", "--engine", "vllm",
                        "-o", str(tmp_path / "out"))
     assert result.exit_code == 2, result.output
-    assert "rollouts.engine = \"vllm\" needs vLLM: pip install 'rlhfx[vllm]'" in result.output
+    assert "--engine: rollout_engine 'vllm': vLLM is not installed: pip install 'rlhfx[vllm]'" \
+        in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rlhfx.plugins.rollout_engines.hf import HFEngine
 from rlhfx.rollouts import (
-    HFEngine,
     RolloutSettings,
     SamplingSettings,
     check_engine,
@@ -101,7 +101,6 @@ def test_prefill_once_keeps_stop_strings_and_lengths(policy):
         if "e" in r.text:
             assert "e" not in tok.decode(ids[:-1])
         assert r.text == tok.decode(r.response_ids, skip_special_tokens=True)
-        assert r.logprobs is None
 
 
 def test_hf_engine_is_generate_on_the_policy(policy, tmp_path):
@@ -118,17 +117,25 @@ def test_hf_engine_is_generate_on_the_policy(policy, tmp_path):
     assert list(tmp_path.iterdir()) == []  # the hf engine writes nothing
 
 
-def test_rollout_settings_check_their_values():
-    from pydantic import ValidationError
+def test_each_engine_checks_its_own_options():
+    """The options sit beside `engine` and are checked by that engine's `Config`: vLLM's
+    knobs are unknown keys to the `hf` engine."""
+    from rlhfx.errors import UserError
+    from rlhfx.plugins.rollout_engines.vllm import VLLMConfig
 
     assert RolloutSettings().engine == "hf"
     settings = RolloutSettings.model_validate({"engine": "vllm", "kv_cache_gib": 2,
                                                "threads": "0-1", "dtype": "float32"})
-    assert settings.kv_cache_gib == 2 and settings.weight_sync == "reload"
-    for bad in ({"engine": "sglang"}, {"gpu_memory_utilization": 1.5}, {"kv_cach_gib": 1},
-                {"dtype": "int8"}):
-        with pytest.raises(ValidationError):
-            RolloutSettings.model_validate(bad)
+    assert settings.options == {"kv_cache_gib": 2, "threads": "0-1", "dtype": "float32"}
+    config = VLLMConfig.model_construct(**settings.options)  # vLLM need not be installed
+    assert config.kv_cache_gib == 2 and config.weight_sync == "reload"
+    bad_cases = {
+        "sglang": ({"engine": "sglang"}, "unknown rollout engine 'sglang'; valid: hf, vllm"),
+        "hf+dtype": ({"dtype": "float32"}, "rollout_engine 'hf': dtype: Extra inputs"),
+    }
+    for table, message in bad_cases.values():
+        with pytest.raises(UserError, match=f"^rollouts: {message}"):
+            check_engine(RolloutSettings.model_validate(table))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
@@ -136,11 +143,11 @@ def test_vllm_engine_without_vllm_is_a_one_line_user_error(policy, tmp_path):
     from rlhfx.errors import UserError
 
     check_engine(RolloutSettings())  # hf: always there
-    with pytest.raises(UserError, match=r"^rollouts.engine = \"vllm\" needs vLLM: pip install "
-                       r"'rlhfx\[vllm\]'$"):
+    with pytest.raises(UserError, match=r"^rollouts: rollout_engine 'vllm': vLLM is not "
+                       r"installed: pip install 'rlhfx\[vllm\]'$"):
         check_engine(RolloutSettings(engine="vllm"))
     model, tok = policy
-    with pytest.raises(UserError, match="needs vLLM"):
+    with pytest.raises(UserError, match="vLLM is not installed"):
         make_engine(RolloutSettings(engine="vllm"), model, tok, batch_size=8, device="cpu",
                     work_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing written before the error
@@ -152,7 +159,7 @@ def test_lora_policy_is_saved_merged_and_left_untouched(policy, tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from rlhfx.vllm_engine import merged_state_dict, save_policy
+    from rlhfx.plugins.rollout_engines.vllm import merged_state_dict, save_policy
 
     base, tok = policy
     model = tiny_llama(len(tok))
@@ -186,7 +193,7 @@ def test_lora_policy_is_saved_merged_and_left_untouched(policy, tmp_path: Path):
 def test_vllm_dtype_auto_follows_the_hardware(monkeypatch):
     """`dtype = "auto"`: bfloat16 on GPUs and on CPUs with native bf16, float32 on others
     (vLLM emulates bf16 there, 6x slower); an explicit dtype is kept. No vLLM needed."""
-    from rlhfx import vllm_engine
+    from rlhfx.plugins.rollout_engines import vllm as vllm_engine
 
     monkeypatch.setattr(vllm_engine, "cpu_has_native_bf16", lambda: False)
     assert vllm_engine.engine_dtype("auto", on_cpu=True) == "float32"
@@ -202,7 +209,7 @@ def test_vllm_on_the_cpu_runs_in_process_unless_told_otherwise(monkeypatch):
 
     import torch
 
-    from rlhfx import vllm_engine
+    from rlhfx.plugins.rollout_engines import vllm as vllm_engine
 
     # set, then removed: monkeypatch restores both variables afterwards
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")

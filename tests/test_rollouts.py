@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rlhfx.rollouts import SamplingSettings, _cut_at_eos, _rows_per_call, generate
+from rlhfx.rollouts import SamplingSettings, _rows_per_call, cut_at_eos, generate
 
 torch = pytest.importorskip("torch")
 
@@ -93,9 +93,9 @@ def test_progress_task_completes(policy):
 
 
 def test_cut_at_eos_and_rows_per_call():
-    assert _cut_at_eos([5, 6, 0, 0], eos=0, pad=0) == [5, 6, 0]
-    assert _cut_at_eos([5, 6, 9, 9], eos=0, pad=9) == [5, 6]
-    assert _cut_at_eos([5, 6], eos=0, pad=0) == [5, 6]
+    assert cut_at_eos([5, 6, 0, 0], eos=0, pad=0) == [5, 6, 0]
+    assert cut_at_eos([5, 6, 9, 9], eos=0, pad=9) == [5, 6]
+    assert cut_at_eos([5, 6], eos=0, pad=0) == [5, 6]
     assert _rows_per_call(8, 4) == 2 and _rows_per_call(3, 8) == 1
 
 

@@ -107,18 +107,33 @@ def labels_for(specs: list[str]) -> list[str]:
 
 def parse_inline_judge(text: str) -> dict[str, Any]:
     """`length` or `{ name = "length", unit = "chars" }` -> the reward table."""
+    return parse_inline_table(text, "--judge", "reward source", "name",
+                              '{ name = "length", unit = "chars" }')
+
+
+def parse_inline_engine(text: str) -> dict[str, Any]:
+    """`vllm` or `{ engine = "vllm", dtype = "float32" }` -> the `rollouts` table."""
+    return parse_inline_table(text, "--engine", "rollout engine", "engine",
+                              '{ engine = "vllm", dtype = "float32" }')
+
+
+def parse_inline_table(
+    text: str, option: str, what: str, key: str, example: str
+) -> dict[str, Any]:
+    """A component's name or an inline TOML table naming it under `key`, given on the
+    command line as `option`."""
     text = text.strip()
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", text):
-        return {"name": text}
+        return {key: text}
     try:
-        value = tomllib.loads(f"judge = {text}")["judge"]
+        value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError as exc:
         raise UserError(
-            f"--judge: not a reward source name or an inline TOML table ({exc}); "
-            "e.g. --judge '{ name = \"length\", unit = \"chars\" }'"
+            f"{option}: not a {what} name or an inline TOML table ({exc}); "
+            f"e.g. {option} '{example}'"
         ) from None
-    if not isinstance(value, dict) or "name" not in value:
-        raise UserError("--judge: give a table with a `name`, e.g. '{ name = \"length\" }'")
+    if not isinstance(value, dict) or not isinstance(value.get(key), str):
+        raise UserError(f"{option}: give a table with a `{key}`, e.g. '{example}'")
     return value
 
 

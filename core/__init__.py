@@ -28,6 +28,7 @@ from rlhfx.config import (
     RewardSourceRef,
 )
 from rlhfx.context import StageContext
+from rlhfx.data.preference import PreferenceFormat
 from rlhfx.errors import UserError
 from rlhfx.hookspecs import hookimpl
 from rlhfx.rollouts import Rollout, RolloutSettings, SamplingSettings
@@ -49,6 +50,7 @@ __all__ = [
     "EmptyConfig",
     "EngineSetup",
     "ModelSource",
+    "PreferenceFormat",
     "Ranker",
     "RankerRef",
     "ResponseCleaner",

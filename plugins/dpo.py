@@ -197,8 +197,8 @@ class DPOStage(Stage):
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
+        from rlhfx.data.sets import read_pairs
         from rlhfx.models import load_causal_lm, load_tokenizer
-        from rlhfx.plugins.data.sets import read_pairs
 
         c = self.config
         quiet_libraries()

@@ -81,7 +81,7 @@ def pairwise_accuracy(
     Texts are cut the way the reward sources cut them (from the left, at the model's limit
     unless `max_length`), so this is the accuracy the trained model will have in alignment.
     """
-    from .gpt_neo_rm import score_texts
+    from .rewards.reward_model import score_texts
 
     tokenizer.truncation_side = "left"
 
@@ -161,10 +161,10 @@ class RewardModelStage(Stage):
             return {"model": str(done)}
         from trl import RewardConfig, RewardTrainer
 
+        from rlhfx.data.sets import read_pairs
         from rlhfx.models import load_sequence_classifier, load_tokenizer
-        from rlhfx.plugins.data.sets import read_pairs
 
-        from .gpt_neo_rm import REWARD_INFO, prepare_for_scoring
+        from .rewards.reward_model import REWARD_INFO, prepare_for_scoring
 
         c = self.config
         quiet_libraries()

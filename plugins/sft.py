@@ -62,8 +62,8 @@ class SFTStage(Stage):
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
+        from rlhfx.data.sets import read_column, read_texts
         from rlhfx.models import load_causal_lm, load_tokenizer
-        from rlhfx.plugins.data.sets import read_column, read_texts
 
         c = self.config
         quiet_libraries()

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from rlhfx.data.sets import read_prompt_records
 from rlhfx.plugins import arithmetic as ar
 from rlhfx.plugins.arithmetic import make_data
-from rlhfx.plugins.data.sets import read_prompt_records
 from rlhfx.plugins.verifiable import AnswerMatch
 
 FILES = [ar.TRAIN_PROMPTS, ar.EVAL_PROMPTS]

@@ -99,7 +99,7 @@ def test_a_run_directory_without_an_aligned_model(rlhfx_cli, tmp_path):
     (tmp_path / "recipe.toml").write_text('[stages.sft]\nmodel = "x"\n')
     result = rlhfx_cli("eval", str(tmp_path), "--judge", "length")
     assert result.exit_code == 2
-    assert "no completed align stage with a model (completed stages: sft)" in result.output
+    assert "no completed alignment stage with a model (completed stages: sft)" in result.output
 
 
 @pytest.mark.slow

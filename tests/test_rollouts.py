@@ -144,7 +144,7 @@ def test_generate_feeds_bos_first_with_such_a_tokenizer():
 
 
 def test_raft_examples_and_prompt_lengths_count_the_bos():
-    from rlhfx.plugins.align import drop_long_prompts
+    from rlhfx.plugins.align import prompts_within
     from rlhfx.plugins.raft.config import RaftConfig
     from rlhfx.plugins.raft.train import build_examples
 
@@ -152,4 +152,4 @@ def test_raft_examples_and_prompt_lengths_count_the_bos():
     [example] = build_examples(tok, [("hello", " world")], RaftConfig(), finished=[True])
     assert example["input_ids"] == [1, 4, 5, 2]
     assert example["labels"] == [-100, -100, 5, 2]
-    assert drop_long_prompts(["hello world", "x"], tok, 2) == (["x"], 1)
+    assert prompts_within(["hello world", "x"], tok, 2) == [False, True]

@@ -19,7 +19,7 @@ from rlhfx.rollouts import RolloutSettings  # noqa: E402
 def test_two_models_of_one_architecture_share_one_engine(tmp_path, monkeypatch):
     from rlhfx.models import load_tokenizer
     from rlhfx.plugins.evaluate.run import EvalSettings, evaluate
-    from rlhfx.plugins.rewards import LengthReward
+    from rlhfx.plugins.rewards.rules import LengthReward
     from rlhfx.plugins.rollout_engines.vllm import VLLMEngine
 
     tok = load_tokenizer("builtin:tiny-gpt-neo")

@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import UserError
+from rlhfx.data.preference import BadRow, Example, PreferenceFormat, Turn
+from rlhfx.data.readers import iter_rows
+from rlhfx.data.sets import STRUCTURAL, bad_row, write_lmflow_pairs, write_lmflow_text
 from rlhfx.faults import call_plugin
 from rlhfx.files import atomic_write_json, write_jsonl
 
@@ -26,17 +29,12 @@ from .config import DataConfig
 from .dialogue import (
     HH_ASSISTANT,
     HH_HUMAN,
-    BadRow,
     ChatTemplateStyle,
-    Example,
     MarkerStyle,
-    Turn,
     prompt_turns,
     require_str,
 )
-from .formats import BUILTIN_FORMATS, PreferenceFormat
-from .readers import iter_rows
-from .sets import STRUCTURAL, bad_row, write_lmflow_pairs, write_lmflow_text
+from .formats import BUILTIN_FORMATS
 
 log = logging.getLogger("rlhfx")
 

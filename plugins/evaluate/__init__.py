@@ -24,7 +24,7 @@ def run_eval(
 ) -> dict[str, Any] | None:
     """Evaluate and write the files; returns the summary on the main process, else None."""
     from rlhfx import distributed
-    from rlhfx.plugins.align import read_prompt_set
+    from rlhfx.data.prompts import read_prompt_set
     from rlhfx.runner import pick_device
 
     from .run import evaluate

@@ -102,7 +102,7 @@ class EvaluateStage(Stage):
     def run(self, ctx: StageContext) -> dict[str, str]:
         import os
 
-        from rlhfx.plugins.align import read_prompt_set
+        from rlhfx.data.prompts import read_prompt_set
 
         from . import write_result
         from .run import EvalSettings, evaluate

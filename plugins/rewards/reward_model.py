@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlhfx import ComponentConfig, ModelSource, RewardSource, UserError, hookimpl
+from rlhfx import ComponentConfig, ModelSource, RewardSource, UserError
 from rlhfx.config import SourceStr
 from rlhfx.models import same_tokenization
 
@@ -240,8 +240,3 @@ def _info(model: str) -> dict[str, Any]:
             return {}
     return {}
 
-
-@hookimpl
-def rlhfx_register_reward_sources(register):
-    register(GptNeoRM)
-    register(SequenceReward)

@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import UserError
+from rlhfx.data.readers import iter_rows
 from rlhfx.files import atomic_write_json
-
-from .readers import iter_rows
 
 log = logging.getLogger("rlhfx")
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from rlhfx import ComponentConfig, RewardSource, RewardSourceRef, distributed, hookimpl
+from rlhfx import ComponentConfig, RewardSource, RewardSourceRef, distributed
 from rlhfx.components import frozen_statistics
 
 
@@ -232,10 +232,3 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
     return mean, math.sqrt(var)
 
-
-@hookimpl
-def rlhfx_register_reward_sources(register):
-    register(PatternPenalty)
-    register(LengthReward)
-    register(RepetitionPenalty)
-    register(WeightedReward)

@@ -115,3 +115,20 @@ def test_an_unknown_engine_option_names_the_recipe_key(engine_plugin, rlhfx_cli,
     assert result.exit_code == 2
     assert "--engine: unknown rollout engine 'recordin' (did you mean 'recording'?)" \
         in result.output
+
+
+def test_engines_are_listed_and_in_the_recipe_schema(engine_plugin, rlhfx_cli):
+    listed = json.loads(rlhfx_cli("components", "list", "--kind", "rollout_engine",
+                                  "--json").output)
+    assert {(r["name"], r["builtin"]) for r in listed} == {
+        ("hf", True), ("vllm", True), ("recording", False)}
+    shown = json.loads(rlhfx_cli("components", "show", "rollout_engine:recording",
+                                 "--json").output)
+    assert [o["name"] for o in shown["options"]] == ["answer_tokens"]
+    schema = json.loads(rlhfx_cli("schema").output)["definitions"]
+    assert schema["rollout_engine.recording"]["properties"]["engine"] == {"const": "recording"}
+    assert "answer_tokens" in schema["rollout_engine.recording"]["properties"]
+    table = schema["rollout_engine"]["anyOf"][1]
+    assert set(table["properties"]["engine"]["enum"]) == {"hf", "vllm", "recording"}
+    align = schema["stage.align"]["properties"]["rollouts"]
+    assert align["$ref"] == "#/definitions/rollout_engine"

@@ -250,3 +250,66 @@ def test_same_tokenization_tells_vocabularies_apart(policy, tmp_path):
     other.add_tokens(["<extra>"])
     assert not same_tokenization(tok, other)
     assert not same_tokenization(tok, object())
+
+
+def test_the_vllm_engine_drives_vllm_as_the_contract_says(policy, tmp_path, monkeypatch):
+    """The engine's side of vLLM without vLLM (its real tests run in vLLM's environment): the
+    weights it saves and loads, the requests and sampling settings it sends, how answers
+    come back as rollouts, the reload after an update, and close."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from rlhfx.rollouts import encode_prompts
+
+    model, tok = policy
+    eos = tok.eos_token_id
+    calls: list[tuple] = []
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            calls.append(("start", kwargs))
+
+        def generate(self, requests, params, use_tqdm):
+            calls.append(("generate", requests, params))
+            return [types.SimpleNamespace(outputs=[
+                types.SimpleNamespace(index=j, token_ids=[10 + j, 11, eos, 12])
+                for j in reversed(range(p.n))]) for p in params]
+
+        def collective_rpc(self, method, kwargs):
+            calls.append((method, kwargs))
+
+        def reset_prefix_cache(self):
+            calls.append(("reset",))
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what the engine sets on the CPU, restored
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+    settings = RolloutSettings(engine="vllm", dtype="float32", kv_cache_gib=1)
+    engine = make_engine(settings, model, tok, batch_size=8, device="cpu", work_dir=tmp_path)
+    assert engine.owns_weights
+    (_, started), = calls
+    assert started["dtype"] == "float32" and started["kv_cache_memory_bytes"] == 2**30
+    assert (Path(started["model"]) / "config.json").is_file()
+
+    torch.manual_seed(0)
+    out = engine.generate(PROMPTS[:2], SamplingSettings(max_new_tokens=4, temperature=0.5),
+                          num_samples=2, stop_strings=["###"])
+    _, requests, params = calls[1]
+    assert [r["prompt_token_ids"] for r in requests] == encode_prompts(tok, PROMPTS[:2])
+    assert [(p.n, p.max_tokens, p.temperature, p.stop) for p in params] == [
+        (2, 4, 0.5, ["###"])] * 2
+    assert [r.prompt_id for r in out] == [0, 0, 1, 1]
+    assert [r.response_ids for r in out] == [[10, 11, eos], [11, 11, eos]] * 2  # cut after EOS
+    assert out[0].text == tok.decode([10, 11], skip_special_tokens=True)
+
+    engine.sync_weights(model)
+    assert calls[2] == ("reload_weights", {"weights_path": started["model"]})
+    assert calls[3] == ("reset",)
+    engine.close()
+    assert engine.llm is None

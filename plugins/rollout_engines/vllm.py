@@ -173,34 +173,34 @@ class VLLMEngine(RolloutEngine):
     def start(self, model: Any, tokenizer: Any, setup: EngineSetup) -> None:
         from rlhfx.models import architecture_of
 
-        settings, self.tokenizer = self.config, tokenizer
+        c, self.tokenizer = self.config, tokenizer
         self.architecture = architecture_of(model)
         self.weights = Path(setup.work_dir) / WEIGHTS_DIR
         t = time.perf_counter()
         save_policy(model, tokenizer, self.weights)
         on_cpu = str(setup.device).startswith("cpu")
-        if settings.threads is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.threads
+        if c.threads is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = c.threads
         if on_cpu:
             cpu_process_settings()
         from vllm import LLM
 
-        self.dtype = engine_dtype(settings.dtype, on_cpu)
+        self.dtype = engine_dtype(c.dtype, on_cpu)
         kwargs: dict[str, Any] = dict(
             model=str(self.weights),
             dtype=self.dtype,
-            enforce_eager=settings.enforce_eager,
+            enforce_eager=c.enforce_eager,
             # The sampling settings rlhfx passes are the ones used: no defaults from the
             # checkpoint's generation_config (which may add EOS ids the `hf` path ignores).
             generation_config="vllm",
         )
-        if settings.max_model_len is not None:
-            kwargs["max_model_len"] = settings.max_model_len
-        kv_gib = settings.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
+        if c.max_model_len is not None:
+            kwargs["max_model_len"] = c.max_model_len
+        kv_gib = c.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
         if kv_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         if not on_cpu:
-            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
+            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
         self.llm = LLM(**kwargs)
         log.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - t, self.dtype)
 

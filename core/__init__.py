@@ -25,6 +25,7 @@ from rlhfx.config import (
     DataSource,
     ModelSource,
     RankerRef,
+    Regex,
     RewardSourceRef,
 )
 from rlhfx.context import StageContext
@@ -53,6 +54,7 @@ __all__ = [
     "PreferenceFormat",
     "Ranker",
     "RankerRef",
+    "Regex",
     "ResponseCleaner",
     "RewardSource",
     "RewardSourceRef",

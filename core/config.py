@@ -223,3 +223,15 @@ def _existing_file(value: str) -> str:
 
 
 ExistingPath = Annotated[str, AfterValidator(_existing_file)]
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"bad regex {value!r}: {exc}") from None
+    return value
+
+
+#: A regular expression (Python's `re`), checked when the recipe is validated.
+Regex = Annotated[str, AfterValidator(_compiles)]

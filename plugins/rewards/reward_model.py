@@ -149,11 +149,10 @@ class SequenceReward(RewardSource):
     Config = SequenceRewardConfig
     config: SequenceRewardConfig
 
-    def __init__(self, config: SequenceRewardConfig | None = None):
-        super().__init__(config)
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._append_eos = False
+    #: loaded on first use (`_load`), so that `validate` and construction stay cheap
+    _model: Any = None
+    _tokenizer: Any = None
+    _append_eos = False
 
     def _load(self) -> None:
         import torch

@@ -49,7 +49,7 @@ def run_trl(args: argparse.Namespace, algorithm: str) -> dict:
     from datasets import Dataset
     from transformers import TrainerCallback
 
-    from rlhfx.plugins.align import read_prompt_set
+    from rlhfx.data.prompts import read_prompt_set
     from rlhfx.tiny import tiny_causal_lm, tiny_tokenizer
 
     torch.set_num_threads(1)

@@ -65,7 +65,7 @@ def build_models(folder: Path) -> None:
     GPTNeoForSequenceClassification(config).save_pretrained(folder / "rm")
     tokenizer.save_pretrained(folder / "rm")
     from rlhfx import tiny
-    from rlhfx.plugins.data.sets import read_prompts
+    from rlhfx.data.sets import read_prompts
 
     prompts = read_prompts(str(tiny.prompt_set_path("builtin:tiny-prompts")))
     (folder / "prompts.json").write_text(json.dumps(prompts), encoding="utf-8")

@@ -108,10 +108,10 @@ def run_bare(iterations: int, b: int, k: int, seed: int) -> list[dict[str, Any]]
 
     from rlhfx.alignment.schedule import iteration_seed
     from rlhfx.alignment.schedule import prompt_indices as batch_prompt_indices
+    from rlhfx.data.prompts import read_prompt_set
     from rlhfx.models import load_causal_lm, load_tokenizer
-    from rlhfx.plugins.align import read_prompt_set
     from rlhfx.plugins.cleaners import Discard, StopMarkers, Strip
-    from rlhfx.plugins.rewards import PatternPenalty, PatternPenaltyConfig, PatternRule
+    from rlhfx.plugins.rewards.rules import PatternPenalty, PatternPenaltyConfig, PatternRule
 
     torch.set_num_threads(1)
     seed = seed + 0  # the align stage is stage 0: the runner gives it run.seed + 0

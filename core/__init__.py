@@ -11,9 +11,11 @@ from rlhfx.components import (
     ComponentConfig,
     DataFormat,
     EmptyConfig,
+    EngineSetup,
     Ranker,
     ResponseCleaner,
     RewardSource,
+    RolloutEngine,
     Sample,
     Stage,
 )
@@ -23,11 +25,14 @@ from rlhfx.config import (
     DataSource,
     ModelSource,
     RankerRef,
+    Regex,
     RewardSourceRef,
 )
 from rlhfx.context import StageContext
+from rlhfx.data.preference import PreferenceFormat
 from rlhfx.errors import UserError
 from rlhfx.hookspecs import hookimpl
+from rlhfx.rollouts import Rollout, RolloutSettings, SamplingSettings
 
 __version__ = "0.1.0"
 
@@ -44,13 +49,20 @@ __all__ = [
     "DataFormat",
     "DataSource",
     "EmptyConfig",
+    "EngineSetup",
     "ModelSource",
+    "PreferenceFormat",
     "Ranker",
     "RankerRef",
+    "Regex",
     "ResponseCleaner",
     "RewardSource",
     "RewardSourceRef",
+    "Rollout",
+    "RolloutEngine",
+    "RolloutSettings",
     "Sample",
+    "SamplingSettings",
     "Stage",
     "StageContext",
     "UserError",

@@ -141,6 +141,20 @@ def stop_markers(tokenizer: Any, extra: Sequence[str] = ()) -> list[str]:
     return _unique(s for s in found if s)
 
 
+#: Where an HH-style answer ends: the next human turn.
+HH_STOP_MARKER = "###Human"
+
+
+def answer_stop_markers(tokenizer: Any) -> list[str]:
+    """Where a model's answer ends when nothing more is known: the next HH-style human turn,
+    and, for a chat model, its own end-of-turn markers (what `rlhfx chat` and `rlhfx eval`
+    stop and cut at)."""
+    markers = [HH_STOP_MARKER]
+    if has_chat_template(tokenizer):
+        markers += [m for m in stop_markers(tokenizer) if m not in markers]
+    return markers
+
+
 def _special_tokens(tokenizer: Any) -> list[str]:
     tokens = list(getattr(tokenizer, "all_special_tokens", []) or [])
     added = getattr(tokenizer, "get_added_vocab", None)

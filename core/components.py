@@ -16,9 +16,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
+    import random
+
     from rlhfx.alignment.batch import Batch
     from rlhfx.alignment.setup import AlignmentSetup
     from rlhfx.context import StageContext
+    from rlhfx.rollouts import Rollout, SamplingSettings
 
 
 #: Options of the shared alignment loop that may change when a run is resumed (more iterations
@@ -289,6 +292,61 @@ class DataFormat(Component):
         return False
 
 
+@dataclass(frozen=True)
+class EngineSetup:
+    """Where a rollout engine runs: what `RolloutEngine.start` is told besides the model."""
+
+    #: rows (prompts x samples) per generate call the recipe asks for
+    batch_size: int
+    #: where the policy trains: "cpu", "cuda", "cuda:0"
+    device: str
+    #: a folder the engine may write to (vLLM: the weights it loads)
+    work_dir: Path
+
+
+class RolloutEngine(Component):
+    """Samples responses for the alignment loop and the evaluate stage.
+
+    Built as `Cls(config)` (cheap), then `start` once with the policy; `generate` per
+    iteration, `sync_weights` after every policy update, `close` at the end.
+    """
+
+    kind = "rollout_engine"
+    #: The engine keeps its own copy of the weights (vLLM), so the model it was started with
+    #: may be freed while it lives; False: it samples from that model object itself.
+    owns_weights: ClassVar[bool] = False
+
+    def start(self, model: Any, tokenizer: Any, setup: EngineSetup) -> None:
+        """Get ready to sample from `model` (a transformers causal LM, maybe a peft model)."""
+        raise NotImplementedError
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        sampling: SamplingSettings,
+        num_samples: int = 1,
+        stop_strings: Sequence[str] = (),
+        rng: random.Random | None = None,
+        progress: Any = None,
+        description: str = "generating",
+    ) -> list[Rollout]:
+        """`num_samples` responses per prompt, prompt by prompt (`Rollout.prompt_id` indexes
+        `prompts`). `rng` draws the response length when `sampling.length_range` is set;
+        `progress` is a rich Progress to add a task to, or None."""
+        raise NotImplementedError
+
+    def sync_weights(self, model: Any) -> None:
+        """Make the engine sample from `model` (the updated policy; full or a peft model)."""
+
+    def can_take(self, model: Any, tokenizer: Any) -> bool:
+        """Whether `sync_weights(model)` may switch this engine to another model (same
+        architecture and tokenizer), instead of starting a new engine for it."""
+        return False
+
+    def close(self) -> None:
+        """Free what the engine holds (processes, memory)."""
+
+
 #: kind -> base class; the order is the order `rlhfx plugins list` shows.
 KINDS: dict[str, type[Component]] = {
     "stage": Stage,
@@ -297,6 +355,7 @@ KINDS: dict[str, type[Component]] = {
     "cleaner": ResponseCleaner,
     "ranker": Ranker,
     "data_format": DataFormat,
+    "rollout_engine": RolloutEngine,
 }
 
 KIND_LABELS: dict[str, str] = {
@@ -306,4 +365,5 @@ KIND_LABELS: dict[str, str] = {
     "cleaner": "response cleaner",
     "ranker": "ranker",
     "data_format": "data format",
+    "rollout_engine": "rollout engine",
 }

@@ -26,6 +26,8 @@ class ComponentRef(BaseModel):
 
     model_config = ConfigDict(extra="allow")
     kind: ClassVar[str] = ""
+    #: The key a recipe names the component with (`name`; a rollout engine's is `engine`).
+    name_key: ClassVar[str] = "name"
     name: str
     _entry: Any = PrivateAttr(default=None)
     _config: ComponentConfig | None = PrivateAttr(default=None)
@@ -80,7 +82,9 @@ class ComponentRef(BaseModel):
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise UserError(f"{self.kind} '{self.name}': {where}: {first['msg']}") from None
+            message = first["msg"].removeprefix("Value error, ")
+            at = f"{where}: " if where else ""
+            raise UserError(f"{self.kind} '{self.name}': {at}{message}") from None
         self.bind(entry, config)
 
     def build(self) -> Any:
@@ -222,3 +226,15 @@ def _existing_file(value: str) -> str:
 
 
 ExistingPath = Annotated[str, AfterValidator(_existing_file)]
+
+
+def _compiles(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f"bad regex {value!r}: {exc}") from None
+    return value
+
+
+#: A regular expression (Python's `re`), checked when the recipe is validated.
+Regex = Annotated[str, AfterValidator(_compiles)]

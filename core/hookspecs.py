@@ -87,6 +87,17 @@ def rlhfx_register_data_formats(register: Register) -> None:
 
 
 @hookspec
+def rlhfx_register_rollout_engines(register: Register) -> None:
+    """Register rollout engines (subclasses of `rlhfx.RolloutEngine`) that sample responses.
+
+    :param register: call `register(EngineClass)` once for each engine.
+
+    Called once per process when the plugin system loads. The align and evaluate stages look
+    the recipe's `rollouts.engine` up in the table this builds and start that engine.
+    """
+
+
+@hookspec
 def rlhfx_register_commands(cli: Any) -> None:
     """Add commands to the `rlhfx` command line.
 

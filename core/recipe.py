@@ -325,7 +325,7 @@ class _Resolver:
         try:
             entry = self.system.get(ref.kind, ref.name)
         except UnknownComponentError as exc:
-            self.err(f"{path}.name", exc.short)
+            self.err(f"{path}.{ref.name_key}", exc.short)
             return
         problem = entry.cls.contract_problem()
         if problem:

@@ -4,25 +4,31 @@
 its cache repeated for the prompt's k samples; generation stops at EOS or at a stop string.
 The only Python loop is over batches, never over samples, so the time goes to the model.
 
-A rollout engine is what the alignment loop samples with: `hf` (this module's `generate`) or
-`vllm` (a colocated vLLM engine, `rlhfx.vllm_engine`, fed the policy's weights after every
-update). `make_engine` builds the one a recipe's `rollouts` table names.
+A rollout engine (`rlhfx.RolloutEngine`, a plugin kind) is what the alignment loop and the
+evaluate stage sample with; the built-ins `hf` (this module's `generate`) and `vllm` live in
+`rlhfx.plugins.rollout_engines`. `make_engine` starts the one a recipe's `rollouts` table
+names.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import AfterValidator, Field
+from pydantic import ConfigDict, Field
 
-from rlhfx.components import ComponentConfig
+from rlhfx.components import EngineSetup, RolloutEngine
+from rlhfx.config import ComponentRef
 from rlhfx.errors import UserError
+
+__all__ = [
+    "EngineSetup", "Rollout", "RolloutEngine", "RolloutSettings", "SamplingSettings",
+    "adds_bos", "check_engine", "cut_at_eos", "encode_prompts", "generate", "make_engine",
+]
 
 
 @dataclass
@@ -33,10 +39,6 @@ class Rollout:
     response_ids: list[int]  # up to and including EOS when the model produced one
     text: str  # decoded response, special tokens removed
     extra: dict[str, Any] = field(default_factory=dict)
-    #: Per-token log-probabilities of `response_ids` when the engine gives them (vLLM: the raw
-    #: model distribution, before temperature, in the engine's dtype: approximate; recompute
-    #: exact ones where an algorithm needs them). None from the `hf` engine.
-    logprobs: list[float] | None = None
 
 
 @dataclass
@@ -160,7 +162,7 @@ def generate(
                 for row, mask in zip(prompt_rows, masks, strict=True)
             ]
             eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-            cut = [_cut_at_eos(r, eos, pad) for r in responses]
+            cut = [cut_at_eos(r, eos, pad) for r in responses]
             texts = tokenizer.batch_decode(cut, skip_special_tokens=True)
             for row, (ids, text) in enumerate(zip(cut, texts, strict=True)):
                 p = row // num_samples
@@ -246,7 +248,7 @@ def _cache_argument(model: Any) -> str:
     return "cache" if "cache" in _forward_arguments(model) else "past_key_values"
 
 
-def _cut_at_eos(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
+def cut_at_eos(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
     """Keep tokens up to and including the first EOS; drop the padding after it."""
     if eos is not None and eos in ids:
         return ids[: ids.index(eos) + 1]
@@ -258,127 +260,46 @@ def _cut_at_eos(ids: list[int], eos: int | None, pad: int | None) -> list[int]:
 
 # ------------------------------------------------------------------------------ engines
 
-#: How to get vLLM, in the one-line error given when a recipe asks for it and it is missing.
-VLLM_HINT = "pip install 'rlhfx[vllm]'"
+
+class RolloutSettings(ComponentRef):
+    """A recipe's `rollouts` table: the engine that samples (`engine`, a registered
+    `rlhfx.RolloutEngine`; `hf` by default) and that engine's own options inline, checked
+    against its `Config` (`rollouts = { engine = "vllm", dtype = "float32" }`)."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    kind = "rollout_engine"
+    name_key = "engine"
+    name: str = Field(default="hf", alias="engine")
+
+    @property
+    def engine(self) -> str:
+        return self.name
 
 
-class RolloutSettings(ComponentConfig):
-    """Which engine samples rollouts (`rollouts = { engine = "vllm", ... }`), and vLLM's knobs.
-
-    The vLLM options are ignored by the `hf` engine.
-    """
-
-    engine: Literal["hf", "vllm"] = "hf"
-    #: vLLM's compute dtype. "auto": bfloat16 on GPUs and on CPUs with native bf16
-    #: (AVX512-BF16 / AMX), float32 on other CPUs (on an AVX2-only CPU vLLM's bfloat16 ran
-    #: 6x slower than float32). "float32" samples exactly the trained weights.
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
-    #: KV-cache space in GiB (vLLM's `kv_cache_memory_bytes`; on the CPU the same as
-    #: VLLM_CPU_KVCACHE_SPACE). Unset: 2 GiB on the CPU (vLLM's CPU build would otherwise
-    #: reserve a share of all memory), sized from `gpu_memory_utilization` on a GPU.
-    kv_cache_gib: float | None = Field(default=None, gt=0)
-    #: GPU only: the share of GPU memory vLLM may take (weights, activations, KV cache). Low
-    #: by default because the policy trains on the same GPU.
-    gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
-    #: CPU only: the cores vLLM's threads are bound to (VLLM_CPU_OMP_THREADS_BIND, e.g. "0-3"
-    #: or "auto").
-    threads: str | None = None
-    #: Skip CUDA graphs / compilation: faster start-up, slower decoding on GPUs.
-    enforce_eager: bool = True
-    #: Longest prompt + response vLLM plans for; unset: the model's maximum positions.
-    max_model_len: int | None = Field(default=None, ge=16)
-    #: How new weights reach the engine: saved to a folder and reloaded in place.
-    weight_sync: Literal["reload"] = "reload"
-
-
-def check_engine(settings: RolloutSettings) -> None:
-    """A one-line UserError when the recipe asks for an engine that is not installed."""
-    if settings.engine == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise UserError(f'rollouts.engine = "vllm" needs vLLM: {VLLM_HINT}')
-
-
-def _installed(settings: RolloutSettings) -> RolloutSettings:
+def check_engine(settings: RolloutSettings, where: str = "rollouts") -> None:
+    """A one-line UserError starting with `where` when the engine is unknown, its options are
+    wrong or what it needs is not installed (its `Config` checks that)."""
+    if settings.resolved:
+        return
     try:
-        check_engine(settings)
+        settings.resolve()
     except UserError as exc:
-        raise ValueError(str(exc)) from None
-    return settings
-
-
-#: A stage option naming a rollout engine: a recipe asking for one that is not installed fails
-#: validation with the install line.
-EngineChoice = Annotated[RolloutSettings, AfterValidator(_installed)]
-
-
-class RolloutEngine:
-    """Samples responses for the alignment loop; `sync_weights` after every policy update."""
-
-    #: The engine keeps its own copy of the weights (vLLM), so the model it was built from may
-    #: be freed while it lives; False: it samples from that model object itself.
-    owns_weights: bool = False
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        sampling: SamplingSettings,
-        num_samples: int = 1,
-        stop_strings: Sequence[str] = (),
-        rng: random.Random | None = None,
-        progress: Any = None,
-        description: str = "generating",
-    ) -> list[Rollout]:
-        raise NotImplementedError
-
-    def sync_weights(self, model: Any) -> None:
-        """Make the engine sample from `model` (the trained policy; full or a peft model)."""
-
-    def can_take(self, model: Any, tokenizer: Any) -> bool:
-        """Whether `sync_weights(model)` may switch this engine to another model (same
-        architecture and tokenizer), instead of building a new engine for it."""
-        return False
-
-    def close(self) -> None:
-        """Free what the engine holds (processes, memory)."""
-
-
-class HFEngine(RolloutEngine):
-    """transformers' `generate` on the policy itself: nothing to sync, nothing to free."""
-
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int):
-        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
-
-    def generate(
-        self,
-        prompts: Sequence[str],
-        sampling: SamplingSettings,
-        num_samples: int = 1,
-        stop_strings: Sequence[str] = (),
-        rng: random.Random | None = None,
-        progress: Any = None,
-        description: str = "generating",
-    ) -> list[Rollout]:
-        return generate(
-            self.model, self.tokenizer, prompts, sampling, num_samples=num_samples,
-            batch_size=self.batch_size, stop_strings=stop_strings, progress=progress,
-            description=description, rng=rng,
-        )
-
-    def sync_weights(self, model: Any) -> None:
-        self.model = model
+        raise UserError(f"{where}: {exc}") from None
 
 
 def make_engine(
     settings: RolloutSettings, model: Any, tokenizer: Any, *, batch_size: int, device: str,
     work_dir: Path,
 ) -> RolloutEngine:
-    """The engine `settings` names, ready to sample from `model`.
+    """The engine `settings` names, started on `model`.
 
     `work_dir` holds what the engine writes (vLLM: the weights it loads); `device` is where the
     policy trains ("cpu", "cuda", "cuda:0").
     """
-    check_engine(settings)
-    if settings.engine == "hf":
-        return HFEngine(model, tokenizer, batch_size)
-    from rlhfx.vllm_engine import VLLMEngine
+    from rlhfx.faults import call_plugin
 
-    return VLLMEngine(settings, model, tokenizer, device=device, work_dir=Path(work_dir))
+    check_engine(settings)
+    engine: RolloutEngine = settings.build()
+    setup = EngineSetup(batch_size=batch_size, device=device, work_dir=Path(work_dir))
+    call_plugin(engine, "rollouts", engine.start, model, tokenizer, setup)
+    return engine

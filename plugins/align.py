@@ -2,14 +2,13 @@
 
 Path of data through alignment: the shared loop (`rlhfx.alignment.loop`) samples rollouts
 (`rlhfx.rollouts`), cleans and scores them (`rlhfx.scoring` with the cleaners in
-`plugins/cleaners.py` and rewards in `plugins/rewards.py`), and hands them to the algorithm
+`plugins/cleaners.py` and rewards in `plugins/rewards/`), and hands them to the algorithm
 (`plugins/raft`, `plugins/ppo`, ...), which ranks or weighs them and trains.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field
@@ -29,7 +28,8 @@ from rlhfx import (
     UserError,
     hookimpl,
 )
-from rlhfx.rollouts import EngineChoice, RolloutSettings
+from rlhfx.data.prompts import read_prompt_rows, split_fields
+from rlhfx.rollouts import RolloutSettings
 
 
 def _default_cleaners() -> list[CleanerRef]:
@@ -55,64 +55,10 @@ class AlignConfig(ComponentConfig):
     skip_bad_rows: bool = False
     cleaners: list[CleanerRef] = Field(default_factory=_default_cleaners)
     reward: RewardSourceRef
-    #: Which engine samples rollouts and evals: `{ engine = "hf" }` (transformers' generate,
-    #: the default) or `{ engine = "vllm", ... }` (needs `pip install 'rlhfx[vllm]'`).
-    rollouts: EngineChoice = Field(default_factory=RolloutSettings)
-
-
-def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:
-    """Prompts for any algorithm: a built-in set, a .txt file (one prompt a line), or anything
-    the data stage reads (JSONL/JSON/parquet, LMFlow layouts, a hub dataset). A row that is not
-    JSON or has no prompt stops with file:line unless `skip_bad_rows` (then counted)."""
-    return [row["prompt"] for row in read_prompt_rows(source, skip_bad_rows)]
-
-
-def read_prompt_rows(source: str, skip_bad_rows: bool = False) -> list[dict[str, Any]]:
-    """`read_prompt_set` with each row's other fields: `{"prompt": ..., "answer": ...}` (a
-    built-in set or a .txt file has none). The loop hands the fields to reward sources that
-    ask for them (a reference answer for `answer_match`)."""
-    from rlhfx import tiny
-    from rlhfx.plugins.data.sets import read_prompt_records
-
-    if tiny.is_builtin(source):
-        source = str(tiny.prompt_set_path(source))
-    path = Path(source)
-    if path.suffix.lower() == ".txt":
-        if not path.is_file():
-            raise UserError(f"{source}: prompt file does not exist")
-        prompts = [line for line in _read_utf8(path).splitlines() if line.strip()]
-        if not prompts:
-            raise UserError(f"{source}: no prompts in this file")
-        return [{"prompt": p} for p in prompts]
-    return read_prompt_records(source, skip_bad_rows=skip_bad_rows)
-
-
-def split_fields(rows: list[dict[str, Any]]) -> tuple[list[str], list[dict[str, Any]]]:
-    """(prompts, the other fields of each row), aligned."""
-    return ([row["prompt"] for row in rows],
-            [{k: v for k, v in row.items() if k != "prompt"} for row in rows])
-
-
-def _read_utf8(path: Path) -> str:
-    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a BOM, as Windows editors write
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise UserError(
-            f"{path}: line {line}: not UTF-8 text (byte {data[exc.start]:#04x}); save the "
-            "prompt file as UTF-8"
-        ) from None
-
-
-def drop_long_prompts(
-    prompts: list[str], tokenizer: Any, limit: int | None
-) -> tuple[list[str], int]:
-    """Prompts of at most `limit` policy tokens, and how many were dropped (long prompts ran
-    PPO out of memory in the HH example, which kept those of at most 256 tokens)."""
-    fits = prompts_within(prompts, tokenizer, limit)
-    kept = [p for p, ok in zip(prompts, fits, strict=True) if ok]
-    return kept, len(prompts) - len(kept)
+    #: Which engine samples rollouts and evals, its options inline: `{ engine = "hf" }`
+    #: (transformers' generate, the default), `{ engine = "vllm", ... }` (needs
+    #: `pip install 'rlhfx[vllm]'`) or any installed engine (`rlhfx components list`).
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
 
 
 def prompts_within(prompts: list[str], tokenizer: Any, limit: int | None) -> list[bool]:
@@ -164,21 +110,12 @@ class AlignStage(Stage):
         return AlignmentLoop(ctx, setup, algorithm).run()
 
 
-def training_prompts(
-    source: str, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str,
-    skip_bad_rows: bool = False,
-) -> list[str]:
-    """The training prompts without those over `max_tokens` policy tokens (the drop is
-    logged); none left is a UserError at `where`."""
-    return [row["prompt"] for row in training_prompt_rows(source, tokenizer, max_tokens, log,
-                                                          where, skip_bad_rows)]
-
-
 def training_prompt_rows(
     source: str, tokenizer: Any, max_tokens: int | None, log: logging.Logger, where: str,
     skip_bad_rows: bool = False,
 ) -> list[dict[str, Any]]:
-    """`training_prompts` as rows with their other fields (`read_prompt_rows`)."""
+    """The training prompts' rows (`read_prompt_rows`) without those over `max_tokens` policy
+    tokens (the drop is logged); none left is a UserError at `where`."""
     rows = read_prompt_rows(source, skip_bad_rows)
     fits = prompts_within([row["prompt"] for row in rows], tokenizer, max_tokens)
     kept = [row for row, ok in zip(rows, fits, strict=True) if ok]

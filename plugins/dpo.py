@@ -15,31 +15,15 @@ beta * ((logp_w - logp_l) after - (logp_w - logp_l) before) that DPO raises.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import Field, model_validator
 
-from rlhfx import DataSource, Stage, StageContext, UserError, distributed, hookimpl
-from rlhfx.files import atomic_write_json
-from rlhfx.hf_training import (
-    DONE,
-    TrainingOptions,
-    drop_checkpoints,
-    finished_model,
-    gathered_state,
-    hold_out,
-    make_progress_callback,
-    merge_if_lora,
-    quiet_libraries,
-    quiet_trainer,
-    run_trainer,
-    save_atomically,
-    trainer_arguments,
-    trainer_class,
-)
+from rlhfx import DataSource, StageContext, UserError, hookimpl
+from rlhfx.hf_training import TrainingOptions, hold_out, trainer_arguments
 from rlhfx.lora import LoraSettings
-
-EVAL_FILE = "eval.json"
+from rlhfx.trainer_stage import Outcome, TrainerJob, TrainerStage
 
 Triple = tuple[str, str, str]  # (prompt, chosen answer, rejected answer)
 
@@ -181,27 +165,30 @@ def held_out_report(before: Sequence[float], after: Sequence[float], beta: float
     }
 
 
-class DPOStage(Stage):
+@dataclass
+class DPOJob(TrainerJob):
+    held: list[Triple]
+    before: list[float]
+    results: dict[str, Any]
+
+
+class DPOStage(TrainerStage[DPOJob]):
     """Direct Preference Optimization of a causal LM on preference pairs (TRL DPOTrainer)."""
 
     name = "dpo"
     Config = DPOOptions
     config: DPOOptions
     outputs = ("model", "adapter")
+    progress_label = "DPO"
 
-    def run(self, ctx: StageContext) -> dict[str, str]:
-        if finished_model(ctx) is not None:
-            ctx.log.info("dpo: model already saved in %s (an earlier attempt)",
-                         ctx.stage_dir / "model")
-            return self._outputs(ctx)
+    def prepare(self, ctx: StageContext, resume: Any) -> DPOJob:
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
+        from rlhfx.data.sets import read_pairs
         from rlhfx.models import load_causal_lm, load_tokenizer
-        from rlhfx.plugins.data.sets import read_pairs
 
         c = self.config
-        quiet_libraries()
         loss_type = [c.loss_type] if isinstance(c.loss_type, str) else list(c.loss_type)
         check_loss_types(DPOConfig, loss_type, f"{ctx.recipe_file}: stages.{ctx.stage_id}")
         source = ctx.resolve(c.data)
@@ -232,53 +219,35 @@ class DPOStage(Stage):
                      "+".join(loss_type))
         columns = {name: [t[i] for t in train]
                    for i, name in enumerate(("prompt", "chosen", "rejected"))}
-        with ctx.progress() as progress:
-            try:
-                trainer = trainer_class(DPOTrainer, ctx)(
-                    model=model,
-                    ref_model=ref_model,
-                    args=args,
-                    train_dataset=Dataset.from_dict(columns),
-                    processing_class=tokenizer,
-                    peft_config=c.lora.peft_config("CAUSAL_LM") if c.method == "lora" else None,
-                    callbacks=[make_progress_callback(ctx, progress, "DPO")],
-                )
-            except ValueError as exc:  # TRL's checks of option combinations (loss types...)
-                raise UserError(f"{ctx.recipe_file}: stages.{ctx.stage_id}: "
-                                f"{' '.join(str(exc).split())}") from None
-            quiet_trainer(trainer)
-            run_trainer(trainer, ctx)
+        return DPOJob(DPOTrainer, dict(
+            model=model,
+            ref_model=ref_model,
+            args=args,
+            train_dataset=Dataset.from_dict(columns),
+            processing_class=tokenizer,
+            peft_config=c.lora.peft_config("CAUSAL_LM") if c.method == "lora" else None,
+        ), tokenizer, model_source, held, before, results)
+
+    def finish(self, ctx: StageContext, trainer: Any, job: DPOJob) -> Outcome:
+        c = self.config
         trained = trainer.model
-        step = trainer.state.global_step
-        if held:
-            after = preference_margins(trained, tokenizer, held, c.eval_batch_size, c.max_length)
-            report = held_out_report(before, after, c.beta)
-            results["held_out"] = report
-            ctx.log_metrics(step, {f"eval/{k}": v for k, v in report.items()})
+        if job.held:
+            after = preference_margins(trained, job.tokenizer, job.held, c.eval_batch_size,
+                                       c.max_length)
+            report = held_out_report(job.before, after, c.beta)
+            job.results["held_out"] = report
+            ctx.log_metrics(trainer.state.global_step,
+                            {f"eval/{k}": v for k, v in report.items()})
             ctx.log.info(
                 "dpo: held-out preference accuracy %.3f -> %.3f on %d pairs (implicit reward "
                 "margin %.4f, positive for %.0f%%)", report["accuracy_before"],
-                report["accuracy_after"], len(held), report["reward_margin"],
+                report["accuracy_after"], len(job.held), report["reward_margin"],
                 100 * report["reward_accuracy"],
             )
-        full = gathered_state(trained)  # under fsdp; every process takes part
-        if ctx.is_main:
-            atomic_write_json(ctx.stage_dir / EVAL_FILE, results)
-            if c.method == "lora" and c.save_adapter:
-                save_atomically(trained, tokenizer, ctx.stage_dir / "adapter",
-                                {"base": model_source})
-            save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
-                            {"base": model_source, "method": c.method, "beta": c.beta},
-                            state_dict=full)
-            drop_checkpoints(ctx, c)
-        distributed.barrier()
-        return self._outputs(ctx)
+        return Outcome(model=trained, results=job.results, info={"beta": c.beta})
 
-    def _outputs(self, ctx: StageContext) -> dict[str, str]:
-        out = {"model": str(ctx.stage_dir / "model")}
-        if (ctx.stage_dir / "adapter" / DONE).exists():
-            out["adapter"] = str(ctx.stage_dir / "adapter")
-        return out
+    def keeps_adapter(self) -> bool:
+        return self.config.method == "lora" and self.config.save_adapter
 
 
 @hookimpl

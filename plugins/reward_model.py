@@ -11,29 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rlhfx import DataSource, Stage, StageContext, UserError, distributed, hookimpl
-from rlhfx.files import atomic_write_json
-from rlhfx.hf_training import (
-    TrainingOptions,
-    drop_checkpoints,
-    finished_model,
-    gathered_state,
-    hold_out,
-    make_progress_callback,
-    merge_if_lora,
-    prepare_resume,
-    quiet_libraries,
-    quiet_trainer,
-    run_trainer,
-    save_atomically,
-    trainer_arguments,
-    trainer_class,
-)
+from rlhfx import DataSource, StageContext, UserError, distributed, hookimpl
+from rlhfx.hf_training import TrainingOptions, hold_out, merge_if_lora, trainer_arguments
 from rlhfx.lora import LoraSettings
+from rlhfx.trainer_stage import Outcome, TrainerJob, TrainerStage
 
 EVAL_FILE = "eval.json"
 #: Level of the interval given with the held-out pairwise accuracy.
@@ -84,7 +70,7 @@ def pairwise_accuracy(
     unless `max_length`), so this is the accuracy the trained model will have in alignment.
     """
     from .evaluate.stats import wilson_interval
-    from .gpt_neo_rm import score_texts
+    from .rewards.reward_model import score_texts
 
     tokenizer.truncation_side = "left"
 
@@ -154,29 +140,31 @@ def length_grouped(data: Any, batch_size: int, seed: int) -> Any:
     return data.select([i for batch in batches for i in batch])
 
 
-class RewardModelStage(Stage):
+@dataclass
+class RewardModelJob(TrainerJob):
+    held: list[tuple[str, str]]
+    append_eos: bool
+    results: dict[str, Any]
+
+
+class RewardModelStage(TrainerStage[RewardModelJob]):
     """Train a reward model on preference pairs (TRL RewardTrainer; LoRA or full)."""
 
     name = "reward_model"
     Config = RewardModelOptions
     config: RewardModelOptions
     outputs = ("model",)
+    progress_label = "reward model"
 
-    def run(self, ctx: StageContext) -> dict[str, str]:
-        done = finished_model(ctx)
-        if done is not None:
-            ctx.log.info("reward_model: model already saved in %s (an earlier attempt)", done)
-            return {"model": str(done)}
+    def prepare(self, ctx: StageContext, resume: Any) -> RewardModelJob:
         from trl import RewardConfig, RewardTrainer
 
+        from rlhfx.data.sets import read_pairs
         from rlhfx.models import load_sequence_classifier, load_tokenizer
-        from rlhfx.plugins.data.sets import read_pairs
 
-        from .gpt_neo_rm import REWARD_INFO, prepare_for_scoring
+        from .rewards.reward_model import prepare_for_scoring
 
         c = self.config
-        quiet_libraries()
-        resume = prepare_resume(ctx)
         pairs = read_pairs(ctx.resolve(c.data), c.data_split, c.skip_bad_rows)
         if c.max_rows:
             pairs = pairs[: c.max_rows]
@@ -230,39 +218,34 @@ class RewardModelStage(Stage):
             center_rewards_coefficient=c.center_rewards_coefficient,
             **grouping,
         )
-        with ctx.progress() as progress:
-            trainer = trainer_class(RewardTrainer, ctx)(
-                model=model,
-                args=args,
-                train_dataset=train_set,
-                eval_dataset=eval_set if len(eval_set) else None,
-                processing_class=tokenizer,
-                peft_config=c.lora.peft_config("SEQ_CLS") if c.method == "lora" else None,
-                callbacks=[make_progress_callback(ctx, progress, "reward model", resume)],
-            )
-            quiet_trainer(trainer)
-            run_trainer(trainer, ctx, resume)
+        return RewardModelJob(RewardTrainer, dict(
+            model=model,
+            args=args,
+            train_dataset=train_set,
+            eval_dataset=eval_set if len(eval_set) else None,
+            processing_class=tokenizer,
+            peft_config=c.lora.peft_config("SEQ_CLS") if c.method == "lora" else None,
+        ), tokenizer, model_source, held, append_eos, results)
+
+    def finish(self, ctx: StageContext, trainer: Any, job: RewardModelJob) -> Outcome:
+        from .rewards.reward_model import REWARD_INFO
+
         merged = merge_if_lora(trainer.model)
-        step = trainer.state.global_step
-        if held:
-            after = pairwise_accuracy(merged, tokenizer, held, c.eval_batch_size, None, append_eos)
+        results = job.results
+        if job.held:
+            after = pairwise_accuracy(merged, job.tokenizer, job.held,
+                                      self.config.eval_batch_size, None, job.append_eos)
             results["after"] = after
-            ctx.log_metrics(step, {f"eval/{k}": v for k, v in after.items()})
+            ctx.log_metrics(trainer.state.global_step,
+                            {f"eval/{k}": v for k, v in after.items()})
             ctx.log.info(
                 "reward_model: validation pairwise accuracy %.3f (95%% interval %.3f-%.3f) on "
                 "%d held-out pairs (mean margin %.3f)", after["accuracy"], after["ci_low"],
-                after["ci_high"], len(held), after["mean_margin"],
+                after["ci_high"], len(job.held), after["mean_margin"],
             )
-        full = gathered_state(merged)  # under fsdp; every process takes part
-        if ctx.is_main:
-            atomic_write_json(ctx.stage_dir / EVAL_FILE, results)
-            target = ctx.stage_dir / "model"
-            # REWARD_INFO: how the trainer saw its texts, so the reward source scores the same.
-            save_atomically(merged, tokenizer, target,
-                            {"base": model_source, "method": c.method, **_short(results)},
-                            extra={REWARD_INFO: {"append_eos": append_eos}}, state_dict=full)
-            drop_checkpoints(ctx, c)
-        return {"model": str(ctx.stage_dir / "model")}
+        # REWARD_INFO: how the trainer saw its texts, so the reward source scores the same.
+        return Outcome(model=merged, results=results, info=_short(results),
+                       extra_files={REWARD_INFO: {"append_eos": job.append_eos}})
 
 
 @contextmanager

@@ -1,40 +1,26 @@
 """The `sft` stage (TRL's SFTTrainer, full or LoRA) and `rlhfx merge-lora`.
 
 What every Trainer stage shares (options, arguments, resume, progress, saving) is in
-`rlhfx.hf_training`.
+`rlhfx.trainer_stage` and `rlhfx.hf_training`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import click
 from pydantic import Field
 
-from rlhfx import (
-    Stage,
-    StageContext,
-    UserError,
-    distributed,
-    hookimpl,
-)
+from rlhfx import StageContext, UserError, hookimpl
 from rlhfx.hf_training import (
-    DONE,
     TrainingOptions,
-    drop_checkpoints,
-    finished_model,
-    gathered_state,
     hold_out,
-    make_progress_callback,
-    merge_if_lora,
-    prepare_resume,
-    quiet_libraries,
-    quiet_trainer,
-    run_trainer,
     save_atomically,
     trainer_arguments,
-    trainer_class,
 )
+from rlhfx.trainer_stage import Outcome, TrainerJob, TrainerStage
 
 
 class SFTOptions(TrainingOptions):
@@ -46,28 +32,28 @@ class SFTOptions(TrainingOptions):
     save_adapter: bool = True
 
 
-class SFTStage(Stage):
+@dataclass
+class SFTJob(TrainerJob):
+    held: list[str]
+
+
+class SFTStage(TrainerStage[SFTJob]):
     """Supervised fine-tuning of a causal LM on dialogues (TRL SFTTrainer; full or LoRA)."""
 
     name = "sft"
     Config = SFTOptions
     config: SFTOptions
     outputs = ("model", "adapter")
+    progress_label = "SFT"
 
-    def run(self, ctx: StageContext) -> dict[str, str]:
-        done = finished_model(ctx)
-        if done is not None:
-            ctx.log.info("sft: model already saved in %s (an earlier attempt)", done)
-            return self._outputs(ctx)
+    def prepare(self, ctx: StageContext, resume: Any) -> SFTJob:
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
+        from rlhfx.data.sets import read_column, read_texts
         from rlhfx.models import load_causal_lm, load_tokenizer
-        from rlhfx.plugins.data.sets import read_column, read_texts
 
         c = self.config
-        quiet_libraries()
-        resume = prepare_resume(ctx)
         source = ctx.resolve(c.data)
         texts = (read_texts(source, c.data_split, c.skip_bad_rows) if c.text_field == "text"
                  else read_column(source, c.text_field, c.data_split, c.skip_bad_rows))
@@ -85,39 +71,24 @@ class SFTStage(Stage):
         )
         ctx.log.info("sft: %d training texts, %d held out; %s", len(train), len(held),
                      "LoRA" if c.method == "lora" else "full fine-tuning")
-        with ctx.progress() as progress:
-            trainer = trainer_class(SFTTrainer, ctx)(
-                model=model,
-                args=args,
-                train_dataset=Dataset.from_dict({"text": train}),
-                eval_dataset=Dataset.from_dict({"text": held}) if held else None,
-                processing_class=tokenizer,
-                peft_config=c.lora.peft_config("CAUSAL_LM") if c.method == "lora" else None,
-                callbacks=[make_progress_callback(ctx, progress, "SFT", resume)],
-            )
-            quiet_trainer(trainer)
-            run_trainer(trainer, ctx, resume)
-            if held:
-                metrics = trainer.evaluate()  # logged to metrics.jsonl by the callback
-                ctx.log.info("sft: eval loss %.4f on %d held-out texts",
-                             metrics.get("eval_loss", float("nan")), len(held))
-        full = gathered_state(trainer.model)  # under fsdp; every process takes part
-        if ctx.is_main:
-            trained = trainer.model
-            if c.method == "lora" and c.save_adapter:
-                adapter = ctx.stage_dir / "adapter"
-                save_atomically(trained, tokenizer, adapter, {"base": model_source})
-            save_atomically(merge_if_lora(trained), tokenizer, ctx.stage_dir / "model",
-                            {"base": model_source, "method": c.method}, state_dict=full)
-            drop_checkpoints(ctx, c)
-        distributed.barrier()  # the other processes report outputs only once main has saved
-        return self._outputs(ctx)
+        return SFTJob(SFTTrainer, dict(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_dict({"text": train}),
+            eval_dataset=Dataset.from_dict({"text": held}) if held else None,
+            processing_class=tokenizer,
+            peft_config=c.lora.peft_config("CAUSAL_LM") if c.method == "lora" else None,
+        ), tokenizer, model_source, held)
 
-    def _outputs(self, ctx: StageContext) -> dict[str, str]:
-        out = {"model": str(ctx.stage_dir / "model")}
-        if (ctx.stage_dir / "adapter" / DONE).exists():
-            out["adapter"] = str(ctx.stage_dir / "adapter")
-        return out
+    def finish(self, ctx: StageContext, trainer: Any, job: SFTJob) -> Outcome:
+        if job.held:
+            metrics = trainer.evaluate()  # logged to metrics.jsonl by the callback
+            ctx.log.info("sft: eval loss %.4f on %d held-out texts",
+                         metrics.get("eval_loss", float("nan")), len(job.held))
+        return Outcome(model=trainer.model)
+
+    def keeps_adapter(self) -> bool:
+        return self.config.method == "lora" and self.config.save_adapter
 
 
 # ------------------------------------------------------------------------------ merge-lora

@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from rlhfx import ComponentConfig, RewardSource, UserError, hookimpl
+from rlhfx import ComponentConfig, Regex, RewardSource, UserError, hookimpl
 
 #: A number as people write it: optional sign, thousands commas, decimals ("-1,250.5", ".5").
 NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
@@ -25,7 +25,7 @@ NUMBER = r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[-+]?\.\d+"
 class AnswerMatchConfig(ComponentConfig):
     #: Where the answer is in the response: a regex with one group (the answer), or unset for
     #: a number. Of several matches the last one counts (see `which`).
-    pattern: str | None = None
+    pattern: Regex | None = None
     #: Take the `last` match (answers usually come at the end) or the `first`.
     which: Literal["last", "first"] = "last"
     #: The prompt-file field with the reference answer.
@@ -46,10 +46,7 @@ class AnswerMatchConfig(ComponentConfig):
     def _one_group(cls, value: str | None) -> str | None:
         if value is None:
             return value
-        try:
-            groups = re.compile(value).groups
-        except re.error as exc:
-            raise ValueError(f"bad regex {value!r}: {exc}") from None
+        groups = re.compile(value).groups  # a Regex: it compiles
         if groups != 1:
             raise ValueError(f"pattern {value!r} needs exactly one group (the answer), "
                              f"it has {groups}")

@@ -8,7 +8,8 @@ import logging
 import pytest
 
 from rlhfx import UserError
-from rlhfx.plugins.align import drop_long_prompts, read_prompt_set, stop_strings, training_prompts
+from rlhfx.data.prompts import read_prompt_set
+from rlhfx.plugins.align import prompts_within, stop_strings, training_prompt_rows
 
 
 class WordTokenizer:
@@ -49,15 +50,16 @@ def test_a_bad_row_stops_and_a_file_without_prompts_is_an_error(tmp_path):
 
 def test_long_prompts_are_dropped_and_counted(tmp_path):
     prompts = ["one", "one two three", "one two", "a b c d"]
-    assert drop_long_prompts(prompts, WordTokenizer(), 2) == (["one", "one two"], 2)
-    assert drop_long_prompts(prompts, WordTokenizer(), None) == (prompts, 0)
+    assert prompts_within(prompts, WordTokenizer(), 2) == [True, False, True, False]
+    assert prompts_within(prompts, WordTokenizer(), None) == [True] * 4
 
     jsonl = tmp_path / "p.jsonl"
     jsonl.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in prompts))
     log = logging.getLogger("test")
-    assert training_prompts(str(jsonl), WordTokenizer(), 3, log, "r.toml: key") == prompts[:3]
+    rows = training_prompt_rows(str(jsonl), WordTokenizer(), 3, log, "r.toml: key")
+    assert rows == [{"prompt": p} for p in prompts[:3]]
     with pytest.raises(UserError, match=r"r.toml: key: no prompt of .* is at most 0 tokens"):
-        training_prompts(str(jsonl), WordTokenizer(), 0, log, "r.toml: key")
+        training_prompt_rows(str(jsonl), WordTokenizer(), 0, log, "r.toml: key")
 
 
 def test_a_txt_prompt_file_that_is_not_utf8_names_file_and_line(tmp_path):

@@ -1,5 +1,6 @@
-"""The shipped arithmetic task: regenerated exactly by make_data.py, right answers, held-out
-problems kept out of training, prompts in SmolLM2's chat layout, readable with their answers."""
+"""The shipped arithmetic task: regenerated exactly by tools/make_arithmetic_data.py (a script
+outside the package, on pytest's path), right answers, held-out problems kept out of training,
+prompts in SmolLM2's chat layout, readable with their answers."""
 
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
+import make_arithmetic_data as generator
 import pytest
 
+from rlhfx.data.sets import read_prompt_records
 from rlhfx.plugins import arithmetic as ar
-from rlhfx.plugins.arithmetic import make_data
-from rlhfx.plugins.data.sets import read_prompt_records
 from rlhfx.plugins.verifiable import AnswerMatch
 
 FILES = [ar.TRAIN_PROMPTS, ar.EVAL_PROMPTS]
@@ -24,17 +25,17 @@ def read(path: Path) -> list[dict]:
 
 
 def test_committed_files_are_what_the_generator_writes():
-    for path, rows in make_data.build().items():
-        assert path.read_text(encoding="utf-8") == make_data.to_jsonl(rows), (
-            f"{path.name} differs from make_data.py's output: "
-            "run python -m rlhfx.plugins.arithmetic.make_data"
+    for path, rows in generator.build().items():
+        assert path.read_text(encoding="utf-8") == generator.to_jsonl(rows), (
+            f"{path.name} differs from make_arithmetic_data.py's output: "
+            "run python tools/make_arithmetic_data.py"
         )
 
 
 def test_sizes_and_kinds():
     train, held = read(ar.TRAIN_PROMPTS), read(ar.EVAL_PROMPTS)
     assert len(train) == 320 and len(held) == 100
-    assert Counter(r["kind"] for r in held) == {k: 25 for k in make_data.KINDS}
+    assert Counter(r["kind"] for r in held) == {k: 25 for k in generator.KINDS}
 
 
 def solve(question: str) -> int:
@@ -60,7 +61,7 @@ def test_answers_are_right_and_held_out_problems_are_not_trained_on():
     train, held = read(ar.TRAIN_PROMPTS), read(ar.EVAL_PROMPTS)
     for row in train + held:
         assert row["answer"] == str(solve(row["question"])), row["question"]
-        assert row["question"].endswith(make_data.ASK)
+        assert row["question"].endswith(generator.ASK)
     assert not {problem(r["question"]) for r in train} & {problem(r["question"]) for r in held}
     assert len({problem(r["question"]) for r in train}) == len(train)
 

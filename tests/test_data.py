@@ -10,19 +10,18 @@ from pathlib import Path
 import pytest
 
 from rlhfx import UserError
+from rlhfx.data.preference import BadRow, Turn
+from rlhfx.data.sets import read_pairs, read_prompts, read_texts
 from rlhfx.files import read_jsonl
 from rlhfx.plugins.data.config import DataConfig
 from rlhfx.plugins.data.dialogue import (
     HH_ASSISTANT,
     HH_HUMAN,
-    BadRow,
     MarkerStyle,
-    Turn,
     check_dialogue,
     split_turns,
 )
 from rlhfx.plugins.data.prepare import prepare
-from rlhfx.plugins.data.sets import read_pairs, read_prompts, read_texts
 from rlhfx.registry import get_plugins
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -311,9 +310,10 @@ def chat_tokenizer():
 
 
 def test_reward_model_pairs_are_what_the_reward_source_reads(tmp_path):
-    """The RM trains on prompt + answer as `gpt_neo_rm` joins them in alignment, not on the
-    full chat rendering that closes the answer with an end-of-turn marker the cleaners cut."""
-    from rlhfx.plugins.gpt_neo_rm import SequenceReward
+    """The RM trains on prompt + answer as the `reward_model` source joins them in alignment,
+    not on the full chat rendering that closes the answer with an end-of-turn marker the
+    cleaners cut."""
+    from rlhfx.plugins.rewards.reward_model import SequenceReward
 
     reward = SequenceReward(SequenceReward.Config(model="unused"))
     config = DataConfig(source=str(DAHOAS), eval_size=0, template="chat", shuffle=False,
@@ -588,7 +588,7 @@ def test_broken_data_in_a_run_exits_2_and_the_run_resumes_once_fixed(rlhfx_cli, 
 
 
 def test_read_column_takes_the_named_field_and_names_a_row_without_it(tmp_path):
-    from rlhfx.plugins.data.sets import read_column
+    from rlhfx.data.sets import read_column
 
     source = tmp_path / "texts.jsonl"
     source.write_text('{"content": "a b"}\n{"content": "c d", "text": "ignored"}\n',

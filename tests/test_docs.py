@@ -182,6 +182,14 @@ CONSUMERS = {
     "rlhfx_register_rankers": (
         ALIGN.format(extra=WORDS, algorithm=RAFT + '\nranker = { name = "threshold" }'),
         lambda recs: recs[-1]["num_trained"] == 4 - round(4 * recs[-1]["discarded_rate"])),
+    # Every sample is one of the engine's canned answers ("yes" or "no"), so every reward (the
+    # length in characters) is 2 or 3; the policy's own 6 sampled tokens would be longer.
+    "rlhfx_register_rollout_engines": (
+        ALIGN.format(extra='reward = { name = "length", unit = "chars" }\n'
+                           'rollouts = { engine = "canned", answers = ["yes", "no"] }',
+                     algorithm=RAFT),
+        lambda recs: recs[-1]["num_samples"] == 4
+        and 2 <= recs[-1]["reward_min"] <= recs[-1]["reward_max"] <= 3),
 }
 
 

@@ -18,7 +18,6 @@ from pydantic import ValidationError
 
 from rlhfx import UserError
 from rlhfx.files import write_jsonl
-from rlhfx.plugins import dpo as dpo_module
 from rlhfx.plugins.dpo import DPOOptions, DPOStage, held_out_report, split_pair, to_triples
 
 torch = pytest.importorskip("torch")
@@ -141,13 +140,15 @@ def test_lora_dpo_resumes_after_an_interruption_and_merges(setup, monkeypatch):
             if state.global_step == crash_at[0]:
                 raise KeyboardInterrupt
 
-    original = dpo_module.run_trainer
+    from rlhfx import trainer_stage
 
-    def run_with_crash(trainer, ctx):
+    original = trainer_stage.run_trainer
+
+    def run_with_crash(trainer, ctx, *rest):
         trainer.add_callback(Crash())
-        original(trainer, ctx)
+        original(trainer, ctx, *rest)
 
-    monkeypatch.setattr(dpo_module, "run_trainer", run_with_crash)
+    monkeypatch.setattr(trainer_stage, "run_trainer", run_with_crash)
     with pytest.raises(KeyboardInterrupt):
         run_stage(DPOStage, ctx, **options)
     assert steps == [1, 2, 3, 4]

@@ -103,7 +103,7 @@ def test_a_run_directory_without_an_aligned_model(rlhfx_cli, tmp_path):
     (tmp_path / "recipe.toml").write_text('[stages.sft]\nmodel = "x"\n')
     result = rlhfx_cli("eval", str(tmp_path), "--judge", "length")
     assert result.exit_code == 2
-    assert "no completed align stage with a model (completed stages: sft)" in result.output
+    assert "no completed alignment stage with a model (completed stages: sft)" in result.output
 
 
 @pytest.mark.slow
@@ -135,7 +135,8 @@ def test_vllm_engine_without_vllm_is_a_one_line_error(rlhfx_cli, tmp_path):
     result = rlhfx_cli("eval", TINY, "--judge", "length", "--engine", "vllm",
                        "-o", str(tmp_path / "out"))
     assert result.exit_code == 2, result.output
-    assert "rollouts.engine = \"vllm\" needs vLLM: pip install 'rlhfx[vllm]'" in result.output
+    assert "--engine: rollout_engine 'vllm': vLLM is not installed: pip install 'rlhfx[vllm]'" \
+        in result.output
     assert "Traceback" not in result.output and not (tmp_path / "out").exists()
 
 

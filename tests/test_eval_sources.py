@@ -20,6 +20,8 @@ def fake_run(tmp_path):
     (run / "stages/align/model").mkdir(parents=True)
     (run / "stages/align/model/config.json").write_text("{}")
     (run / "stages/reward_model/model").mkdir(parents=True)
+    (run / "stages/polish").mkdir(parents=True)
+    (run / "stages/polish/alignment.json").write_text("{}")  # what the alignment loop writes
     (run / "recipe.toml").write_text(
         '[stages.reward_model]\nmodel = "m"\n'
         '[stages.polish]\nname = "align"\npolicy = "p"\nprompts = "x.txt"\n'

@@ -178,7 +178,7 @@ NO_VLLM = pytest.mark.skipif(importlib.util.find_spec("vllm") is not None,
 @pytest.mark.parametrize(("options", "message"), [
     ('labels = ["only one"]', "r.toml: stages.evaluate: labels: 1 names for 2 models"),
     pytest.param('rollouts = { engine = "vllm" }',
-                 "r.toml: stages.evaluate.rollouts: rollouts.engine = \"vllm\" needs vLLM: "
+                 "r.toml: stages.evaluate.rollouts: vLLM is not installed: "
                  "pip install 'rlhfx[vllm]'",
                  marks=NO_VLLM),
 ], ids=["labels", "vllm-missing"])

@@ -24,7 +24,7 @@ import json
 
 from rlhfx import CleanResult, ComponentConfig, EmptyConfig, Ranker, ResponseCleaner
 from rlhfx import RewardSource, UserError, hookimpl
-from rlhfx.plugins.data.formats import PreferenceFormat
+from rlhfx import PreferenceFormat
 
 
 class Polite(RewardSource):

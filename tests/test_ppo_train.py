@@ -234,7 +234,7 @@ def test_lora_policy_is_merged_at_the_end(rlhfx_cli, tmp_path):
     eval_dir = out / "stages" / "align" / "iterations"
     assert sorted(p.parent.name for p in eval_dir.glob("*/eval.jsonl")) == ["iter-0000",
                                                                             "iter-0002"]
-    from rlhfx.plugins.align import read_prompt_set
+    from rlhfx.data.prompts import read_prompt_set
 
     prompts = read_prompt_set("builtin:tiny-eval-prompts")[:6]
     files = {}

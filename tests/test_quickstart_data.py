@@ -1,5 +1,6 @@
 """The quickstart's shipped preference set: well-formed, split by topic, regenerated exactly by
-make_data.py, and free of the trivial cue a reward model would otherwise learn (length)."""
+tools/make_quickstart_data.py (a script outside the package, on pytest's path), and free of the
+trivial cue a reward model would otherwise learn (length)."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
+import make_quickstart_data as generator
 import pytest
 
 from rlhfx.plugins import quickstart as qs
-from rlhfx.plugins.quickstart import make_data
 
 PAIR_FILES = [qs.TRAIN_PAIRS, qs.HELD_OUT_PAIRS]
 PROMPT_FILES = [qs.TRAIN_PROMPTS, qs.EVAL_PROMPTS]
@@ -26,10 +27,10 @@ def files() -> dict[Path, list[dict]]:
 
 
 def test_committed_files_are_what_the_generator_writes(files):
-    for path, rows in make_data.build().items():
-        assert path.read_text(encoding="utf-8") == make_data.to_jsonl(rows), (
-            f"{path.name} differs from make_data.py's output: "
-            "run python -m rlhfx.plugins.quickstart.make_data"
+    for path, rows in generator.build().items():
+        assert path.read_text(encoding="utf-8") == generator.to_jsonl(rows), (
+            f"{path.name} differs from make_quickstart_data.py's output: "
+            "run python tools/make_quickstart_data.py"
         )
 
 
@@ -51,7 +52,7 @@ def test_pairs_are_dahoas_rows(files):
             assert row["chosen"] != row["rejected"], where
             for side in ("chosen", "rejected"):
                 assert "Human:" not in row[side] and "Assistant:" not in row[side], where
-            assert row["kind"] in make_data.KINDS, where
+            assert row["kind"] in generator.KINDS, where
 
 
 def test_the_data_stage_reads_every_pair(files):
@@ -83,7 +84,7 @@ def test_held_out_topics_and_prompts_are_unseen_in_training(files):
 def test_every_kind_of_bad_answer_is_well_represented(files):
     for path in PAIR_FILES:
         kinds = Counter(r["kind"] for r in files[path])
-        assert set(kinds) == set(make_data.KINDS)
+        assert set(kinds) == set(generator.KINDS)
         assert min(kinds.values()) >= 0.15 * len(files[path]), kinds
 
 
@@ -94,7 +95,7 @@ def test_length_alone_does_not_predict_the_chosen_answer(files, measure):
         rows = files[path]
         longer = [measure(r["chosen"]) > measure(r["rejected"]) for r in rows]
         assert 0.4 <= sum(longer) / len(rows) <= 0.6, path.name
-        for kind in make_data.KINDS:
+        for kind in generator.KINDS:
             of_kind = [lg for lg, r in zip(longer, rows, strict=True) if r["kind"] == kind]
             assert 0.25 <= sum(of_kind) / len(of_kind) <= 0.75, (path.name, kind)
 

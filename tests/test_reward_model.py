@@ -13,8 +13,8 @@ from fixtures.tiny import save_tiny_lm
 from rlhfx.files import read_jsonl
 from rlhfx.plugins.data.config import DataConfig
 from rlhfx.plugins.data.prepare import prepare
-from rlhfx.plugins.gpt_neo_rm import SequenceReward
 from rlhfx.plugins.reward_model import RewardModelStage
+from rlhfx.plugins.rewards.reward_model import SequenceReward
 from rlhfx.registry import get_plugins
 
 pytest.importorskip("trl")

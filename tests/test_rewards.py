@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from rlhfx import UserError
 from rlhfx.components import frozen_statistics
-from rlhfx.plugins.rewards import (
+from rlhfx.plugins.rewards.rules import (
     LengthConfig,
     LengthReward,
     PatternPenalty,
@@ -164,7 +164,7 @@ def test_weighted_needs_a_term_and_known_names():
 
 # ------------------------------------------------------------------------------ repetition
 def test_repetition_penalty_counts_repeated_ngrams_by_hand():
-    from rlhfx.plugins.rewards import RepetitionConfig, RepetitionPenalty
+    from rlhfx.plugins.rewards.rules import RepetitionConfig, RepetitionPenalty
 
     words = RepetitionPenalty()
     texts = ["way guitar way, Way guitar", "all different words", "", "a a"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from rlhfx.plugins.rollout_engines.hf import HFEngine
 from rlhfx.rollouts import (
-    HFEngine,
     RolloutSettings,
     SamplingSettings,
     check_engine,
@@ -101,7 +101,6 @@ def test_prefill_once_keeps_stop_strings_and_lengths(policy):
         if "e" in r.text:
             assert "e" not in tok.decode(ids[:-1])
         assert r.text == tok.decode(r.response_ids, skip_special_tokens=True)
-        assert r.logprobs is None
 
 
 def test_hf_engine_is_generate_on_the_policy(policy, tmp_path):
@@ -118,17 +117,25 @@ def test_hf_engine_is_generate_on_the_policy(policy, tmp_path):
     assert list(tmp_path.iterdir()) == []  # the hf engine writes nothing
 
 
-def test_rollout_settings_check_their_values():
-    from pydantic import ValidationError
+def test_each_engine_checks_its_own_options():
+    """The options sit beside `engine` and are checked by that engine's `Config`: vLLM's
+    knobs are unknown keys to the `hf` engine."""
+    from rlhfx.errors import UserError
+    from rlhfx.plugins.rollout_engines.vllm import VLLMConfig
 
     assert RolloutSettings().engine == "hf"
     settings = RolloutSettings.model_validate({"engine": "vllm", "kv_cache_gib": 2,
                                                "threads": "0-1", "dtype": "float32"})
-    assert settings.kv_cache_gib == 2 and settings.weight_sync == "reload"
-    for bad in ({"engine": "sglang"}, {"gpu_memory_utilization": 1.5}, {"kv_cach_gib": 1},
-                {"dtype": "int8"}):
-        with pytest.raises(ValidationError):
-            RolloutSettings.model_validate(bad)
+    assert settings.options == {"kv_cache_gib": 2, "threads": "0-1", "dtype": "float32"}
+    config = VLLMConfig.model_construct(**settings.options)  # vLLM need not be installed
+    assert config.kv_cache_gib == 2 and config.weight_sync == "reload"
+    bad_cases = {
+        "sglang": ({"engine": "sglang"}, "unknown rollout engine 'sglang'; valid: hf, vllm"),
+        "hf+dtype": ({"dtype": "float32"}, "rollout_engine 'hf': dtype: Extra inputs"),
+    }
+    for table, message in bad_cases.values():
+        with pytest.raises(UserError, match=f"^rollouts: {message}"):
+            check_engine(RolloutSettings.model_validate(table))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed")
@@ -136,11 +143,11 @@ def test_vllm_engine_without_vllm_is_a_one_line_user_error(policy, tmp_path):
     from rlhfx.errors import UserError
 
     check_engine(RolloutSettings())  # hf: always there
-    with pytest.raises(UserError, match=r"^rollouts.engine = \"vllm\" needs vLLM: pip install "
-                       r"'rlhfx\[vllm\]'$"):
+    with pytest.raises(UserError, match=r"^rollouts: rollout_engine 'vllm': vLLM is not "
+                       r"installed: pip install 'rlhfx\[vllm\]'$"):
         check_engine(RolloutSettings(engine="vllm"))
     model, tok = policy
-    with pytest.raises(UserError, match="needs vLLM"):
+    with pytest.raises(UserError, match="vLLM is not installed"):
         make_engine(RolloutSettings(engine="vllm"), model, tok, batch_size=8, device="cpu",
                     work_dir=tmp_path)
     assert list(tmp_path.iterdir()) == []  # nothing written before the error
@@ -152,7 +159,7 @@ def test_lora_policy_is_saved_merged_and_left_untouched(policy, tmp_path: Path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from rlhfx.vllm_engine import merged_state_dict, save_policy
+    from rlhfx.plugins.rollout_engines.vllm import merged_state_dict, save_policy
 
     base, tok = policy
     model = tiny_llama(len(tok))
@@ -186,7 +193,7 @@ def test_lora_policy_is_saved_merged_and_left_untouched(policy, tmp_path: Path):
 def test_vllm_dtype_auto_follows_the_hardware(monkeypatch):
     """`dtype = "auto"`: bfloat16 on GPUs and on CPUs with native bf16, float32 on others
     (vLLM emulates bf16 there, 6x slower); an explicit dtype is kept. No vLLM needed."""
-    from rlhfx import vllm_engine
+    from rlhfx.plugins.rollout_engines import vllm as vllm_engine
 
     monkeypatch.setattr(vllm_engine, "cpu_has_native_bf16", lambda: False)
     assert vllm_engine.engine_dtype("auto", on_cpu=True) == "float32"
@@ -202,7 +209,7 @@ def test_vllm_on_the_cpu_runs_in_process_unless_told_otherwise(monkeypatch):
 
     import torch
 
-    from rlhfx import vllm_engine
+    from rlhfx.plugins.rollout_engines import vllm as vllm_engine
 
     # set, then removed: monkeypatch restores both variables afterwards
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
@@ -243,3 +250,66 @@ def test_same_tokenization_tells_vocabularies_apart(policy, tmp_path):
     other.add_tokens(["<extra>"])
     assert not same_tokenization(tok, other)
     assert not same_tokenization(tok, object())
+
+
+def test_the_vllm_engine_drives_vllm_as_the_contract_says(policy, tmp_path, monkeypatch):
+    """The engine's side of vLLM without vLLM (its real tests run in vLLM's environment): the
+    weights it saves and loads, the requests and sampling settings it sends, how answers
+    come back as rollouts, the reload after an update, and close."""
+    import importlib.machinery
+    import sys
+    import types
+
+    from rlhfx.rollouts import encode_prompts
+
+    model, tok = policy
+    eos = tok.eos_token_id
+    calls: list[tuple] = []
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            calls.append(("start", kwargs))
+
+        def generate(self, requests, params, use_tqdm):
+            calls.append(("generate", requests, params))
+            return [types.SimpleNamespace(outputs=[
+                types.SimpleNamespace(index=j, token_ids=[10 + j, 11, eos, 12])
+                for j in reversed(range(p.n))]) for p in params]
+
+        def collective_rpc(self, method, kwargs):
+            calls.append((method, kwargs))
+
+        def reset_prefix_cache(self):
+            calls.append(("reset",))
+
+    fake = types.ModuleType("vllm")
+    fake.__spec__ = importlib.machinery.ModuleSpec("vllm", None)
+    fake.LLM = FakeLLM
+    fake.SamplingParams = lambda **kw: types.SimpleNamespace(**kw)
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what the engine sets on the CPU, restored
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+    settings = RolloutSettings(engine="vllm", dtype="float32", kv_cache_gib=1)
+    engine = make_engine(settings, model, tok, batch_size=8, device="cpu", work_dir=tmp_path)
+    assert engine.owns_weights
+    (_, started), = calls
+    assert started["dtype"] == "float32" and started["kv_cache_memory_bytes"] == 2**30
+    assert (Path(started["model"]) / "config.json").is_file()
+
+    torch.manual_seed(0)
+    out = engine.generate(PROMPTS[:2], SamplingSettings(max_new_tokens=4, temperature=0.5),
+                          num_samples=2, stop_strings=["###"])
+    _, requests, params = calls[1]
+    assert [r["prompt_token_ids"] for r in requests] == encode_prompts(tok, PROMPTS[:2])
+    assert [(p.n, p.max_tokens, p.temperature, p.stop) for p in params] == [
+        (2, 4, 0.5, ["###"])] * 2
+    assert [r.prompt_id for r in out] == [0, 0, 1, 1]
+    assert [r.response_ids for r in out] == [[10, 11, eos], [11, 11, eos]] * 2  # cut after EOS
+    assert out[0].text == tok.decode([10, 11], skip_special_tokens=True)
+
+    engine.sync_weights(model)
+    assert calls[2] == ("reload_weights", {"weights_path": started["model"]})
+    assert calls[3] == ("reset",)
+    engine.close()
+    assert engine.llm is None

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from rlhfx.rollouts import SamplingSettings, _cut_at_eos, _rows_per_call, generate
+from rlhfx.rollouts import SamplingSettings, _rows_per_call, cut_at_eos, generate
 
 torch = pytest.importorskip("torch")
 
@@ -93,9 +93,9 @@ def test_progress_task_completes(policy):
 
 
 def test_cut_at_eos_and_rows_per_call():
-    assert _cut_at_eos([5, 6, 0, 0], eos=0, pad=0) == [5, 6, 0]
-    assert _cut_at_eos([5, 6, 9, 9], eos=0, pad=9) == [5, 6]
-    assert _cut_at_eos([5, 6], eos=0, pad=0) == [5, 6]
+    assert cut_at_eos([5, 6, 0, 0], eos=0, pad=0) == [5, 6, 0]
+    assert cut_at_eos([5, 6, 9, 9], eos=0, pad=9) == [5, 6]
+    assert cut_at_eos([5, 6], eos=0, pad=0) == [5, 6]
     assert _rows_per_call(8, 4) == 2 and _rows_per_call(3, 8) == 1
 
 
@@ -144,7 +144,7 @@ def test_generate_feeds_bos_first_with_such_a_tokenizer():
 
 
 def test_raft_examples_and_prompt_lengths_count_the_bos():
-    from rlhfx.plugins.align import drop_long_prompts
+    from rlhfx.plugins.align import prompts_within
     from rlhfx.plugins.raft.config import RaftConfig
     from rlhfx.plugins.raft.train import build_examples
 
@@ -152,4 +152,4 @@ def test_raft_examples_and_prompt_lengths_count_the_bos():
     [example] = build_examples(tok, [("hello", " world")], RaftConfig(), finished=[True])
     assert example["input_ids"] == [1, 4, 5, 2]
     assert example["labels"] == [-100, -100, 5, 2]
-    assert drop_long_prompts(["hello world", "x"], tok, 2) == (["x"], 1)
+    assert prompts_within(["hello world", "x"], tok, 2) == [False, True]

@@ -10,7 +10,6 @@ from fixtures.synthetic import corpus, make_rows
 from fixtures.tiny import save_tiny_lm
 
 from rlhfx.files import write_jsonl
-from rlhfx.plugins import sft as sft_module
 from rlhfx.plugins.sft import SFTStage
 
 torch = pytest.importorskip("torch")
@@ -99,13 +98,15 @@ def test_interrupted_sft_resumes_from_its_last_checkpoint(setup, monkeypatch):
             if state.global_step == crash_at[0]:
                 raise KeyboardInterrupt  # what Ctrl-C does; kill -9 is tested on the pipeline
 
-    original = sft_module.run_trainer
+    from rlhfx import trainer_stage
+
+    original = trainer_stage.run_trainer
 
     def run_with_crash(trainer, ctx, *rest):
         trainer.add_callback(Crash())
         original(trainer, ctx, *rest)
 
-    monkeypatch.setattr(sft_module, "run_trainer", run_with_crash)
+    monkeypatch.setattr(trainer_stage, "run_trainer", run_with_crash)
     with pytest.raises(KeyboardInterrupt):
         run_stage(SFTStage, ctx, **options)
     assert steps == [1, 2, 3, 4, 5]

@@ -41,20 +41,22 @@ def setup(tmp_path_factory):
 
 
 def stage_and_options(kind: str, setup):
-    from rlhfx.plugins import reward_model, sft
+    from rlhfx.plugins import dpo, reward_model, sft
 
     _, texts, pairs, base = setup
     common = dict(model=str(base), batch_size=4, max_length=64, max_steps=8, logging_steps=2,
                   save_steps=3, keep_checkpoints=True)
     if kind == "sft":
-        return sft, sft.SFTStage, dict(common, data=str(texts), learning_rate=3e-3)
-    return reward_model, reward_model.RewardModelStage, dict(
+        return sft.SFTStage, dict(common, data=str(texts), learning_rate=3e-3)
+    if kind == "dpo":
+        return dpo.DPOStage, dict(common, data=pairs, learning_rate=1e-3)
+    return reward_model.RewardModelStage, dict(
         common, data=pairs, learning_rate=1e-3, method="full", eval_before_training=True,
         validation_split_percentage=10,
     )
 
 
-def crash_at(module, monkeypatch, step: int) -> list[int]:
+def crash_at(monkeypatch, step: int) -> list[int]:
     """Make the stage's training raise KeyboardInterrupt (Ctrl-C) at the end of `step`."""
     from transformers import TrainerCallback
 
@@ -66,13 +68,15 @@ def crash_at(module, monkeypatch, step: int) -> list[int]:
             if state.global_step == step:
                 raise KeyboardInterrupt
 
-    original = module.run_trainer
+    from rlhfx import trainer_stage  # the skeleton every Trainer stage runs
+
+    original = trainer_stage.run_trainer
 
     def run_with_crash(trainer, ctx, *rest):
         trainer.add_callback(Crash())
         original(trainer, ctx, *rest)
 
-    monkeypatch.setattr(module, "run_trainer", run_with_crash)
+    monkeypatch.setattr(trainer_stage, "run_trainer", run_with_crash)
     return steps
 
 
@@ -88,25 +92,25 @@ def assert_same_records(resumed: list[dict], uninterrupted: list[dict]) -> None:
             assert math.isclose(got[key], value, rel_tol=1e-5, abs_tol=1e-7), (key, got, want)
 
 
-@pytest.mark.parametrize("kind", ["sft", "reward_model"])
+@pytest.mark.parametrize("kind", ["sft", "reward_model", "dpo"])
 def test_metrics_after_a_crash_and_resume_equal_an_uninterrupted_run(setup, kind, monkeypatch):
     tmp = setup[0]
-    module, stage, options = stage_and_options(kind, setup)
+    stage, options = stage_and_options(kind, setup)
     whole = make_ctx(tmp / f"{kind}-whole", kind)
     run_stage(stage, whole, **options)
 
     ctx = make_ctx(tmp / f"{kind}-crashed", kind)
-    crash_at(module, monkeypatch, 7)  # logged step 6, saved checkpoint-6: resumes there
+    crash_at(monkeypatch, 7)  # logged step 6, saved checkpoint-6: resumes there
     with pytest.raises(KeyboardInterrupt):
         run_stage(stage, ctx, **options)
     # a kill after the step-6 checkpoint but before step 7 was saved: cut back to 6
     monkeypatch.undo()
-    steps = crash_at(module, monkeypatch, -1)
+    steps = crash_at(monkeypatch, -1)
     out = run_stage(stage, ctx, **options)
     assert steps == [7, 8]
     assert (Path(out["model"]) / "rlhfx_done.json").exists()
     assert_same_records(records(ctx), records(whole))
-    final = records(ctx)[-1] if kind == "sft" else records(ctx)[-2]
+    final = records(ctx)[-2] if kind == "reward_model" else records(ctx)[-1]
     assert "train_loss" in final  # continuous: the mean over all 8 steps, not the last 2
     if kind == "sft":
         assert [r["num_tokens"] for r in records(ctx) if "num_tokens" in r] == [
@@ -117,16 +121,16 @@ def test_metrics_after_a_crash_and_resume_equal_an_uninterrupted_run(setup, kind
 def test_resume_between_logging_steps_keeps_the_loss_curve(setup, monkeypatch):
     """Checkpoint at step 3, logs every 2: the step-4 loss still averages steps 3 and 4."""
     tmp = setup[0]
-    module, stage, options = stage_and_options("sft", setup)
+    stage, options = stage_and_options("sft", setup)
     whole = make_ctx(tmp / "sft-whole-5", "sft")
     run_stage(stage, whole, **options)
     ctx = make_ctx(tmp / "sft-crashed-5", "sft")
-    crash_at(module, monkeypatch, 5)
+    crash_at(monkeypatch, 5)
     with pytest.raises(KeyboardInterrupt):
         run_stage(stage, ctx, **options)
     assert [r["step"] for r in records(ctx)] == [1, 2, 4]  # 1: the memory figure
     monkeypatch.undo()
-    steps = crash_at(module, monkeypatch, -1)
+    steps = crash_at(monkeypatch, -1)
     run_stage(stage, ctx, **options)
     assert steps == [4, 5, 6, 7, 8]
     assert_same_records(records(ctx), records(whole))
@@ -138,9 +142,9 @@ def test_a_damaged_checkpoint_is_set_aside_for_the_previous_one(
     setup, kind, damaged, monkeypatch, caplog
 ):
     tmp = setup[0]
-    module, stage, options = stage_and_options(kind, setup)
+    stage, options = stage_and_options(kind, setup)
     ctx = make_ctx(tmp / f"{kind}-damaged", kind)
-    crash_at(module, monkeypatch, 7)
+    crash_at(monkeypatch, 7)
     with pytest.raises(KeyboardInterrupt):
         run_stage(stage, ctx, **options)
     checkpoints = ctx.stage_dir / "checkpoints"
@@ -148,7 +152,7 @@ def test_a_damaged_checkpoint_is_set_aside_for_the_previous_one(
     data = file.read_bytes()
     file.write_bytes(data[: len(data) // 3])  # a disk that filled up mid-save
     monkeypatch.undo()
-    steps = crash_at(module, monkeypatch, -1)
+    steps = crash_at(monkeypatch, -1)
     with caplog.at_level(logging.WARNING, logger="rlhfx"):
         run_stage(stage, ctx, **options)
     assert steps == [4, 5, 6, 7, 8]  # from checkpoint-3

@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from rlhfx import UserError
-from rlhfx.plugins.data.sets import read_prompt_records, read_prompts
+from rlhfx.data.sets import read_prompt_records, read_prompts
 from rlhfx.plugins.verifiable import AnswerMatch, AnswerMatchConfig
 
 

@@ -55,7 +55,7 @@ def setup(tmp_path_factory):
     engine.close()
 
 
-def test_k_samples_per_prompt_with_logprobs_and_the_policys_ids(setup):
+def test_k_samples_per_prompt_with_the_policys_ids(setup):
     engine, _, tok = setup
     out = engine.generate(PROMPTS, SamplingSettings(max_new_tokens=8), num_samples=4)
     assert [r.prompt_id for r in out] == [0] * 4 + [1] * 4 + [2] * 4
@@ -64,8 +64,6 @@ def test_k_samples_per_prompt_with_logprobs_and_the_policys_ids(setup):
         assert r.prompt == PROMPTS[r.prompt_id] and r.prompt_ids == ids[r.prompt_id]
         assert 1 <= len(r.response_ids) <= 8
         assert r.text == tok.decode(r.response_ids, skip_special_tokens=True)
-        assert r.logprobs is not None and len(r.logprobs) == len(r.response_ids)
-        assert all(lp <= 0 for lp in r.logprobs)
     assert len({tuple(r.response_ids) for r in out}) > 4  # the k samples differ
 
 

@@ -19,8 +19,8 @@ from rlhfx.rollouts import RolloutSettings  # noqa: E402
 def test_two_models_of_one_architecture_share_one_engine(tmp_path, monkeypatch):
     from rlhfx.models import load_tokenizer
     from rlhfx.plugins.evaluate.run import EvalSettings, evaluate
-    from rlhfx.plugins.rewards import LengthReward
-    from rlhfx.vllm_engine import VLLMEngine
+    from rlhfx.plugins.rewards.rules import LengthReward
+    from rlhfx.plugins.rollout_engines.vllm import VLLMEngine
 
     tok = load_tokenizer("builtin:tiny-gpt-neo")
     first = tiny_llama(len(tok))
@@ -34,20 +34,20 @@ def test_two_models_of_one_architecture_share_one_engine(tmp_path, monkeypatch):
         tok.save_pretrained(tmp_path / name)
         sources.append(str(tmp_path / name))
     starts: list[int] = []
-    real_init = VLLMEngine.__init__
+    real_start = VLLMEngine.start
 
     def counted(self, *args, **kwargs):
         starts.append(1)
-        real_init(self, *args, **kwargs)
+        real_start(self, *args, **kwargs)
 
-    monkeypatch.setattr(VLLMEngine, "__init__", counted)
+    monkeypatch.setattr(VLLMEngine, "start", counted)
     judge = LengthReward(LengthReward.Config(unit="chars"))
     answers = {}
+    VLLM_OPTIONS = {"vllm": {"dtype": "float32", "kv_cache_gib": 1, "max_model_len": 256}}
     for engine in ("vllm", "hf"):
         settings = EvalSettings(
             max_new_tokens=8, temperature=0, batch_size=8, work_dir=str(tmp_path / engine),
-            rollouts=RolloutSettings(engine=engine, dtype="float32", kv_cache_gib=1,
-                                     max_model_len=256),
+            rollouts=RolloutSettings(engine=engine, **VLLM_OPTIONS.get(engine, {})),
         )
         result = evaluate(sources, ["first", "second"], PROMPTS, judge, settings,
                           against_first=True)

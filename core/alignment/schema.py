@@ -63,9 +63,6 @@ METRICS: dict[str, tuple[str, str]] = {
     "warnings": ("guard warnings raised this iteration (list of strings)", "text"),
 }
 
-#: The timing keys; the report's phase chart shows every one but the total.
-PHASES = ("generate", "score", "update", "eval")
-
 
 def algorithm_metric_name(algorithm: str, key: str) -> str:
     """A key an algorithm returned, as written: schema names as they are, others prefixed."""

@@ -3,8 +3,9 @@ with its reference answer, for alignment on an exact-answer reward (`answer_matc
 
 Prompts are rendered in SmolLM2-Instruct's chat layout (the quickstart's model), so a recipe
 can hand the files to the alignment stage directly; `question` holds the bare question for
-other models. `make_data.py` writes the files; the held-out questions appear in no training
-prompt. Recipes name them as `pkg:rlhfx.plugins.arithmetic/data/<file>`.
+other models. `tools/make_arithmetic_data.py` (outside the package) writes the files; the
+held-out questions appear in no training prompt. Recipes name them as
+`pkg:rlhfx.plugins.arithmetic/data/<file>`.
 """
 
 from __future__ import annotations

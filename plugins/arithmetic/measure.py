@@ -67,9 +67,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     import torch
 
+    from rlhfx.data.sets import read_prompt_records
     from rlhfx.models import load_causal_lm, load_tokenizer
     from rlhfx.plugins.arithmetic import EVAL_PROMPTS
-    from rlhfx.plugins.data.sets import read_prompt_records
     from rlhfx.plugins.verifiable import AnswerMatch
 
     torch.set_num_threads(args.threads)

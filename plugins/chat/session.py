@@ -12,8 +12,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-DEFAULT_STOP_MARKERS = ("###Human",)
-
 
 @dataclass
 class ChatSettings:
@@ -53,12 +51,9 @@ class ChatSession:
         return "".join(p for p in parts if p)
 
     def stop_markers(self) -> list[str]:
-        from rlhfx.chat import stop_markers
+        from rlhfx.chat import answer_stop_markers
 
-        markers = list(DEFAULT_STOP_MARKERS)
-        if self.uses_template:
-            markers += [m for m in stop_markers(self.tokenizer) if m not in markers]
-        return markers
+        return answer_stop_markers(self.tokenizer)
 
     def stream(self, text: str) -> Iterator[str]:
         """Yield the answer to `text` piece by piece; the turn is kept in the history."""

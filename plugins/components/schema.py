@@ -27,6 +27,21 @@ def _ref_titles() -> dict[str, str]:
     return {cls.__name__: cls.kind for cls in ComponentRef.__subclasses__()}
 
 
+def _name_keys() -> dict[str, str]:
+    """Kind -> the key its tables name the component with (`name`; `engine` for rollouts)."""
+    return {cls.kind: cls.name_key for cls in ComponentRef.__subclasses__()}
+
+
+def _default_names() -> dict[str, str]:
+    """Kind -> the component a table without a name means, for kinds that have one."""
+    out = {}
+    for cls in ComponentRef.__subclasses__():
+        default = cls.model_fields["name"].default
+        if isinstance(default, str):
+            out[cls.kind] = default
+    return out
+
+
 def _model_schema(model: type[BaseModel], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
     """`model`'s schema with its own `$defs` moved into `defs` under `prefix`, component refs
     pointing at the kind definitions, and `#:` comments as descriptions."""
@@ -67,7 +82,8 @@ def _describe(schema: dict[str, Any], model: type[BaseModel]) -> None:
 def _component_options(entry: Any, defs: dict[str, Any]) -> dict[str, Any]:
     schema = _model_schema(entry.cls.Config, f"{entry.kind}.{entry.name}", defs)
     schema.setdefault("properties", {})
-    schema["properties"] = {"name": {"const": entry.name}, **schema["properties"]}
+    key = _name_keys().get(entry.kind, "name")
+    schema["properties"] = {key: {"const": entry.name}, **schema["properties"]}
     schema["additionalProperties"] = False
     if entry.cls.summary():
         schema["description"] = entry.cls.summary()
@@ -75,16 +91,22 @@ def _component_options(entry: Any, defs: dict[str, Any]) -> dict[str, Any]:
 
 
 def _kind_definition(kind: str, names: list[str], shorthand: bool) -> dict[str, Any]:
-    table = {
+    key = _name_keys().get(kind, "name")
+    table: dict[str, Any] = {
         "type": "object",
-        "required": ["name"],
-        "properties": {"name": {"enum": names}},
+        "required": [key],
+        "properties": {key: {"enum": names}},
         "allOf": [
-            {"if": {"properties": {"name": {"const": n}}, "required": ["name"]},
+            {"if": {"properties": {key: {"const": n}}, "required": [key]},
              "then": {"$ref": f"#/definitions/{kind}.{n}"}}
             for n in names
         ],
     }
+    default = _default_names().get(kind)
+    if default in names:  # the name may be left out
+        table.pop("required")
+        table["allOf"].append({"if": {"not": {"required": [key]}},
+                               "then": {"$ref": f"#/definitions/{kind}.{default}"}})
     if not shorthand:
         return table
     return {"anyOf": [{"type": "string", "enum": names}, table]}

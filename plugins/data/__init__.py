@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from rlhfx import hookimpl
 
-from .formats import BUILTIN_FORMATS, PreferenceFormat
+from .formats import BUILTIN_FORMATS
 from .stage import DataStage
 
-__all__ = ["BUILTIN_FORMATS", "DataStage", "PreferenceFormat"]
+__all__ = ["BUILTIN_FORMATS", "DataStage"]
 
 
 @hookimpl

@@ -14,39 +14,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-HUMAN, ASSISTANT = "human", "assistant"
+from rlhfx.data.preference import ASSISTANT, HUMAN, BadRow, Turn
 
 #: The markers of Anthropic's hh-rlhf files (the first one also matches at the very start).
 HH_HUMAN, HH_ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
-
-
-class BadRow(Exception):
-    """A row that cannot be used; `reason` is the short key it is counted under."""
-
-    def __init__(self, reason: str, detail: str):
-        self.reason, self.detail = reason, detail
-        super().__init__(f"{reason}: {detail}")
-
-
-@dataclass(frozen=True)
-class Turn:
-    role: str  # HUMAN or ASSISTANT
-    text: str
-
-
-@dataclass
-class Example:
-    """One usable row: a chosen dialogue and (for preference data) a rejected one.
-
-    Both end in an assistant turn; the prompt is the chosen dialogue without its last turn.
-    """
-
-    chosen: list[Turn]
-    rejected: list[Turn] | None = None
-
-    @property
-    def prompt(self) -> list[Turn]:
-        return self.chosen[:-1]
 
 
 def split_turns(text: str, human: str, assistant: str) -> list[Turn]:
@@ -187,13 +158,13 @@ class ChatTemplateStyle:
 
 def scored_text(style: Any, turns: Sequence[Turn]) -> str:
     """A dialogue as a reward source reads it in alignment: the rendered prompt, then the last
-    answer joined as `gpt_neo_rm` joins prompt and response.
+    answer joined as the `reward_model` source joins prompt and response.
 
     For markers this is the dialogue itself; for a chat template it differs from the full
     rendering, which closes the answer with the end-of-turn marker (`<|im_end|>`) that the
     stop-marker cleaner cuts from every response. A reward model trained on these texts
     scores the layout it was trained on.
     """
-    from rlhfx.plugins.gpt_neo_rm import join_prompt_response
+    from rlhfx.plugins.rewards.reward_model import join_prompt_response
 
     return join_prompt_response(style.prompt(turns[:-1]), turns[-1].text)

@@ -2,33 +2,24 @@
 
 Each format turns one record (a dict) into an `Example` or raises `BadRow`. `sniff` lets the
 data stage pick a format from a file's first record when the recipe does not name one.
-Third-party plugins can register more formats: a `PreferenceFormat` subclass with `parse`.
+Third-party plugins can register more formats: a `rlhfx.PreferenceFormat` subclass with
+`parse` (its record types are in `rlhfx.data.preference`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from rlhfx import ComponentConfig, DataFormat
+from rlhfx import ComponentConfig
+from rlhfx.data.preference import ASSISTANT, BadRow, Example, PreferenceFormat, Turn
 
 from .dialogue import (
-    ASSISTANT,
     HH_ASSISTANT,
     HH_HUMAN,
-    BadRow,
-    Example,
-    Turn,
     check_dialogue,
     require_str,
     split_turns,
 )
-
-
-class PreferenceFormat(DataFormat):
-    """A data format the data stage can read: `parse` one record into an `Example`."""
-
-    def parse(self, record: dict[str, Any]) -> Example:
-        raise NotImplementedError
 
 
 def _pair(chosen: list[Turn], rejected: list[Turn]) -> Example:

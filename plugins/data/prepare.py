@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from rlhfx import UserError
+from rlhfx.data.preference import BadRow, Example, PreferenceFormat, Turn
+from rlhfx.data.readers import iter_rows
+from rlhfx.data.sets import STRUCTURAL, bad_row, write_lmflow_pairs, write_lmflow_text
 from rlhfx.faults import call_plugin
 from rlhfx.files import atomic_write_json, write_jsonl
 
@@ -26,17 +29,12 @@ from .config import DataConfig
 from .dialogue import (
     HH_ASSISTANT,
     HH_HUMAN,
-    BadRow,
     ChatTemplateStyle,
-    Example,
     MarkerStyle,
-    Turn,
     prompt_turns,
     require_str,
 )
-from .formats import BUILTIN_FORMATS, PreferenceFormat
-from .readers import iter_rows
-from .sets import STRUCTURAL, bad_row, write_lmflow_pairs, write_lmflow_text
+from .formats import BUILTIN_FORMATS
 
 log = logging.getLogger("rlhfx")
 
@@ -187,13 +185,7 @@ def read_examples(
     counts = SourceCounts(source=source, skip_bad_rows=skip_bad_rows)
     examples: list[Example] = []
     candidates = _candidates(plugins, where) if fmt is None else []
-    for row in _limited(iter_rows(source, split), max_rows):
-        counts.rows += 1
-        if tick is not None:
-            tick()
-        if row.error is not None:
-            counts.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
-            continue
+    for row in _readable_rows(source, _limited(iter_rows(source, split), max_rows), counts, tick):
         assert row.record is not None
         if fmt is None:
             fmt = _sniff(source, row.where, row.record, candidates, where)
@@ -208,14 +200,7 @@ def read_examples(
                 f"{type(parsed).__name__} for {source}: {row.where}, not an Example"
             )
     counts.format = fmt.name if fmt is not None else "?"
-    counts.kept = len(examples)
-    if not examples:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.dropped.items())) or "no rows"
-        first = next(iter(counts.examples.values()), [""])[0]
-        raise UserError(
-            f"{source}: no usable rows ({counts.rows} read; dropped: {reasons})"
-            + (f"\nfirst problem: {first}" if first else "")
-        )
+    _check_kept(counts, len(examples), "rows")
     return examples, counts
 
 
@@ -226,13 +211,7 @@ def read_prompt_rows(
     counts = SourceCounts(source=source, format="prompts", skip_bad_rows=config.skip_bad_rows)
     markers = [(config.human_marker, config.assistant_marker), (HH_HUMAN, HH_ASSISTANT)]
     found: list[list[Turn]] = []
-    for row in iter_rows(source, split):
-        counts.rows += 1
-        if tick is not None:
-            tick()
-        if row.error is not None:
-            counts.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
-            continue
+    for row in _readable_rows(source, iter_rows(source, split), counts, tick):
         assert row.record is not None
         try:
             text = require_str(row.record, "prompt")
@@ -241,15 +220,35 @@ def read_prompt_rows(
             found.append(prompt_turns(text, markers))
         except BadRow as bad:
             counts.drop(bad.reason, f"{source}: {row.where}: {bad.detail}")
-    counts.kept = len(found)
-    if not found:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.dropped.items())) or "no rows"
-        first = next(iter(counts.examples.values()), [""])[0]
-        raise UserError(
-            f"{source}: no usable prompt rows ({counts.rows} read; dropped: {reasons})"
-            + (f"\nfirst problem: {first}" if first else "")
-        )
+    _check_kept(counts, len(found), "prompt rows")
     return found, counts
+
+
+def _readable_rows(
+    source: str, rows: Iterator[Any], counts: SourceCounts, tick: Callable[[], None] | None
+) -> Iterator[Any]:
+    """The rows that are records (JSON objects); the others are counted as dropped."""
+    for row in rows:
+        counts.rows += 1
+        if tick is not None:
+            tick()
+        if row.error is not None:
+            counts.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
+            continue
+        yield row
+
+
+def _check_kept(counts: SourceCounts, kept: int, what: str) -> None:
+    """Record how many rows were kept; none is an error that says why rows were dropped."""
+    counts.kept = kept
+    if kept:
+        return
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(counts.dropped.items())) or "no rows"
+    first = next(iter(counts.examples.values()), [""])[0]
+    raise UserError(
+        f"{counts.source}: no usable {what} ({counts.rows} read; dropped: {reasons})"
+        + (f"\nfirst problem: {first}" if first else "")
+    )
 
 
 def _limited(rows: Iterator[Any], limit: int | None) -> Iterator[Any]:

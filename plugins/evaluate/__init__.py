@@ -24,8 +24,8 @@ def run_eval(
 ) -> dict[str, Any] | None:
     """Evaluate and write the files; returns the summary on the main process, else None."""
     from rlhfx import distributed
+    from rlhfx.data.prompts import read_prompt_set
     from rlhfx.loading import loading
-    from rlhfx.plugins.align import read_prompt_set
     from rlhfx.runner import pick_device
 
     from .run import evaluate
@@ -130,8 +130,10 @@ def rlhfx_register_commands(cli):
                   help="Wrap each prompt in the model's chat template (plain-text prompts).")
     @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                   show_default=True)
-    @click.option("--engine", type=click.Choice(["hf", "vllm"]), default="hf", show_default=True,
-                  help="What answers: transformers' generate, or vLLM (rlhfx[vllm]).")
+    @click.option("--engine", default="hf", show_default=True, metavar="NAME_OR_TOML",
+                  help="The rollout engine that answers: hf (transformers' generate), vllm "
+                       "(rlhfx[vllm]), any installed one, or an inline table with its options "
+                       "such as '{ engine = \"vllm\", dtype = \"float32\" }'.")
     @click.option("--output-dir", "-o", default="eval", show_default=True,
                   help="Where eval.json and eval.html go.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
@@ -147,11 +149,11 @@ def rlhfx_register_commands(cli):
         file, a hub id, pkg:... or builtin:tiny-gpt-neo.
         """
         from rlhfx.loading import silence_library_progress
-        from rlhfx.rollouts import RolloutSettings
+        from rlhfx.rollouts import RolloutSettings, check_engine
 
         from .run import EvalSettings
         from .sources import judge_from as judge_from_recipe
-        from .sources import parse_inline_judge
+        from .sources import parse_inline_engine, parse_inline_judge
 
         silence_library_progress()  # the judge's model too; ours shows while models load
         if (judge is None) == (judge_from is None):
@@ -160,10 +162,12 @@ def rlhfx_register_commands(cli):
             raise UserError("--judge-key goes with --judge-from")
         table = (parse_inline_judge(judge) if judge is not None
                  else judge_from_recipe(judge_from or "", judge_key))
+        rollouts = RolloutSettings.model_validate(parse_inline_engine(engine))
+        check_engine(rollouts, "--engine")
         settings = EvalSettings(
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             batch_size=batch_size, seed=seed, apply_chat_template=chat_template, device=device,
-            rollouts=RolloutSettings(engine=engine),
+            rollouts=rollouts,
         )
         out = Path(output_dir)
         summary = run_eval(list(models), prompts, table, out, settings, max_prompts)

@@ -6,20 +6,13 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-STYLE = """
-body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
-       max-width: 1400px; padding: 0 1em; color: #1d1d1f; line-height: 1.4; }
-.meta { color: #666; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
-th, td { border: 1px solid #ddd; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
-th { background: #f4f4f6; }
-td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
-td.text { white-space: pre-wrap; word-break: break-word; max-width: 30em; }
+from rlhfx.plugins.report.render import PAGE_STYLE
+
+# Wider: one column per model.
+STYLE = PAGE_STYLE + """
+body { max-width: 1400px; }
+td.text { max-width: 30em; }
 td.best { background: #eaf6ec; }
-.tag { font-size: 0.8em; background: #fde7e7; color: #c62828; border-radius: 3px;
-       padding: 0 0.3em; }
-.turn { margin: 0 0 0.3em 0; }
-.role { font-size: 0.8em; font-weight: 600; text-transform: uppercase; color: #555; }
 """
 
 

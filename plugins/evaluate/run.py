@@ -24,8 +24,6 @@ from rlhfx.rollouts import RolloutEngine, RolloutSettings
 
 from . import stats
 
-DEFAULT_STOP_MARKERS = ("###Human",)
-
 
 @dataclass
 class EvalSettings:
@@ -48,13 +46,10 @@ def default_cleaners(tokenizer: Any) -> list[ResponseCleaner]:
     """The align stage's default chain (stop_markers, strip, discard), with the model's own
     end-of-turn markers added to the stop markers when it has a chat template."""
     from rlhfx import CleanerRef
-    from rlhfx.chat import has_chat_template, stop_markers
+    from rlhfx.chat import answer_stop_markers
 
-    markers = list(DEFAULT_STOP_MARKERS)
-    if has_chat_template(tokenizer):
-        markers += [m for m in stop_markers(tokenizer) if m not in markers]
     return [
-        CleanerRef(name="stop_markers", markers=markers).build(),
+        CleanerRef(name="stop_markers", markers=answer_stop_markers(tokenizer)).build(),
         CleanerRef(name="strip").build(),
         CleanerRef(name="discard").build(),
     ]

@@ -1,6 +1,6 @@
 """What `rlhfx eval` is told to load: models named in several ways, and the judge.
 
-A model is a run directory (its align stage's final model), a stage directory (its `model`
+A model is a run directory (its last alignment stage's final model), a stage directory (its `model`
 folder), a model directory or file, a hub id, `pkg:...` or `builtin:...`. The judge is any
 reward source: written inline as TOML (`--judge '{ name = "length", unit = "chars" }'` or just
 `--judge length`), or taken from a recipe or a run (`--judge-from RUN_OR_RECIPE`), where the
@@ -38,14 +38,12 @@ def _run_state(run_dir: Path) -> dict[str, Any]:
         raise UserError(f"{path}: unreadable run state ({exc})") from None
 
 
-def _stage_names(run_dir: Path) -> dict[str, str]:
-    """stage id -> component name, from the run's copy of its recipe."""
-    path = run_dir / RECIPE_COPY
-    try:
-        stages = tomllib.loads(path.read_text(encoding="utf-8")).get("stages", {})
-    except (OSError, tomllib.TOMLDecodeError):
-        return {}
-    return {k: (v.get("name", k) if isinstance(v, dict) else k) for k, v in stages.items()}
+def _ran_the_alignment_loop(run_dir: Path, stage_id: str) -> bool:
+    """Whether the stage aligned a policy: the alignment loop marks its stage directory, so
+    any stage that runs it counts (`align` or another stage built on the loop)."""
+    from rlhfx.alignment.loop import MARKER
+
+    return (run_dir / "stages" / stage_id / MARKER).is_file()
 
 
 def run_outputs(run_dir: Path) -> dict[str, dict[str, str]]:
@@ -67,13 +65,13 @@ def resolve_model(spec: str) -> str:
     if not path.is_dir():
         return spec
     if (path / STATE_FILE).exists():
-        names = _stage_names(path)
         outputs = run_outputs(path)
-        aligned = [s for s in outputs if names.get(s, s) == "align" and "model" in outputs[s]]
+        aligned = [s for s in outputs
+                   if "model" in outputs[s] and _ran_the_alignment_loop(path, s)]
         if not aligned:
             done = ", ".join(outputs) or "none"
             raise UserError(
-                f"{spec}: this run has no completed align stage with a model "
+                f"{spec}: this run has no completed alignment stage with a model "
                 f"(completed stages: {done}); name a model directory instead"
             )
         return outputs[aligned[-1]]["model"]
@@ -107,18 +105,33 @@ def labels_for(specs: list[str]) -> list[str]:
 
 def parse_inline_judge(text: str) -> dict[str, Any]:
     """`length` or `{ name = "length", unit = "chars" }` -> the reward table."""
+    return parse_inline_table(text, "--judge", "reward source", "name",
+                              '{ name = "length", unit = "chars" }')
+
+
+def parse_inline_engine(text: str) -> dict[str, Any]:
+    """`vllm` or `{ engine = "vllm", dtype = "float32" }` -> the `rollouts` table."""
+    return parse_inline_table(text, "--engine", "rollout engine", "engine",
+                              '{ engine = "vllm", dtype = "float32" }')
+
+
+def parse_inline_table(
+    text: str, option: str, what: str, key: str, example: str
+) -> dict[str, Any]:
+    """A component's name or an inline TOML table naming it under `key`, given on the
+    command line as `option`."""
     text = text.strip()
     if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", text):
-        return {"name": text}
+        return {key: text}
     try:
-        value = tomllib.loads(f"judge = {text}")["judge"]
+        value = tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError as exc:
         raise UserError(
-            f"--judge: not a reward source name or an inline TOML table ({exc}); "
-            "e.g. --judge '{ name = \"length\", unit = \"chars\" }'"
+            f"{option}: not a {what} name or an inline TOML table ({exc}); "
+            f"e.g. {option} '{example}'"
         ) from None
-    if not isinstance(value, dict) or "name" not in value:
-        raise UserError("--judge: give a table with a `name`, e.g. '{ name = \"length\" }'")
+    if not isinstance(value, dict) or not isinstance(value.get(key), str):
+        raise UserError(f"{option}: give a table with a `{key}`, e.g. '{example}'")
     return value
 
 

@@ -23,7 +23,7 @@ from rlhfx import (
     StageContext,
     UserError,
 )
-from rlhfx.rollouts import EngineChoice, RolloutSettings
+from rlhfx.rollouts import RolloutSettings
 
 
 class EvaluateConfig(ComponentConfig):
@@ -55,7 +55,7 @@ class EvaluateConfig(ComponentConfig):
     #: Which engine answers: `{ engine = "hf" }` (transformers' generate, the default) or
     #: `{ engine = "vllm", ... }` (the align stage's table; one engine serves every model of
     #: the same architecture, given each one's weights in turn).
-    rollouts: EngineChoice = Field(default_factory=RolloutSettings)
+    rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @model_validator(mode="after")
     def _labels_match(self) -> EvaluateConfig:
@@ -104,7 +104,7 @@ class EvaluateStage(Stage):
     def run(self, ctx: StageContext) -> dict[str, str]:
         import os
 
-        from rlhfx.plugins.align import read_prompt_set
+        from rlhfx.data.prompts import read_prompt_set
 
         from . import write_result
         from .run import EvalSettings, evaluate

@@ -2,9 +2,9 @@
 
 Every pair sets a helpful answer against an unhelpful one (evasive, rude, off-topic, repetitive
 or junk-filled) in the Dahoas layout (`prompt` ending in "Assistant:", `chosen`, `rejected`),
-which the data stage reads. `make_data.py` writes the files from templates; the files are
-committed so that a run never depends on the generator. Recipes name them as
-`pkg:rlhfx.plugins.quickstart/data/<file>`.
+which the data stage reads. `tools/make_quickstart_data.py` (outside the package) writes the
+files from templates; the files are committed so that a run never depends on the generator.
+Recipes name them as `pkg:rlhfx.plugins.quickstart/data/<file>`.
 """
 
 from __future__ import annotations

@@ -17,29 +17,34 @@ from typing import Any
 from .collect import RunData, Snapshot, StageData, training_views
 from .figures import Chart
 
-STYLE = """
+#: The look of rlhfx's HTML pages (this report, `rlhfx eval`'s page): text, tables, tags and
+#: conversation turns. A page adds its own rules after it.
+PAGE_STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto;
        max-width: 1200px; padding: 0 1em; color: #1d1d1f; line-height: 1.4; }
-h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em;
-       margin-top: 2em; }
 .meta { color: #666; }
 table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.92em; }
 th, td { border: 1px solid #ddd; padding: 0.35em 0.6em; text-align: left; vertical-align: top; }
 th { background: #f4f4f6; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 td.text { white-space: pre-wrap; word-break: break-word; max-width: 26em; }
+.tag { font-size: 0.8em; background: #fde7e7; color: #c62828; border-radius: 3px;
+       padding: 0 0.3em; }
+.turn { margin: 0 0 0.3em 0; } .turn:last-child { margin-bottom: 0; }
+.role { font-size: 0.8em; font-weight: 600; text-transform: uppercase; color: #555; }
+"""
+
+STYLE = PAGE_STYLE + """
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em;
+       margin-top: 2em; }
 .figures { display: flex; flex-wrap: wrap; gap: 1em; }
 figure { margin: 0; border: 1px solid #eee; padding: 0.4em; flex: 0 1 calc(50% - 1.4em);
          min-width: 0; box-sizing: border-box; }
 figure img { max-width: 100%; height: auto; display: block; }
 figcaption { font-size: 0.85em; color: #555; margin-top: 0.3em; }
 .up { color: #1a7f37; } .down { color: #c62828; }
-.tag { font-size: 0.8em; background: #fde7e7; color: #c62828; border-radius: 3px;
-       padding: 0 0.3em; }
 .status-completed { color: #1a7f37; } .status-running { color: #b26a00; }
 pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.88em; }
-.turn { margin: 0 0 0.3em 0; } .turn:last-child { margin-bottom: 0; }
-.role { font-size: 0.8em; font-weight: 600; text-transform: uppercase; color: #555; }
 .role-system .role { color: #8250df; } .role-assistant .role { color: #1a7f37; }
 """
 

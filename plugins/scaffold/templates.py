@@ -271,8 +271,7 @@ def rlhfx_register_stages(register):
     "data_format": HEAD + '''from typing import Any
 
 from rlhfx import EmptyConfig, hookimpl
-from rlhfx.plugins.data.dialogue import ASSISTANT, HUMAN, BadRow, Example, Turn
-from rlhfx.plugins.data.formats import PreferenceFormat
+from rlhfx.data.preference import ASSISTANT, HUMAN, BadRow, Example, PreferenceFormat, Turn
 
 
 class $cls(PreferenceFormat):
@@ -460,7 +459,7 @@ def test_runs_in_a_recipe(rlhfx_cli, tmp_path):
 ''',
     "data_format": TEST_HEAD + '''
 def test_sniffs_and_parses(rlhfx_plugins):
-    from rlhfx.plugins.data.dialogue import BadRow
+    from rlhfx.data.preference import BadRow
 
     fmt = rlhfx_plugins().get("data_format", "$name").cls()
     record = {"question": "Hi?", "good": "Hello!", "bad": "Go away."}

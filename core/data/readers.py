@@ -19,8 +19,7 @@ from typing import Any
 
 from rlhfx import UserError
 from rlhfx.config import DATA_SUFFIXES, SourceStr
-
-from .dialogue import BadRow
+from rlhfx.data.preference import BadRow
 
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".jsonl.gzip")
 JSON_SUFFIXES = (".json", ".json.gz")

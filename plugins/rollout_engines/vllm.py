@@ -1,4 +1,4 @@
-"""A colocated vLLM engine that samples rollouts from the policy being trained.
+"""`vllm`: a colocated vLLM engine that samples rollouts from the policy being trained.
 
 vLLM loads the policy from a plain Hugging Face checkpoint written to `work_dir/weights` (LoRA
 adapters merged into it), and after every update the new weights are written to the same
@@ -17,28 +17,59 @@ transformers at module level.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import random
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from rlhfx.rollouts import (
-    Rollout,
-    RolloutEngine,
-    RolloutSettings,
-    SamplingSettings,
-    _cut_at_eos,
-    encode_prompts,
-)
+from pydantic import Field, model_validator
+
+from rlhfx.components import ComponentConfig, EngineSetup, RolloutEngine
+from rlhfx.rollouts import Rollout, SamplingSettings, cut_at_eos, encode_prompts
 
 log = logging.getLogger("rlhfx")
 WEIGHTS_DIR = "weights"
 #: KV-cache space on the CPU when the recipe sets none: room for about 90k tokens of a
 #: 135M LLaMA in bfloat16, far more than a rollout batch needs.
 CPU_KV_CACHE_GIB = 2.0
+#: How to get vLLM, in the one-line error given when a recipe asks for it and it is missing.
+VLLM_HINT = "pip install 'rlhfx[vllm]'"
+
+
+class VLLMConfig(ComponentConfig):
+    """vLLM's knobs (`rollouts = { engine = "vllm", ... }`); checks that vLLM is installed."""
+
+    #: vLLM's compute dtype. "auto": bfloat16 on GPUs and on CPUs with native bf16
+    #: (AVX512-BF16 / AMX), float32 on other CPUs (on an AVX2-only CPU vLLM's bfloat16 ran
+    #: 6x slower than float32). "float32" samples exactly the trained weights.
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    #: KV-cache space in GiB (vLLM's `kv_cache_memory_bytes`; on the CPU the same as
+    #: VLLM_CPU_KVCACHE_SPACE). Unset: 2 GiB on the CPU (vLLM's CPU build would otherwise
+    #: reserve a share of all memory), sized from `gpu_memory_utilization` on a GPU.
+    kv_cache_gib: float | None = Field(default=None, gt=0)
+    #: GPU only: the share of GPU memory vLLM may take (weights, activations, KV cache). Low
+    #: by default because the policy trains on the same GPU.
+    gpu_memory_utilization: float = Field(default=0.3, gt=0, le=1)
+    #: CPU only: the cores vLLM's threads are bound to (VLLM_CPU_OMP_THREADS_BIND, e.g. "0-3"
+    #: or "auto").
+    threads: str | None = None
+    #: Skip CUDA graphs / compilation: faster start-up, slower decoding on GPUs.
+    enforce_eager: bool = True
+    #: Longest prompt + response vLLM plans for; unset: the model's maximum positions.
+    max_model_len: int | None = Field(default=None, ge=16)
+    #: How new weights reach the engine: saved to a folder and reloaded in place.
+    weight_sync: Literal["reload"] = "reload"
+
+    @model_validator(mode="after")
+    def _installed(self) -> VLLMConfig:
+        # find_spec looks for the package without importing it: validation stays fast.
+        if importlib.util.find_spec("vllm") is None:
+            raise ValueError(f"vLLM is not installed: {VLLM_HINT}")
+        return self
 
 
 def engine_dtype(setting: str, on_cpu: bool) -> str:
@@ -130,45 +161,47 @@ def save_policy(model: Any, tokenizer: Any, folder: Path) -> None:
 
 
 class VLLMEngine(RolloutEngine):
-    """`vllm.LLM` on the policy's weights, colocated with training (CPU or GPU build)."""
+    """vLLM on the policy's weights, colocated with training (CPU or GPU build)."""
 
+    name = "vllm"
+    Config = VLLMConfig
+    config: VLLMConfig
     owns_weights = True
+    #: the `vllm.LLM` once started; None before `start` and after `close`
+    llm: Any = None
 
-    def __init__(
-        self, settings: RolloutSettings, model: Any, tokenizer: Any, *, device: str,
-        work_dir: Path,
-    ):
+    def start(self, model: Any, tokenizer: Any, setup: EngineSetup) -> None:
         from rlhfx.models import architecture_of
 
-        self.settings, self.tokenizer = settings, tokenizer
+        c, self.tokenizer = self.config, tokenizer
         self.architecture = architecture_of(model)
-        self.weights = Path(work_dir) / WEIGHTS_DIR
+        self.weights = Path(setup.work_dir) / WEIGHTS_DIR
         t = time.perf_counter()
         save_policy(model, tokenizer, self.weights)
-        on_cpu = str(device).startswith("cpu")
-        if settings.threads is not None:
-            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = settings.threads
+        on_cpu = str(setup.device).startswith("cpu")
+        if c.threads is not None:
+            os.environ["VLLM_CPU_OMP_THREADS_BIND"] = c.threads
         if on_cpu:
             cpu_process_settings()
         from vllm import LLM
 
-        self.dtype = engine_dtype(settings.dtype, on_cpu)
+        self.dtype = engine_dtype(c.dtype, on_cpu)
         kwargs: dict[str, Any] = dict(
             model=str(self.weights),
             dtype=self.dtype,
-            enforce_eager=settings.enforce_eager,
+            enforce_eager=c.enforce_eager,
             # The sampling settings rlhfx passes are the ones used: no defaults from the
             # checkpoint's generation_config (which may add EOS ids the `hf` path ignores).
             generation_config="vllm",
         )
-        if settings.max_model_len is not None:
-            kwargs["max_model_len"] = settings.max_model_len
-        kv_gib = settings.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
+        if c.max_model_len is not None:
+            kwargs["max_model_len"] = c.max_model_len
+        kv_gib = c.kv_cache_gib or (CPU_KV_CACHE_GIB if on_cpu else None)
         if kv_gib is not None:
             kwargs["kv_cache_memory_bytes"] = int(kv_gib * 2**30)
         if not on_cpu:
-            kwargs["gpu_memory_utilization"] = settings.gpu_memory_utilization
-        self.llm: Any = LLM(**kwargs)
+            kwargs["gpu_memory_utilization"] = c.gpu_memory_utilization
+        self.llm = LLM(**kwargs)
         log.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - t, self.dtype)
 
     def generate(
@@ -196,7 +229,7 @@ class VLLMEngine(RolloutEngine):
         for i in range(len(prompts)):
             common: dict[str, Any] = dict(
                 n=num_samples, max_tokens=sampling.draw_max_new_tokens(rng),
-                stop=list(stop_strings) or None, logprobs=0, seed=base_seed + i,
+                stop=list(stop_strings) or None, seed=base_seed + i,
                 include_stop_str_in_output=True, skip_special_tokens=True,
             )
             if sampling.do_sample:
@@ -212,15 +245,11 @@ class VLLMEngine(RolloutEngine):
         out: list[Rollout] = []
         for p, request in enumerate(outputs):
             completions = sorted(request.outputs, key=lambda c: c.index)
-            cut = [_cut_at_eos(list(c.token_ids), eos, pad) for c in completions]
+            cut = [cut_at_eos(list(c.token_ids), eos, pad) for c in completions]
             texts = self.tokenizer.batch_decode(cut, skip_special_tokens=True)
-            for c, ids, text in zip(completions, cut, texts, strict=True):
-                logprobs = None
-                if c.logprobs is not None:
-                    logprobs = [float(step[t].logprob)
-                                for step, t in zip(c.logprobs, ids, strict=False)]
+            for ids, text in zip(cut, texts, strict=True):
                 out.append(Rollout(prompt_id=p, prompt=prompts[p], prompt_ids=prompt_ids[p],
-                                   response_ids=ids, text=text, logprobs=logprobs))
+                                   response_ids=ids, text=text))
         if task is not None:
             progress.advance(task, len(prompts))
         return out

@@ -12,7 +12,7 @@ from fixtures.synthetic import corpus, make_rows
 from fixtures.tiny import save_tiny_lm, save_tiny_rm
 
 from rlhfx import UserError
-from rlhfx.plugins.gpt_neo_rm import REWARD_INFO, GptNeoRM, SequenceReward
+from rlhfx.plugins.rewards.reward_model import REWARD_INFO, GptNeoRM, SequenceReward
 
 torch = pytest.importorskip("torch")
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rlhfx import UserError
+from rlhfx.data.readers import iter_rows
 from rlhfx.files import atomic_write_json
-
-from .readers import iter_rows
 
 log = logging.getLogger("rlhfx")
 
@@ -80,6 +79,15 @@ class _Skips:
         self.counts[reason] += 1
         self.examples.append(message)
 
+    def records(self, source: str, split: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        """(where, record) of each row that reads as a record; the others are dropped."""
+        for row in iter_rows(source, split):
+            if row.error is not None:
+                self.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
+                continue
+            assert row.record is not None
+            yield row.where, row.record
+
 
 def read_texts(source: str, split: str = "train", skip_bad_rows: bool = False) -> list[str]:
     """SFT texts: `text` of each row (our sft.jsonl, LMFlow text_only, a hub dataset)."""
@@ -135,27 +143,23 @@ def _read_rows(
     """(value, the key it came from, the whole row) of each usable row."""
     out: list[tuple[str, str, dict[str, Any]]] = []
     skips = _Skips(skip_bad_rows)
-    for row in iter_rows(source, split):
-        if row.error is not None:
-            skips.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
-            continue
-        assert row.record is not None
-        value = _first_str(row.record, keys)
+    for where, record in skips.records(source, split):
+        value = _first_str(record, keys)
         if value is None:
-            fields = ", ".join(row.record) or "none"
-            problem = _missing(row.record, keys)
+            fields = ", ".join(record) or "none"
+            problem = _missing(record, keys)
             if problem is None:
-                skips.drop("empty", f"{source}: {row.where}: empty {' or '.join(keys)}")
+                skips.drop("empty", f"{source}: {where}: empty {' or '.join(keys)}")
             elif problem == "wrong_type":
-                key = next(k for k in keys if k in row.record)
-                kind = type(row.record[key]).__name__
-                skips.drop(problem, f"{source}: {row.where}: '{key}' is {kind}, not a string")
+                key = next(k for k in keys if k in record)
+                kind = type(record[key]).__name__
+                skips.drop(problem, f"{source}: {where}: '{key}' is {kind}, not a string")
             else:
-                skips.drop(problem, f"{source}: {row.where}: no {' or '.join(keys)} field "
+                skips.drop(problem, f"{source}: {where}: no {' or '.join(keys)} field "
                                     f"(fields: {fields})")
             continue
-        key = next(k for k in keys if _first_str(row.record, (k,)) is not None)
-        out.append((value, key, row.record))
+        key = next(k for k in keys if _first_str(record, (k,)) is not None)
+        out.append((value, key, record))
     _finish(source, what, len(out), skips.counts, skips.examples)
     return out
 
@@ -166,30 +170,26 @@ def read_pairs(
     """Preference pairs: (`chosen`, `rejected`) or LMFlow's (`positive`, `negative`)."""
     out: list[tuple[str, str]] = []
     skips = _Skips(skip_bad_rows)
-    for row in iter_rows(source, split):
-        if row.error is not None:
-            skips.drop(row.error.reason, f"{source}: {row.where}: {row.error.detail}")
-            continue
-        assert row.record is not None
+    for where, record in skips.records(source, split):
         pair = None
         problem: str | None = "missing_field"
         for good, bad in PAIR_KEYS:
-            if good not in row.record and bad not in row.record:
+            if good not in record and bad not in record:
                 continue
-            g, b = _first_str(row.record, (good,)), _first_str(row.record, (bad,))
+            g, b = _first_str(record, (good,)), _first_str(record, (bad,))
             if g is not None and b is not None:
                 pair = (g, b)
                 break
-            problem = _missing(row.record, (good,)) or _missing(row.record, (bad,)) or "empty"
+            problem = _missing(record, (good,)) or _missing(record, (bad,)) or "empty"
         if pair is None:
-            fields = ", ".join(row.record) or "none"
+            fields = ", ".join(record) or "none"
             detail = ("an empty chosen or rejected text" if problem == "empty" else
                       "needs chosen/rejected or positive/negative strings")
             skips.drop(problem or "missing_field",
-                       f"{source}: {row.where}: {detail} (fields: {fields})")
+                       f"{source}: {where}: {detail} (fields: {fields})")
             continue
         if pair[0] == pair[1]:
-            skips.drop("identical_pair", f"{source}: {row.where}: chosen and rejected are the "
+            skips.drop("identical_pair", f"{source}: {where}: chosen and rejected are the "
                                          "same text")
             continue
         out.append(pair)

@@ -1,7 +1,7 @@
 """Write the arithmetic task's prompt files: questions with exact answers, split into training
-and held-out questions that never overlap.
+and held-out questions that never overlap (not part of the package, which ships the files).
 
-    python -m rlhfx.plugins.arithmetic.make_data        # rewrites plugins/arithmetic/data/
+    python tools/make_arithmetic_data.py        # rewrites plugins/arithmetic/data/
 
 Four kinds in equal numbers: two-digit addition, two-digit subtraction (never negative),
 times tables up to 16, and unit conversions with whole-number answers. Every question asks

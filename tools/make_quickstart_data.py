@@ -1,6 +1,7 @@
-"""Write the quickstart's preference pairs and prompt sets from `topics.py` and templates.
+"""Write the quickstart's preference pairs and prompt sets from `quickstart_topics.py` and
+templates (not part of the package, which ships the files this writes).
 
-    python -m rlhfx.plugins.quickstart.make_data          # rewrites plugins/quickstart/data/
+    python tools/make_quickstart_data.py          # rewrites plugins/quickstart/data/
 
 Each pair puts a helpful answer (a topic's short or long answer) against one unhelpful kind:
 evasive, rude, off-topic, repetitive or junk-filled. Lengths are balanced pair by pair (the
@@ -20,6 +21,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from quickstart_topics import EVAL_ONLY, TOPICS, Topic
+
 from rlhfx.plugins.quickstart import (
     DATA_DIR,
     EVAL_PROMPTS,
@@ -27,7 +30,6 @@ from rlhfx.plugins.quickstart import (
     TRAIN_PAIRS,
     TRAIN_PROMPTS,
 )
-from rlhfx.plugins.quickstart.topics import EVAL_ONLY, TOPICS, Topic
 
 SEED = 20261123
 HELD_OUT_FRACTION = 0.25

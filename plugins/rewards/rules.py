@@ -9,27 +9,19 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
+from functools import cached_property
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from rlhfx import ComponentConfig, RewardSource, RewardSourceRef, distributed, hookimpl
+from rlhfx import ComponentConfig, Regex, RewardSource, RewardSourceRef, distributed
 from rlhfx.components import frozen_statistics
 
 
 class PatternRule(ComponentConfig):
-    pattern: str
+    pattern: Regex
     #: Subtracted from the reward per match (or once, see `count`). Negative = a bonus.
     penalty: float = 1.0
-
-    @field_validator("pattern")
-    @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"bad regex {value!r}: {exc}") from None
-        return value
 
 
 class PatternPenaltyConfig(ComponentConfig):
@@ -51,9 +43,9 @@ class PatternPenalty(RewardSource):
     Config = PatternPenaltyConfig
     config: PatternPenaltyConfig
 
-    def __init__(self, config: PatternPenaltyConfig | None = None):
-        super().__init__(config)
-        self._rules = [(re.compile(r.pattern), r.penalty) for r in self.config.rules]
+    @cached_property
+    def _rules(self) -> list[tuple[re.Pattern[str], float]]:
+        return [(re.compile(r.pattern), r.penalty) for r in self.config.rules]
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         once = self.config.count == "once"
@@ -182,6 +174,7 @@ class WeightedReward(RewardSource):
 
     def __init__(self, config: WeightedConfig | None = None):
         super().__init__(config)
+        # Built now: a wrong sub-source is reported when the stage starts, not at first score.
         self._sources = [t.source.build() for t in self.config.terms]
         self._stats = [RunningStats() for _ in self.config.terms]
 
@@ -232,10 +225,3 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     var = sum((v - mean) ** 2 for v in values) / max(len(values) - 1, 1)
     return mean, math.sqrt(var)
 
-
-@hookimpl
-def rlhfx_register_reward_sources(register):
-    register(PatternPenalty)
-    register(LengthReward)
-    register(RepetitionPenalty)
-    register(WeightedReward)

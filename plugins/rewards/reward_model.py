@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlhfx import ComponentConfig, ModelSource, RewardSource, UserError, hookimpl
+from rlhfx import ComponentConfig, ModelSource, RewardSource, UserError
 from rlhfx.config import SourceStr
 from rlhfx.models import same_tokenization
 
@@ -149,11 +149,10 @@ class SequenceReward(RewardSource):
     Config = SequenceRewardConfig
     config: SequenceRewardConfig
 
-    def __init__(self, config: SequenceRewardConfig | None = None):
-        super().__init__(config)
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._append_eos = False
+    #: loaded on first use (`_load`), so that `validate` and construction stay cheap
+    _model: Any = None
+    _tokenizer: Any = None
+    _append_eos = False
 
     def _load(self) -> None:
         import torch
@@ -240,8 +239,3 @@ def _info(model: str) -> dict[str, Any]:
             return {}
     return {}
 
-
-@hookimpl
-def rlhfx_register_reward_sources(register):
-    register(GptNeoRM)
-    register(SequenceReward)

@@ -71,9 +71,9 @@ def test_held_out_topics_and_prompts_are_unseen_in_training(files):
     assert not train_topics & held_topics
     # the held-out topics' questions, then questions with no pairs on subjects of their own
     eval_topics = {r["topic"] for r in files[qs.EVAL_PROMPTS]}
-    eval_only = {subject for subject, _ in make_data.EVAL_ONLY}
+    eval_only = {subject for subject, _ in generator.EVAL_ONLY}
     assert eval_topics == held_topics | eval_only
-    assert not eval_only & {t.subject for t in make_data.TOPICS}
+    assert not eval_only & {t.subject for t in generator.TOPICS}
     assert {r["topic"] for r in files[qs.TRAIN_PROMPTS]} == train_topics
     train_questions = {r["question"] for r in files[qs.TRAIN_PROMPTS]}
     assert not train_questions & {r["question"] for r in files[qs.EVAL_PROMPTS]}

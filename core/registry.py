@@ -38,6 +38,7 @@ REGISTER_HOOKS: dict[str, str] = {
     "cleaner": "rlhfx_register_cleaners",
     "ranker": "rlhfx_register_rankers",
     "data_format": "rlhfx_register_data_formats",
+    "environment": "rlhfx_register_environments",
 }
 
 

@@ -102,8 +102,12 @@ def generate(
     description: str = "generating",
     rng: random.Random | None = None,
     prefill_once: bool = True,
+    prompt_ids: Sequence[list[int]] | None = None,
 ) -> list[Rollout]:
     """`num_samples` responses for each prompt, ordered prompt by prompt.
+
+    `prompt_ids`: the prompts' token ids, used as given instead of encoding `prompts` (an
+    episode's context holds sampled ids that must not be re-tokenised).
 
     `rng` draws the per-call response length when `sampling.length_range` is set.
     `prefill_once` runs each prompt through the model once for its k samples (see
@@ -125,9 +129,9 @@ def generate(
     try:
         for start in range(0, len(prompts), per_call):
             chunk = list(prompts[start : start + per_call])
-            enc = tokenizer.pad(
-                {"input_ids": encode_prompts(tokenizer, chunk)}, padding=True, return_tensors="pt"
-            )
+            ids = ([list(row) for row in prompt_ids[start : start + per_call]]
+                   if prompt_ids is not None else encode_prompts(tokenizer, chunk))
+            enc = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=sampling.draw_max_new_tokens(rng),
@@ -292,7 +296,10 @@ class RolloutEngine:
         rng: random.Random | None = None,
         progress: Any = None,
         description: str = "generating",
+        prompt_ids: Sequence[list[int]] | None = None,
     ) -> list[Rollout]:
+        """`num_samples` responses per prompt; `prompt_ids` (when given) are the prompts'
+        token ids, used as they are (see `generate`)."""
         raise NotImplementedError
 
     def sync_weights(self, model: Any) -> None:
@@ -322,11 +329,12 @@ class HFEngine(RolloutEngine):
         rng: random.Random | None = None,
         progress: Any = None,
         description: str = "generating",
+        prompt_ids: Sequence[list[int]] | None = None,
     ) -> list[Rollout]:
         return generate(
             self.model, self.tokenizer, prompts, sampling, num_samples=num_samples,
             batch_size=self.batch_size, stop_strings=stop_strings, progress=progress,
-            description=description, rng=rng,
+            description=description, rng=rng, prompt_ids=prompt_ids,
         )
 
     def sync_weights(self, model: Any) -> None:

@@ -180,6 +180,7 @@ class VLLMEngine(RolloutEngine):
         rng: random.Random | None = None,
         progress: Any = None,
         description: str = "generating",
+        prompt_ids: Sequence[list[int]] | None = None,
     ) -> list[Rollout]:
         import torch
         from vllm import SamplingParams
@@ -188,7 +189,8 @@ class VLLMEngine(RolloutEngine):
         if not prompts:
             return []
         rng = rng or random.Random(0)
-        prompt_ids = encode_prompts(self.tokenizer, prompts)
+        ids = ([list(row) for row in prompt_ids] if prompt_ids is not None
+               else encode_prompts(self.tokenizer, prompts))
         # Seeds follow torch's generator, as the `hf` path's sampling does, so a run's seed
         # fixes its rollouts; `rng` is left for the response lengths, as on that path.
         base_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -206,7 +208,7 @@ class VLLMEngine(RolloutEngine):
             else:
                 common.update(temperature=0.0)
             params.append(SamplingParams(**common))
-        requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        requests = [{"prompt_token_ids": row} for row in ids]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         out: list[Rollout] = []
@@ -219,7 +221,7 @@ class VLLMEngine(RolloutEngine):
                 if c.logprobs is not None:
                     logprobs = [float(step[t].logprob)
                                 for step, t in zip(c.logprobs, ids, strict=False)]
-                out.append(Rollout(prompt_id=p, prompt=prompts[p], prompt_ids=prompt_ids[p],
+                out.append(Rollout(prompt_id=p, prompt=prompts[p], prompt_ids=ids[p],
                                    response_ids=ids, text=text, logprobs=logprobs))
         if task is not None:
             progress.advance(task, len(prompts))

@@ -21,6 +21,8 @@ from rlhfx import (
     CleanerRef,
     ComponentConfig,
     DataSource,
+    EnvironmentConfig,
+    EnvironmentRef,
     ModelSource,
     ResponseCleaner,
     RewardSourceRef,
@@ -58,6 +60,10 @@ class AlignConfig(ComponentConfig):
     #: Which engine samples rollouts and evals: `{ engine = "hf" }` (transformers' generate,
     #: the default) or `{ engine = "vllm", ... }` (needs `pip install 'rlhfx[vllm]'`).
     rollouts: EngineChoice = Field(default_factory=RolloutSettings)
+    #: Multi-turn episodes: `{ name = "calculator", max_turns = 4, ... }` (an environment
+    #: and its options). Unset: one reply per prompt. The reward sources score the finished
+    #: transcript; the environment's own rewards are added.
+    environment: EnvironmentRef | None = None
 
 
 def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:
@@ -158,6 +164,13 @@ class AlignStage(Stage):
         if options.eval_max_prompts is not None:
             eval_rows = eval_rows[: options.eval_max_prompts]
         evals, eval_fields = split_fields(eval_rows)
+        environment = None
+        env_key = f"{ctx.recipe_file}: stages.{ctx.stage_id}.environment"
+        if c.environment is not None:
+            environment = c.environment.build()
+            if not isinstance(environment.config, EnvironmentConfig):
+                raise UserError(f"{env_key}: '{environment.name}' has a Config that does not "
+                                "subclass rlhfx.EnvironmentConfig (its episode limits)")
         setup = AlignmentSetup(
             config=options, policy_source=policy, tokenizer=tokenizer, prompts=prompts,
             eval_prompts=evals, cleaners=cleaners, reward=c.reward.build(),
@@ -165,6 +178,7 @@ class AlignStage(Stage):
             device=_device(ctx.device), where=where, log=ctx.log,
             seed=options.seed if options.seed is not None else ctx.seed, rollouts=c.rollouts,
             parallelism=ctx.parallelism, prompt_fields=fields, eval_prompt_fields=eval_fields,
+            environment=environment, environment_key=env_key,
         )
         return AlignmentLoop(ctx, setup, algorithm).run()
 

@@ -35,6 +35,7 @@ from rlhfx.alignment.setup import AlignmentSetup
 from rlhfx.alignment.tokens import cut_to_clean_text
 from rlhfx.components import AlignmentAlgorithm, Sample
 from rlhfx.context import StageContext
+from rlhfx.episodes import episode_metrics
 from rlhfx.errors import UserError
 from rlhfx.files import atomic_write_json, read_jsonl, write_jsonl
 from rlhfx.rollouts import RolloutEngine, SamplingSettings, make_engine
@@ -210,6 +211,7 @@ class AlignmentLoop:
             "iteration": it, "num_prompts": len(indices), **sample_metrics(samples),
             **{algorithm_metric_name(self.name, k): v for k, v in returned.items()},
             **evaluation, **{f"seconds_{k}": v for k, v in times.items()},
+            **(episode_metrics([s.extra for s in samples]) if self.setup.environment else {}),
             "seconds_iteration": time.perf_counter() - started,
         }
         record = clean_record(record)
@@ -239,6 +241,9 @@ class AlignmentLoop:
             top_p=c.top_p, length_range=c.length_range,
         )
         assert self.engine is not None
+        if setup.environment is not None:
+            return self._episodes(indices, positions, prompts, sampling, rng, progress,
+                                  description)
         with self._full_weights(), setup.autocast():  # every process: gathering is collective
             rollouts = self.engine.generate(
                 prompts, sampling, num_samples=self.k, stop_strings=setup.stop_strings,
@@ -258,6 +263,27 @@ class AlignmentLoop:
             ))
         return out
 
+    def _episodes(self, indices: list[int], positions: list[int], prompts: list[str],
+                  sampling: SamplingSettings, rng: random.Random, progress: Any,
+                  description: str) -> list[Sample]:
+        """This process's episodes (prompts x k) as samples: one sample per episode."""
+        from rlhfx.episodes import episode_extra, run_episodes
+
+        setup = self.setup
+        assert self.engine is not None and setup.environment is not None
+        keys = [indices[p] for p in positions]
+        fields = [setup.prompt_fields[i] if setup.prompt_fields else {} for i in keys]
+        with self._full_weights(), setup.autocast():
+            episodes = run_episodes(
+                self.engine, setup.tokenizer, setup.environment, prompts, fields, sampling,
+                num_samples=self.k, stop_strings=setup.stop_strings, rng=rng,
+                seed=rng.randrange(2**32),
+                prompt_keys=keys, where=setup.environment_key, progress=progress,
+                description=description,
+            )
+        return [episode_sample(e, positions[e.prompt_index], fields[e.prompt_index],
+                               setup.tokenizer, episode_extra(e)) for e in episodes]
+
     def _clean_and_score(self, mine: list[Sample]) -> list[Sample]:
         """Clean, cut the tokens to the cleaned text, score; then everyone's samples in
         (prompt, sample) order."""
@@ -266,10 +292,17 @@ class AlignmentLoop:
         setup = self.setup
         clean(mine, setup.cleaners, self._reward_key.rsplit(".", 1)[0] + ".cleaners")
         for s in mine:
+            if s.action_mask is not None:
+                continue  # an episode's tokens stay whole: cleaners change only its text
             s.response_ids, s.token_status = cut_to_clean_text(
                 setup.tokenizer, s.response_ids, s.raw_response, s.response
             )
-        score(mine, setup.reward, where=self._reward_key, by_tokens=self._score_tokens)
+        episodes = setup.environment is not None
+        score(mine, setup.reward, where=self._reward_key,
+              by_tokens=self._score_tokens and not episodes)
+        for s in mine:  # the environment's rewards add to the reward sources' score
+            if episodes and s.reward is not None:
+                s.reward += float(s.extra.get("episode_env_reward", 0.0))
         for s in mine:
             if s.reward is not None and not math.isfinite(s.reward):
                 if self.config.nonfinite_rewards == "error":
@@ -453,7 +486,33 @@ def _slowest(seconds: float) -> float:
 
 
 def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in extra.items() if isinstance(v, str | int | float | bool | None)}
+    """The JSON values of `extra` (an episode's turn-by-turn record included)."""
+    import json
+
+    out = {}
+    for key, value in extra.items():
+        if isinstance(value, str | int | float | bool | None):
+            out[key] = value
+        elif isinstance(value, list | dict):
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                continue
+            out[key] = value
+    return out
+
+
+def episode_sample(episode: Any, prompt_id: int, fields: dict[str, Any], tokenizer: Any,
+                   extra: dict[str, Any]) -> Sample:
+    """One sample for a whole episode: the readable transcript as its response text, every
+    token after the first prompt as its response ids, the model's marked in `action_mask`."""
+    return Sample(
+        prompt_id=prompt_id, prompt=episode.prompt,
+        raw_response=tokenizer.decode(episode.response_ids, skip_special_tokens=True),
+        sample=episode.sample, fields=dict(fields), prompt_ids=list(episode.prompt_ids),
+        response_ids=list(episode.response_ids), action_mask=list(episode.action_mask),
+        finished=episode.finished, extra=dict(extra),
+    )
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:

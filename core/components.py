@@ -203,6 +203,10 @@ class AlignmentAlgorithm(Component):
 
     kind = "algorithm"
     resume_neutral = LOOP_RESUME_NEUTRAL
+    #: The update trains on multi-turn episodes: it takes no loss, KL, log-prob or value at
+    #: response tokens whose `Sample.action_mask` is 0. The align stage refuses an
+    #: environment with an algorithm that does not say so.
+    trains_episodes: ClassVar[bool] = False
     #: The policy the loop generates with, checkpoints and saves (set it in `setup`).
     policy: Any = None
 

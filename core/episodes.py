@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from rlhfx.components import Environment, EnvironmentConfig, EnvStep
+from rlhfx.components import Environment, EnvironmentConfig, EnvStep, Sample
 from rlhfx.episode_text import TurnRenderer
 from rlhfx.rollouts import RolloutEngine, SamplingSettings, encode_prompts
 from rlhfx.tools import MalformedCall, call_tool, parse_tool_call
@@ -229,3 +229,23 @@ def episode_extra(episode: Episode) -> dict[str, Any]:
         "episode_model_turns": episode.model_turns, "episode_env_reward": episode.env_reward,
         "episode_tools": dict(episode.tools),
     }
+
+
+def episode_sample(episode: Episode, prompt_id: int, fields: Mapping[str, Any],
+                   tokenizer: Any) -> Sample:
+    """One sample for a whole episode: the readable transcript as its response text, every
+    token after the first prompt as its response ids, the model's marked in `action_mask`."""
+    return Sample(
+        prompt_id=prompt_id, prompt=episode.prompt,
+        raw_response=tokenizer.decode(episode.response_ids, skip_special_tokens=True),
+        sample=episode.sample, fields=dict(fields), prompt_ids=list(episode.prompt_ids),
+        response_ids=list(episode.response_ids), action_mask=list(episode.action_mask),
+        finished=episode.finished, extra=episode_extra(episode),
+    )
+
+
+def add_environment_rewards(samples: Sequence[Sample]) -> None:
+    """Add each scored episode's environment rewards to what the reward sources gave it."""
+    for s in samples:
+        if s.reward is not None:
+            s.reward += float(s.extra.get("episode_env_reward", 0.0))

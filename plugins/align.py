@@ -167,6 +167,11 @@ class AlignStage(Stage):
         environment = None
         env_key = f"{ctx.recipe_file}: stages.{ctx.stage_id}.environment"
         if c.environment is not None:
+            if not algorithm.trains_episodes:
+                raise UserError(
+                    f"{env_key}: the algorithm '{algorithm.name}' does not train on multi-turn "
+                    "episodes (its update would learn from the environment's tokens); use "
+                    "grpo, rloo, reinforce_pp or online_dpo")
             environment = c.environment.build()
             if not isinstance(environment.config, EnvironmentConfig):
                 raise UserError(f"{env_key}: '{environment.name}' has a Config that does not "

@@ -35,7 +35,7 @@ from rlhfx.alignment.setup import AlignmentSetup
 from rlhfx.alignment.tokens import cut_to_clean_text
 from rlhfx.components import AlignmentAlgorithm, Sample
 from rlhfx.context import StageContext
-from rlhfx.episodes import episode_metrics
+from rlhfx.episodes import add_environment_rewards, episode_metrics, episode_sample
 from rlhfx.errors import UserError
 from rlhfx.files import atomic_write_json, read_jsonl, write_jsonl
 from rlhfx.rollouts import RolloutEngine, SamplingSettings, make_engine
@@ -267,7 +267,7 @@ class AlignmentLoop:
                   sampling: SamplingSettings, rng: random.Random, progress: Any,
                   description: str) -> list[Sample]:
         """This process's episodes (prompts x k) as samples: one sample per episode."""
-        from rlhfx.episodes import episode_extra, run_episodes
+        from rlhfx.episodes import run_episodes
 
         setup = self.setup
         assert self.engine is not None and setup.environment is not None
@@ -282,7 +282,7 @@ class AlignmentLoop:
                 description=description,
             )
         return [episode_sample(e, positions[e.prompt_index], fields[e.prompt_index],
-                               setup.tokenizer, episode_extra(e)) for e in episodes]
+                               setup.tokenizer) for e in episodes]
 
     def _clean_and_score(self, mine: list[Sample]) -> list[Sample]:
         """Clean, cut the tokens to the cleaned text, score; then everyone's samples in
@@ -300,9 +300,8 @@ class AlignmentLoop:
         episodes = setup.environment is not None
         score(mine, setup.reward, where=self._reward_key,
               by_tokens=self._score_tokens and not episodes)
-        for s in mine:  # the environment's rewards add to the reward sources' score
-            if episodes and s.reward is not None:
-                s.reward += float(s.extra.get("episode_env_reward", 0.0))
+        if episodes:
+            add_environment_rewards(mine)
         for s in mine:
             if s.reward is not None and not math.isfinite(s.reward):
                 if self.config.nonfinite_rewards == "error":
@@ -386,6 +385,7 @@ class AlignmentLoop:
             prefix="eval_", batch_size=c.inference_batch_size,
             stop_strings=setup.stop_strings, autocast=setup.autocast(), progress=progress,
             where=self._reward_key, engine=self.engine, fields=setup.eval_prompt_fields,
+            environment=setup.environment, environment_key=setup.environment_key,
         )
 
     # ------------------------------------------------------------------ files
@@ -501,18 +501,6 @@ def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     return out
 
-
-def episode_sample(episode: Any, prompt_id: int, fields: dict[str, Any], tokenizer: Any,
-                   extra: dict[str, Any]) -> Sample:
-    """One sample for a whole episode: the readable transcript as its response text, every
-    token after the first prompt as its response ids, the model's marked in `action_mask`."""
-    return Sample(
-        prompt_id=prompt_id, prompt=episode.prompt,
-        raw_response=tokenizer.decode(episode.response_ids, skip_special_tokens=True),
-        sample=episode.sample, fields=dict(fields), prompt_ids=list(episode.prompt_ids),
-        response_ids=list(episode.response_ids), action_mask=list(episode.action_mask),
-        finished=episode.finished, extra=dict(extra),
-    )
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:

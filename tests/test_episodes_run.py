@@ -61,7 +61,7 @@ def test_each_episode_algorithm_trains_on_episodes(rlhfx_cli, tmp_path, algorith
     recipe = episode_recipe(tmp_path, {**algorithm, "iterations": 1},
                             extra=f'eval_prompts = "{PROMPTS}"\n')
     out = run(rlhfx_cli, recipe, tmp_path / "run")
-    rec = [r for r in records(out) if r["step"] == 1][0]
+    rec = next(r for r in records(out) if r["step"] == 1)
     assert rec["num_samples"] == 4 and 1 <= rec["episode_turns_mean"] <= 2
     assert "tool_calls" in rec and "eval_reward_mean" in rec
     for row in samples(out, 1):

@@ -1,5 +1,6 @@
-"""Built-in environments (`calculator`, `guess_number`) and the `none` reward source for
-recipes whose environment gives every reward."""
+"""Built-in environments (`calculator`, `guess_number`), the `none` reward source for recipes
+whose environment gives every reward, and the calculator demonstration's stages
+(`calculator_data`, `tool_eval`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Sequence
 
 from rlhfx import EmptyConfig, RewardSource, hookimpl
 from rlhfx.plugins.environments.calculator import CalculatorEnvironment
+from rlhfx.plugins.environments.calculator_task import CalculatorData, ToolEval
 from rlhfx.plugins.environments.guess import GuessNumber
 
 
@@ -29,3 +31,9 @@ def rlhfx_register_environments(register):
 @hookimpl
 def rlhfx_register_reward_sources(register):
     register(NoReward)
+
+
+@hookimpl
+def rlhfx_register_stages(register):
+    register(CalculatorData)
+    register(ToolEval)

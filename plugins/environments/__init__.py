@@ -1,5 +1,5 @@
-"""Built-in environments (`calculator`, `guess_number`), the `none` reward source for recipes
-whose environment gives every reward, and the calculator demonstration's stages
+"""Built-in environments (`calculator`, `guess_number`, `openenv`), the `none` reward source
+for recipes whose environment gives every reward, and the calculator demonstration's stages
 (`calculator_data`, `tool_eval`)."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from rlhfx import EmptyConfig, RewardSource, hookimpl
 from rlhfx.plugins.environments.calculator import CalculatorEnvironment
 from rlhfx.plugins.environments.calculator_task import CalculatorData, ToolEval
 from rlhfx.plugins.environments.guess import GuessNumber
+from rlhfx.plugins.environments.openenv_client import OpenEnv
 
 
 class NoReward(RewardSource):
@@ -26,6 +27,7 @@ class NoReward(RewardSource):
 def rlhfx_register_environments(register):
     register(CalculatorEnvironment)
     register(GuessNumber)
+    register(OpenEnv)
 
 
 @hookimpl

@@ -129,9 +129,9 @@ def generate(
     try:
         for start in range(0, len(prompts), per_call):
             chunk = list(prompts[start : start + per_call])
-            ids = ([list(row) for row in prompt_ids[start : start + per_call]]
-                   if prompt_ids is not None else encode_prompts(tokenizer, chunk))
-            enc = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt")
+            given = ([list(row) for row in prompt_ids[start : start + per_call]]
+                     if prompt_ids is not None else encode_prompts(tokenizer, chunk))
+            enc = tokenizer.pad({"input_ids": given}, padding=True, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=sampling.draw_max_new_tokens(rng),

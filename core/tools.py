@@ -51,7 +51,7 @@ def parse_tool_call(reply: str) -> ToolCall | None:
         return None
     try:
         data = json.loads(match.group(1).strip())
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise MalformedCall(f"not JSON ({exc.msg})") from None
     if not isinstance(data, dict) or not isinstance(data.get("name"), str):
         raise MalformedCall('expected {"name": "...", "arguments": {...}}')

@@ -489,7 +489,7 @@ def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON values of `extra` (an episode's turn-by-turn record included)."""
     import json
 
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in extra.items():
         if isinstance(value, str | int | float | bool | None):
             out[key] = value

@@ -86,7 +86,7 @@ class CalculatorData(Stage):
         c = self.config
         paths = {name: ctx.stage_dir / f"{name}.jsonl" for name in self.outputs}
         if ctx.is_main:
-            rng, taken = random.Random(c.seed), set()
+            rng, taken = random.Random(c.seed), set[str]()
             held_out = questions(c.eval_questions, rng, taken)
             train = questions(c.train_questions, rng, taken)
             demos = questions(c.demonstrations, rng, taken)

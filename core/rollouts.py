@@ -156,7 +156,7 @@ def generate(
             responses = generated[:, width:].tolist()
             prompt_rows = enc["input_ids"].tolist()
             masks = enc["attention_mask"].tolist()
-            prompt_ids = [
+            unpadded = [
                 [t for t, m in zip(row, mask, strict=True) if m]
                 for row, mask in zip(prompt_rows, masks, strict=True)
             ]
@@ -169,7 +169,7 @@ def generate(
                     Rollout(
                         prompt_id=start + p,
                         prompt=chunk[p],
-                        prompt_ids=prompt_ids[p],
+                        prompt_ids=unpadded[p],
                         response_ids=ids,
                         text=text,
                     )

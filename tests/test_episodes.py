@@ -310,3 +310,34 @@ def _update_gradients(tmp_path, tokenizer):
     # the model keeps the last span + 1 positions; position j predicts response token j
     span = grad.shape[1] - 1
     return grad[:, :span].float().abs().sum(-1)  # [2 samples, span positions]
+
+
+def test_generate_uses_given_prompt_ids_in_every_chunk(tokenizer):
+    """Later turns are generated from the episode's ids, chunk after chunk, never re-encoded."""
+    from rlhfx.rollouts import SamplingSettings, generate
+    from rlhfx.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm("builtin:tiny-gpt-neo")
+    given = [[5, 6, 7], [8, 9], [10, 11, 12, 13], [14]]
+    out = generate(model, tokenizer, ["a", "b", "c", "d"], SamplingSettings(max_new_tokens=3),
+                   batch_size=2, prompt_ids=given)
+    assert [r.prompt_ids for r in out] == given
+
+
+def test_episodes_through_the_hf_engine(tokenizer):
+    import torch
+
+    from rlhfx.rollouts import HFEngine, SamplingSettings
+    from rlhfx.tiny import tiny_causal_lm
+
+    torch.manual_seed(0)
+    engine = HFEngine(tiny_causal_lm("builtin:tiny-gpt-neo"), tokenizer, batch_size=3)
+    env = game(max_turns=3, max_episode_tokens=40)
+    out = run_episodes(engine, tokenizer, env, ["###Human: guess ###Assistant:"] * 3,
+                       [{}, {}, {}], SamplingSettings(max_new_tokens=5), num_samples=2)
+    assert [(e.prompt_index, e.sample) for e in out] == [(p, j) for p in range(3)
+                                                          for j in range(2)]
+    for e in out:
+        assert len(e.response_ids) == len(e.action_mask) <= 40
+        assert e.model_turns == sum(1 for t in e.turns if t["role"] == "assistant") >= 1
+        assert e.action_mask[0] == 1

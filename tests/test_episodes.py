@@ -341,3 +341,20 @@ def test_episodes_through_the_hf_engine(tokenizer):
         assert len(e.response_ids) == len(e.action_mask) <= 40
         assert e.model_turns == sum(1 for t in e.turns if t["role"] == "assistant") >= 1
         assert e.action_mask[0] == 1
+
+
+def test_the_examples_of_docs_environments_md_play_an_episode(any_text):
+    """The tool and the environment docs/environments.md shows, run as written."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).parent.parent / "docs" / "environments.md").read_text("utf-8")
+    namespace: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", doc, re.S):
+        exec(compile(block, "docs/environments.md", "exec"), namespace)
+    echo = namespace["Echo"](EnvironmentConfig(max_turns=3, max_episode_tokens=2000))
+    replies = [format_tool_call("word_count", {"text": "one two three"}), "maybe", "banana"]
+    (episode,), _ = episodes(any_text, echo, replies, fields=[{"word": "banana"}])
+    assert [t["text"] for t in episode.turns] == [replies[0], "3", "maybe", "no, try again",
+                                                  "banana", "yes"]
+    assert episode.end == DONE and episode.env_reward == pytest.approx(1.0 - 0.2)

@@ -211,7 +211,7 @@ class AlignmentLoop:
             "iteration": it, "num_prompts": len(indices), **sample_metrics(samples),
             **{algorithm_metric_name(self.name, k): v for k, v in returned.items()},
             **evaluation, **{f"seconds_{k}": v for k, v in times.items()},
-            **(episode_metrics([s.extra for s in samples]) if self.setup.environment else {}),
+            **(episode_metrics([s.extra for s in samples]) if self._episodes else {}),
             "seconds_iteration": time.perf_counter() - started,
         }
         record = clean_record(record)
@@ -241,8 +241,8 @@ class AlignmentLoop:
             top_p=c.top_p, length_range=c.length_range,
         )
         assert self.engine is not None
-        if setup.environment is not None:
-            return self._episodes(indices, positions, prompts, sampling, rng, progress,
+        if self._episodes:
+            return self._play(indices, positions, prompts, sampling, rng, progress,
                                   description)
         with self._full_weights(), setup.autocast():  # every process: gathering is collective
             rollouts = self.engine.generate(
@@ -263,7 +263,7 @@ class AlignmentLoop:
             ))
         return out
 
-    def _episodes(self, indices: list[int], positions: list[int], prompts: list[str],
+    def _play(self, indices: list[int], positions: list[int], prompts: list[str],
                   sampling: SamplingSettings, rng: random.Random, progress: Any,
                   description: str) -> list[Sample]:
         """This process's episodes (prompts x k) as samples: one sample per episode."""
@@ -297,7 +297,7 @@ class AlignmentLoop:
             s.response_ids, s.token_status = cut_to_clean_text(
                 setup.tokenizer, s.response_ids, s.raw_response, s.response
             )
-        episodes = setup.environment is not None
+        episodes = self._episodes
         score(mine, setup.reward, where=self._reward_key,
               by_tokens=self._score_tokens and not episodes)
         if episodes:
@@ -385,7 +385,8 @@ class AlignmentLoop:
             prefix="eval_", batch_size=c.inference_batch_size,
             stop_strings=setup.stop_strings, autocast=setup.autocast(), progress=progress,
             where=self._reward_key, engine=self.engine, fields=setup.eval_prompt_fields,
-            environment=setup.environment, environment_key=setup.environment_key,
+            environment=setup.environment if self._episodes else None,
+            environment_key=getattr(setup, "environment_key", "environment"),
         )
 
     # ------------------------------------------------------------------ files
@@ -474,6 +475,11 @@ class AlignmentLoop:
             })
             ctx.log.info("%s: final policy saved in %s", self.name, target)
         distributed.barrier()
+
+    @property
+    def _episodes(self) -> bool:
+        """Rollouts are multi-turn episodes with the setup's environment."""
+        return getattr(self.setup, "environment", None) is not None
 
     @property
     def _reward_key(self) -> str:

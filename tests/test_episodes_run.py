@@ -124,3 +124,23 @@ def test_episodes_on_two_processes(tmp_path):
     assert sorted((r["prompt_id"], r["sample"]) for r in rows) == [
         (p, j) for p in range(3) for j in range(2)]
     assert all(r["turns"] for r in rows)
+
+
+def test_rlhfx_eval_plays_episodes_and_keeps_their_turns(rlhfx_cli, tmp_path):
+    game = ('{ name = "guess_number", choices = ["bike", "book", "cook", "desk"], '
+            'valid_guess_reward = 0.2, max_turns = 2, max_episode_tokens = 40 }')
+    result = rlhfx_cli("eval", "builtin:tiny-gpt-neo", "--prompts", PROMPTS, "--judge", "none",
+                       "--environment", game, "--max-new-tokens", "6", "-o", str(tmp_path),
+                       "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    (model,) = summary["models"]
+    assert model["scored"] == 4 and 0.0 <= model["mean_reward"] <= 2 * 0.2 + 1.0
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    for row in saved["rows"]:
+        (answer,) = row["answers"].values()
+        assert answer["turns"][0]["role"] == "assistant"
+    bad = rlhfx_cli("eval", "builtin:tiny-gpt-neo", "--judge", "none", "--environment",
+                    "guess_numbr", "-o", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "--environment: unknown environment 'guess_numbr'" in (
+        bad.output)

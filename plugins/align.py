@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlhfx import (
     AlgorithmConfig,
@@ -64,6 +64,23 @@ class AlignConfig(ComponentConfig):
     #: and its options). Unset: one reply per prompt. The reward sources score the finished
     #: transcript; the environment's own rewards are added.
     environment: EnvironmentRef | None = None
+
+    @model_validator(mode="after")
+    def _episodes_need_an_episode_algorithm(self) -> AlignConfig:
+        if self.environment is None:
+            return self
+        from rlhfx.registry import get_plugins
+
+        table = get_plugins().components["algorithm"]
+        entry = table.get(self.algorithm.name)
+        if entry is not None and not entry.cls.trains_episodes:
+            raise ValueError(refused_algorithm(self.algorithm.name))
+        return self
+
+
+def refused_algorithm(name: str) -> str:
+    return (f"the algorithm '{name}' does not train on multi-turn episodes (its update would "
+            "learn from the environment's tokens); use grpo, rloo, reinforce_pp or online_dpo")
 
 
 def read_prompt_set(source: str, skip_bad_rows: bool = False) -> list[str]:
@@ -168,10 +185,7 @@ class AlignStage(Stage):
         env_key = f"{ctx.recipe_file}: stages.{ctx.stage_id}.environment"
         if c.environment is not None:
             if not algorithm.trains_episodes:
-                raise UserError(
-                    f"{env_key}: the algorithm '{algorithm.name}' does not train on multi-turn "
-                    "episodes (its update would learn from the environment's tokens); use "
-                    "grpo, rloo, reinforce_pp or online_dpo")
+                raise UserError(f"{env_key}: {refused_algorithm(algorithm.name)}")
             environment = c.environment.build()
             if not isinstance(environment.config, EnvironmentConfig):
                 raise UserError(f"{env_key}: '{environment.name}' has a Config that does not "

@@ -76,11 +76,12 @@ def test_raft_refuses_episodes(rlhfx_cli, tmp_path):
     recipe = episode_recipe(tmp_path, {"name": "raft", "min_new_tokens": 6})
     recipe.write_text(recipe.read_text().replace(', "k": 2', "").replace('"batch_size": 2, ',
                                                                            ""))
-    result = rlhfx_cli("run", str(recipe), "-o", str(tmp_path / "run"))
-    assert result.exit_code == 2, result.output
-    assert "stages.align.environment: the algorithm 'raft' does not train on multi-turn" in (
-        result.output)
-    assert "Traceback" not in result.output
+    for command in (("validate", str(recipe)), ("run", str(recipe), "-o", str(tmp_path))):
+        result = rlhfx_cli(*command)
+        assert result.exit_code == 2, result.output
+        assert "stages.align: the algorithm 'raft' does not train on multi-turn episodes" in (
+            result.output)
+        assert "Traceback" not in result.output
 
 
 @pytest.mark.slow

@@ -7,13 +7,13 @@ constructs the component, so `rlhfx validate` never loads a model.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:
     import random
@@ -213,6 +213,10 @@ class AlignmentAlgorithm(Component):
 
     kind = "algorithm"
     resume_neutral = LOOP_RESUME_NEUTRAL
+    #: The update trains on multi-turn episodes: it takes no loss, KL, log-prob or value at
+    #: response tokens whose `Sample.action_mask` is 0. The align stage refuses an
+    #: environment with an algorithm that does not say so.
+    trains_episodes: ClassVar[bool] = False
     #: The policy the loop generates with, checkpoints and saves (set it in `setup`).
     policy: Any = None
 
@@ -329,10 +333,13 @@ class RolloutEngine(Component):
         rng: random.Random | None = None,
         progress: Any = None,
         description: str = "generating",
+        prompt_ids: Sequence[list[int]] | None = None,
     ) -> list[Rollout]:
         """`num_samples` responses per prompt, prompt by prompt (`Rollout.prompt_id` indexes
         `prompts`). `rng` draws the response length when `sampling.length_range` is set;
-        `progress` is a rich Progress to add a task to, or None."""
+        `progress` is a rich Progress to add a task to, or None. `prompt_ids`, when given,
+        are the prompts' token ids to continue exactly as they are (an episode's later turns:
+        its context is never re-tokenised from text)."""
         raise NotImplementedError
 
     def sync_weights(self, model: Any) -> None:
@@ -347,6 +354,67 @@ class RolloutEngine(Component):
         """Free what the engine holds (processes, memory)."""
 
 
+class EnvironmentConfig(ComponentConfig):
+    """Options every environment takes, besides its own: the limits of an episode."""
+
+    #: Model turns per episode at most (the episode ends after the last one).
+    max_turns: int = Field(default=4, ge=1)
+    #: Tokens after the prompt at most, the model's and the environment's together; a turn
+    #: that would go past it is cut there and ends the episode.
+    max_episode_tokens: int = Field(default=256, ge=1)
+    #: Seconds a tool call may take; a slower one becomes an error message to the model.
+    tool_timeout: float = Field(default=5.0, gt=0)
+    #: The prompts are plain questions: show each to the policy as a user message through its
+    #: chat template, with the environment's tools (false: the prompt is used as written).
+    chat_template: bool = False
+
+
+@dataclass
+class EnvStep:
+    """An environment's answer to one model turn."""
+
+    #: The message the model reads next (a tool result, the game's reply); may be empty.
+    observation: str = ""
+    #: Reward for this turn; the episode's rewards are summed.
+    reward: float = 0.0
+    #: The episode is over (the observation is then recorded but not shown to the model).
+    done: bool = False
+    #: The chat role the observation is shown under ("user", or "tool" for tool results).
+    role: str = "user"
+
+
+class Environment(Component):
+    """What the policy talks to over several turns: a game, a simulated user, a tool box.
+
+    One instance serves every episode of a run, so an episode's state lives in the object
+    `reset` returns, never on the environment itself. The episode's reward is the sum of its
+    turns' rewards plus `final_reward`, added to what the recipe's reward sources give the
+    finished transcript.
+    """
+
+    kind = "environment"
+    Config: ClassVar[type[ComponentConfig]] = EnvironmentConfig
+
+    def tools(self) -> list[Callable[..., Any]]:
+        """Plain functions the model may call (type hints and docstring become the schema its
+        chat template shows). A reply with a well-formed tool call runs the tool instead of
+        `step`; a reply without one goes to `step`."""
+        return []
+
+    def reset(self, prompt: str, fields: Mapping[str, Any], seed: int) -> Any:
+        """Start an episode for a prompt row (`fields`: its other fields); returns the
+        episode's state, handed back to `step`. `seed` makes a random start repeatable."""
+        return None
+
+    def step(self, state: Any, reply: str) -> EnvStep:
+        """Answer one model turn (its text, special tokens removed)."""
+        raise NotImplementedError
+
+    def final_reward(self, state: Any) -> float | None:
+        """A reward for the whole finished episode, or None (only the turns' rewards)."""
+        return None
+
+
 #: kind -> base class; the order is the order `rlhfx plugins list` shows.
 KINDS: dict[str, type[Component]] = {
     "stage": Stage,
@@ -356,6 +424,7 @@ KINDS: dict[str, type[Component]] = {
     "ranker": Ranker,
     "data_format": DataFormat,
     "rollout_engine": RolloutEngine,
+    "environment": Environment,
 }
 
 KIND_LABELS: dict[str, str] = {
@@ -366,4 +435,5 @@ KIND_LABELS: dict[str, str] = {
     "ranker": "ranker",
     "data_format": "data format",
     "rollout_engine": "rollout engine",
+    "environment": "environment",
 }

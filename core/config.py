@@ -124,6 +124,10 @@ class DataFormatRef(ComponentRef):
     kind = "data_format"
 
 
+class EnvironmentRef(ComponentRef):
+    kind = "environment"
+
+
 # ------------------------------------------------------------------------- sources
 
 STAGE_REF = re.compile(r"^@(?P<stage>[A-Za-z_][A-Za-z0-9_-]*)(?:\.(?P<output>[A-Za-z0-9_-]+))?$")

@@ -98,6 +98,18 @@ def rlhfx_register_rollout_engines(register: Register) -> None:
 
 
 @hookspec
+def rlhfx_register_environments(register: Register) -> None:
+    """Register environments (subclasses of `rlhfx.Environment`) for multi-turn episodes.
+
+    :param register: call `register(EnvironmentClass)` once for each environment.
+
+    Called once per process when the plugin system loads. The `align` stage looks its
+    `environment.name` up in the table this builds; `reset` then starts each episode and
+    `step` answers each model turn.
+    """
+
+
+@hookspec
 def rlhfx_register_commands(cli: Any) -> None:
     """Add commands to the `rlhfx` command line.
 

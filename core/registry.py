@@ -39,6 +39,7 @@ REGISTER_HOOKS: dict[str, str] = {
     "ranker": "rlhfx_register_rankers",
     "data_format": "rlhfx_register_data_formats",
     "rollout_engine": "rlhfx_register_rollout_engines",
+    "environment": "rlhfx_register_environments",
 }
 
 

@@ -104,8 +104,12 @@ def generate(
     description: str = "generating",
     rng: random.Random | None = None,
     prefill_once: bool = True,
+    prompt_ids: Sequence[list[int]] | None = None,
 ) -> list[Rollout]:
     """`num_samples` responses for each prompt, ordered prompt by prompt.
+
+    `prompt_ids`: the prompts' token ids, used as given instead of encoding `prompts` (an
+    episode's context holds sampled ids that must not be re-tokenised).
 
     `rng` draws the per-call response length when `sampling.length_range` is set.
     `prefill_once` runs each prompt through the model once for its k samples (see
@@ -128,9 +132,9 @@ def generate(
     try:
         for start in range(0, len(prompts), per_call):
             chunk = list(prompts[start : start + per_call])
-            enc = tokenizer.pad(
-                {"input_ids": encode_prompts(tokenizer, chunk)}, padding=True, return_tensors="pt"
-            )
+            given = ([list(row) for row in prompt_ids[start : start + per_call]]
+                     if prompt_ids is not None else encode_prompts(tokenizer, chunk))
+            enc = tokenizer.pad({"input_ids": given}, padding=True, return_tensors="pt")
             enc = {k: v.to(device) for k, v in enc.items()}
             kwargs: dict[str, Any] = dict(
                 max_new_tokens=sampling.draw_max_new_tokens(rng),
@@ -157,7 +161,7 @@ def generate(
             responses = generated[:, width:].tolist()
             prompt_rows = enc["input_ids"].tolist()
             masks = enc["attention_mask"].tolist()
-            prompt_ids = [
+            unpadded = [
                 [t for t, m in zip(row, mask, strict=True) if m]
                 for row, mask in zip(prompt_rows, masks, strict=True)
             ]
@@ -170,7 +174,7 @@ def generate(
                     Rollout(
                         prompt_id=start + p,
                         prompt=chunk[p],
-                        prompt_ids=prompt_ids[p],
+                        prompt_ids=unpadded[p],
                         response_ids=ids,
                         text=text,
                     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlhfx import (
     AlgorithmConfig,
@@ -20,6 +20,8 @@ from rlhfx import (
     CleanerRef,
     ComponentConfig,
     DataSource,
+    EnvironmentConfig,
+    EnvironmentRef,
     ModelSource,
     ResponseCleaner,
     RewardSourceRef,
@@ -59,6 +61,27 @@ class AlignConfig(ComponentConfig):
     #: (transformers' generate, the default), `{ engine = "vllm", ... }` (needs
     #: `pip install 'rlhfx[vllm]'`) or any installed engine (`rlhfx components list`).
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
+    #: Multi-turn episodes: `{ name = "calculator", max_turns = 4, ... }` (an environment
+    #: and its options). Unset: one reply per prompt. The reward sources score the finished
+    #: transcript; the environment's own rewards are added.
+    environment: EnvironmentRef | None = None
+
+    @model_validator(mode="after")
+    def _episodes_need_an_episode_algorithm(self) -> AlignConfig:
+        if self.environment is None:
+            return self
+        from rlhfx.registry import get_plugins
+
+        table = get_plugins().components["algorithm"]
+        entry = table.get(self.algorithm.name)
+        if entry is not None and not entry.cls.trains_episodes:
+            raise ValueError(refused_algorithm(self.algorithm.name))
+        return self
+
+
+def refused_algorithm(name: str) -> str:
+    return (f"the algorithm '{name}' does not train on multi-turn episodes (its update would "
+            "learn from the environment's tokens); use grpo, rloo, reinforce_pp or online_dpo")
 
 
 def prompts_within(prompts: list[str], tokenizer: Any, limit: int | None) -> list[bool]:
@@ -99,6 +122,15 @@ class AlignStage(Stage):
         if options.eval_max_prompts is not None:
             eval_rows = eval_rows[: options.eval_max_prompts]
         evals, eval_fields = split_fields(eval_rows)
+        environment = None
+        env_key = f"{ctx.recipe_file}: stages.{ctx.stage_id}.environment"
+        if c.environment is not None:
+            if not algorithm.trains_episodes:
+                raise UserError(f"{env_key}: {refused_algorithm(algorithm.name)}")
+            environment = c.environment.build()
+            if not isinstance(environment.config, EnvironmentConfig):
+                raise UserError(f"{env_key}: '{environment.name}' has a Config that does not "
+                                "subclass rlhfx.EnvironmentConfig (its episode limits)")
         setup = AlignmentSetup(
             config=options, policy_source=policy, tokenizer=tokenizer, prompts=prompts,
             eval_prompts=evals, cleaners=cleaners, reward=c.reward.build(),
@@ -106,6 +138,7 @@ class AlignStage(Stage):
             device=_device(ctx.device), where=where, log=ctx.log,
             seed=options.seed if options.seed is not None else ctx.seed, rollouts=c.rollouts,
             parallelism=ctx.parallelism, prompt_fields=fields, eval_prompt_fields=eval_fields,
+            environment=environment, environment_key=env_key,
         )
         return AlignmentLoop(ctx, setup, algorithm).run()
 

@@ -36,6 +36,7 @@ from rlhfx.alignment.setup import AlignmentSetup
 from rlhfx.alignment.tokens import cut_to_clean_text
 from rlhfx.components import AlignmentAlgorithm, Sample
 from rlhfx.context import StageContext
+from rlhfx.episodes import add_environment_rewards, episode_metrics, episode_sample
 from rlhfx.errors import UserError
 from rlhfx.files import atomic_write_json, read_jsonl, write_jsonl
 from rlhfx.rollouts import RolloutEngine, SamplingSettings, make_engine
@@ -224,6 +225,7 @@ class AlignmentLoop:
             **{algorithm_metric_name(self.name, k): v for k, v in returned.items()},
             **({"nonfinite_skipped_steps": steps.skipped} if c.on_nonfinite == "skip" else {}),
             **evaluation, **{f"seconds_{k}": v for k, v in times.items()},
+            **(episode_metrics([s.extra for s in samples]) if self._episodes else {}),
             "seconds_iteration": time.perf_counter() - started,
         }
         record = clean_record(record)
@@ -254,18 +256,27 @@ class AlignmentLoop:
         )
         assert self.engine is not None
         diverged: tuple[str, Any] | None = None
+        rollouts: list[Any] = []
+        played: list[Sample] = []
         with self._full_weights(), setup.autocast():  # every process: gathering is collective
             try:
-                rollouts = self.engine.generate(
-                    prompts, sampling, num_samples=self.k, stop_strings=setup.stop_strings,
-                    progress=progress, description=description, rng=rng,
-                ) if prompts else []
+                if self._episodes:
+                    played = self._play(indices, positions, prompts, sampling, rng, progress,
+                                        description)
+                elif prompts:
+                    rollouts = self.engine.generate(
+                        prompts, sampling, num_samples=self.k,
+                        stop_strings=setup.stop_strings, progress=progress,
+                        description=description, rng=rng,
+                    )
             except NonFinite as exc:
-                diverged, rollouts = (exc.metric, exc.value), []
+                diverged, rollouts, played = (exc.metric, exc.value), [], []
         # Every process stops together, also when only some sampled a broken distribution.
         found = [d for d in distributed.gather_objects(diverged) if d is not None]
         if found:
             raise NonFinite(*found[0])
+        if self._episodes:
+            return played
         eos = setup.tokenizer.eos_token_id
         out = []
         for n, r in enumerate(rollouts):
@@ -280,6 +291,27 @@ class AlignmentLoop:
             ))
         return out
 
+    def _play(self, indices: list[int], positions: list[int], prompts: list[str],
+              sampling: SamplingSettings, rng: random.Random, progress: Any,
+              description: str) -> list[Sample]:
+        """This process's episodes (prompts x k) as samples: one sample per episode (called
+        with the full weights gathered and autocast on)."""
+        from rlhfx.episodes import run_episodes
+
+        setup = self.setup
+        assert self.engine is not None and setup.environment is not None
+        keys = [indices[p] for p in positions]
+        fields = [setup.prompt_fields[i] if setup.prompt_fields else {} for i in keys]
+        episodes = run_episodes(
+            self.engine, setup.tokenizer, setup.environment, prompts, fields, sampling,
+            num_samples=self.k, stop_strings=setup.stop_strings, rng=rng,
+            seed=rng.randrange(2**32),
+            prompt_keys=keys, where=setup.environment_key, progress=progress,
+            description=description,
+        )
+        return [episode_sample(e, positions[e.prompt_index], fields[e.prompt_index],
+                               setup.tokenizer) for e in episodes]
+
     def _clean_and_score(self, mine: list[Sample]) -> list[Sample]:
         """Clean, cut the tokens to the cleaned text, score; then everyone's samples in
         (prompt, sample) order."""
@@ -288,10 +320,16 @@ class AlignmentLoop:
         setup = self.setup
         clean(mine, setup.cleaners, self._reward_key.rsplit(".", 1)[0] + ".cleaners")
         for s in mine:
+            if s.action_mask is not None:
+                continue  # an episode's tokens stay whole: cleaners change only its text
             s.response_ids, s.token_status = cut_to_clean_text(
                 setup.tokenizer, s.response_ids, s.raw_response, s.response
             )
-        score(mine, setup.reward, where=self._reward_key, by_tokens=self._score_tokens)
+        episodes = self._episodes
+        score(mine, setup.reward, where=self._reward_key,
+              by_tokens=self._score_tokens and not episodes)
+        if episodes:
+            add_environment_rewards(mine)
         for s in mine:
             if s.reward is not None and not math.isfinite(s.reward):
                 if self.config.nonfinite_rewards == "error":
@@ -375,6 +413,8 @@ class AlignmentLoop:
             prefix="eval_", batch_size=c.inference_batch_size,
             stop_strings=setup.stop_strings, autocast=setup.autocast(), progress=progress,
             where=self._reward_key, engine=self.engine, fields=setup.eval_prompt_fields,
+            environment=setup.environment if self._episodes else None,
+            environment_key=getattr(setup, "environment_key", "environment"),
         )
 
     # ------------------------------------------------------------------ files
@@ -483,6 +523,11 @@ class AlignmentLoop:
         distributed.barrier()
 
     @property
+    def _episodes(self) -> bool:
+        """Rollouts are multi-turn episodes with the setup's environment."""
+        return getattr(self.setup, "environment", None) is not None
+
+    @property
     def _reward_key(self) -> str:
         return f"{self.ctx.recipe_file}: stages.{self.ctx.stage_id}.reward"
 
@@ -493,7 +538,21 @@ def _slowest(seconds: float) -> float:
 
 
 def _jsonable(extra: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in extra.items() if isinstance(v, str | int | float | bool | None)}
+    """The JSON values of `extra` (an episode's turn-by-turn record included)."""
+    import json
+
+    out: dict[str, Any] = {}
+    for key, value in extra.items():
+        if isinstance(value, str | int | float | bool | None):
+            out[key] = value
+        elif isinstance(value, list | dict):
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                continue
+            out[key] = value
+    return out
+
 
 
 def _fmt(value: Any, spec: str = ".3f") -> str:

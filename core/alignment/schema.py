@@ -61,6 +61,18 @@ METRICS: dict[str, tuple[str, str]] = {
     "seconds_eval": ("the held-out eval, when it ran", "s"),
     "seconds_iteration": ("the whole iteration, checkpoint excluded", "s"),
     "warnings": ("guard warnings raised this iteration (list of strings)", "text"),
+    "episode_turns_mean": ("runs with an environment: mean model turns per episode", "count"),
+    "episode_env_reward_mean": ("runs with an environment: mean of the rewards the environment "
+                                "gave an episode (in reward_mean too)", "reward"),
+    "episode_done_rate": ("runs with an environment: share of episodes the environment ended "
+                          "(not a limit)", "fraction"),
+    "episode_max_tokens_rate": ("runs with an environment: share of episodes cut by "
+                                "max_episode_tokens", "fraction"),
+    "tool_calls": ("runs with an environment: tool calls in this iteration's episodes",
+                   "count"),
+    "tool_errors": ("tool calls that failed (raised, timed out, unknown tool, unreadable call, "
+                    "garbage result); the model read an error message", "count"),
+    "tool_timeouts": ("tool calls stopped by tool_timeout (in tool_errors too)", "count"),
 }
 
 

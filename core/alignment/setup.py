@@ -18,7 +18,7 @@ from typing import Any
 from rlhfx import distributed
 from rlhfx.alignment.config import AlgorithmConfig
 from rlhfx.alignment.reference import ReferenceModel
-from rlhfx.components import ResponseCleaner, RewardSource, Sample
+from rlhfx.components import Environment, ResponseCleaner, RewardSource, Sample
 from rlhfx.errors import UserError
 from rlhfx.rollouts import RolloutSettings
 from rlhfx.sharding import Parallelism
@@ -56,6 +56,9 @@ class AlignmentSetup:
     rollouts: RolloutSettings = field(default_factory=RolloutSettings)
     #: `ddp` (every process holds the whole policy) or `fsdp` (sharded): the stage's choice
     parallelism: Parallelism = field(default_factory=Parallelism)
+    #: the environment of multi-turn episodes (None: one reply per prompt), and its recipe key
+    environment: Environment | None = None
+    environment_key: str = "environment"
 
     # ------------------------------------------------------------------ processes
     @property

@@ -24,7 +24,7 @@ def run_eval(
 ) -> dict[str, Any] | None:
     """Evaluate and write the files; returns the summary on the main process, else None."""
     from rlhfx import distributed
-    from rlhfx.data.prompts import read_prompt_set
+    from rlhfx.data.prompts import read_prompt_rows, read_prompt_set
     from rlhfx.loading import loading
     from rlhfx.runner import pick_device
 
@@ -36,7 +36,12 @@ def run_eval(
     sources = [resolve_model(m) for m in models]
     with loading("the judge"):
         judge = build_judge(judge_table, "judge")
-    prompts = read_prompt_set(resolve_prompts(prompts_source))
+    if settings.environment is not None:
+        rows = read_prompt_rows(resolve_prompts(prompts_source))[:max_prompts]
+        prompts = [r["prompt"] for r in rows]
+        settings.fields = [{k: v for k, v in r.items() if k != "prompt"} for r in rows]
+    else:
+        prompts = read_prompt_set(resolve_prompts(prompts_source))
     if max_prompts is not None:
         prompts = prompts[:max_prompts]
     settings.device = pick_device(settings.device, "--device")
@@ -136,13 +141,16 @@ def rlhfx_register_commands(cli):
                        "such as '{ engine = \"vllm\", dtype = \"float32\" }'.")
     @click.option("--output-dir", "-o", default="eval", show_default=True,
                   help="Where eval.json and eval.html go.")
+    @click.option("--environment", "environment_table", default=None, metavar="TOML",
+                  help="Play each prompt as an episode: an environment name or inline table, "
+                       "e.g. '{ name = \"calculator\", chat_template = true }'.")
     @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
     @user_errors
     def eval_cmd(models: tuple[str, ...], prompts: str, judge: str | None,
                  judge_from: str | None, judge_key: str | None, max_prompts: int | None,
                  max_new_tokens: int, temperature: float, top_p: float, batch_size: int,
                  seed: int, chat_template: bool, device: str, engine: str, output_dir: str,
-                 as_json: bool) -> None:
+                 environment_table: str | None, as_json: bool) -> None:
         """Answer PROMPTS with each MODEL and judge the answers; two models: who wins.
 
         MODEL is a run directory (its aligned model), a stage directory, a model directory or
@@ -152,8 +160,8 @@ def rlhfx_register_commands(cli):
         from rlhfx.rollouts import RolloutSettings, check_engine
 
         from .run import EvalSettings
+        from .sources import build_environment, parse_inline_engine, parse_inline_judge
         from .sources import judge_from as judge_from_recipe
-        from .sources import parse_inline_engine, parse_inline_judge
 
         silence_library_progress()  # the judge's model too; ours shows while models load
         if (judge is None) == (judge_from is None):
@@ -168,6 +176,7 @@ def rlhfx_register_commands(cli):
             max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
             batch_size=batch_size, seed=seed, apply_chat_template=chat_template, device=device,
             rollouts=rollouts,
+            environment=(build_environment(environment_table) if environment_table else None),
         )
         out = Path(output_dir)
         summary = run_eval(list(models), prompts, table, out, settings, max_prompts)

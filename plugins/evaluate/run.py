@@ -40,6 +40,10 @@ class EvalSettings:
     #: the weights it loads; unset: a temporary folder).
     rollouts: RolloutSettings = field(default_factory=RolloutSettings)
     work_dir: str | None = None
+    #: Play each prompt as an episode with this environment (`--environment`), and the prompt
+    #: rows' other fields (aligned with the prompts) for its `reset` and the judge.
+    environment: Any = None
+    fields: list[dict[str, Any]] = field(default_factory=list)
 
 
 def default_cleaners(tokenizer: Any) -> list[ResponseCleaner]:
@@ -117,6 +121,13 @@ def answer_and_score(
         do_sample=settings.temperature > 0,
     )
     engine = engines.for_model(model, tokenizer)
+    if settings.environment is not None:
+        samples = _episodes(engine, tokenizer, mine, indices, judge, cleaners, sampling,
+                            settings)
+        engines.release()
+        del model, engine
+        gc.collect()
+        return [_row(indices[s.prompt_id], s) for s in samples]
     # Each process draws from its own stream (one seed everywhere would repeat the same draws
     # in every shard); greedy answers (temperature 0) do not depend on it at all.
     torch.manual_seed(settings.seed + distributed.rank())
@@ -223,4 +234,34 @@ def evaluate(
 
 
 def _answer(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: row[k] for k in ("raw", "response", "reward", "discarded", "finished")}
+    keys = ("raw", "response", "reward", "discarded", "finished", "turns")
+    return {k: row[k] for k in keys if k in row}
+
+
+def _episodes(engine: Any, tokenizer: Any, mine: list[str], indices: Sequence[int],
+              judge: RewardSource, cleaners: list[ResponseCleaner], sampling: Any,
+              settings: EvalSettings) -> list[Any]:
+    """This process's prompts played as episodes, judged with the environment's rewards."""
+    import torch
+
+    from rlhfx.components import frozen_statistics
+    from rlhfx.episodes import add_environment_rewards, episode_sample, run_episodes
+    from rlhfx.scoring import clean_and_score
+
+    fields = [dict(settings.fields[i]) if settings.fields else {} for i in indices]
+    torch.manual_seed(settings.seed + distributed.rank())
+    episodes = run_episodes(engine, tokenizer, settings.environment, mine, fields, sampling,
+                            rng=random.Random(settings.seed), seed=settings.seed,
+                            prompt_keys=list(indices), where="--environment")
+    samples = [episode_sample(e, e.prompt_index, fields[e.prompt_index], tokenizer)
+               for e in episodes]
+    with frozen_statistics(judge):
+        clean_and_score(samples, cleaners, judge)
+    add_environment_rewards(samples)
+    return samples
+
+
+def _row(index: int, s: Any) -> dict[str, Any]:
+    return {"index": index, "raw": s.raw_response, "response": s.response, "reward": s.reward,
+            "discarded": s.discard_reason, "finished": s.finished,
+            "turns": s.extra.get("turns", [])}

@@ -206,3 +206,26 @@ def build_judge(table: dict[str, Any], where: str) -> RewardSource:
     except Exception as exc:  # pydantic's ValidationError on a malformed table
         raise UserError(f"{where}: {exc}".splitlines()[0]) from None
     return ref.build()
+
+
+def build_environment(text: str) -> Any:
+    """`--environment`: a name or an inline table, built (a bad one is a one-line error)."""
+    from rlhfx.config import EnvironmentRef
+
+    text = text.strip()
+    if re.fullmatch(r"[A-Za-z_][A-Za-z0-9_-]*", text):
+        table: Any = {"name": text}
+    else:
+        try:
+            table = tomllib.loads(f"environment = {text}")["environment"]
+        except tomllib.TOMLDecodeError as exc:
+            raise UserError(f"--environment: not a name or an inline TOML table ({exc})"
+                            ) from None
+    try:
+        ref = EnvironmentRef.model_validate(table)
+        ref.resolve()
+    except UserError as exc:
+        raise UserError(f"--environment: {exc}") from None
+    except Exception as exc:  # pydantic's ValidationError on a malformed table
+        raise UserError(f"--environment: {exc}".splitlines()[0]) from None
+    return ref.build()

@@ -73,6 +73,7 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
     """Iterative DPO: the best and the worst of k samples per prompt as a preference pair."""
 
     name = "online_dpo"
+    trains_episodes = True  # its token loss follows Sample.action_mask
     Config = OnlineDPOConfig
     config: OnlineDPOConfig
 

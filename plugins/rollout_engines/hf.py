@@ -27,11 +27,12 @@ class HFEngine(RolloutEngine):
         rng: random.Random | None = None,
         progress: Any = None,
         description: str = "generating",
+        prompt_ids: Sequence[list[int]] | None = None,
     ) -> list[Rollout]:
         return generate(
             self.model, self.tokenizer, prompts, sampling, num_samples=num_samples,
             batch_size=self.batch_size, stop_strings=stop_strings, progress=progress,
-            description=description, rng=rng,
+            description=description, rng=rng, prompt_ids=prompt_ids,
         )
 
     def sync_weights(self, model: Any) -> None:

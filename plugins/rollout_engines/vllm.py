@@ -213,6 +213,7 @@ class VLLMEngine(RolloutEngine):
         rng: random.Random | None = None,
         progress: Any = None,
         description: str = "generating",
+        prompt_ids: Sequence[list[int]] | None = None,
     ) -> list[Rollout]:
         import torch
         from vllm import SamplingParams
@@ -221,7 +222,8 @@ class VLLMEngine(RolloutEngine):
         if not prompts:
             return []
         rng = rng or random.Random(0)
-        prompt_ids = encode_prompts(self.tokenizer, prompts)
+        ids_of = ([list(row) for row in prompt_ids] if prompt_ids is not None
+                  else encode_prompts(self.tokenizer, prompts))
         # Seeds follow torch's generator, as the `hf` path's sampling does, so a run's seed
         # fixes its rollouts; `rng` is left for the response lengths, as on that path.
         base_seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -239,7 +241,7 @@ class VLLMEngine(RolloutEngine):
             else:
                 common.update(temperature=0.0)
             params.append(SamplingParams(**common))
-        requests = [{"prompt_token_ids": ids} for ids in prompt_ids]
+        requests = [{"prompt_token_ids": row} for row in ids_of]
         outputs = self.llm.generate(requests, params, use_tqdm=False)
         eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
         out: list[Rollout] = []
@@ -248,7 +250,7 @@ class VLLMEngine(RolloutEngine):
             cut = [cut_at_eos(list(c.token_ids), eos, pad) for c in completions]
             texts = self.tokenizer.batch_decode(cut, skip_special_tokens=True)
             for ids, text in zip(cut, texts, strict=True):
-                out.append(Rollout(prompt_id=p, prompt=prompts[p], prompt_ids=prompt_ids[p],
+                out.append(Rollout(prompt_id=p, prompt=prompts[p], prompt_ids=ids_of[p],
                                    response_ids=ids, text=text))
         if task is not None:
             progress.advance(task, len(prompts))

@@ -14,7 +14,8 @@ import click
 
 from rlhfx import UserError, hookimpl
 
-KINDS = ("reward_source", "cleaner", "ranker", "algorithm", "stage", "data_format")
+KINDS = ("reward_source", "cleaner", "ranker", "algorithm", "stage", "data_format",
+         "environment")
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

@@ -484,3 +484,60 @@ def test_a_data_stage_reads_it(rlhfx_cli, tmp_path):
     assert all(row["good"] in pairs and row["bad"] in pairs for row in rows)
 ''',
 }
+
+# The environment kind: kept as its own entries so the templates above can change apart.
+USAGE["environment"] = ('[stages.align]\nalgorithm = { name = "grpo" }\n'
+                        'environment = { name = "$name", max_turns = 3 }')
+
+CODE["environment"] = HEAD + '''from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from rlhfx import Environment, EnvironmentConfig, EnvStep, hookimpl
+
+
+class ${cls}Config(EnvironmentConfig):
+    #: The word the model must say; a prompt row's `target` field overrides it.
+    target: str = "please"
+    #: Reward when the model says it.
+    reward: float = 1.0
+
+
+@dataclass
+class ${cls}State:
+    target: str
+    tries: int = 0
+
+
+class $cls(Environment):
+    """The model has a few turns to say the target word; each miss is answered "Try again"."""
+
+    name = "$name"
+    Config = ${cls}Config
+    config: ${cls}Config
+
+    def reset(self, prompt: str, fields: Mapping[str, Any], seed: int) -> ${cls}State:
+        return ${cls}State(str(fields.get("target", self.config.target)))
+
+    def step(self, state: ${cls}State, reply: str) -> EnvStep:
+        state.tries += 1
+        if state.target.lower() in reply.lower():
+            return EnvStep("Well done.", reward=self.config.reward, done=True)
+        return EnvStep("Try again.")
+
+
+@hookimpl
+def rlhfx_register_environments(register):
+    register($cls)
+'''
+
+TESTS["environment"] = TEST_HEAD + '''
+def test_answers_each_turn(rlhfx_plugins):
+    cls = rlhfx_plugins().get("environment", "$name").cls
+    env = cls(cls.Config(reward=2.0))
+    state = env.reset("Say the word.", {"target": "thanks"}, seed=0)
+    miss = env.step(state, "hello")
+    assert (miss.observation, miss.reward, miss.done) == ("Try again.", 0.0, False)
+    hit = env.step(state, "Thanks!")
+    assert (hit.reward, hit.done, state.tries) == (2.0, True, 2)
+'''

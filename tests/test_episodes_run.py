@@ -1,0 +1,147 @@
+"""Episode runs on the built-in tiny policy: the guess game's reward rises under GRPO, every
+episode-capable algorithm trains on episodes, samples and eval files show the turns, a run
+killed with SIGKILL resumes exactly, two processes agree, and RAFT refuses episodes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from critic_free_runs import RECIPES, final_weights, rising, run, same_weights, toml_value
+from fixtures.runs import kill_then_resume, records, subprocess_env
+
+GAME = {"name": "guess_number", "choices": ["bike", "book", "cook", "desk"],
+        "valid_guess_reward": 0.2, "max_turns": 2, "max_episode_tokens": 40}
+PROMPTS = "pkg:rlhfx.plugins.environments/data/guess_words.jsonl"
+
+
+def episode_recipe(tmp_path: Path, algorithm: dict, environment: dict | None = None,
+                   extra: str = "") -> Path:
+    env = toml_value(environment or GAME)
+    algo = toml_value({"iterations": 2, "batch_size": 2, "k": 2, "max_new_tokens": 6,
+                       "torch_threads": 1, **algorithm})
+    path = tmp_path / "recipe.toml"
+    path.write_text(
+        f'[run]\nseed = 5\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'
+        f'prompts = "{PROMPTS}"\nreward = "none"\ncleaners = [{{ name = "strip" }}]\n'
+        f"environment = {env}\nalgorithm = {algo}\n{extra}", encoding="utf-8")
+    return path
+
+
+def samples(out: Path, iteration: int, name: str = "samples.jsonl") -> list[dict]:
+    folder = out / "stages" / "align" / "iterations" / f"iter-{iteration:04d}"
+    return [json.loads(line) for line in (folder / name).read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_tiny_guess_recipe_raises_the_reward(rlhfx_cli, tmp_path):
+    out = run(rlhfx_cli, RECIPES / "tiny_guess.toml", tmp_path / "run")
+    recs = [r for r in records(out) if r["step"] > 0]
+    assert len(recs) == 20
+    first, last = rising([r["reward_mean"] for r in recs])
+    assert last > first + 0.15, (first, last)
+    done_first, done_last = rising([r["episode_done_rate"] for r in recs])
+    assert done_last > done_first, (done_first, done_last)
+    rows = samples(out, 20)
+    assert len(rows) == 32 and all(r["turns"][0]["role"] == "assistant" for r in rows)
+    assert {r["episode_end"] for r in rows} <= {"done", "max_turns", "max_tokens"}
+
+
+@pytest.mark.parametrize("algorithm", [
+    {"name": "grpo", "beta": 0.04},
+    {"name": "rloo"},
+    {"name": "reinforce_pp"},
+    {"name": "online_dpo", "beta": 0.1},
+])
+def test_each_episode_algorithm_trains_on_episodes(rlhfx_cli, tmp_path, algorithm):
+    recipe = episode_recipe(tmp_path, {**algorithm, "iterations": 1},
+                            extra=f'eval_prompts = "{PROMPTS}"\n')
+    out = run(rlhfx_cli, recipe, tmp_path / "run")
+    rec = next(r for r in records(out) if r["step"] == 1)
+    assert rec["num_samples"] == 4 and 1 <= rec["episode_turns_mean"] <= 2
+    assert "tool_calls" in rec and "eval_reward_mean" in rec
+    for row in samples(out, 1):
+        assert row["turns"] and row["response_tokens"] <= GAME["max_episode_tokens"]
+        model_turns = [t for t in row["turns"] if t["role"] == "assistant"]
+        assert len(model_turns) == row["episode_model_turns"]
+    evals = samples(out, 1, "eval.jsonl")
+    assert len(evals) == 4 and all(e["turns"] for e in evals)
+
+
+def test_raft_refuses_episodes(rlhfx_cli, tmp_path):
+    recipe = episode_recipe(tmp_path, {"name": "raft", "min_new_tokens": 6})
+    recipe.write_text(recipe.read_text().replace(', "k": 2', "").replace('"batch_size": 2, ',
+                                                                           ""))
+    for command in (("validate", str(recipe)), ("run", str(recipe), "-o", str(tmp_path))):
+        result = rlhfx_cli(*command)
+        assert result.exit_code == 2, result.output
+        assert "stages.align: the algorithm 'raft' does not train on multi-turn episodes" in (
+            result.output)
+        assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_episode_run_resumes_exactly_after_kill(rlhfx_cli, tmp_path):
+    recipe = episode_recipe(tmp_path, {"name": "grpo", "iterations": 6, "beta": 0.04,
+                                       "save_every": 1})
+    killed = tmp_path / "killed"
+    assert 3 <= kill_then_resume(recipe, killed) < 6
+    assert "resuming after iteration" in (killed / "run.log").read_text()
+    reference = run(rlhfx_cli, recipe, tmp_path / "reference")
+    got, want = records(killed), records(reference)
+    assert [r["step"] for r in got] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(got, want, strict=True):
+        for key in ("reward_mean", "kl_mean", "train_loss", "episode_turns_mean"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
+    for it in (4, 6):
+        assert [r["turns"] for r in samples(killed, it)] == [
+            r["turns"] for r in samples(reference, it)]
+    assert same_weights(final_weights(killed), final_weights(reference))
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
+                    reason="torchrun is not installed")
+def test_episodes_on_two_processes(tmp_path):
+    """Three prompts x 2 episodes on two workers (one holds 4 episodes, the other 2): the
+    samples file holds all six, and both workers stay in step through the updates."""
+    recipe = episode_recipe(tmp_path, {"name": "grpo", "batch_size": 3, "mini_batch_size": 2})
+    out = tmp_path / "run"
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    result = subprocess.run(
+        [torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "rlhfx.cli",
+         "run", str(recipe), "-o", str(out)],
+        env=subprocess_env(), capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "2 process(es)" in (out / "run.log").read_text()
+    recs = records(out)
+    assert [r["step"] for r in recs] == [1, 2]
+    rows = samples(out, 2)
+    assert sorted((r["prompt_id"], r["sample"]) for r in rows) == [
+        (p, j) for p in range(3) for j in range(2)]
+    assert all(r["turns"] for r in rows)
+
+
+def test_rlhfx_eval_plays_episodes_and_keeps_their_turns(rlhfx_cli, tmp_path):
+    game = ('{ name = "guess_number", choices = ["bike", "book", "cook", "desk"], '
+            'valid_guess_reward = 0.2, max_turns = 2, max_episode_tokens = 40 }')
+    result = rlhfx_cli("eval", "builtin:tiny-gpt-neo", "--prompts", PROMPTS, "--judge", "none",
+                       "--environment", game, "--max-new-tokens", "6", "-o", str(tmp_path),
+                       "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    (model,) = summary["models"]
+    assert model["scored"] == 4 and 0.0 <= model["mean_reward"] <= 2 * 0.2 + 1.0
+    saved = json.loads((tmp_path / "eval.json").read_text())
+    for row in saved["rows"]:
+        (answer,) = row["answers"].values()
+        assert answer["turns"][0]["role"] == "assistant"
+    bad = rlhfx_cli("eval", "builtin:tiny-gpt-neo", "--judge", "none", "--environment",
+                    "guess_numbr", "-o", str(tmp_path / "bad"))
+    assert bad.exit_code == 2 and "--environment: unknown environment 'guess_numbr'" in (
+        bad.output)

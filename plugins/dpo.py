@@ -26,7 +26,6 @@ from rlhfx.hf_training import (
     TrainingOptions,
     drop_checkpoints,
     finished_model,
-    gathered_state,
     hold_out,
     make_progress_callback,
     merge_if_lora,
@@ -34,6 +33,7 @@ from rlhfx.hf_training import (
     quiet_trainer,
     run_trainer,
     save_atomically,
+    trained_model,
     trainer_arguments,
     trainer_class,
 )
@@ -261,7 +261,7 @@ class DPOStage(Stage):
                 report["accuracy_after"], len(held), report["reward_margin"],
                 100 * report["reward_accuracy"],
             )
-        full = gathered_state(trained)  # under fsdp; every process takes part
+        trained, full = trained_model(trained)  # under fsdp every process takes part
         if ctx.is_main:
             atomic_write_json(ctx.stage_dir / EVAL_FILE, results)
             if c.method == "lora" and c.save_adapter:

@@ -167,6 +167,11 @@ class RewardModelStage(Stage):
         from .gpt_neo_rm import REWARD_INFO, prepare_for_scoring
 
         c = self.config
+        if c.method == "lora" and ctx.parallelism.sharded:
+            # Its held-out accuracy runs on the merged model in every process.
+            raise UserError(f"{ctx.recipe_file}: stages.{ctx.stage_id}.method: the reward "
+                            "model's LoRA with parallelism = \"fsdp\" is not supported yet; "
+                            "use \"ddp\" for this stage (or method = \"full\")")
         quiet_libraries()
         resume = prepare_resume(ctx)
         pairs = read_pairs(ctx.resolve(c.data), c.data_split, c.skip_bad_rows)

@@ -23,7 +23,6 @@ from rlhfx.hf_training import (
     TrainingOptions,
     drop_checkpoints,
     finished_model,
-    gathered_state,
     hold_out,
     make_progress_callback,
     merge_if_lora,
@@ -32,6 +31,7 @@ from rlhfx.hf_training import (
     quiet_trainer,
     run_trainer,
     save_atomically,
+    trained_model,
     trainer_arguments,
     trainer_class,
 )
@@ -101,9 +101,8 @@ class SFTStage(Stage):
                 metrics = trainer.evaluate()  # logged to metrics.jsonl by the callback
                 ctx.log.info("sft: eval loss %.4f on %d held-out texts",
                              metrics.get("eval_loss", float("nan")), len(held))
-        full = gathered_state(trainer.model)  # under fsdp; every process takes part
+        trained, full = trained_model(trainer.model)  # under fsdp every process takes part
         if ctx.is_main:
-            trained = trainer.model
             if c.method == "lora" and c.save_adapter:
                 adapter = ctx.stage_dir / "adapter"
                 save_atomically(trained, tokenizer, adapter, {"base": model_source})

@@ -267,9 +267,14 @@ class AlignmentAlgorithm(Component):
         load_trainable_state(self.policy, state["policy"])
 
     def final_model(self) -> Any:
-        """The model the loop saves as the stage's output. Default: the policy, LoRA merged."""
+        """The model the loop saves as the stage's output. Default: the policy, LoRA merged
+        (a sharded one is merged when the loop saves it: it cannot merge in place)."""
+        from rlhfx.sharding import is_sharded
+
         model = self.policy
-        return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+        if hasattr(model, "merge_and_unload") and not is_sharded(model):
+            return model.merge_and_unload()
+        return model
 
     def save_extras(self, directory: Path) -> None:
         """Write files of the algorithm's own beside the final model (e.g. PPO's value head)."""

@@ -19,7 +19,6 @@ from rlhfx import distributed
 from rlhfx.components import ComponentConfig
 from rlhfx.config import DataSource, ModelSource
 from rlhfx.context import StageContext
-from rlhfx.errors import UserError
 from rlhfx.lora import LoraSettings
 
 # ------------------------------------------------------------------------------ options
@@ -127,11 +126,6 @@ def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext,
     if ctx.parallelism.sharded:
         from rlhfx.trainer_args import fsdp_arguments
 
-        if opts.method == "lora":
-            raise UserError(
-                f"{ctx.recipe_file}: stages.{ctx.stage_id}.method: LoRA with parallelism = "
-                "\"fsdp\" is not supported (the adapters are small: use \"ddp\" for this stage)"
-            )
         args.update(fsdp_arguments(config_cls, ctx.parallelism.fsdp))
     return build_arguments(
         config_cls, f"{ctx.recipe_file}: stages.{ctx.stage_id}", defaults=args,
@@ -348,6 +342,23 @@ def gathered_state(model: Any) -> dict[str, Any] | None:
     from rlhfx.sharding import full_state_dict, is_sharded, without_tied_copies
 
     return without_tied_copies(model, full_state_dict(model)) if is_sharded(model) else None
+
+
+def trained_model(model: Any) -> tuple[Any, dict[str, Any] | None]:
+    """What a stage saves: the model and the weights to save (None: its own).
+
+    Every process must call it. A sharded model's weights are gathered onto the main process;
+    a sharded LoRA model comes back there as a plain copy holding them, which can save its
+    adapter and merge (a sharded one cannot: each process holds a slice of every weight).
+    """
+    from rlhfx.sharding import full_state_dict, is_sharded, plain_lora_copy
+
+    if not is_sharded(model):
+        return model, None
+    if not hasattr(model, "merge_and_unload"):
+        return model, gathered_state(model)
+    state = full_state_dict(model)
+    return (plain_lora_copy(model, state) if distributed.is_main() else model), None
 
 
 def merge_if_lora(model: Any) -> Any:

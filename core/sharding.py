@@ -267,9 +267,15 @@ def save_hf_checkpoint(model: Any, target: str | Path, tokenizer: Any = None) ->
     Returns `target` on the main process, None on the others.
     """
     target = Path(target)
-    state = without_tied_copies(model, full_state_dict(model))
+    lora = is_sharded(model) and hasattr(model, "merge_and_unload")
+    state: dict[str, Any] | None = full_state_dict(model)
     if not distributed.is_main():
         return None
+    if lora:  # LoRA over a sharded base: merged in a plain copy, which saves itself
+        assert state is not None
+        model, state = merged_lora_copy(model, state), None
+    else:
+        state = without_tied_copies(model, state or {})
     tmp = target.with_name(target.name + ".partial")
     if tmp.exists():
         shutil.rmtree(tmp)
@@ -281,6 +287,38 @@ def save_hf_checkpoint(model: Any, target: str | Path, tokenizer: Any = None) ->
         shutil.rmtree(target)
     os.replace(tmp, target)
     return target
+
+
+def merged_lora_copy(model: Any, state: dict[str, Any]) -> Any:
+    """A plain (unsharded) copy of a sharded LoRA model from its gathered `state`, with the
+    adapters merged into the base weights (main process; the copy is on the CPU).
+
+    A sharded model cannot merge in place: each process holds a slice of every weight.
+    """
+    merged = plain_lora_copy(model, state).merge_and_unload()
+    if getattr(model, "generation_config", None) is not None:
+        merged.generation_config = model.generation_config
+    return merged
+
+
+def plain_lora_copy(model: Any, state: dict[str, Any]) -> Any:
+    """A plain (unsharded) peft model like the sharded `model`, holding the gathered `state`
+    (main process; on the CPU): it can save its adapter and merge."""
+    import torch
+    from peft import get_peft_model
+
+    base = model.get_base_model()
+    with torch.device("cpu"):
+        plain = plain_class(base)(base.config)
+    plain.to(next(iter(state.values())).dtype)
+    wrapped = get_peft_model(plain, model.peft_config[model.active_adapter])
+    wrapped.load_state_dict(state)
+    return wrapped
+
+
+def plain_class(model: Any) -> type:
+    """The model's own class (FSDP2 makes a sharded module an instance of a subclass)."""
+    return _unwrapped_class(model) if is_sharded(model) else type(model)
 
 
 def name_plain_class(model: Any, folder: Path) -> None:

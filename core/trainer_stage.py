@@ -23,7 +23,6 @@ from rlhfx.hf_training import (
     TrainingOptions,
     drop_checkpoints,
     finished_model,
-    gathered_state,
     make_progress_callback,
     merge_if_lora,
     prepare_resume,
@@ -31,6 +30,7 @@ from rlhfx.hf_training import (
     quiet_trainer,
     run_trainer,
     save_atomically,
+    trained_model,
     trainer_class,
 )
 
@@ -112,16 +112,18 @@ class TrainerStage(Stage, Generic[JobT]):
         return self.output_paths(ctx)
 
     def _save(self, ctx: StageContext, job: JobT, outcome: Outcome) -> None:
-        full = gathered_state(outcome.model)  # under fsdp; every process takes part
+        # Under fsdp every process takes part; a sharded LoRA model comes back on the main
+        # process as a plain copy that can save its adapter and merge.
+        model, full = trained_model(outcome.model)
         if not ctx.is_main:
             return
         if outcome.results is not None:
             atomic_write_json(ctx.stage_dir / EVAL_FILE, outcome.results)
         if self.keeps_adapter():
-            save_atomically(outcome.model, job.tokenizer, ctx.stage_dir / "adapter",
+            save_atomically(model, job.tokenizer, ctx.stage_dir / "adapter",
                             {"base": job.model_source})
         info = {"base": job.model_source, "method": self.config.method, **outcome.info}
-        save_atomically(merge_if_lora(outcome.model), job.tokenizer, ctx.stage_dir / "model",
+        save_atomically(merge_if_lora(model), job.tokenizer, ctx.stage_dir / "model",
                         info, extra=outcome.extra_files, state_dict=full)
         drop_checkpoints(ctx, self.config)
 

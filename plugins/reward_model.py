@@ -165,6 +165,11 @@ class RewardModelStage(TrainerStage[RewardModelJob]):
         from .rewards.reward_model import prepare_for_scoring
 
         c = self.config
+        if c.method == "lora" and ctx.parallelism.sharded:
+            # Its held-out accuracy runs on the merged model in every process.
+            raise UserError(f"{ctx.recipe_file}: stages.{ctx.stage_id}.method: the reward "
+                            "model's LoRA with parallelism = \"fsdp\" is not supported yet; "
+                            "use \"ddp\" for this stage (or method = \"full\")")
         pairs = read_pairs(ctx.resolve(c.data), c.data_split, c.skip_bad_rows)
         if c.max_rows:
             pairs = pairs[: c.max_rows]

@@ -121,26 +121,6 @@ def runs(tmp_path_factory):
     return ddp, fsdp, folder / "fsdp-after-2", first
 
 
-@pytest.mark.parametrize("algorithm, message", [
-    ('{ name = "ppo", batch_size = 2, mini_batch_size = 2, lora = { r = 4 } }',
-     'stages.align.algorithm.lora: LoRA with parallelism = "fsdp" is not supported yet'),
-    ('{ name = "grpo", batch_size = 2, k = 2, lora = { r = 4 } }',
-     'stages.align.algorithm.lora: LoRA with parallelism = "fsdp" is not supported yet'),
-])
-def test_what_fsdp_does_not_cover_yet_is_a_one_line_error(rlhfx_cli, tmp_path, algorithm,
-                                                          message):
-    recipe = tmp_path / "recipe.toml"
-    recipe.write_text(
-        '[run]\nparallelism = "fsdp"\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'
-        'prompts = "builtin:tiny-prompts"\nreward = { name = "length", unit = "chars" }\n'
-        f"algorithm = {algorithm}\n", encoding="utf-8",
-    )
-    result = rlhfx_cli("run", str(recipe), "-o", str(tmp_path / "run"))
-    assert result.exit_code == 2, result.output
-    assert message in " ".join(result.output.split())
-    assert "Traceback" not in result.output
-
-
 @pytest.mark.slow
 @needs_torchrun
 def test_each_process_holds_about_half_the_parameters_and_optimizer_state(runs):

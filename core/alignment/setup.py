@@ -103,10 +103,6 @@ class AlignmentSetup:
         if c.dtype == "float16" and not self.device.startswith("cuda"):
             raise UserError(f"{self.where}.dtype: float16 needs a CUDA device (its gradients "
                             "need loss scaling); use bfloat16 on the CPU")
-        if c.lora is not None and self.sharded:
-            raise UserError(f"{self.where}.lora: LoRA with parallelism = \"fsdp\" is not "
-                            "supported yet; use parallelism = \"ddp\" (LoRA keeps the "
-                            "trained part small anyway)")
         dtype = "float32" if c.lora is None else (frozen_base_dtype or c.dtype)
         policy = load_causal_lm(self.policy_source, dtype=dtype, device=self.device)
         if c.lora is not None:

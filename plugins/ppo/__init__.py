@@ -47,6 +47,10 @@ class PPO(AlignmentAlgorithm):
 
         c = self.config
         self.run = run
+        if c.lora is not None and run.sharded:
+            raise UserError(f"{run.where}.lora: PPO's LoRA with parallelism = \"fsdp\" is not "
+                            "supported yet (the value head reads the sharded policy's inner "
+                            "modules); use parallelism = \"ddp\" or full weights")
         for key in ("batch_size", "mini_batch_size"):
             if getattr(c, key) % run.world_size:
                 raise UserError(f"{run.where}.{key}: {getattr(c, key)} does not split evenly "

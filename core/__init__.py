@@ -29,6 +29,7 @@ from rlhfx.context import StageContext
 from rlhfx.errors import UserError
 from rlhfx.hookspecs import hookimpl
 
+#: The version of rlhfx (kept here only; pyproject.toml reads it).
 __version__ = "0.1.0"
 
 __all__ = [

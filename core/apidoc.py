@@ -111,7 +111,7 @@ class _Constant:
                 continue
             for i, line in enumerate(lines):
                 if line.startswith(f"{self.name} = "):
-                    above = []
+                    above: list[str] = []
                     for prev in reversed(lines[:i]):
                         if not prev.startswith("#:"):
                             break

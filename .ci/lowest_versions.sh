@@ -37,7 +37,7 @@ elif [ "$PHASE" = test ]; then
   # pydantic configs), without the long training loops and subprocess-heavy CLI tests:
   # about 10 min of CPU on a loaded 2-core machine, 2-3 min on a quiet one.
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-    -m "not slow and not install" -k "not real_process and not import_torch and not version" \
+    -m "not slow and not install" -k "not real_process and not import_torch and not test_version" \
     tests/test_cli.py tests/test_core_recipe.py tests/test_components_cli.py \
     tests/test_trainer_args.py tests/test_raft_unit.py tests/test_data.py tests/test_lora.py \
     tests/test_reward_model.py tests/test_sft.py tests/test_dpo.py \

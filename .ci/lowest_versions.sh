@@ -32,13 +32,17 @@ if [ "$PHASE" = install ]; then
   echo "lowest-versions environment installed in $(( $(date +%s) - start )) s"
 elif [ "$PHASE" = test ]; then
   cd "$SRC"
-  # The tests that touch each dependency's API without a long training loop.
+  # Tests that use each dependency's API (Trainer stages and their resume, TRL's trainers,
+  # accelerate's FSDP2 arguments, peft, datasets/pyarrow readers, click's test runner,
+  # pydantic configs), without the long training loops and subprocess-heavy CLI tests:
+  # about 10 min of CPU on a loaded 2-core machine, 2-3 min on a quiet one.
   OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
-    -m "not slow and not install" \
+    -m "not slow and not install" -k "not real_process and not import_torch and not test_version" \
     tests/test_cli.py tests/test_core_recipe.py tests/test_components_cli.py \
-    tests/test_trainer_args.py tests/test_trainer_resume.py tests/test_raft_unit.py \
-    tests/test_data.py tests/test_lora.py tests/test_sharding.py tests/test_reward_model.py \
-    tests/test_sft.py tests/test_dpo.py tests/test_ppo_math.py tests/test_alignment_loop.py
+    tests/test_trainer_args.py tests/test_raft_unit.py tests/test_data.py tests/test_lora.py \
+    tests/test_reward_model.py tests/test_sft.py tests/test_dpo.py \
+    tests/test_trainer_resume.py::test_resume_between_logging_steps_keeps_the_loss_curve \
+    "tests/test_trainer_resume.py::test_metrics_after_a_crash_and_resume_equal_an_uninterrupted_run[sft]"
   echo "lowest-versions tests took $(( $(date +%s) - start )) s"
 else
   echo "usage: $0 DIR install|test" >&2

@@ -38,6 +38,7 @@ from rlhfx.errors import UserError
 from rlhfx.hookspecs import hookimpl
 from rlhfx.rollouts import Rollout, RolloutSettings, SamplingSettings
 
+#: The version of rlhfx (kept here only; pyproject.toml reads it).
 __version__ = "0.1.0"
 
 __all__ = [

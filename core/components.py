@@ -222,6 +222,7 @@ class AlignmentAlgorithm(Component):
 
     @classmethod
     def contract_problem(cls) -> str | None:
+        """A Config that does not subclass AlgorithmConfig, or a loop method not written."""
         from rlhfx.alignment.config import AlgorithmConfig
 
         if not issubclass(cls.Config, AlgorithmConfig):

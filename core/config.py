@@ -105,18 +105,26 @@ class StageRef(ComponentRef):
 
 
 class AlgorithmRef(ComponentRef):
+    """A recipe's `algorithm = { name = "...", <options> }`: an alignment algorithm by name."""
+
     kind = "algorithm"
 
 
 class RewardSourceRef(ComponentRef):
+    """A recipe's `reward = { name = "...", <options> }`: a reward source by name."""
+
     kind = "reward_source"
 
 
 class CleanerRef(ComponentRef):
+    """One entry of a recipe's `cleaners = [...]`: a response cleaner by name."""
+
     kind = "cleaner"
 
 
 class RankerRef(ComponentRef):
+    """A recipe's `ranker = { name = "...", <options> }`: a ranker by name."""
+
     kind = "ranker"
 
 
@@ -209,7 +217,12 @@ def _as_data_source(value: str) -> DataSourceStr:
     return DataSourceStr(value)
 
 
+#: A config field naming a model: a hub id, a local directory or file, `builtin:<name>`,
+#: `pkg:<package>/<path>` or an earlier stage's `@stage.output`. The recipe check looks local
+#: ones up; the preflight reads their config, weights headers and tokenizer files.
 ModelSource = Annotated[str, AfterValidator(_as_model_source)]
+#: A config field naming data: a hub dataset id, a local file or directory, `builtin:<name>`,
+#: `pkg:<package>/<path>` or an earlier stage's `@stage.output`.
 DataSource = Annotated[str, AfterValidator(_as_data_source)]
 
 

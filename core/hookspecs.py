@@ -15,6 +15,8 @@ import pluggy
 
 PROJECT = "rlhfx"
 hookspec = pluggy.HookspecMarker(PROJECT)
+#: Marks a plugin module's functions as implementations of the hooks in this module:
+#: `@hookimpl` over `def rlhfx_register_reward_sources(register)` and so on (docs/hooks.md).
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
 Register = Callable[[type], None]

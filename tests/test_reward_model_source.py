@@ -179,7 +179,7 @@ prompts = "{prompts}"
 algorithm = {{ name = "raft" }}
 reward = {{ name = "weighted", terms = [
   {{ source = {{ name = "gpt-neo-rm", dtype = "bfloat16" }} }},
-  {{ source = {{ name = "reward_model", model = "{tmp_path}", batch_size = 4 }} }},
+  {{ source = {{ name = "reward_model", model = "org/some-reward-model", batch_size = 4 }} }},
 ] }}
 """)
     result = rlhfx_cli("validate", str(recipe))

@@ -22,10 +22,13 @@ def test_unknown_extra_option_names_the_recipe_key_and_the_closest_option():
 
 @pytest.mark.parametrize("name", ["gradient_checkpointing", "activation_checkpointing"])
 def test_checkpointing_from_the_recipe_extras_beats_the_typed_option(tmp_path, name):
+    import dataclasses
     import warnings
 
     from trl import SFTConfig
 
+    if name not in {f.name for f in dataclasses.fields(SFTConfig)}:
+        pytest.skip(f"this transformers has no `{name}` yet (renamed after 5.16)")
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # the old name is passed on the new way
         args = build_arguments(

@@ -18,6 +18,10 @@ from rlhfx.lora import LoraSettings
 
 
 class AlgorithmConfig(ComponentConfig):
+    """The options every alignment algorithm has, with one meaning: the shared loop reads them.
+    An algorithm's Config subclasses it; it may change a default, never a meaning. Those
+    marked resume-neutral may change between a run and its resume."""
+
     # ---- schedule
     #: Iterations (generate -> score -> update rounds). None: one pass over the prompts.
     iterations: int | None = Field(default=None, ge=1)

@@ -13,6 +13,9 @@ from rlhfx.alignment.config import AlgorithmConfig
 
 
 class CriticFreeConfig(AlgorithmConfig):
+    """Options of the shared critic-free update (GRPO, RLOO, REINFORCE++ and algorithms built
+    on `CriticFreeAlgorithm`), beside the shared loop's."""
+
     # ---- schedule
     #: Prompts per iteration over all processes (each sampled k times: batch_size x k
     #: responses per update).

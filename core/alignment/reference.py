@@ -18,6 +18,9 @@ def position_ids_for(attention_mask: Any) -> Any:
 
 
 class ReferenceModel:
+    """The starting policy for KL terms (`AlignmentSetup.reference(policy)`): the LoRA base
+    with adapters off, or a frozen copy of the policy."""
+
     def __init__(self, policy: Any, dtype: Any = None, frozen: Any = None):
         """`frozen`: a ready frozen copy of the starting policy (a sharded one, say)."""
         self.policy = policy

@@ -83,9 +83,7 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
         return self.config.k
 
     def setup(self, run: AlignmentSetup) -> None:
-        import torch
-
-        from rlhfx.alignment.policy_update import adam
+        from rlhfx.alignment.policy_update import adam, disable_dropout
 
         c = self.config
         self.run = run
@@ -94,9 +92,7 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
                             f"evenly over {run.world_size} processes")
         self.policy = run.load_policy()
         if c.disable_dropout:
-            for module in self.policy.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = 0.0
+            disable_dropout(self.policy)
         self.reference = run.reference(self.policy)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = adam(params, c.learning_rate, c.weight_decay)

@@ -564,26 +564,29 @@ def _with_context(x: EstimatorInputs, per_row: torch.Tensor,
     return fn(values, groups)[: per_row.shape[0]].to(x.token_rewards.dtype)
 
 
+def _per_response(x: EstimatorInputs,
+                  fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Advantages:
+    """`fn(summed rewards, groups)` as each response's advantage (and return)."""
+    adv = _with_context(x, x.token_rewards.sum(1), fn)
+    return Advantages(adv, adv)
+
+
 @register_estimator("grpo")
 def grpo_estimator(x: EstimatorInputs) -> Advantages:
     """Each response's summed reward against its group: (r - mean) / std (GRPO)."""
-    adv = _with_context(x, x.token_rewards.sum(1), group_advantages)
-    return Advantages(adv, adv)
+    return _per_response(x, group_advantages)
 
 
 @register_estimator("dr_grpo")
 def dr_grpo_estimator(x: EstimatorInputs) -> Advantages:
     """GRPO's advantage without the division by the group std (Dr. GRPO)."""
-    adv = _with_context(x, x.token_rewards.sum(1),
-                        lambda r, g: group_advantages(r, g, scale_by_std=False))
-    return Advantages(adv, adv)
+    return _per_response(x, lambda r, g: group_advantages(r, g, scale_by_std=False))
 
 
 @register_estimator("rloo")
 def rloo_estimator(x: EstimatorInputs) -> Advantages:
     """Each response's summed reward minus the mean of the other responses to its prompt."""
-    adv = _with_context(x, x.token_rewards.sum(1), leave_one_out_advantages)
-    return Advantages(adv, adv)
+    return _per_response(x, leave_one_out_advantages)
 
 
 @register_estimator("reinforce_pp")

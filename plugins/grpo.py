@@ -20,9 +20,6 @@ from rlhfx.alignment.critic_free_config import CriticFreeConfig
 class GRPOConfig(CriticFreeConfig):
     #: Divide each group's centred rewards by the group's std (GRPO); false: Dr. GRPO.
     scale_rewards: bool = True
-    #: Leave out groups whose rewards all tie (their advantages are 0; only the KL term would
-    #: train on them). They are counted either way (`grpo/equal_reward_groups`).
-    drop_equal_reward_groups: bool = False
 
 
 class GRPO(CriticFreeAlgorithm):
@@ -35,7 +32,6 @@ class GRPO(CriticFreeAlgorithm):
     def __init__(self, config: GRPOConfig | None = None):
         super().__init__(config)
         self.estimator = "grpo" if self.config.scale_rewards else "dr_grpo"
-        self.drop_equal_groups = self.config.drop_equal_reward_groups
 
 
 @hookimpl

@@ -22,8 +22,6 @@ class RLOOConfig(CriticFreeConfig):
     #: true: reward - beta * KL (summed log-ratio over the response) before the baseline;
     #: false: beta * k3 KL per token in the loss.
     kl_in_reward: bool = True
-    #: Leave out groups whose rewards all tie (counted either way).
-    drop_equal_reward_groups: bool = False
 
 
 class RLOO(CriticFreeAlgorithm):
@@ -34,10 +32,6 @@ class RLOO(CriticFreeAlgorithm):
     config: RLOOConfig
     sequence_level = True
     estimator = "rloo"
-
-    def __init__(self, config: RLOOConfig | None = None):
-        super().__init__(config)
-        self.drop_equal_groups = self.config.drop_equal_reward_groups
 
     def kl_in_loss(self) -> bool:
         return not self.config.kl_in_reward

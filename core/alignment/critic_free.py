@@ -34,6 +34,10 @@ class CriticFreeAlgorithm(PolicyGradientAlgorithm):
     Config = CriticFreeConfig
     config: CriticFreeConfig
 
+    def __init__(self, config: CriticFreeConfig | None = None):
+        super().__init__(config)
+        self.drop_equal_groups = self.config.drop_equal_reward_groups
+
     def kl_in_loss(self) -> bool:
         """Default: beta * k3 KL per token in the loss (GRPO)."""
         return True

@@ -302,10 +302,10 @@ class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm):
         kl_in_reward = not self.kl_in_loss() and self.reference is not None
         full = kl_in_reward and self.kl_estimator == "full"
         passes: dict[str, torch.Tensor] = {}
+        frozen = self.reference.copy if self.reference is not None else None
         # Sharded, the no-gradient passes run on gathered weights: a process's forwards then
         # need no partner (every process enters, rows or not).
-        with torch.no_grad(), gathered_weights_of(self.policy, self.critic,
-                                                  getattr(self.reference, "copy", None)):
+        with torch.no_grad(), gathered_weights_of(self.policy, self.critic, frozen):
             if tokens is not None:
                 passes = self._rollout_pass(tokens, s, full)
         old_logp, ref_logp = passes.get("logp"), passes.get("ref")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from rlhfx.alignment.engine import Experience, MinibatchLoss
+    from rlhfx.policy_gradient import RunningMoments
 
 __all__ = ["PPO", "PPOConfig"]
 
@@ -44,6 +45,8 @@ class PPO(PolicyGradientAlgorithm):
     needs_groups = False
     #: mini-batches per epoch of the current iteration (set by `select`)
     minibatch_count: int = 1
+    #: running score statistics when `use_score_scaling` (set in `setup`)
+    moments: RunningMoments | None = None
     experience: Experience
     kept_scores: dict[int, float]
     raw_scores: list[list[float]]

@@ -273,9 +273,9 @@ class AlgorithmCase:
     """How to run one alignment algorithm through `AlgorithmContract`'s checks.
 
     `options`: a short run on the tiny task (a few iterations, short answers); `learns`: the
-    options (added to `options`) under which the reward rises by `margin` from the first five
-    iterations to the last five, with `reward` (None: the algorithm's own tests show it
-    learns, e.g. on a recipe too long to run twice); `bad_options`: (options, what the one-line
+    options (added to `options`) under which the reward rises by `margin` from the first
+    `window` iterations to the last `window`, with `reward` (None: the algorithm's own tests
+    show it learns, e.g. on a recipe too long to run twice); `bad_options`: (options, what the one-line
     error must say) pairs, beside the unknown key every algorithm must refuse;
     `two_processes`: options (added to `options`) for a run on two processes. `on_learned`
     gets the learning run's records and folder for checks of the algorithm's own.
@@ -283,12 +283,13 @@ class AlgorithmCase:
 
     def __init__(
         self, name: str, options: Mapping[str, Any], learns: Mapping[str, Any] | None,
-        margin: float = 2.0, reward: str = WORD_BONUS,
+        margin: float = 2.0, window: int = 5, reward: str = WORD_BONUS,
         bad_options: list[tuple[dict[str, Any], str]] | None = None,
         two_processes: Mapping[str, Any] | None = None,
         on_learned: Callable[[list[dict[str, Any]], Path], None] | None = None,
     ):
         self.name, self.options, self.learns, self.margin = name, dict(options), learns, margin
+        self.window = window
         self.reward, self.bad_options = reward, list(bad_options or [])
         self.two_processes = dict(two_processes or {})
         self.on_learned = on_learned
@@ -321,7 +322,7 @@ class AlgorithmContract:
         result = rlhfx_cli("run", str(recipe), "-o", str(out))
         assert result.exit_code == 0, result.output
         records = [r for r in run_records(out) if r["step"] > 0]
-        first, last = rising([r["reward_mean"] for r in records])
+        first, last = rising([r["reward_mean"] for r in records], case.window)
         assert last > first + case.margin, (first, last)
         if case.on_learned is not None:
             case.on_learned(records, out)

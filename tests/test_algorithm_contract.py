@@ -84,7 +84,8 @@ CASES = [
     AlgorithmCase(
         "online_dpo", dict(iterations=2, batch_size=4, k=4, mini_batch_size=4, epochs=2,
                            learning_rate=1e-3, beta=0.1, **TOKENS),
-        learns=dict(iterations=12, batch_size=16, mini_batch_size=8, **LEARN), margin=0.5,
+        learns=dict(iterations=12, batch_size=16, mini_batch_size=8,
+                    **{**LEARN, "inference_batch_size": 64}), margin=0.5, window=4,
         two_processes=dict(batch_size=3, k=3, mini_batch_size=2, iterations=2),
         bad_options=[({"k": 1}, "stages.align.algorithm.k"),
                      ({"beta": 0.0}, "stages.align.algorithm.beta"),

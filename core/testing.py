@@ -275,8 +275,8 @@ class AlgorithmCase:
     `options`: a short run on the tiny task (a few iterations, short answers); `learns`: the
     options (added to `options`) under which the reward rises by `margin` from the first
     `window` iterations to the last `window`, with `reward` (None: the algorithm's own tests
-    show it learns, e.g. on a recipe too long to run twice); `bad_options`: (options, what the one-line
-    error must say) pairs, beside the unknown key every algorithm must refuse;
+    show it learns, e.g. on a recipe too long to run twice); `bad_options`: (options, what
+    the one-line error must say) pairs, beside the unknown key every algorithm must refuse;
     `two_processes`: options (added to `options`) for a run on two processes. `on_learned`
     gets the learning run's records and folder for checks of the algorithm's own.
     """

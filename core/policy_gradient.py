@@ -109,13 +109,18 @@ def batch_normalized(
     all_reduce: AllReduce | None = None,
     mean: float | torch.Tensor | None = None,
     std: float | torch.Tensor | None = None,
+    unbiased: bool = False,
+    shift_mean: bool = True,
 ) -> torch.Tensor:
     """Whiten over the whole batch: (x - mean) / (std + eps), masked entries left at 0.
 
     REINFORCE++ (Hu 2025, OpenRLHF) normalises advantages over the global batch rather than
-    per prompt. The std is the population one (divide by the count). For a batch spread over
-    processes, pass `all_reduce` (it sums [sum, sum of squares, count] over processes) or the
-    global `mean` and `std` computed elsewhere; with neither, this process's batch is used.
+    per prompt; PPO whitens its GAE advantages (and, as an option, its token rewards) over
+    its batch. The std is the population one (divide by the count), or with `unbiased` the
+    sample one (divide by count - 1, as classic PPO). `shift_mean=False` adds the mean back
+    (scale only). For a batch spread over processes, pass `all_reduce` (it sums [sum, sum of
+    squares, count] over processes) or the global `mean` and `std` computed elsewhere; with
+    neither, this process's batch is used.
     """
     weights = torch.ones_like(values) if mask is None else mask.to(values.dtype)
     if weights.shape != values.shape:
@@ -129,23 +134,22 @@ def batch_normalized(
         if all_reduce is not None:
             stats = all_reduce(stats)
         total, squares, count = stats.unbind()
-        if float(count) <= 0:
-            raise ValueError("batch_normalized: no unmasked values")
+        if float(count) <= (1 if unbiased else 0):
+            raise ValueError("batch_normalized: too few unmasked values")
         mean_t = total / count
-        std_t = (squares / count - mean_t * mean_t).clamp_min(0).sqrt()
+        var = (squares / count - mean_t * mean_t).clamp_min(0)
+        std_t = (var * count / (count - 1) if unbiased else var).sqrt()
     else:
         mean_t = torch.as_tensor(mean, dtype=values.dtype, device=values.device)
         std_t = torch.as_tensor(std, dtype=values.dtype, device=values.device)
-    return (values - mean_t) / (std_t + eps) * weights
+    out = (values - mean_t) / (std_t + eps)
+    return (out if shift_mean else out + mean_t) * weights
 
 
-def reinforce_pp_baseline(
-    rewards: torch.Tensor, groups: torch.Tensor, eps: float = 1e-8,
-    all_reduce: AllReduce | None = None,
-) -> torch.Tensor:
-    """REINFORCE++-baseline: subtract the group mean reward, then whiten over the batch."""
-    centred = rewards - group_mean(rewards, groups)
-    return batch_normalized(centred, eps=eps, all_reduce=all_reduce)
+def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of the entries where `mask` is 1 (0 when there are none)."""
+    weights = mask.to(values.dtype)
+    return (values * weights).sum() / weights.sum().clamp_min(1)
 
 
 class EqualGroups(NamedTuple):
@@ -224,6 +228,90 @@ def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1
 
 
+def full_kl(logprobs: torch.Tensor, ref_logprobs: torch.Tensor) -> torch.Tensor:
+    """The exact KL(p || p_ref) of each next-token distribution: [B, T, V] log-probs -> [B, T]."""
+    return (logprobs.exp() * (logprobs - ref_logprobs)).sum(-1)
+
+
+#: Per-token KL estimators on the sampled tokens' log-probs, by the name recipes use:
+#: "kl" (k1), "abs" (|k1|), "mse" (k2 = (log ratio)^2 / 2), "k3". `full_kl` needs the whole
+#: distributions instead.
+KL_ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "kl": kl,
+    "abs": lambda logp, ref: (logp - ref).abs(),
+    "mse": lambda logp, ref: 0.5 * (logp - ref).square(),
+    "k3": k3_kl,
+}
+
+
+class KLController:
+    """The KL coefficient of KL-in-reward shaping: fixed, or Ziegler et al.'s proportional
+    controller that steers the per-response KL towards `target` (coef *= 1 + clip(KL /
+    target - 1, +-0.2) * n / horizon)."""
+
+    def __init__(self, value: float, target: float | None = None, horizon: float = 10000.0):
+        self.value, self.target, self.horizon = value, target, horizon
+
+    def update(self, current: float, n_samples: int) -> None:
+        if self.target is None:
+            return
+        error = min(max(current / self.target - 1, -0.2), 0.2)
+        self.value *= 1 + error * n_samples / self.horizon
+
+    def state_dict(self) -> dict[str, float]:
+        return {"value": self.value}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.value = float(state["value"])
+
+
+# ------------------------------------------------------------------------------ scores
+
+
+class RunningMoments:
+    """Running mean and std of every score seen so far (Chan et al.'s parallel update).
+
+    Starts at mean 0, std 1 as classic PPO's did, so the first batch dominates the first update.
+    """
+
+    def __init__(self) -> None:
+        self.mean, self.var, self.std, self.count = 0.0, 1.0, 1.0, 1e-24
+
+    def update(self, xs: list[float]) -> None:
+        n = len(xs)
+        if n == 0:
+            return
+        batch_mean = sum(xs) / n
+        batch_var = sum((x - batch_mean) ** 2 for x in xs) / n
+        delta = batch_mean - self.mean
+        total = self.count + n
+        old_sum = self.var * self.count + delta**2 * self.count * n / total
+        self.mean += delta * n / total
+        self.var = (old_sum + batch_var * n) / total
+        self.std = (self.var * total / (total - 1)) ** 0.5 if total > 1 else 1.0
+        self.count = total
+
+    def state_dict(self) -> dict[str, float]:
+        return {"mean": self.mean, "var": self.var, "std": self.std, "count": self.count}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.mean, self.var = float(state["mean"]), float(state["var"])
+        self.std, self.count = float(state["std"]), float(state["count"])
+
+
+def scale_scores(
+    scores: torch.Tensor, moments: RunningMoments | None, norm: bool, clip: float | None
+) -> torch.Tensor:
+    """Classic PPO's optional score scaling (/ running std), normalisation (- running mean)
+    and clip. `moments` must already hold this batch; None skips the scaling."""
+    if moments is not None:
+        factor = moments.std + torch.finfo(scores.dtype).eps
+        scores = (scores - moments.mean) / factor if norm else scores / factor
+    if clip is not None:
+        scores = scores.clamp(-clip, clip)
+    return scores
+
+
 # ------------------------------------------------------------------------------ token rewards
 
 
@@ -255,15 +343,45 @@ def token_rewards_with_kl(
 def returns_to_go(
     token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0
 ) -> torch.Tensor:
-    """G_t = r_t + gamma * G_{t+1} over each row's real tokens (0 on padding)."""
+    """G_t = r_t + gamma * G_{t'} over each row's model tokens, t' the next model token: a
+    token the mask leaves out (padding, or text an environment wrote) is stepped over and
+    gets 0."""
     weights = mask.to(token_rewards.dtype)
     rewards = token_rewards * weights
     out = torch.zeros_like(rewards)
     running = torch.zeros_like(rewards[:, 0])
     for t in range(rewards.shape[1] - 1, -1, -1):
-        running = rewards[:, t] + gamma * running * weights[:, t]
+        here = weights[:, t] > 0
+        running = torch.where(here, rewards[:, t] + gamma * running, running)
         out[:, t] = running
     return out * weights
+
+
+def gae(
+    values: torch.Tensor, token_rewards: torch.Tensor, mask: torch.Tensor, gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalised advantage estimation (Schulman et al. 2016): (advantages, returns).
+
+    delta_t = r_t + gamma * V_t' - V_t and A_t = delta_t + gamma * lam * A_t', where t' is the
+    next model token of the row (tokens the mask leaves out, padding or environment text, are
+    stepped over; past the last one V = 0). returns = A + V, the value target. Both 0 off
+    the mask.
+    """
+    weights = mask.to(token_rewards.dtype)
+    values = values * weights
+    rewards = token_rewards * weights
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(rewards[:, 0])
+    running = torch.zeros_like(rewards[:, 0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        here = weights[:, t] > 0
+        delta = rewards[:, t] + gamma * next_value - values[:, t]
+        running = torch.where(here, delta + gamma * lam * running, running)
+        next_value = torch.where(here, values[:, t], next_value)
+        advantages[:, t] = running
+    advantages = advantages * weights
+    return advantages, (advantages + values) * weights
 
 
 # ------------------------------------------------------------------------------ losses
@@ -313,6 +431,16 @@ def clipped_surrogate(
         stats = (float(active.sum() / real), float(low.sum() / real), float(high.sum() / real),
                  float((ratio * weights).sum() / real))
     return Surrogate(loss, *stats)
+
+
+def clipped_value_loss(
+    values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, clip: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's value loss per token, 0.5 * max((V - R)^2, (clip(V, V_old +- clip) - R)^2), and
+    where the clipped term is the larger (a bool tensor)."""
+    clipped = torch.clamp(values, old_values - clip, old_values + clip)
+    plain_loss, clipped_loss = (values - returns) ** 2, (clipped - returns) ** 2
+    return 0.5 * torch.maximum(plain_loss, clipped_loss), clipped_loss > plain_loss
 
 
 def aggregate(
@@ -381,3 +509,118 @@ def dpo_loss(
     losses = -torch.nn.functional.logsigmoid(chosen - rejected)
     accuracy = float((chosen > rejected).float().mean()) if losses.numel() else float("nan")
     return DPOResult(losses.mean(), losses, chosen.detach(), rejected.detach(), accuracy)
+
+
+# ------------------------------------------------------------------------------ estimators
+
+
+class EstimatorInputs(NamedTuple):
+    """What an advantage estimator sees: the trained rows of one iteration on this process.
+
+    `token_rewards` [N, T] hold each row's score on its last model token plus any per-token
+    reward (the KL penalty, when the KL is in the reward); `scores` (N,) are the rows' plain
+    scores; `groups` (N,) their prompt ids. `context_scores` / `context_groups` are scored
+    samples of the same groups that are not trained on (their tokens are unusable): group
+    baselines still count them.
+    """
+
+    token_rewards: torch.Tensor
+    mask: torch.Tensor
+    scores: torch.Tensor
+    groups: torch.Tensor
+    context_scores: torch.Tensor
+    context_groups: torch.Tensor
+    values: torch.Tensor | None = None
+    gamma: float = 1.0
+    lam: float = 1.0
+    all_reduce: AllReduce | None = None
+
+
+class Advantages(NamedTuple):
+    #: (N,) one per response, or (N, T) per token (0 off the mask)
+    advantages: torch.Tensor
+    #: (N, T) what a critic learns towards, or the advantages when there is no critic
+    returns: torch.Tensor
+
+
+Estimator = Callable[[EstimatorInputs], Advantages]
+#: Advantage estimators by name (verl's `adv_estimator`): token rewards, mask, group ids in;
+#: advantages and returns out. `register_estimator` adds one.
+ESTIMATORS: dict[str, Estimator] = {}
+
+
+def register_estimator(name: str) -> Callable[[Estimator], Estimator]:
+    def add(fn: Estimator) -> Estimator:
+        ESTIMATORS[name] = fn
+        return fn
+    return add
+
+
+def _with_context(x: EstimatorInputs, per_row: torch.Tensor,
+                  fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """`fn(values, groups)` over the rows and their context samples; the rows' part."""
+    values = torch.cat([per_row.double(), x.context_scores.double().to(per_row.device)])
+    groups = torch.cat([x.groups, x.context_groups.to(x.groups.device)])
+    return fn(values, groups)[: per_row.shape[0]].to(x.token_rewards.dtype)
+
+
+def _per_response(x: EstimatorInputs,
+                  fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Advantages:
+    """`fn(summed rewards, groups)` as each response's advantage (and return)."""
+    adv = _with_context(x, x.token_rewards.sum(1), fn)
+    return Advantages(adv, adv)
+
+
+@register_estimator("grpo")
+def grpo_estimator(x: EstimatorInputs) -> Advantages:
+    """Each response's summed reward against its group: (r - mean) / std (GRPO)."""
+    return _per_response(x, group_advantages)
+
+
+@register_estimator("dr_grpo")
+def dr_grpo_estimator(x: EstimatorInputs) -> Advantages:
+    """GRPO's advantage without the division by the group std (Dr. GRPO)."""
+    return _per_response(x, lambda r, g: group_advantages(r, g, scale_by_std=False))
+
+
+@register_estimator("rloo")
+def rloo_estimator(x: EstimatorInputs) -> Advantages:
+    """Each response's summed reward minus the mean of the other responses to its prompt."""
+    return _per_response(x, leave_one_out_advantages)
+
+
+@register_estimator("reinforce_pp")
+def reinforce_pp_estimator(x: EstimatorInputs) -> Advantages:
+    """Returns-to-go of the token rewards, whitened over the whole batch of every process
+    (REINFORCE++)."""
+    returns = returns_to_go(x.token_rewards, x.mask, x.gamma)
+    # every process must join the all-reduce, with or without rows of its own
+    stats = torch.stack([(returns * x.mask).sum(), (returns * returns * x.mask).sum(),
+                         x.mask.sum()]).double()
+    if x.all_reduce is not None:
+        stats = x.all_reduce(stats)
+    total, squares, count = (float(v) for v in stats)
+    if count <= 0:
+        return Advantages(returns, returns)
+    mean = total / count
+    std = max(squares / count - mean * mean, 0.0) ** 0.5
+    return Advantages(batch_normalized(returns, x.mask, mean=mean, std=std), returns)
+
+
+@register_estimator("reinforce_pp_baseline")
+def reinforce_pp_baseline_estimator(x: EstimatorInputs) -> Advantages:
+    """REINFORCE++ with each score's group mean (of plain scores) taken off first."""
+    means = _with_context(x, x.scores, group_mean)
+    rows = torch.arange(x.mask.shape[0], device=x.mask.device)
+    shifted = x.token_rewards.index_put((rows, last_token_index(x.mask)), -means,
+                                        accumulate=True) if rows.numel() else x.token_rewards
+    return reinforce_pp_estimator(x._replace(token_rewards=shifted))
+
+
+@register_estimator("gae")
+def gae_estimator(x: EstimatorInputs) -> Advantages:
+    """Generalised advantage estimation over the critic's values (PPO)."""
+    if x.values is None:
+        raise ValueError("the gae estimator needs values (an algorithm with a critic)")
+    advantages, returns = gae(x.values, x.token_rewards, x.mask, x.gamma, x.lam)
+    return Advantages(advantages, returns)

@@ -10,16 +10,10 @@ subtracted (then k >= 2). The ratio is clipped as PPO does.
 
 from __future__ import annotations
 
-from typing import Any
-
 from rlhfx import hookimpl
-from rlhfx.alignment.critic_free import (
-    AdvantageInputs,
-    CriticFreeAlgorithm,
-    group_values,
-    per_row,
-)
+from rlhfx.alignment.critic_free import CriticFreeAlgorithm
 from rlhfx.alignment.critic_free_config import CriticFreeConfig
+from rlhfx.alignment.engine import UpdateSettings
 
 
 class ReinforcePPConfig(CriticFreeConfig):
@@ -47,49 +41,18 @@ class ReinforcePP(CriticFreeAlgorithm):
     Config = ReinforcePPConfig
     config: ReinforcePPConfig
 
-    @property
-    def needs_groups(self) -> bool:
-        return self.config.baseline
+    def __init__(self, config: ReinforcePPConfig | None = None):
+        super().__init__(config)
+        self.needs_groups = self.config.baseline
+        self.estimator = "reinforce_pp_baseline" if self.config.baseline else "reinforce_pp"
 
     def kl_in_loss(self) -> bool:
         return False
 
-    def advantages(self, inputs: AdvantageInputs) -> Any:
-        import torch
-
-        from rlhfx.alignment.policy_update import all_reduce_sum
-        from rlhfx.policy_gradient import (
-            batch_normalized,
-            group_mean,
-            kl,
-            returns_to_go,
-            token_rewards_with_kl,
-        )
-
-        if self.config.baseline:
-            centred = group_values(inputs.scored, lambda r, g: r - group_mean(r, g))
-        else:
-            centred = torch.tensor([float(s.reward) for s in inputs.scored], dtype=torch.float64)
-        scores = per_row(centred, inputs.scored, inputs.rows).to(inputs.mask.device)
-        mask = inputs.mask
-        if inputs.rows and inputs.ref_logp is not None:
-            assert inputs.logp is not None
-            per_token_kl = kl(inputs.logp, inputs.ref_logp)
-        else:
-            per_token_kl = torch.zeros_like(mask)
-        rewards = (token_rewards_with_kl(scores, per_token_kl, mask, inputs.beta)
-                   if inputs.rows else torch.zeros_like(mask))
-        returns = returns_to_go(rewards, mask, self.config.gamma)
-        # every process must join the all-reduce, with or without rows of its own
-        stats = all_reduce_sum(torch.stack([
-            (returns * mask).sum(), (returns * returns * mask).sum(), mask.sum(),
-        ]).double())
-        total, squares, count = (float(x) for x in stats)
-        if count <= 0:
-            return returns
-        mean = total / count
-        std = max(squares / count - mean * mean, 0.0) ** 0.5
-        return batch_normalized(returns, mask, mean=mean, std=std)
+    def update_settings(self) -> UpdateSettings:
+        settings = super().update_settings()
+        settings.gamma = self.config.gamma
+        return settings
 
 
 @hookimpl

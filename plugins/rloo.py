@@ -13,15 +13,8 @@ not apply (the loss is a mean over responses).
 
 from __future__ import annotations
 
-from typing import Any
-
 from rlhfx import hookimpl
-from rlhfx.alignment.critic_free import (
-    AdvantageInputs,
-    CriticFreeAlgorithm,
-    group_values,
-    per_row,
-)
+from rlhfx.alignment.critic_free import CriticFreeAlgorithm
 from rlhfx.alignment.critic_free_config import CriticFreeConfig
 
 
@@ -29,8 +22,6 @@ class RLOOConfig(CriticFreeConfig):
     #: true: reward - beta * KL (summed log-ratio over the response) before the baseline;
     #: false: beta * k3 KL per token in the loss.
     kl_in_reward: bool = True
-    #: Leave out groups whose rewards all tie (counted either way).
-    drop_equal_reward_groups: bool = False
 
 
 class RLOO(CriticFreeAlgorithm):
@@ -41,34 +32,10 @@ class RLOO(CriticFreeAlgorithm):
     Config = RLOOConfig
     config: RLOOConfig
     sequence_level = True
+    estimator = "rloo"
 
     def kl_in_loss(self) -> bool:
         return not self.config.kl_in_reward
-
-    def advantages(self, inputs: AdvantageInputs) -> Any:
-        from rlhfx.policy_gradient import leave_one_out_advantages
-
-        scored = inputs.scored
-        if self.needs_rollout_kl():
-            scored = self._kl_shaped(inputs)
-        return per_row(group_values(scored, leave_one_out_advantages), scored, inputs.rows)
-
-    def _kl_shaped(self, inputs: AdvantageInputs) -> list[Any]:
-        """Copies of the scored samples with reward - beta * KL, the KL summed over each
-        response (every process's, gathered); a sample not trained on has no log-probs and
-        keeps its reward."""
-        from dataclasses import replace
-
-        kl = {}
-        if inputs.rows:
-            assert inputs.logp is not None and inputs.ref_logp is not None
-            sums = ((inputs.logp - inputs.ref_logp) * inputs.mask).sum(dim=1).tolist()
-            kl = {(s.prompt_id, s.sample): v for s, v in zip(inputs.rows, sums, strict=True)}
-        everyone: dict[tuple[int, int], float] = {}
-        for part in self.run.gather(kl):
-            everyone.update(part)
-        return [replace(s, reward=float(s.reward) - inputs.beta *
-                        everyone.get((s.prompt_id, s.sample), 0.0)) for s in inputs.scored]
 
 
 @hookimpl

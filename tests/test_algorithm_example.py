@@ -15,8 +15,10 @@ EXAMPLE = ROOT / "examples" / "rlhfx-bestofn"
 DOC = ROOT / "docs" / "algorithms.md"
 
 
-def _blocks(language: str) -> list[str]:
-    return re.findall(rf"```{language}\n(.*?)```", DOC.read_text(encoding="utf-8"), re.S)
+def _blocks(language: str, section: str = "## A complete example") -> list[str]:
+    """The code blocks of one section of the doc."""
+    text = DOC.read_text(encoding="utf-8").split(section, 1)[1].split("\n## ", 1)[0]
+    return re.findall(rf"```{language}\n(.*?)```", text, re.S)
 
 
 def test_the_docs_show_the_package_as_it_is():
@@ -26,6 +28,30 @@ def test_the_docs_show_the_package_as_it_is():
     assert len(module.splitlines()) < 150
     assert '[project.entry-points.rlhfx]\nbestofn = "rlhfx_bestofn"' in (
         EXAMPLE / "pyproject.toml").read_text(encoding="utf-8")
+
+
+def test_the_policy_gradient_example_learns_from_its_estimator(rlhfx_plugins, rlhfx_cli,
+                                                                 tmp_path):
+    """docs/algorithms.md's policy-gradient subclass: registered, validated and run two
+    iterations; its advantages are centred on the batch mean (the estimator it names)."""
+    import math
+    import types
+
+    from rlhfx.testing import run_in_process, run_records, write_algorithm_recipe
+
+    [source] = _blocks("python", "## A policy-gradient algorithm")
+    module = types.ModuleType("rlhfx_mean_baseline")
+    exec(compile(source, "docs/algorithms.md", "exec"), module.__dict__)
+    rlhfx_plugins(module)
+    recipe = write_algorithm_recipe(tmp_path, "mean_baseline", dict(
+        iterations=2, batch_size=4, k=2, beta=0.05, learning_rate=1e-3, min_new_tokens=8,
+        max_new_tokens=8, torch_threads=1))
+    records = run_records(run_in_process(rlhfx_cli, recipe, tmp_path / "run"))
+    assert [r["step"] for r in records] == [1, 2]
+    for r in records:
+        assert math.isfinite(r["train_loss"]) and math.isfinite(r["kl_mean"])
+        assert r["mean_baseline/advantage_mean"] == pytest.approx(0.0, abs=1e-5)
+        assert r["mean_baseline/advantage_std"] > 0
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar
 
-from fixtures.runs import records
-
 from rlhfx import RewardSource, hookimpl
+from rlhfx.testing import run_records as records
 
 TRAIN = {f"###Human: what is {a} plus {b}? ###Assistant:": str(a + b)
          for a, b in ((1, 2), (3, 4), (5, 6), (7, 8))}

@@ -259,9 +259,6 @@ def test_environment_tokens_get_no_gradient_in_the_update(tmp_path, tokenizer):
     assert float(grads[:, FIRST_TURN].min()) > 0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "TokenBatch.rows (core/alignment/policy_update.py) trims each mini-batch to the largest "
-    "count of mask-1 tokens, which cuts off the model's turns after environment tokens"))
 def test_model_tokens_after_environment_tokens_get_gradient(tmp_path, tokenizer):
     grads = _update_gradients(tmp_path, tokenizer)
     assert grads.shape[1] > max(SECOND_TURN)

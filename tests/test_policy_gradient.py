@@ -118,11 +118,55 @@ def test_batch_normalized_per_token_with_a_mask():
     assert close(out, [[-2 / 1.632993, 0.0], [2 / 1.632993, 0.0]])
 
 
+def _inputs(token_rewards, mask, groups, scores=None, values=None, **kw):
+    token_rewards, mask = t(token_rewards), t(mask)
+    scores = token_rewards.sum(1) if scores is None else t(scores)
+    return pg.EstimatorInputs(token_rewards, mask, scores.double(), ids(groups),
+                              t([]).double(), ids([]), values=values, **kw)
+
+
 def test_reinforce_pp_baseline_subtracts_the_group_mean_then_whitens():
-    # groups 1, 3 | 10, 14 -> centred -1, 1, -2, 2; batch mean 0, population var
-    # (1 + 1 + 4 + 4) / 4 = 2.5, std 1.581139 -> -0.632456, 0.632456, -1.264911, 1.264911
-    out = pg.reinforce_pp_baseline(t([1.0, 3.0, 10.0, 14.0]), ids([0, 0, 1, 1]))
-    assert close(out, [-0.632456, 0.632456, -1.264911, 1.264911])
+    # one token each, groups 1, 3 | 10, 14 -> centred -1, 1, -2, 2; batch mean 0, population
+    # var (1 + 1 + 4 + 4) / 4 = 2.5, std 1.581139 -> -0.632456, 0.632456, -1.264911, 1.264911
+    x = _inputs([[1.0], [3.0], [10.0], [14.0]], [[1], [1], [1], [1]], [0, 0, 1, 1])
+    adv, returns = pg.ESTIMATORS["reinforce_pp_baseline"](x)
+    assert close(adv[:, 0], [-0.632456, 0.632456, -1.264911, 1.264911])
+    assert close(returns[:, 0], [-1.0, 1.0, -2.0, 2.0])
+
+
+def test_group_estimators_count_context_samples_of_the_group():
+    # rows 1 and 3 of group 0; a context sample of group 0 scored 5 (not trained on):
+    # leave-one-out: 1 - (3 + 5) / 2 = -3, 3 - (1 + 5) / 2 = 0
+    x = _inputs([[0.0, 1.0], [3.0, 0.0]], [[1, 1], [1, 0]], [0, 0])._replace(
+        context_scores=t([5.0]).double(), context_groups=ids([0]))
+    assert close(pg.ESTIMATORS["rloo"](x).advantages, [-3.0, 0.0])
+    # GRPO: mean 3, sample std 2 -> (1 - 3) / (2 + 1e-4), 0
+    assert close(pg.ESTIMATORS["grpo"](x).advantages, [-2 / 2.0001, 0.0])
+    assert close(pg.ESTIMATORS["dr_grpo"](x).advantages, [-2.0, 0.0])
+
+
+def test_gae_steps_over_environment_tokens():
+    # model tokens at 0, 1, 3 (an environment wrote token 2; its value 9 and reward 5 are
+    # ignored), gamma 0.9, lambda 0.5 (gamma * lambda 0.45), values 0.5, 0.6, -, 0.7:
+    #   t3: delta = 1 - 0.7 = 0.3                      A3 = 0.3
+    #   t1: delta = 0.9 * 0.7 - 0.6 = 0.03             A1 = 0.03 + 0.45 * 0.3 = 0.165
+    #   t0: delta = 0.9 * 0.6 - 0.5 = 0.04             A0 = 0.04 + 0.45 * 0.165 = 0.11425
+    values = t([[0.5, 0.6, 9.0, 0.7]])
+    x = _inputs([[0.0, 0.0, 5.0, 1.0]], [[1, 1, 0, 1]], [0], values=values, gamma=0.9,
+                lam=0.5)
+    adv, returns = pg.ESTIMATORS["gae"](x)
+    assert close(adv, [[0.11425, 0.165, 0.0, 0.3]])
+    assert close(returns, [[0.61425, 0.765, 0.0, 1.0]])
+    # the same without the environment token: the same numbers
+    plain = _inputs([[0.0, 0.0, 1.0]], [[1, 1, 1]], [0], values=t([[0.5, 0.6, 0.7]]),
+                    gamma=0.9, lam=0.5)
+    assert close(pg.ESTIMATORS["gae"](plain).advantages, [[0.11425, 0.165, 0.3]])
+
+
+def test_returns_to_go_step_over_environment_tokens():
+    # gamma 0.5, model tokens 0 and 2: G2 = 1, G0 = 0.25 + 0.5 * 1 = 0.75 (token 1's 7 ignored)
+    rewards = t([[0.25, 7.0, 1.0]])
+    assert close(pg.returns_to_go(rewards, t([[1, 0, 1]]), gamma=0.5), [[0.75, 0.0, 1.0]])
 
 
 # ----------------------------------------------------------------------------- ties and pairs

@@ -64,13 +64,13 @@ def test_response_logprobs_equal_the_full_logits_computation(temperature):
     samples = _samples()
     batch = pu.TokenBatch.from_samples(samples, pad_id=0, device="cpu")
     with torch.no_grad():
-        got, entropy = pu.response_logprobs(model, batch, temperature=temperature,
-                                            with_entropy=True)
+        fwd = pu.response_forward(model, batch, temperature=temperature, entropy=True)
+        got, entropy = fwd.logp, fwd.entropy
     want = _full_logits_logprobs(model, samples, temperature)
     for i, row in enumerate(want):
         assert got[i, : len(row)].tolist() == pytest.approx(row, abs=1e-5)
         assert float(got[i, len(row):].abs().sum()) == 0.0  # padding
-    assert entropy is not None and bool((entropy > 0).all())
+    assert entropy is not None and bool((entropy[batch.mask > 0] > 0).all())
     # the model trims its logits to the response positions: the prompt's are never made
     assert pu._accepts_logits_to_keep(model)
 
@@ -136,6 +136,40 @@ def test_run_epochs_skips_mini_batches_with_no_data_anywhere():
     # the mean over 2 rows: d/dw = (1 + 0, 0 + 1) / 2, times lr 0.5
     assert layer.weight.tolist() == [[-0.25, -0.25]]
     assert layer.weight.grad is None  # cleared after the last step
+
+
+def test_run_epochs_accumulates_mini_batches_and_stops_early():
+    # two mini-batches per step: the gradient is the mean of their two mean losses
+    layer = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        layer.weight.fill_(0.0)
+    opt = torch.optim.SGD(layer.parameters(), lr=1.0)
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+
+    def loss_of(rows, total):
+        return layer(x[rows]).sum() / total
+
+    plan = [[[0], [1, 2]], [[0], [1, 2]]]
+    report = pu.run_epochs(layer, opt, plan, lambda rows: float(len(rows)), loss_of,
+                           accumulate=2, stop_after_epoch=lambda: True)
+    # step: ((1, 0) + ((0, 1) + (1, 1)) / 2) / 2 = (0.75, 0.5); the early stop leaves epoch 2
+    assert (report.optimizer_steps, report.epochs) == (1, 1)
+    assert layer.weight[0].tolist() == pytest.approx([-0.75, -0.5])
+
+
+def test_length_grouped_minibatches_are_seeded_and_cover_every_row():
+    lengths = [9, 3, 7, 3, 12, 5, 8, 3, 11, 6, 4, 10]
+    first = pu.minibatch_plan(12, 4, 1, torch.Generator().manual_seed(7), lengths)[0]
+    again = pu.minibatch_plan(12, 4, 1, torch.Generator().manual_seed(7), lengths)[0]
+    assert first == again  # exact resume
+    assert sorted(i for m in first for i in m) == list(range(12))
+    # grouped: each mini-batch's lengths follow the previous one's
+    spans = sorted((min(lengths[i] for i in m), max(lengths[i] for i in m)) for m in first)
+    assert spans == [(3, 3), (4, 6), (7, 9), (10, 12)]
+    # the order of the mini-batches is drawn too
+    orders = {tuple(m[0] for m in pu.minibatch_plan(
+        12, 4, 1, torch.Generator().manual_seed(s), lengths)[0]) for s in range(8)}
+    assert len(orders) > 1
 
 
 SYNC_SCRIPT = """

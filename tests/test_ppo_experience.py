@@ -140,24 +140,6 @@ def test_tiny_recipe_validates(rlhfx_cli):
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ("batch_size = 10, mini_batch_size = 4", "multiple of mini_batch_size"),
-        ("min_new_tokens = 9, max_new_tokens = 8", "min_new_tokens (9) is above"),
-        ("temperature = 0.7", "temperature 1"),
-        ('kl_penalty = "reverse"', "kl_penalty"),
-        ("use_score_norm = true", "use_score_scaling"),
-        ("learning_rate = 1e-5, lr = 3", "unknown key"),
-    ],
-)
-def test_bad_options_are_one_line_errors(rlhfx_cli, tmp_path, options, message):
-    result = rlhfx_cli("validate", str(_recipe(tmp_path, options)))
-    assert result.exit_code == 2
-    assert "stages.align.algorithm" in result.output and message in result.output
-    assert "Traceback" not in result.output
-
-
 def test_cut_flags_text_a_cleaner_removed_before_the_response(tokenizer):
     raw = " ## hello world ##"
     ids = tokenizer(raw, add_special_tokens=False)["input_ids"]

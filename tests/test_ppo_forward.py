@@ -1,29 +1,29 @@
-"""PPO's cheaper forward passes give what the full ones gave: logits and values at response
-positions only (policy, reference, LoRA, another architecture), rollout passes in chunks of any
-size, and length-grouped mini-batches that stay seeded."""
+"""PPO's forward passes through the shared engine give what full forward passes give: log-probs
+and values at response positions only (another architecture, LoRA, a soft-capped head), and
+the experience's rollout pass in chunks of any size."""
 
 from __future__ import annotations
 
 from contextlib import nullcontext
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 
+from rlhfx.alignment.engine import PolicyGradientAlgorithm, UpdateSettings
+from rlhfx.alignment.policy_update import TokenBatch, response_forward
 from rlhfx.alignment.reference import ReferenceModel
-from rlhfx.plugins.ppo.config import PPOConfig
-from rlhfx.plugins.ppo.trainer import (
-    PPOTrainer,
-    build_rollouts,
-    minibatch_rows,
-    reference_logits,
-    response_slice,
-)
+from rlhfx.components import Sample
 from rlhfx.plugins.ppo.value_head import PolicyWithValueHead
 
 QUERIES = [[5, 6, 7], [1, 2], [3, 4, 5, 6, 7, 8], [9]]
 RESPONSES = [[11, 12, 13, 14], [15], [16, 17], [18, 19, 20, 21, 22]]
+
+
+def tokens() -> TokenBatch:
+    samples = [Sample(i, "", "", prompt_ids=q, response_ids=r)
+               for i, (q, r) in enumerate(zip(QUERIES, RESPONSES, strict=True))]
+    return TokenBatch.from_samples(samples, pad_id=0, device="cpu")
 
 
 def tiny_gpt_neo():
@@ -52,81 +52,67 @@ def with_lora(model):
     return wrapped.eval()
 
 
-@pytest.mark.parametrize("make", [tiny_gpt_neo, tiny_llama,
-                                  lambda: with_lora(tiny_gpt_neo())],
+def full_forward(model, batch: TokenBatch):
+    """Log-probs and values from every position's logits and hidden state, row by row."""
+    from rlhfx.alignment.reference import position_ids_for
+
+    out = model.policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                       position_ids=position_ids_for(batch.attention_mask),
+                       output_hidden_states=True, use_cache=False)
+    every = torch.log_softmax(out.logits.float(), -1)
+    values = model.v_head(out.hidden_states[-1])
+    p, span = batch.prompt_width, batch.response_width
+    logp = every[:, p - 1 : p - 1 + span].gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1)
+    return logp * batch.mask, values[:, p - 1 : p - 1 + span] * batch.mask
+
+
+@pytest.mark.parametrize("make", [tiny_gpt_neo, tiny_llama, lambda: with_lora(tiny_gpt_neo())],
                          ids=["gpt-neo", "llama", "gpt-neo+lora"])
 def test_response_positions_only_match_the_full_forward(make):
     model = PolicyWithValueHead(make(), value_dropout=0.0).eval()
-    batch = build_rollouts(QUERIES, RESPONSES, pad_id=0, device="cpu")
+    batch = tokens()
     with torch.no_grad():
-        full_logits, full_values = model(batch.input_ids, batch.attention_mask)
-        logits, values = model(batch.input_ids, batch.attention_mask, batch.positions)
-    want = response_slice(full_logits, batch.positions)
-    assert logits.shape == want.shape and logits.dtype == torch.float32
-    assert torch.allclose(logits, want, atol=1e-5)
-    assert torch.allclose(values, response_slice(full_values, batch.positions), atol=1e-5)
+        got = response_forward(model.policy, batch, critic=model.v_head)
+        logp, values = full_forward(model, batch)
+    assert got.values is not None and got.values.dtype == torch.float32
+    assert torch.allclose(got.logp, logp, atol=1e-5)
+    assert torch.allclose(got.values, values, atol=1e-5)
 
 
-def test_a_head_with_scaling_after_it_falls_back_to_full_logits():
-    policy = tiny_gpt_neo()
-    policy.config.final_logit_softcapping = 30.0  # as Gemma 2's would say (ignored by GPT-Neo)
-    model = PolicyWithValueHead(policy, value_dropout=0.0).eval()
-    batch = build_rollouts(QUERIES, RESPONSES, pad_id=0, device="cpu")
+def test_a_soft_capped_head_is_left_to_the_model():
+    """Gemma 2 style soft-capping after the head: the model trims its own logits, so the cap
+    applies as in a full forward."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    config = Gemma2Config(vocab_size=64, hidden_size=32, intermediate_size=64,
+                          num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1,
+                          head_dim=16, max_position_embeddings=64,
+                          final_logit_softcapping=0.5)
+    model = PolicyWithValueHead(Gemma2ForCausalLM(config).eval(), value_dropout=0.0).eval()
+    batch = tokens()
     with torch.no_grad():
-        full, _ = model(batch.input_ids, batch.attention_mask)
-        picked, _ = model(batch.input_ids, batch.attention_mask, batch.positions)
-    assert torch.allclose(picked, response_slice(full, batch.positions), atol=1e-6)
-
-
-@pytest.mark.parametrize("lora", [False, True])
-def test_reference_logits_at_response_positions(lora):
-    policy = with_lora(tiny_gpt_neo()) if lora else tiny_gpt_neo()
-    reference = ReferenceModel(policy)
-    if not lora:  # the copy must be what is read, not the policy: make them differ
-        with torch.no_grad():
-            policy.get_output_embeddings().weight.mul_(2.0)
-    batch = build_rollouts(QUERIES, RESPONSES, pad_id=0, device="cpu")
-    want = response_slice(reference.logits(batch.input_ids, batch.attention_mask),
-                          batch.positions)
-    assert torch.allclose(reference_logits(reference, batch), want, atol=1e-5)
+        got = response_forward(model.policy, batch, critic=model.v_head)
+        logp, _ = full_forward(model, batch)
+    assert torch.allclose(got.logp, logp, atol=1e-5)
 
 
 def test_rollout_pass_is_the_same_in_chunks_of_any_size():
-    model = PolicyWithValueHead(tiny_gpt_neo(), value_dropout=0.0)
-    batch = build_rollouts(QUERIES, RESPONSES, pad_id=0, device="cpu")
+    model = PolicyWithValueHead(tiny_gpt_neo(), value_dropout=0.0).eval()
+    batch = tokens()
     outs = []
     for rows in (1, 3, 64):
-        trainer = SimpleNamespace(config=PPOConfig(forward_batch_size=rows), unwrapped=model,
-                                  reference=ReferenceModel(model.policy), autocast=nullcontext)
-        outs.append(PPOTrainer.rollout_pass(trainer, batch))  # type: ignore[arg-type]
-    for key in ("logprobs", "values", "ref", "kls"):
+        engine = SimpleNamespace(
+            policy=model.policy, critic=model.v_head, reference=ReferenceModel(model.policy),
+            run=SimpleNamespace(autocast=nullcontext), needs_rollout_logp=lambda: True)
+        settings = UpdateSettings(epochs=1, minibatches=1, clip_low=0.2, clip_high=0.2,
+                                  forward_rows=rows)
+        with torch.no_grad():
+            outs.append(PolicyGradientAlgorithm._rollout_pass(engine, batch, settings, False))  # type: ignore[arg-type]
+    for key in ("logp", "values", "ref"):
         assert outs[0][key].shape == batch.mask.shape
         assert torch.all(outs[0][key][batch.mask == 0] == 0)  # padding left at zero
         for other in outs[1:]:
             assert torch.allclose(outs[0][key], other[key], atol=1e-5), key
-    assert torch.allclose(outs[0]["kls"], torch.zeros_like(outs[0]["kls"]), atol=1e-6)
-
-
-def test_length_grouped_minibatches_are_seeded_and_cover_every_row():
-    lengths = [9, 3, 7, 3, 12, 5, 8, 3, 11, 6, 4, 10]
-    first = minibatch_rows(np.random.default_rng(7), lengths, 4, by_length=True)
-    again = minibatch_rows(np.random.default_rng(7), lengths, 4, by_length=True)
-    assert [m.tolist() for m in first] == [m.tolist() for m in again]  # exact resume
-    assert sorted(i for m in first for i in m) == list(range(len(lengths)))
-    # grouped: sorted by their shortest row, each mini-batch's lengths follow the previous
-    spans = sorted((min(lengths[i] for i in m), max(lengths[i] for i in m)) for m in first)
-    assert spans == [(3, 3), (4, 6), (7, 9), (10, 12)]
-    # the order of the mini-batches is drawn too
-    orders = {tuple(int(m[0]) for m in minibatch_rows(np.random.default_rng(s), lengths, 4,
-                                                       by_length=True)) for s in range(8)}
-    assert len(orders) > 1
-
-
-def test_plain_shuffle_when_grouping_is_off():
-    lengths = [4, 2, 8, 6, 1, 3]
-    got = minibatch_rows(np.random.default_rng(3), lengths, 3, by_length=False)
-    want = np.array_split(np.random.default_rng(3).permutation(6), 3)
-    assert [m.tolist() for m in got] == [m.tolist() for m in want]
-    # fewer rows than mini-batches (dropped responses): empty ones, every row once
-    parts = minibatch_rows(np.random.default_rng(0), [5, 6], 4, by_length=True)
-    assert len(parts) == 4 and sorted(int(i) for m in parts for i in m) == [0, 1]
+    # the policy is the reference: their log-probs agree
+    assert torch.allclose(outs[0]["logp"], outs[0]["ref"], atol=1e-6)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import math
 
 import pytest
-from critic_free_runs import (
+
+from rlhfx.testing import (
     final_weights,
     rising,
-    run,
     same_weights,
-    write_recipe,
 )
-from fixtures.runs import records
+from rlhfx.testing import run_in_process as run
+from rlhfx.testing import run_records as records
+from rlhfx.testing import write_algorithm_recipe as write_recipe
 
 SMALL = dict(iterations=2, batch_size=8, k=2, learning_rate=1e-3, min_new_tokens=8,
              max_new_tokens=8, torch_threads=1)
@@ -24,9 +25,9 @@ LEARNS = dict(iterations=24, batch_size=16, k=1, mini_batch_size=8, epochs=2,
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("baseline", [False, True], ids=["plain", "baseline"])
-def test_reinforce_pp_raises_the_reward(rlhfx_cli, tmp_path, baseline):
-    options = dict(LEARNS, **({"baseline": True, "k": 4, "batch_size": 4} if baseline else {}))
+def test_reinforce_pp_baseline_raises_the_reward(rlhfx_cli, tmp_path):
+    """The `-baseline` variant (plain REINFORCE++ learns in tests/test_algorithm_contract.py)."""
+    options = dict(LEARNS, baseline=True, k=4, batch_size=4)
     out = run(rlhfx_cli, write_recipe(tmp_path, "reinforce_pp", options), tmp_path / "run")
     recs = records(out)
     assert len(recs) == 24

@@ -49,11 +49,17 @@ class CriticFreeConfig(AlgorithmConfig):
     #: over responses), `token` (mean over all tokens, DAPO), `dr_grpo` (sum over each
     #: response / max_new_tokens, then mean; Dr. GRPO).
     loss_type: Literal["sequence", "token", "dr_grpo"] = "sequence"
+    #: Leave out groups whose rewards all tie (their advantages are 0; only a KL term would
+    #: train on them). They are counted either way (`<algorithm>/equal_reward_groups`).
+    drop_equal_reward_groups: bool = False
 
     @model_validator(mode="after")
     def _critic_free_checks(self) -> CriticFreeConfig:
         if self.k < self.min_k():
             raise ValueError(f"k = {self.k}: {self.min_k_reason()} (k >= {self.min_k()})")
+        if self.drop_equal_reward_groups and self.k < 2:
+            raise ValueError("drop_equal_reward_groups needs k >= 2 (a group of one always "
+                             "ties)")
         if self.clip_high < self.clip_low:
             raise ValueError(f"clip_high ({self.clip_high}) is below clip_low "
                              f"({self.clip_low}): the clip ranges are inverted (DAPO's "

@@ -84,7 +84,10 @@ class TokenBatch:
         mask = self.mask[at]
         prompt_real = attn[:, : self.prompt_width].sum(dim=1)
         start = self.prompt_width - int(prompt_real.max()) if len(at) else 0
-        span = max(1, int(mask.sum(dim=1).max())) if len(at) else 1
+        # the response length from the attention mask: `mask` has zeros inside a response
+        # where an environment wrote tokens
+        response_real = attn[:, self.prompt_width:].sum(dim=1)
+        span = max(1, int(response_real.max())) if len(at) else 1
         end = self.prompt_width + span
         return TokenBatch(self.input_ids[at, start:end], attn[:, start:end],
                           self.labels[at, :span], mask[:, :span], self.prompt_width - start)
@@ -99,50 +102,78 @@ def _accepts_logits_to_keep(model: Any) -> bool:
         return False
 
 
-def _response_logits(model: Any, batch: TokenBatch) -> torch.Tensor:
-    """Logits predicting each response token, [B, T, V]; the prompt's logits are never made
-    when the model can trim them (`logits_to_keep`), else they are sliced off at once."""
+@dataclass
+class ResponseForward:
+    """One forward pass over a token batch's responses, [B, T] each, 0 off the mask."""
+
+    logp: torch.Tensor  # log-prob of each sampled token
+    entropy: torch.Tensor | None = None  # of each position's distribution (no gradient)
+    values: torch.Tensor | None = None  # the critic's value of each position
+    logprobs: torch.Tensor | None = None  # [B, T, V] whole log-distributions (exact KL)
+
+
+def response_forward(
+    model: Any, batch: TokenBatch, autocast: AbstractContextManager[Any] | None = None,
+    temperature: float = 1.0, *, entropy: bool = False, critic: Any = None,
+    full: bool = False,
+) -> ResponseForward:
+    """Log-probs of the sampled response tokens under `model`, the logits divided by the
+    sampling temperature (as the samples were drawn; TRL's GRPOTrainer does the same).
+
+    Only the response's logits are made when the model can trim them (`logits_to_keep`),
+    else they are sliced off at once. With `critic` (hidden states [B, T, H] -> [B, T]), also
+    each response position's value, from the same pass. `mask` 0 positions (padding, and
+    tokens an environment wrote) get 0 in every output, so nothing downstream trains on them.
+    """
     span = batch.response_width
     kwargs: dict[str, Any] = dict(
         input_ids=batch.input_ids, attention_mask=batch.attention_mask,
         position_ids=position_ids_for(batch.attention_mask), use_cache=False,
     )
+    if critic is not None:
+        kwargs["output_hidden_states"] = True
     if _accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = span + 1
-    logits = model(**kwargs).logits
-    # position p predicts token p + 1: response column P + j comes from position P + j - 1
-    return logits[:, -(span + 1) : -1, :]
-
-
-def _token_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float,
-                    with_entropy: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-    logits = logits.float()
+    with autocast if autocast is not None else nullcontext():
+        out = model(**kwargs)
+        # position p predicts token p + 1: response column P + j comes from position P + j - 1
+        logits = out.logits[:, -(span + 1) : -1, :].float()
+        values = None
+        if critic is not None:
+            values = critic(out.hidden_states[-1][:, -(span + 1) : -1, :]).float() * batch.mask
     if temperature != 1.0:
         logits = logits / temperature
     # log softmax at the label only: gather minus logsumexp (no [B, T, V] log-prob tensor)
-    picked = logits.gather(-1, labels.unsqueeze(-1)).squeeze(-1)
-    logp = picked - torch.logsumexp(logits, dim=-1)
-    entropy = None
-    if with_entropy:
+    picked = logits.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1)
+    result = ResponseForward((picked - torch.logsumexp(logits, dim=-1)) * batch.mask,
+                             values=values)
+    if entropy or full:
         with torch.no_grad():
-            full = torch.log_softmax(logits.detach(), dim=-1)
-            entropy = -(full.exp() * full).sum(-1)
-    return logp, entropy
+            every = torch.log_softmax(logits.detach(), dim=-1)
+            if entropy:
+                result.entropy = -(every.exp() * every).sum(-1) * batch.mask
+            if full:
+                result.logprobs = every
+    return result
 
 
 def response_logprobs(
     model: Any, batch: TokenBatch, autocast: AbstractContextManager[Any] | None = None,
-    temperature: float = 1.0, with_entropy: bool = False,
-) -> Any:
-    """Log-probs [B, T] of the sampled response tokens under `model` (0 on padding), the
-    logits divided by the sampling temperature (as the samples were drawn; TRL's
-    GRPOTrainer does the same). With `with_entropy`, also each position's entropy
-    (no gradient): returns (logprobs, entropy)."""
-    with autocast if autocast is not None else nullcontext():
-        logits = _response_logits(model, batch)
-    logp, entropy = _token_logprobs(logits, batch.labels, temperature, with_entropy)
-    logp = logp * batch.mask
-    return (logp, entropy) if with_entropy else logp
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """Log-probs [B, T] of the sampled response tokens under `model` (0 off the mask)."""
+    return response_forward(model, batch, autocast, temperature).logp
+
+
+def reference_forward(
+    reference: ReferenceModel, batch: TokenBatch,
+    autocast: AbstractContextManager[Any] | None = None, temperature: float = 1.0,
+    full: bool = False,
+) -> ResponseForward:
+    """`response_forward` under the reference policy, without gradients."""
+    network = reference.policy if reference.copy is None else reference.copy
+    with torch.no_grad(), reference.context():
+        return response_forward(network, batch, autocast, temperature, full=full)
 
 
 def reference_logprobs(
@@ -150,9 +181,7 @@ def reference_logprobs(
     autocast: AbstractContextManager[Any] | None = None, temperature: float = 1.0,
 ) -> torch.Tensor:
     """`response_logprobs` under the reference policy, without gradients."""
-    network = reference.policy if reference.copy is None else reference.copy
-    with torch.no_grad(), reference.context():
-        return response_logprobs(network, batch, autocast, temperature)
+    return reference_forward(reference, batch, autocast, temperature).logp
 
 
 # ------------------------------------------------------------------------------ optimizer
@@ -176,6 +205,14 @@ def adam(params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float = 
     return cls(params, lr=lr, weight_decay=weight_decay)
 
 
+def disable_dropout(model: Any) -> None:
+    """Every dropout of `model` off (LoRA's too): an update then sees the policy the samples
+    came from, and the first pass's probability ratio is exactly 1."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
 # ------------------------------------------------------------------------------ processes
 
 
@@ -188,13 +225,17 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def zero_loss(model: Any) -> torch.Tensor:
-    """A loss of 0 through every weight of a causal LM (one token in): what an idle process
-    runs under fsdp so that its forward and backward collectives meet the others'."""
+def zero_loss(model: Any, critic: Any = None) -> torch.Tensor:
+    """A loss of 0 through every weight of a causal LM (one token in), and of its `critic`:
+    what an idle process runs under fsdp so that its forward and backward collectives meet
+    the others'."""
     device = next(model.parameters()).device
-    logits = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device),
-                   use_cache=False).logits
-    return logits.float().sum() * 0.0
+    out = model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device),
+                use_cache=False, output_hidden_states=critic is not None)
+    loss = out.logits.float().sum() * 0.0
+    if critic is not None:
+        loss = loss + critic(out.hidden_states[-1]).float().sum() * 0.0
+    return loss
 
 
 def sync_gradients(model: Any) -> None:
@@ -222,19 +263,28 @@ def sync_gradients(model: Any) -> None:
 
 
 def minibatch_plan(
-    n_rows: int, n_minibatches: int, epochs: int, generator: torch.Generator
+    n_rows: int, n_minibatches: int, epochs: int, generator: torch.Generator,
+    lengths: Sequence[int] | None = None,
 ) -> list[list[list[int]]]:
     """For each epoch, this process's rows split into `n_minibatches` shuffled parts (some may
-    be empty); the count is the same on every process."""
+    be empty); the count is the same on every process.
+
+    With `lengths`, rows are sorted by length (ties in shuffled order) and cut into
+    consecutive parts whose order is then shuffled, so each mini-batch pads little (the idea
+    of transformers' LengthGroupedSampler)."""
     plan = []
     for _ in range(epochs):
         order = torch.randperm(n_rows, generator=generator).tolist()
+        if lengths is not None:
+            order.sort(key=lambda i: lengths[i])  # stable: ties keep the shuffled order
         size, extra = divmod(n_rows, n_minibatches)
         parts, start = [], 0
         for m in range(n_minibatches):
             end = start + size + (1 if m < extra else 0)
             parts.append(order[start:end])
             start = end
+        if lengths is not None:
+            parts = [parts[i] for i in torch.randperm(n_minibatches, generator=generator)]
         plan.append(parts)
     return plan
 
@@ -247,6 +297,7 @@ class StepReport:
     empty_minibatches: int = 0  # skipped on every process: no data anywhere
     idle_minibatches: int = 0  # this process had none, others had some: zero gradients
     loss_sum: float = 0.0  # sum of the global mini-batch losses (this process's share)
+    epochs: int = 0  # epochs run (fewer than planned after an early stop)
 
 
 def run_epochs(
@@ -256,6 +307,10 @@ def run_epochs(
     weight: Callable[[list[int]], float],
     loss_of: Callable[[list[int], float], torch.Tensor],
     max_grad_norm: float | None = None,
+    *,
+    accumulate: int = 1,
+    idle_loss: Callable[[], torch.Tensor] | None = None,
+    stop_after_epoch: Callable[[], bool] | None = None,
 ) -> StepReport:
     """Optimise over `plan` (from `minibatch_plan`) with the same steps on every process.
 
@@ -265,6 +320,11 @@ def run_epochs(
     processes is the mini-batch's loss; gradients are summed accordingly (the mean all-reduce
     times the number of processes). A mini-batch with nothing on any process is skipped
     everywhere: never an optimiser step on no data.
+
+    `accumulate` consecutive mini-batches make one optimiser step (their losses averaged, one
+    backward each). `idle_loss` is the zero loss an idle process runs under fsdp (default:
+    `zero_loss(model)`). `stop_after_epoch()`, called on every process after each epoch,
+    ends the epochs early when it says so (it may be collective).
     """
     from rlhfx.sharding import holds_shards
 
@@ -276,34 +336,52 @@ def run_epochs(
     report = StepReport()
     params = [p for p in model.parameters() if p.requires_grad]
     for e, epoch in enumerate(plan):
-        for m, rows in enumerate(epoch):
-            total = float(totals[e, m])
-            if total <= 0:
-                report.empty_minibatches += 1
+        report.epochs += 1
+        for first in range(0, len(epoch), accumulate):
+            group = [m for m in range(first, min(first + accumulate, len(epoch)))
+                     if float(totals[e, m]) > 0]
+            report.empty_minibatches += min(accumulate, len(epoch) - first) - len(group)
+            if not group:
                 continue
             optimizer.zero_grad(set_to_none=True)
-            loss = None
-            if rows and weight(rows) > 0:
-                loss = loss_of(rows, total)
-                # sync_gradients averages; the loss is already a global share, so scale back
-                (loss * world).backward()
-                report.loss_sum += float(loss.detach())
-            else:
-                report.idle_minibatches += 1
-                if sharded:
-                    zero_loss(model).backward()
-            if not sharded:
-                sync_gradients(model)
-            if world <= 1:
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-            if max_grad_norm is not None:
-                norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-            else:
-                norm = nonfinite.grad_norm(params)
-            if nonfinite.step_allowed(None if loss is None else loss.detach(), norm):
-                optimizer.step()
+            step_loss = None  # what this step's mini-batches added up to (None: all idle)
+            for m in group:
+                rows = epoch[m]
+                if rows and weight(rows) > 0:
+                    loss = loss_of(rows, float(totals[e, m])) / len(group)
+                    # sync_gradients averages; the loss is already a global share: scale back
+                    (loss * world).backward()
+                    report.loss_sum += float(loss.detach())
+                    step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+                else:
+                    report.idle_minibatches += 1
+                    if sharded:
+                        (idle_loss() if idle_loss is not None else zero_loss(model)).backward()
+            if optimizer_step(model, optimizer, params, max_grad_norm, sharded, step_loss):
                 report.optimizer_steps += 1
+        if stop_after_epoch is not None and e + 1 < len(plan) and stop_after_epoch():
+            break
     optimizer.zero_grad(set_to_none=True)
     return report
+
+
+def optimizer_step(model: Any, optimizer: Any, params: list[torch.nn.Parameter],
+                   max_grad_norm: float | None, sharded: bool,
+                   loss: torch.Tensor | None = None) -> bool:
+    """The one place an update's optimizer steps: gradients averaged over processes (unless
+    fsdp did it in backward), missing ones made zero, clipped, checked for non-finite values
+    (`nonfinite`: stop the run, or skip this step), then the step. True when it stepped."""
+    if not sharded:
+        sync_gradients(model)
+    if distributed.world_size() <= 1:
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+    if max_grad_norm is not None:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    else:
+        norm = nonfinite.grad_norm(params)
+    if not nonfinite.step_allowed(loss, norm):
+        return False
+    optimizer.step()
+    return True

@@ -83,22 +83,18 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
     def samples_per_prompt(self) -> int:
         return self.config.k
 
-    def setup(self, run: AlignmentSetup) -> None:
-        import torch
-
-        from rlhfx.alignment.policy_update import adam
+    def setup(self, setup: AlignmentSetup) -> None:
+        from rlhfx.alignment.policy_update import adam, disable_dropout
 
         c = self.config
-        self.run = run
-        if c.mini_batch_size % run.world_size:
-            raise UserError(f"{run.where}.mini_batch_size: {c.mini_batch_size} does not split "
-                            f"evenly over {run.world_size} processes")
-        self.policy = run.load_policy()
+        self.run = setup
+        if c.mini_batch_size % setup.world_size:
+            raise UserError(f"{setup.where}.mini_batch_size: {c.mini_batch_size} does not "
+                            f"split evenly over {setup.world_size} processes")
+        self.policy = setup.load_policy()
         if c.disable_dropout:
-            for module in self.policy.modules():
-                if isinstance(module, torch.nn.Dropout):
-                    module.p = 0.0
-        self.reference = run.reference(self.policy)
+            disable_dropout(self.policy)
+        self.reference = setup.reference(self.policy)
         params = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = adam(params, c.learning_rate, c.weight_decay)
 
@@ -137,7 +133,7 @@ class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
         share = c.mini_batch_size // run.world_size
         # The reference pass's forwards differ in number between processes: on gathered
         # weights when sharded (every process enters, pairs or not).
-        with gathered_weights_of(getattr(self.reference, "copy", None)):
+        with gathered_weights_of(self.reference.copy):
             ref_chosen, ref_rejected = self._sequence_logprobs(pairs, share, reference=True)
         sums: defaultdict[str, float] = defaultdict(float)
         seen: set[int] = set()

@@ -32,11 +32,11 @@ class BestOfNSupervised(AlignmentAlgorithm):
     def samples_per_prompt(self):
         return self.config.n
 
-    def setup(self, run):
+    def setup(self, setup):
         import torch
 
-        self.run = run
-        self.policy = run.load_policy()  # float32 weights; LoRA when the recipe asks
+        self.run = setup
+        self.policy = setup.load_policy()  # float32 weights; LoRA when the recipe asks
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=self.config.learning_rate)
 

@@ -133,6 +133,8 @@ class DataFormatRef(ComponentRef):
 
 
 class EnvironmentRef(ComponentRef):
+    """A recipe's `environment = { name = "...", <options> }`: an environment by name."""
+
     kind = "environment"
 
 

@@ -175,11 +175,12 @@ WORD_BONUS = '{ name = "pattern_penalty", rules = [{ pattern = "[A-Za-z]{3,}", p
 LENGTH = '{ name = "length", unit = "chars" }'
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
+    """`value` as an inline TOML value (dicts as inline tables), for recipes written in tests."""
     import json
 
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(value)  # numbers, booleans, strings and lists read the same in TOML
 
 
@@ -188,7 +189,7 @@ def write_algorithm_recipe(folder: Path, name: str, options: Mapping[str, Any],
                            file: str = "recipe.toml") -> Path:
     """A one-stage recipe: the tiny policy and prompts, `reward`, algorithm `name` with
     `options`; `extra` adds lines to the align stage."""
-    fields = ", ".join(f"{k} = {_toml_value(v)}" for k, v in {"name": name, **options}.items())
+    fields = ", ".join(f"{k} = {toml_value(v)}" for k, v in {"name": name, **options}.items())
     path = Path(folder) / file
     path.write_text(
         f'[run]\nseed = {seed}\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'

@@ -9,12 +9,13 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from critic_free_runs import RECIPES
 from fixtures.tiny import tiny_config, train_tokenizer
 
 from rlhfx.episode_text import tool_instructions
 from rlhfx.plugins.environments.calculator import calculator
 from rlhfx.tools import format_tool_call, tool_schemas
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 TEMPLATE = ("{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}<|endoftext|>\n"
             "{% endfor %}{% if add_generation_prompt %}<|assistant|>\n{% endif %}")

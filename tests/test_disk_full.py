@@ -12,11 +12,13 @@ import uuid
 
 import pytest
 import torch
-from critic_free_runs import LENGTH, final_weights, run, same_weights, write_recipe
 from fixtures.runs import records
 
 from rlhfx.alignment import state_files
 from rlhfx.alignment.checkpoints import Checkpoints, LoopState
+from rlhfx.testing import LENGTH, final_weights, same_weights
+from rlhfx.testing import run_in_process as run
+from rlhfx.testing import write_algorithm_recipe as write_recipe
 from rlhfx.write_faults import write_failure
 
 

@@ -10,7 +10,6 @@ import types
 
 import pytest
 import torch
-from critic_free_runs import LENGTH, write_recipe
 
 from rlhfx import hookimpl
 from rlhfx.alignment import nonfinite
@@ -18,6 +17,8 @@ from rlhfx.alignment import policy_update as pu
 from rlhfx.alignment.checkpoints import Checkpoints
 from rlhfx.alignment.nonfinite import NonFinite
 from rlhfx.rollouts import SamplingSettings, generate
+from rlhfx.testing import LENGTH
+from rlhfx.testing import write_algorithm_recipe as write_recipe
 
 
 def _layer():

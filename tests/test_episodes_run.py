@@ -11,8 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from critic_free_runs import RECIPES, final_weights, rising, run, same_weights, toml_value
 from fixtures.runs import kill_then_resume, records, subprocess_env
+
+from rlhfx.testing import final_weights, rising, same_weights, toml_value
+from rlhfx.testing import run_in_process as run
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
 GAME = {"name": "guess_number", "choices": ["bike", "book", "cook", "desk"],
         "valid_guess_reward": 0.2, "max_turns": 2, "max_episode_tokens": 40}

@@ -11,11 +11,12 @@ import subprocess
 import time
 
 import pytest
-from critic_free_runs import LENGTH, write_recipe
 from fixtures.runs import cli_command, subprocess_env
 
 from rlhfx.errors import UserError
 from rlhfx.run_lock import LOCK_FILE, RunLock
+from rlhfx.testing import LENGTH
+from rlhfx.testing import write_algorithm_recipe as write_recipe
 
 
 def test_a_held_directory_is_refused_naming_the_holder_and_freed_on_release(tmp_path):

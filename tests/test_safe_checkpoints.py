@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from critic_free_runs import LENGTH, write_recipe
 
 from rlhfx import hookimpl
 from rlhfx.alignment.checkpoints import Checkpoints, LoopState
 from rlhfx.alignment.state_files import StateTypeError, flatten, unflatten
 from rlhfx.errors import UserError
+from rlhfx.testing import LENGTH
+from rlhfx.testing import write_algorithm_recipe as write_recipe
 
 ROOT = Path(__file__).parent.parent
 

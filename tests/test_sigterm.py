@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-from critic_free_runs import LENGTH, final_weights, run, same_weights, write_recipe
 from fixtures.runs import cli_command, records, run_again, subprocess_env
 
 from rlhfx import stopping
+from rlhfx.testing import LENGTH, final_weights, same_weights
+from rlhfx.testing import run_in_process as run
+from rlhfx.testing import write_algorithm_recipe as write_recipe
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from rlhfx.hf_training import (
     quiet_trainer,
     run_trainer,
     save_atomically,
+    trained_model,
     trainer_arguments,
     trainer_class,
 )
@@ -167,11 +168,6 @@ class RewardModelStage(Stage):
         from .gpt_neo_rm import REWARD_INFO, prepare_for_scoring
 
         c = self.config
-        if c.method == "lora" and ctx.parallelism.sharded:
-            # Its held-out accuracy runs on the merged model in every process.
-            raise UserError(f"{ctx.recipe_file}: stages.{ctx.stage_id}.method: the reward "
-                            "model's LoRA with parallelism = \"fsdp\" is not supported yet; "
-                            "use \"ddp\" for this stage (or method = \"full\")")
         quiet_libraries()
         resume = prepare_resume(ctx)
         pairs = read_pairs(ctx.resolve(c.data), c.data_split, c.skip_bad_rows)
@@ -239,9 +235,16 @@ class RewardModelStage(Stage):
             )
             quiet_trainer(trainer)
             run_trainer(trainer, ctx, resume)
-        merged = merge_if_lora(trainer.model)
+        sharded_lora = c.method == "lora" and ctx.parallelism.sharded
+        if sharded_lora:
+            # A sharded model cannot merge in place: the main process merges a gathered copy
+            # and measures it alone (the accuracy needs no other process).
+            plain, _ = trained_model(trainer.model)  # every process takes part
+            merged = merge_if_lora(plain) if ctx.is_main else None
+        else:
+            merged = merge_if_lora(trainer.model)
         step = trainer.state.global_step
-        if held:
+        if held and merged is not None:
             after = pairwise_accuracy(merged, tokenizer, held, c.eval_batch_size, None, append_eos)
             results["after"] = after
             ctx.log_metrics(step, {f"eval/{k}": v for k, v in after.items()})
@@ -249,7 +252,7 @@ class RewardModelStage(Stage):
                 "reward_model: validation pairwise accuracy %.3f on %d held-out pairs "
                 "(mean margin %.3f)", after["accuracy"], len(held), after["mean_margin"],
             )
-        full = gathered_state(merged)  # under fsdp; every process takes part
+        full = None if sharded_lora else gathered_state(merged)  # fsdp: every process
         if ctx.is_main:
             atomic_write_json(ctx.stage_dir / EVAL_FILE, results)
             target = ctx.stage_dir / "model"

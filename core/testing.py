@@ -226,6 +226,12 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
 
 
+def cli_command(*args: str) -> list[str]:
+    """`python -m rlhfx.cli ARGS` with this interpreter: the command a test runs as a
+    subprocess (this environment's rlhfx, whatever is on PATH)."""
+    return [sys.executable, "-m", "rlhfx.cli", *args]
+
+
 def kill_after_records(recipe: Path, out: Path, after_records: int = 3) -> int:
     """Run `recipe` in a subprocess and SIGKILL it once `after_records` metrics records are
     written; returns how many records the killed run left."""
@@ -233,8 +239,8 @@ def kill_after_records(recipe: Path, out: Path, after_records: int = 3) -> int:
     import time
 
     metrics = out / "stages" / "align" / "metrics.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "rlhfx.cli", "run", str(recipe), "-o",
-                             str(out)], env=subprocess_env(), stdout=subprocess.DEVNULL,
+    proc = subprocess.Popen(cli_command("run", str(recipe), "-o", str(out)),
+                            env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 240
@@ -253,9 +259,8 @@ def kill_after_records(recipe: Path, out: Path, after_records: int = 3) -> int:
 
 def run_again(recipe: Path, out: Path) -> None:
     """The same command again, to completion (it resumes what a killed run left)."""
-    resumed = subprocess.run([sys.executable, "-m", "rlhfx.cli", "run", str(recipe), "-o",
-                              str(out)], env=subprocess_env(), capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(cli_command("run", str(recipe), "-o", str(out)),
+                             env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 

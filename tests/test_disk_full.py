@@ -12,12 +12,12 @@ import uuid
 
 import pytest
 import torch
-from fixtures.runs import records
 
 from rlhfx.alignment import state_files
 from rlhfx.alignment.checkpoints import Checkpoints, LoopState
 from rlhfx.testing import LENGTH, final_weights, same_weights
 from rlhfx.testing import run_in_process as run
+from rlhfx.testing import run_records as records
 from rlhfx.testing import write_algorithm_recipe as write_recipe
 from rlhfx.write_faults import write_failure
 

@@ -11,10 +11,18 @@ import sys
 from pathlib import Path
 
 import pytest
-from fixtures.runs import kill_then_resume, records, subprocess_env
 
-from rlhfx.testing import final_weights, rising, same_weights, toml_value
+from rlhfx.testing import (
+    final_weights,
+    kill_after_records,
+    rising,
+    run_again,
+    same_weights,
+    subprocess_env,
+    toml_value,
+)
 from rlhfx.testing import run_in_process as run
+from rlhfx.testing import run_records as records
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -93,7 +101,8 @@ def test_episode_run_resumes_exactly_after_kill(rlhfx_cli, tmp_path):
     recipe = episode_recipe(tmp_path, {"name": "grpo", "iterations": 6, "beta": 0.04,
                                        "save_every": 1})
     killed = tmp_path / "killed"
-    assert 3 <= kill_then_resume(recipe, killed) < 6
+    assert 3 <= kill_after_records(recipe, killed) < 6
+    run_again(recipe, killed)
     assert "resuming after iteration" in (killed / "run.log").read_text()
     reference = run(rlhfx_cli, recipe, tmp_path / "reference")
     got, want = records(killed), records(reference)

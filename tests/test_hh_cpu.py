@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_quickstart import dump_recipe
+import tomli_w
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "hh_cpu.toml"
@@ -85,7 +85,7 @@ def tiny_copy(run_dir: Path) -> dict[str, Any]:
 def test_its_stages_run_on_tiny_models(rlhfx_cli, tmp_path):
     run = tmp_path / "run"
     path = tmp_path / "hh_cpu_tiny.toml"
-    path.write_text(dump_recipe(tiny_copy(run)), encoding="utf-8")
+    path.write_text(tomli_w.dumps(tiny_copy(run)), encoding="utf-8")
     result = rlhfx_cli("run", str(path))
     assert result.exit_code == 0, result.output
     state = json.loads((run / "run_state.json").read_text())["stages"]
@@ -152,7 +152,7 @@ def test_the_recipe_cut_down_on_its_real_models(rlhfx_cli, tmp_path):
                                    max_new_tokens=12, epochs=1, eval_max_prompts=6)
     s["evaluate"].update(max_prompts=6, max_new_tokens=12)
     path = tmp_path / "hh_cpu_small.toml"
-    path.write_text(dump_recipe(r), encoding="utf-8")
+    path.write_text(tomli_w.dumps(r), encoding="utf-8")
     result = rlhfx_cli("run", str(path))
     assert result.exit_code == 0, result.output
     state = json.loads((run / "run_state.json").read_text())["stages"]

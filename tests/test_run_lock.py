@@ -11,11 +11,10 @@ import subprocess
 import time
 
 import pytest
-from fixtures.runs import cli_command, subprocess_env
 
 from rlhfx.errors import UserError
 from rlhfx.run_lock import LOCK_FILE, RunLock
-from rlhfx.testing import LENGTH
+from rlhfx.testing import LENGTH, cli_command, subprocess_env
 from rlhfx.testing import write_algorithm_recipe as write_recipe
 
 

@@ -13,11 +13,18 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures.runs import cli_command, records, run_again, subprocess_env
 
 from rlhfx import stopping
-from rlhfx.testing import LENGTH, final_weights, same_weights
+from rlhfx.testing import (
+    LENGTH,
+    cli_command,
+    final_weights,
+    run_again,
+    same_weights,
+    subprocess_env,
+)
 from rlhfx.testing import run_in_process as run
+from rlhfx.testing import run_records as records
 from rlhfx.testing import write_algorithm_recipe as write_recipe
 
 

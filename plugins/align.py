@@ -81,7 +81,7 @@ class AlignConfig(ComponentConfig):
 
 def refused_algorithm(name: str) -> str:
     return (f"the algorithm '{name}' does not train on multi-turn episodes (its update would "
-            "learn from the environment's tokens); use grpo, rloo, reinforce_pp or online_dpo")
+            "learn from the environment's tokens); use grpo, rloo, reinforce_pp, ppo or online_dpo")
 
 
 def prompts_within(prompts: list[str], tokenizer: Any, limit: int | None) -> list[bool]:

@@ -34,8 +34,9 @@ PROMPTS = "pkg:rlhfx.plugins.environments/data/guess_words.jsonl"
 def episode_recipe(tmp_path: Path, algorithm: dict, environment: dict | None = None,
                    extra: str = "") -> Path:
     env = toml_value(environment or GAME)
-    algo = toml_value({"iterations": 2, "batch_size": 2, "k": 2, "max_new_tokens": 6,
-                       "torch_threads": 1, **algorithm})
+    options = {"iterations": 2, "batch_size": 2, "k": 2, "max_new_tokens": 6,
+               "torch_threads": 1, **algorithm}
+    algo = toml_value({k: v for k, v in options.items() if v is not None})  # None: leave out
     path = tmp_path / "recipe.toml"
     path.write_text(
         f'[run]\nseed = 5\n\n[stages.align]\npolicy = "builtin:tiny-gpt-neo"\n'
@@ -68,6 +69,7 @@ def test_tiny_guess_recipe_raises_the_reward(rlhfx_cli, tmp_path):
     {"name": "rloo"},
     {"name": "reinforce_pp"},
     {"name": "online_dpo", "beta": 0.1},
+    {"name": "ppo", "k": None, "batch_size": 4, "mini_batch_size": 2, "min_new_tokens": 2},
 ])
 def test_each_episode_algorithm_trains_on_episodes(rlhfx_cli, tmp_path, algorithm):
     recipe = episode_recipe(tmp_path, {**algorithm, "iterations": 1},

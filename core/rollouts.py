@@ -102,14 +102,21 @@ def generate(
     description: str = "generating",
     rng: random.Random | None = None,
     prefill_once: bool = True,
+    decoder: Literal["loop", "generate"] = "loop",
 ) -> list[Rollout]:
     """`num_samples` responses for each prompt, ordered prompt by prompt.
 
     `rng` draws the per-call response length when `sampling.length_range` is set.
+    `decoder`: "loop" samples with `rlhfx.sampling` (falls back to transformers' `generate`
+    for what that loop does not do); "generate" with transformers' `generate`, where
     `prefill_once` runs each prompt through the model once for its k samples (see
-    `_prefilled_cache`); False lets `generate` expand the prompts first (k prefills each).
+    `_prefilled_cache`) and False lets `generate` expand the prompts first (k prefills each).
     """
     import torch
+
+    from rlhfx.sampling import Decoding, sample_responses, unsupported_reason
+
+    loop = decoder == "loop" and unsupported_reason(model) is None
 
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
@@ -142,22 +149,26 @@ def generate(
             if stop_strings:
                 kwargs.update(stop_strings=list(stop_strings), tokenizer=tokenizer)
             width = enc["input_ids"].shape[1]
-            with torch.no_grad():
-                if prefill_once and num_samples > 1 and width > 1:
-                    cache = {_cache_argument(model): _prefilled_cache(model, enc, num_samples)}
-                    inputs = {k: v.repeat_interleave(num_samples, dim=0) for k, v in enc.items()}
-                    generated = model.generate(**inputs, **cache, **kwargs)
-                else:
-                    generated = model.generate(**enc, num_return_sequences=num_samples, **kwargs)
-            responses = generated[:, width:].tolist()
             prompt_rows = enc["input_ids"].tolist()
             masks = enc["attention_mask"].tolist()
             prompt_ids = [
                 [t for t, m in zip(row, mask, strict=True) if m]
                 for row, mask in zip(prompt_rows, masks, strict=True)
             ]
-            eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-            cut = [_cut_at_eos(r, eos, pad) for r in responses]
+            with torch.no_grad():
+                if loop:  # rlhfx.sampling's decoder: the tokens as sampled
+                    cut = sample_responses(model, tokenizer, prompt_ids, num_samples, Decoding(
+                        kwargs["max_new_tokens"], sampling.do_sample, sampling.temperature,
+                        sampling.top_k, sampling.top_p, [tokenizer.eos_token_id], stop_strings))
+                elif prefill_once and num_samples > 1 and width > 1:
+                    cache = {_cache_argument(model): _prefilled_cache(model, enc, num_samples)}
+                    inputs = {k: v.repeat_interleave(num_samples, dim=0) for k, v in enc.items()}
+                    generated = model.generate(**inputs, **cache, **kwargs)
+                else:
+                    generated = model.generate(**enc, num_return_sequences=num_samples, **kwargs)
+            if not loop:
+                eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+                cut = [_cut_at_eos(r, eos, pad) for r in generated[:, width:].tolist()]
             texts = tokenizer.batch_decode(cut, skip_special_tokens=True)
             for row, (ids, text) in enumerate(zip(cut, texts, strict=True)):
                 p = row // num_samples

@@ -78,9 +78,9 @@ def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args:
     greedy = SamplingSettings(max_new_tokens=args.max_new_tokens, do_sample=False)
     few = prompts[:8]
     new = generate(model, tok, few, greedy, num_samples=2, batch_size=args.batch_size,
-                   stop_strings=stops)
+                   stop_strings=stops, decoder="generate")
     old = generate(model, tok, few, greedy, batch_size=args.batch_size, stop_strings=stops,
-                   prefill_once=False)  # transformers refuses greedy num_return_sequences > 1
+                   prefill_once=False, decoder="generate")  # no greedy num_return_sequences
     same = sum(a.response_ids == old[a.prompt_id].response_ids for a in new)
     print(f"greedy, {len(few)} prompts x 2: prefill-once == old path for {same}/{len(new)} "
           "responses")
@@ -93,7 +93,7 @@ def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args:
                 torch.manual_seed(r)
                 secs, _ = timed(lambda once=once, chunk=chunk, k=k: generate(
                     model, tok, chunk, sampling, num_samples=k, batch_size=args.batch_size,
-                    stop_strings=stops, prefill_once=once))
+                    stop_strings=stops, prefill_once=once, decoder="generate"))
                 times[once].append(secs)
                 print(f"  k={k} {'prefill-once' if once else 'old path    '} "
                       f"{len(chunk) * k / secs:6.2f} samples/s ({secs:.1f} s, {load()})")

@@ -1,8 +1,10 @@
 """Batched generation shared by every alignment algorithm, and the rollout engines.
 
-`generate` is transformers' path: left padding, the KV cache, each prompt pre-filled once and
-its cache repeated for the prompt's k samples; generation stops at EOS or at a stop string.
-The only Python loop is over batches, never over samples, so the time goes to the model.
+`generate` samples with rlhfx's own decode loop over the model's forward and KV cache
+(`rlhfx.sampling`: each prompt pre-filled once for its k samples, finished rows leave the
+batch, the tokens returned exactly as sampled); generation stops at EOS or at a stop string.
+`decoder="generate"` (and models that loop cannot follow) takes transformers' `generate`,
+with left padding and each prompt's cache repeated for its k samples.
 
 A rollout engine is what the alignment loop samples with: `hf` (this module's `generate`) or
 `vllm` (a colocated vLLM engine, `rlhfx.vllm_engine`, fed the policy's weights after every

@@ -156,7 +156,8 @@ def _sample(
         if step == decoding.max_new_tokens - 1 or len(finished) == len(alive_list):
             break
         if finished:
-            keep_list = [i for i in range(len(alive_list)) if i not in set(finished)]
+            done = set(finished)
+            keep_list = [i for i in range(len(alive_list)) if i not in done]
             keep = torch.tensor(keep_list, device=device)
             alive, tokens, positions, mask = alive[keep], tokens[keep], positions[keep], mask[keep]
             alive_list = [alive_list[i] for i in keep_list]

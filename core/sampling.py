@@ -1,0 +1,414 @@
+"""The `hf` engine's decoder: a plain sampling loop over a causal LM's forward and KV cache.
+
+`sample_responses` answers a batch of prompts k times each with the model's own forward,
+without transformers' `generate` machinery:
+
+- each prompt is pre-filled once, whole, logits for its last position only; prompts of very
+  different lengths are pre-filled in separate groups (less padding), and their caches are
+  laid side by side, left-padded, for decoding;
+- the KV cache grows in place in a buffer sized for the whole answer (no copy of the cache
+  at every step);
+- a row that ends (EOS or a stop string) leaves the batch, so the rows still writing decode
+  alone;
+- the next token is chosen with `generate`'s arithmetic (temperature, then top-k, then top-p;
+  greedy: argmax), and the random draw is made for every row at every step, finished or not,
+  so a row's draws do not depend on when the others end. By default the draw is
+  `generate`'s (`multinomial`, which for one draw is argmax(p / q) with q ~ Exp(1) for every
+  vocabulary entry): the samples are `generate`'s own for the same seed, up to floating-point
+  noise in the logits (other batch shapes, other padding) flipping a borderline draw.
+  `Decoding.generate_noise = False` draws one uniform per row and step through the cumulative
+  distribution instead: as exact a draw, reproducible for a seed, other samples, and far less
+  noise to make (48 rows x 49k tokens of Exp(1) per step took about a fifth of a short run on
+  a loaded 2-core CPU).
+
+What it returns are the tokens exactly as sampled: up to and including EOS or the token that
+completed a stop string, nothing after (no padding).
+
+`unsupported_reason` names what this loop does not do (a generation config asking for
+repetition penalties and the like, encoder-decoder models); `generate` then falls back to
+transformers' `generate`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+#: generation_config fields that make transformers' `generate` change the logits in ways this
+#: loop does not: (field, value meaning "off").
+_OTHER_PROCESSORS: tuple[tuple[str, Any], ...] = (
+    ("repetition_penalty", 1.0), ("encoder_repetition_penalty", 1.0),
+    ("no_repeat_ngram_size", 0), ("encoder_no_repeat_ngram_size", 0), ("bad_words_ids", None),
+    ("min_length", 0), ("min_new_tokens", None), ("forced_bos_token_id", None),
+    ("forced_eos_token_id", None), ("suppress_tokens", None), ("begin_suppress_tokens", None),
+    ("sequence_bias", None), ("exponential_decay_length_penalty", None), ("min_p", None),
+    ("typical_p", 1.0), ("epsilon_cutoff", 0.0), ("eta_cutoff", 0.0), ("top_h", None),
+    ("renormalize_logits", False), ("guidance_scale", None), ("watermarking_config", None),
+)
+
+
+@dataclass
+class Decoding:
+    """How to pick tokens; the meaning of each field is `generate`'s."""
+
+    max_new_tokens: int
+    do_sample: bool = True
+    temperature: float = 1.0
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0
+    eos_ids: Sequence[int] = ()
+    stop_strings: Sequence[str] = ()
+    #: Pre-fill prompts in groups of similar length when that saves padding.
+    group_prefill: bool = True
+    #: Draw the noise as `generate` does (Exp(1) for every row and vocabulary entry: the same
+    #: samples as `generate` for the same seed). False: one uniform per row and step through
+    #: the cumulative distribution, an exact draw from the same distribution, reproducible
+    #: for a seed, but other samples than `generate`'s (and far less noise to draw).
+    generate_noise: bool = True
+    stats: dict[str, Any] = field(default_factory=dict)  # filled in: groups, steps, rows per step
+
+
+def unsupported_reason(model: Any) -> str | None:
+    """Why `sample_responses` cannot stand in for `model.generate`, or None when it can."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    if config is None or getattr(config, "is_encoder_decoder", False):
+        return "not a decoder-only model"
+    gen = getattr(base, "generation_config", None)
+    for name, off in _OTHER_PROCESSORS:
+        value = getattr(gen, name, off) if gen is not None else off
+        if value is not None and value != off and value != [] and value != {}:
+            return f"its generation_config sets {name} = {value!r}"
+    return None
+
+
+def sample_responses(
+    model: Any,
+    tokenizer: Any,
+    prompt_ids: Sequence[Sequence[int]],
+    num_samples: int,
+    decoding: Decoding,
+) -> list[list[int]]:
+    """`num_samples` responses to each prompt (row i * num_samples + j: prompt i, sample j),
+    each a list of the token ids sampled. Call it under `torch.no_grad()` with `model` in eval
+    mode; the random draws use torch's global generator (seed it with `torch.manual_seed`)."""
+    k = max(1, num_samples)
+    rows = len(prompt_ids) * k
+    if not prompt_ids or decoding.max_new_tokens <= 0:
+        return [[] for _ in range(rows)]
+    lengths = [len(p) for p in prompt_ids]
+    if min(lengths) == 0:
+        raise ValueError("an empty prompt: nothing to continue from")
+    width = max(lengths)
+    accepts = _forward_arguments(model)
+    cache_arg = "cache" if "cache" in accepts else "past_key_values"
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return _sample(model, tokenizer, prompt_ids, k, decoding, accepts, cache_arg, pad, width)
+
+
+def _sample(
+    model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], k: int,
+    decoding: Decoding, accepts: set[str], cache_arg: str, pad: int, width: int,
+) -> list[list[int]]:
+    import torch
+
+    device = next(model.parameters()).device
+    rows = len(prompt_ids) * k
+    lengths = [len(p) for p in prompt_ids]
+    started = time.perf_counter()
+    logits, cache = _prefill(model, prompt_ids, width, accepts, cache_arg, decoding, pad)
+    decoding.stats["prefill_s"] = time.perf_counter() - started
+    if k > 1:
+        cache.batch_repeat_interleave(k)
+        logits = logits.repeat_interleave(k, dim=0)
+    total = width + decoding.max_new_tokens
+    _grow_in_place(cache, total)
+
+    row_lengths = torch.tensor(lengths, device=device).repeat_interleave(k)
+    # the attention mask of every row for every step, left padding then ones
+    mask = (torch.arange(total, device=device)[None, :]
+            >= (width - row_lengths)[:, None]).long()
+    positions = row_lengths - 1  # position of each row's last token so far
+    alive = torch.arange(rows, device=device)  # rows still writing, as indices of all rows
+    alive_list = list(range(rows))
+    out: list[list[int]] = [[] for _ in range(rows)]
+    context = [list(prompt_ids[r // k]) for r in range(rows)] if decoding.stop_strings else []
+    eos = set(decoding.eos_ids)
+    window = _stop_window(decoding.stop_strings)
+    steps, active_rows = 0, 0
+    for step in range(decoding.max_new_tokens):
+        steps += 1
+        active_rows += len(alive_list)
+        tokens = _choose(logits, decoding, rows, alive)
+        token_list = tokens.tolist()
+        finished = []
+        for i, (r, t) in enumerate(zip(alive_list, token_list, strict=True)):
+            out[r].append(t)
+            if t in eos:
+                finished.append(i)
+            elif context:
+                context[r].append(t)
+                if _completes_stop(tokenizer, context[r], decoding.stop_strings, window):
+                    finished.append(i)
+        if step == decoding.max_new_tokens - 1 or len(finished) == len(alive_list):
+            break
+        if finished:
+            done = set(finished)
+            keep_list = [i for i in range(len(alive_list)) if i not in done]
+            keep = torch.tensor(keep_list, device=device)
+            alive, tokens, positions, mask = alive[keep], tokens[keep], positions[keep], mask[keep]
+            alive_list = [alive_list[i] for i in keep_list]
+            cache.batch_select_indices(keep)
+        positions = positions + 1
+        inputs: dict[str, Any] = {
+            "input_ids": tokens[:, None],
+            "attention_mask": mask[:, : width + step + 1],
+            cache_arg: cache,
+            "use_cache": True,
+        }
+        if "position_ids" in accepts:
+            inputs["position_ids"] = positions[:, None]
+        logits = model(**inputs).logits[:, -1].float()
+    decoding.stats.update(steps=steps, row_steps=active_rows)
+    return out
+
+
+# ------------------------------------------------------------------------------ pre-fill
+
+
+def _prefill(
+    model: Any, prompt_ids: Sequence[Sequence[int]], width: int, accepts: set[str],
+    cache_arg: str, decoding: Decoding, pad: int,
+) -> tuple[Any, Any]:
+    """Logits of each prompt's last position [prompts, vocab] and the KV cache of every prompt
+    token, left-padded to `width`, one row per prompt."""
+    import torch
+
+    everyone = list(range(len(prompt_ids)))
+    groups = _length_groups([len(p) for p in prompt_ids]) if decoding.group_prefill else None
+    decoding.stats["prefill_groups"] = 1
+    if groups is None:
+        return _prefill_batch(model, [prompt_ids[i] for i in everyone], accepts, cache_arg, pad)
+    parts = [_prefill_batch(model, [prompt_ids[i] for i in members], accepts, cache_arg, pad)
+             for members in groups]
+    if not all(_plain_layers(cache) for _, cache in parts):  # cannot be laid side by side
+        return _prefill_batch(model, [prompt_ids[i] for i in everyone], accepts, cache_arg, pad)
+    decoding.stats["prefill_groups"] = len(groups)
+    order = torch.tensor([i for members in groups for i in members])
+    back = torch.empty_like(order)
+    back[order] = torch.arange(len(order))
+    merged = parts[0][1]
+    for n, layer in enumerate(merged.layers):
+        for name in ("keys", "values"):
+            pieces = []
+            for _, cache in parts:
+                t = getattr(cache.layers[n], name)
+                pieces.append(torch.nn.functional.pad(t, (0, 0, width - t.shape[-2], 0)))
+            setattr(layer, name, torch.cat(pieces)[back.to(pieces[0].device)])
+    logits = torch.cat([part[0] for part in parts])
+    return logits[back.to(logits.device)], merged
+
+
+def _prefill_batch(
+    model: Any, prompt_ids: Sequence[Sequence[int]], accepts: set[str], cache_arg: str, pad: int,
+) -> tuple[Any, Any]:
+    """One forward pass over `prompt_ids`, left-padded to the longest: the last position's
+    logits [prompts, vocab] (float32) and the cache."""
+    import torch
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    w = max(len(p) for p in prompt_ids)
+    ids = torch.tensor([[pad] * (w - len(p)) + list(p) for p in prompt_ids], device=device)
+    mask = torch.tensor([[0] * (w - len(p)) + [1] * len(p) for p in prompt_ids], device=device)
+    cache = DynamicCache(config=_config(model))
+    inputs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, cache_arg: cache,
+                              "use_cache": True}
+    if "position_ids" in accepts:  # as generate derives them: left padding does not count
+        inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    if "logits_to_keep" in accepts:
+        inputs["logits_to_keep"] = 1
+    return model(**inputs).logits[:, -1].float(), cache
+
+
+def _length_groups(lengths: list[int], overhead: int = 16) -> list[list[int]] | None:
+    """Prompts (indices) split into groups of similar length, so that the tokens run through
+    the model (each group padded to its longest prompt) plus `overhead` tokens' worth per
+    extra forward pass are fewest; None when one group is best."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sizes = [lengths[i] for i in order]
+    n = len(sizes)
+    # best[j]: least cost of the first j prompts (sorted); cut[j]: where its last group starts
+    best = [0] + [0] * n
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        best[j], cut[j] = min(
+            (best[i] + (j - i) * sizes[j - 1] + overhead, i) for i in range(j)
+        )
+    groups: list[list[int]] = []
+    j = n
+    while j > 0:
+        groups.append(order[cut[j]:j])
+        j = cut[j]
+    groups.reverse()
+    return groups if len(groups) > 1 else None
+
+
+def _plain_layers(cache: Any) -> bool:
+    """Whether every layer of `cache` holds the whole sequence as `keys`/`values` tensors
+    (no sliding window, no quantisation), so caches can be padded and joined."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = list(getattr(cache, "layers", None) or [])
+    return bool(layers) and all(
+        type(layer) is DynamicLayer and layer.keys is not None and layer.keys.dim() == 4
+        for layer in layers
+    )
+
+
+# ------------------------------------------------------------------------------ the KV cache
+
+
+def _grow_in_place(cache: Any, capacity: int) -> None:
+    """Make each plain layer of `cache` keep its keys and values in a buffer of `capacity`
+    positions, written in place at every step, instead of a new concatenated copy per step.
+    Other kinds of layers (sliding windows...) are left as they are."""
+    from transformers.cache_utils import DynamicLayer
+
+    for i, layer in enumerate(getattr(cache, "layers", [])):
+        if type(layer) is DynamicLayer and layer.keys is not None and layer.keys.dim() == 4:
+            cache.layers[i] = _buffered_layer_class().of(layer, capacity)
+
+
+@functools.cache
+def _buffered_layer_class() -> Any:
+    from transformers.cache_utils import DynamicLayer
+
+    class BufferedLayer(DynamicLayer):
+        """A DynamicLayer whose keys and values are views of preallocated buffers."""
+
+        key_buffer: Any
+        value_buffer: Any
+        length: int
+
+        @classmethod
+        def of(cls, layer: Any, capacity: int) -> Any:
+            new = cls()
+            keys, values = layer.keys, layer.values
+            new.device, new.is_initialized = keys.device, True
+            b, h, n, _ = keys.shape
+            new.key_buffer = keys.new_empty((b, h, capacity, keys.shape[-1]))
+            new.value_buffer = values.new_empty((b, values.shape[1], capacity, values.shape[-1]))
+            new.key_buffer[:, :, :n] = keys
+            new.value_buffer[:, :, :n] = values
+            new.length = n
+            new._views()
+            return new
+
+        def _views(self) -> None:
+            self.keys = self.key_buffer[:, :, : self.length]
+            self.values = self.value_buffer[:, :, : self.length]
+
+        def update(self, key_states: Any, value_states: Any, *args: Any, **kwargs: Any) -> Any:
+            n, q = self.length, key_states.shape[-2]
+            if n + q > self.key_buffer.shape[2]:  # more than planned for: grow as usual
+                self.key_buffer = self.key_buffer.new_empty(
+                    (*self.key_buffer.shape[:2], n + q, self.key_buffer.shape[-1]))
+                self.value_buffer = self.value_buffer.new_empty(
+                    (*self.value_buffer.shape[:2], n + q, self.value_buffer.shape[-1]))
+                self.key_buffer[:, :, :n] = self.keys
+                self.value_buffer[:, :, :n] = self.values
+            self.key_buffer[:, :, n : n + q] = key_states
+            self.value_buffer[:, :, n : n + q] = value_states
+            self.length = n + q
+            self._views()
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: Any) -> None:
+            self.key_buffer = self.key_buffer[indices]
+            self.value_buffer = self.value_buffer[indices]
+            self._views()
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self.key_buffer = self.key_buffer.repeat_interleave(repeats, dim=0)
+            self.value_buffer = self.value_buffer.repeat_interleave(repeats, dim=0)
+            self._views()
+
+    return BufferedLayer
+
+
+# ------------------------------------------------------------------------------ token choice
+
+
+def _choose(logits: Any, decoding: Decoding, rows: int, alive: Any) -> Any:
+    """The next token of each live row, from its float32 logits [live rows, vocab].
+
+    Sampling draws noise for all `rows` (finished or not, as `generate` does) and keeps the
+    live rows' share, so the draws of a row do not depend on which rows finished.
+    """
+    import torch
+
+    if not decoding.do_sample:
+        return logits.argmax(dim=-1)
+    scores = logits
+    if decoding.temperature != 1.0:
+        scores = scores / decoding.temperature
+    if decoding.top_k:
+        k = min(decoding.top_k, scores.shape[-1])
+        threshold = torch.topk(scores, k).values[..., -1:]
+        scores = scores.masked_fill(scores < threshold, float("-inf"))
+    if decoding.top_p < 1.0:
+        ascending, order = torch.sort(scores, descending=False)
+        below = ascending.softmax(dim=-1).cumsum(dim=-1) <= (1 - decoding.top_p)
+        below[..., -1:] = False  # the likeliest token always stays
+        scores = scores.masked_fill(below.scatter(1, order, below), float("-inf"))
+    probs = scores.softmax(dim=-1)
+    live = probs.shape[0] != rows
+    if decoding.generate_noise:
+        noise = torch.empty((rows, probs.shape[-1]), dtype=probs.dtype,
+                            device=probs.device).exponential_(1)
+        return (probs / (noise[alive] if live else noise)).argmax(dim=-1)
+    cdf = probs.double().cumsum(dim=-1)
+    u = torch.rand((rows, 1), dtype=torch.float64, device=probs.device)
+    u = (u[alive] if live else u) * cdf[:, -1:]
+    # the first token whose cumulative probability passes u (tokens of probability 0 never)
+    return torch.searchsorted(cdf, u, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
+
+
+# ------------------------------------------------------------------------------ stop strings
+
+
+def _stop_window(stop_strings: Sequence[str]) -> int:
+    """Tokens at the end of a row worth decoding to find a stop string there: a token holds at
+    least one byte and a character at most four."""
+    return 4 * max((len(s) for s in stop_strings), default=0) + 1
+
+
+def _completes_stop(tokenizer: Any, ids: list[int], stops: Sequence[str], window: int) -> bool:
+    """Whether the last token of `ids` completes (or runs past the end of) a stop string: one
+    appears in the text of the last `window` tokens and not in the text before the last."""
+    tail = ids[-window:]
+    text = tokenizer.decode(tail, skip_special_tokens=False)
+    if not any(s in text for s in stops):
+        return False
+    before = tokenizer.decode(tail[:-1], skip_special_tokens=False)
+    return any(text.count(s) > before.count(s) for s in stops)
+
+
+# ------------------------------------------------------------------------------ model details
+
+
+def _config(model: Any) -> Any:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.config
+
+
+def _forward_arguments(model: Any) -> set[str]:
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(base.forward).parameters)

@@ -1,0 +1,193 @@
+"""The `hf` engine's decode loop (rlhfx.sampling) against transformers' `generate`: greedy
+tokens, EOS, stop strings, lengths, temperature / top-k / top-p, seeds, prefill groups."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlhfx.rollouts import SamplingSettings, encode_prompts, generate
+from rlhfx.sampling import Decoding, _length_groups, sample_responses, unsupported_reason
+
+torch = pytest.importorskip("torch")
+
+PROMPTS = [
+    "###Human: Hi ###Assistant:",
+    "###Human: How do I bake bread at home without a big oven? ###Assistant:",
+    "###Human: Why? ###Assistant:",
+    "###Human: Name three rivers in Europe, please. ###Assistant:",
+]
+
+
+@pytest.fixture(scope="module")
+def policy():
+    from rlhfx.models import load_causal_lm, load_tokenizer
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_causal_lm("builtin:tiny-gpt-neo").eval(), load_tokenizer("builtin:tiny-gpt-neo")
+    torch.set_num_threads(threads)
+
+
+def tiny_llama(vocab_size: int):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )).eval()
+
+
+def sample(model, tok, prompts=PROMPTS, k=1, **settings):
+    settings.setdefault("eos_ids", [tok.eos_token_id])
+    with torch.no_grad():
+        return sample_responses(model, tok, encode_prompts(tok, prompts), k,
+                                Decoding(**settings))
+
+
+@pytest.mark.parametrize("arch", ["gpt-neo", "llama"])
+def test_greedy_tokens_are_transformers_generate(policy, arch):
+    model, tok = policy
+    if arch == "llama":
+        model = tiny_llama(len(tok))
+    ids = encode_prompts(tok, PROMPTS)
+    want = []
+    for row in ids:  # one prompt at a time: no padding on transformers' side
+        out = model.generate(torch.tensor([row]), attention_mask=torch.ones(1, len(row)),
+                             max_new_tokens=10, do_sample=False, pad_token_id=tok.eos_token_id,
+                             eos_token_id=tok.eos_token_id)
+        want.append(out[0, len(row):].tolist())
+    got = sample(model, tok, k=2, max_new_tokens=10, do_sample=False)
+    assert got == [w for w in want for _ in range(2)]
+    assert len({tuple(w) for w in want}) > 1  # the prompts' answers differ
+    # the same through `generate`, padding, grouping and all
+    rows = generate(model, tok, PROMPTS, SamplingSettings(max_new_tokens=10, do_sample=False),
+                    num_samples=2, batch_size=8)
+    assert [r.response_ids for r in rows] == got
+
+
+def test_grouped_prefill_gives_the_same_tokens(policy):
+    model, tok = policy
+    prompts = [*PROMPTS, "###Human: " + "Tell me more about bread. " * 6 + "###Assistant:"]
+    settings = dict(max_new_tokens=8, do_sample=False)
+    grouped = Decoding(eos_ids=[tok.eos_token_id], **settings)
+    with torch.no_grad():
+        got = sample_responses(model, tok, encode_prompts(tok, prompts), 2, grouped)
+    assert grouped.stats["prefill_groups"] > 1
+    assert got == sample(model, tok, prompts, k=2, group_prefill=False, **settings)
+    assert _length_groups([5, 5, 6]) is None  # too little padding to save
+    assert _length_groups([100, 3, 101, 4]) == [[1, 3], [0, 2]]
+
+
+def test_eos_ends_a_row_and_the_others_go_on(policy):
+    model, tok = policy
+    free = sample(model, tok, max_new_tokens=10, do_sample=False, eos_ids=[])
+    assert all(len(r) == 10 for r in free)
+    eos = free[1][3]  # a token the second prompt's answer writes fourth
+    got = sample(model, tok, max_new_tokens=10, do_sample=False, eos_ids=[eos])
+    for before, after in zip(free, got, strict=True):
+        if eos in before:  # cut right after its first EOS, EOS included
+            assert after == before[: before.index(eos) + 1]
+        else:
+            assert after == before
+    assert got[1][-1] == eos and len(got[1]) <= 4
+
+
+@pytest.mark.parametrize("noise", [True, False])
+def test_finished_rows_do_not_change_the_others_samples(policy, noise):
+    """A row's random draws do not depend on when other rows end (they leave the batch)."""
+    model, tok = policy
+    torch.manual_seed(5)
+    free = sample(model, tok, k=4, max_new_tokens=12, eos_ids=[], generate_noise=noise)
+    ended = free[0][1]
+    torch.manual_seed(5)
+    got = sample(model, tok, k=4, max_new_tokens=12, eos_ids=[ended], generate_noise=noise)
+    cut = 0
+    for before, after in zip(free, got, strict=True):
+        if ended in before:
+            cut += 1
+            assert after == before[: before.index(ended) + 1]
+        else:
+            assert after == before
+    assert 0 < cut < len(free)
+
+
+def test_stop_strings_end_a_row_at_the_completing_token(policy):
+    model, tok = policy
+    torch.manual_seed(1)
+    rows = sample(model, tok, k=4, max_new_tokens=30, stop_strings=["e"])
+    stopped = 0
+    for ids in rows:
+        text = tok.decode(ids)
+        if "e" in text:
+            stopped += 1
+            assert "e" not in tok.decode(ids[:-1]) and "e" in tok.decode(ids[-1:])
+        else:
+            assert len(ids) == 30 or ids[-1] == tok.eos_token_id
+    assert stopped >= 8
+
+
+def test_max_new_tokens_and_top_k_top_p_temperature(policy):
+    model, tok = policy
+    greedy = sample(model, tok, max_new_tokens=6, do_sample=False)
+    assert all(len(r) <= 6 for r in greedy)
+    torch.manual_seed(0)
+    assert sample(model, tok, max_new_tokens=6, top_k=1) == greedy
+    torch.manual_seed(0)
+    assert sample(model, tok, max_new_tokens=6, top_p=1e-6) == greedy
+    torch.manual_seed(0)
+    assert sample(model, tok, max_new_tokens=6, temperature=1e-4) == greedy
+    assert sample(model, tok, max_new_tokens=0) == [[] for _ in PROMPTS]
+    # first tokens: top-k draws only among the k likeliest, top-p only inside the nucleus
+    ids = encode_prompts(tok, PROMPTS[:1])
+    with torch.no_grad():
+        logits = model(torch.tensor(ids)).logits[0, -1]
+    top3 = set(torch.topk(logits, 3).indices.tolist())
+    probs, order = logits.softmax(-1).sort(descending=True)
+    nucleus = set(order[: int((probs.cumsum(-1) < 0.5).sum()) + 1].tolist())
+    torch.manual_seed(2)
+    firsts_k = {r[0] for r in sample(model, tok, PROMPTS[:1], k=300, max_new_tokens=1, top_k=3)}
+    firsts_p = {r[0] for r in sample(model, tok, PROMPTS[:1], k=300, max_new_tokens=1,
+                                     top_p=0.5)}
+    free = {r[0] for r in sample(model, tok, PROMPTS[:1], k=300, max_new_tokens=1)}
+    assert firsts_k == top3  # 300 draws see all three
+    assert firsts_p <= nucleus and len(free) > len(nucleus)
+
+
+@pytest.mark.parametrize("noise", [True, False])
+def test_samples_are_reproducible_for_a_seed(policy, noise):
+    model, tok = policy
+    settings = dict(max_new_tokens=8, temperature=0.9, top_k=50, top_p=0.95,
+                    generate_noise=noise)
+    torch.manual_seed(3)
+    a = sample(model, tok, k=3, **settings)
+    torch.manual_seed(3)
+    assert sample(model, tok, k=3, **settings) == a
+    torch.manual_seed(4)
+    assert sample(model, tok, k=3, **settings) != a
+    assert len({tuple(r) for r in a}) > len(PROMPTS)  # the k copies are sampled apart
+
+
+def test_generate_noise_gives_generates_samples(policy):
+    model, tok = policy
+    settings = dict(max_new_tokens=8, temperature=0.9, top_k=50, top_p=0.95)
+    # generate's own samples for the seed (k prefills each, the old path)
+    torch.manual_seed(3)
+    mine = sample(model, tok, k=3, **settings)
+    torch.manual_seed(3)
+    theirs = generate(model, tok, PROMPTS, SamplingSettings(**settings), num_samples=3,
+                      batch_size=12, decoder="generate", prefill_once=False)
+    same = sum(m == t.response_ids for m, t in zip(mine, theirs, strict=True))
+    assert same >= len(mine) - 2  # float noise may flip a rare borderline draw
+
+
+def test_a_generation_config_it_cannot_follow_falls_back_to_generate(policy):
+    _, tok = policy
+    llama = tiny_llama(len(tok))
+    assert unsupported_reason(llama) is None
+    llama.generation_config.repetition_penalty = 1.3
+    assert "repetition_penalty" in unsupported_reason(llama)
+    greedy = SamplingSettings(max_new_tokens=8, do_sample=False)
+    assert ([r.response_ids for r in generate(llama, tok, PROMPTS, greedy)]
+            == [r.response_ids for r in generate(llama, tok, PROMPTS, greedy,
+                                                 decoder="generate")])

@@ -170,7 +170,8 @@ def generate(
                 if loop:  # rlhfx.sampling's decoder: the tokens as sampled
                     cut = sample_responses(model, tokenizer, unpadded, num_samples, Decoding(
                         kwargs["max_new_tokens"], sampling.do_sample, sampling.temperature,
-                        sampling.top_k, sampling.top_p, [tokenizer.eos_token_id], stop_strings))
+                        sampling.top_k, sampling.top_p, [tokenizer.eos_token_id], stop_strings,
+                        watch=guard))
                 elif prefill_once and num_samples > 1 and width > 1:
                     cache = {_cache_argument(model): _prefilled_cache(model, enc, num_samples)}
                     inputs = {k: v.repeat_interleave(num_samples, dim=0) for k, v in enc.items()}

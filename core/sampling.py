@@ -69,6 +69,10 @@ class Decoding:
     #: for a seed, but other samples than `generate`'s (and far less noise to draw).
     generate_noise: bool = True
     stats: dict[str, Any] = field(default_factory=dict)  # filled in: groups, steps, rows per step
+    #: Called as `watch(None, logits)` on each step's logits before a token is chosen, and
+    #: returns the logits to choose from (a guard against a diverged policy's broken
+    #: distributions, as a `generate` logits processor is called).
+    watch: Any = None
 
 
 def unsupported_reason(model: Any) -> str | None:
@@ -143,6 +147,8 @@ def _sample(
     for step in range(decoding.max_new_tokens):
         steps += 1
         active_rows += len(alive_list)
+        if decoding.watch is not None:
+            logits = decoding.watch(None, logits)
         tokens = _choose(logits, decoding, rows, alive)
         token_list = tokens.tolist()
         finished = []

@@ -540,4 +540,30 @@ def test_answers_each_turn(rlhfx_plugins):
     assert (miss.observation, miss.reward, miss.done) == ("Try again.", 0.0, False)
     hit = env.step(state, "Thanks!")
     assert (hit.reward, hit.done, state.tries) == (2.0, True, 2)
+
+
+# RAFT trains on single replies; an algorithm that trains on episodes plays the environment.
+EPISODES = """[stages.align]
+policy = "builtin:tiny-gpt-neo"
+prompts = "builtin:tiny-prompts"
+reward = "none"
+environment = { name = "$name", max_turns = 2, max_episode_tokens = 24 }
+
+[stages.align.algorithm]
+name = "grpo"
+iterations = 1
+batch_size = 2
+k = 2
+max_new_tokens = 6
+torch_threads = 1
+"""
+
+
+def test_plays_episodes_in_a_run(rlhfx_cli, tmp_path):
+    rows = sampled(run_recipe(rlhfx_cli, tmp_path, EPISODES))
+    assert len(rows) == 4
+    for row in rows:
+        assert row["turns"][0]["role"] == "assistant"
+        misses = [t for t in row["turns"] if t["role"] != "assistant"]
+        assert all(t["text"] in ("Try again.", "Well done.") for t in misses)
 '''

@@ -97,7 +97,8 @@ def _record(samples: list[Sample], out_file: Path, prefix: str) -> dict[str, Any
         write_jsonl(out_file, (
             {"prompt": s.prompt, "response": s.response, "reward": s.reward,
              "discarded": s.discarded,
-             **({"turns": s.extra["turns"]} if "turns" in s.extra else {})} for s in everyone
+             **{k: s.extra[k] for k in ("turns", "episode_end") if k in s.extra}}
+            for s in everyone
         ))
     found = sample_metrics(everyone, prefix=prefix)
     return {prefix + k: found[prefix + k] for k in EVAL_FIGURES}

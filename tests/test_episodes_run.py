@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhfx.plugins.report import write_report
 from rlhfx.testing import (
     final_weights,
     kill_after_records,
@@ -84,6 +85,10 @@ def test_each_episode_algorithm_trains_on_episodes(rlhfx_cli, tmp_path, algorith
         assert len(model_turns) == row["episode_model_turns"]
     evals = samples(out, 1, "eval.jsonl")
     assert len(evals) == 4 and all(e["turns"] for e in evals)
+    # the report shows each episode turn by turn: the model's replies and the game's answers
+    html = write_report(out).read_text(encoding="utf-8")
+    assert html.count('class="turn role-assistant"') >= len(samples(out, 1))
+    assert 'class="turn role-user"' in html and "episode ended:" in html
 
 
 def test_raft_refuses_episodes(rlhfx_cli, tmp_path):
@@ -156,6 +161,10 @@ def test_rlhfx_eval_plays_episodes_and_keeps_their_turns(rlhfx_cli, tmp_path):
     for row in saved["rows"]:
         (answer,) = row["answers"].values()
         assert answer["turns"][0]["role"] == "assistant"
+        assert answer["episode_end"] in {"done", "max_turns", "max_tokens"}
+    # the side-by-side page shows each answer turn by turn, and how its episode ended
+    page = (tmp_path / "eval.html").read_text(encoding="utf-8")
+    assert page.count('class="turn role-assistant"') >= 4 and "episode ended:" in page
     bad = rlhfx_cli("eval", "builtin:tiny-gpt-neo", "--judge", "none", "--environment",
                     "guess_numbr", "-o", str(tmp_path / "bad"))
     assert bad.exit_code == 2 and "--environment: unknown environment 'guess_numbr'" in (

@@ -44,3 +44,19 @@ def test_text_before_the_first_turn_is_kept():
     assert conversation_turns("Context here.\n\nHuman: Q?\n\nAssistant:") == [
         ("", "Context here."), ("user", "Q?"),
     ]
+
+
+def test_an_episode_shows_turn_by_turn_with_tool_status_and_rewards_escaped():
+    from rlhfx.plugins.report.render import episode_html
+
+    html = episode_html([
+        {"role": "assistant", "text": "<tool_call>{\"a\": 1}</tool_call>"},
+        {"role": "tool", "text": "error: <b>", "reward": 0.0, "tool": "error"},
+        {"role": "assistant", "text": "42"},
+        {"role": "user", "text": "right", "reward": 1.0},
+    ], end="done")
+    assert html.count('class="turn role-assistant"') == 2
+    assert '<div class="turn role-tool"><span class="role">tool:</span> error: &lt;b&gt;' in html
+    assert "(tool: error)" in html and "(reward 1)" in html
+    assert "<b>" not in html and "&lt;tool_call&gt;" in html
+    assert html.endswith('<div class="turn meta">episode ended: done</div>')

@@ -6,13 +6,14 @@ from __future__ import annotations
 from html import escape
 from typing import Any
 
-from rlhfx.plugins.report.render import PAGE_STYLE
+from rlhfx.plugins.report.render import PAGE_STYLE, episode_html
 
 # Wider: one column per model.
 STYLE = PAGE_STYLE + """
 body { max-width: 1400px; }
 td.text { max-width: 30em; }
 td.best { background: #eaf6ec; }
+.role-assistant .role { color: #1a7f37; } .role-tool .role { color: #b26a00; }
 """
 
 
@@ -77,7 +78,10 @@ def render(result: dict[str, Any]) -> str:
         for label in labels:
             answer = row["answers"][label]
             css = "text best" if best is not None and answer["reward"] == best else "text"
-            text = escape(answer["response"] if not answer["discarded"] else answer["raw"])
+            if answer.get("turns"):  # an episode: turn by turn
+                text = episode_html(answer["turns"], answer.get("episode_end"))
+            else:
+                text = escape(answer["response"] if not answer["discarded"] else answer["raw"])
             if answer["discarded"]:
                 text += f' <span class="tag">discarded: {escape(answer["discarded"])}</span>'
             if answer.get("finished") is False:

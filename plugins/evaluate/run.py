@@ -234,7 +234,7 @@ def evaluate(
 
 
 def _answer(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("raw", "response", "reward", "discarded", "finished", "turns")
+    keys = ("raw", "response", "reward", "discarded", "finished", "turns", "episode_end")
     return {k: row[k] for k in keys if k in row}
 
 
@@ -264,4 +264,4 @@ def _episodes(engine: Any, tokenizer: Any, mine: list[str], indices: Sequence[in
 def _row(index: int, s: Any) -> dict[str, Any]:
     return {"index": index, "raw": s.raw_response, "response": s.response, "reward": s.reward,
             "discarded": s.discard_reason, "finished": s.finished,
-            "turns": s.extra.get("turns", [])}
+            "turns": s.extra.get("turns", []), "episode_end": s.extra.get("episode_end")}

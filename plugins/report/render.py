@@ -46,6 +46,7 @@ figcaption { font-size: 0.85em; color: #555; margin-top: 0.3em; }
 .status-completed { color: #1a7f37; } .status-running { color: #b26a00; }
 pre { background: #f6f8fa; padding: 1em; overflow-x: auto; font-size: 0.88em; }
 .role-system .role { color: #8250df; } .role-assistant .role { color: #1a7f37; }
+.role-tool .role { color: #b26a00; }
 """
 
 # ----------------------------------------------------------------------------- conversations
@@ -444,7 +445,31 @@ def _response_cell(row: dict[str, Any] | None) -> str:
     if row is None:
         return '<td class="text">—</td>'
     tag = ' <span class="tag">discarded</span>' if row.get("discarded") else ""
+    turns = row.get("turns")
+    if isinstance(turns, list) and turns:
+        return f'<td class="text">{episode_html(turns, row.get("episode_end"))}{tag}</td>'
     return f'<td class="text">{escape(str(row.get("response", "")))}{tag}</td>'
+
+
+def episode_html(turns: Sequence[Any], end: Any = None) -> str:
+    """An episode turn by turn: the model's replies and what the environment answered, with
+    each answer's reward and how its tool call went."""
+    out = []
+    for turn in turns:
+        if not isinstance(turn, dict):
+            continue
+        role = str(turn.get("role") or "text")
+        notes = []
+        if isinstance(turn.get("tool"), str):
+            notes.append(f"tool: {turn['tool']}")
+        if isinstance(turn.get("reward"), int | float) and turn["reward"]:
+            notes.append(f"reward {_num(float(turn['reward']))}")
+        note = f' <span class="meta">({escape(", ".join(notes))})</span>' if notes else ""
+        out.append(f'<div class="turn role-{escape(role)}"><span class="role">'
+                   f'{escape(role)}:</span> {escape(str(turn.get("text", "")))}{note}</div>')
+    if end:
+        out.append(f'<div class="turn meta">episode ended: {escape(str(end))}</div>')
+    return "".join(out)
 
 
 def _shared_prompts(a: Snapshot, b: Snapshot) -> float:

@@ -16,7 +16,6 @@ import importlib
 import inspect
 import re
 import sys
-import textwrap
 import types
 import typing
 from collections.abc import Iterator
@@ -156,27 +155,12 @@ def signature(obj: Any) -> str:
 def field_comments(cls: type) -> dict[str, str]:
     """Field name -> its `#:` comment lines above it and `#` comment beside it, from the
     class and the classes it extends."""
+    from rlhfx.config_docs import class_comments
+
     out: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
-        if klass is object or klass.__module__.split(".")[0] not in ("rlhfx",):
-            continue
-        try:
-            source = textwrap.dedent(inspect.getsource(klass))
-        except (OSError, TypeError):
-            continue
-        pending: list[str] = []
-        for line in source.splitlines()[1:]:
-            stripped = line.strip()
-            if stripped.startswith("#:"):
-                pending.append(stripped[2:].strip())
-                continue
-            match = re.match(r"^    ([A-Za-z_]\w*)\s*:", line)
-            if match:
-                beside = line.split("  # ", 1)[1].strip() if "  # " in line else ""
-                text = " ".join([*pending, beside]).strip()
-                if text:
-                    out[match[1]] = text
-            pending = []
+        if klass is not object and klass.__module__.split(".")[0] == "rlhfx":
+            out.update(class_comments(klass, beside=True))
     return out
 
 

@@ -330,17 +330,10 @@ class RolloutEngine(Component):
         """Get ready to sample from `model` (a transformers causal LM, maybe a peft model)."""
         raise NotImplementedError
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        sampling: SamplingSettings,
-        num_samples: int = 1,
-        stop_strings: Sequence[str] = (),
-        rng: random.Random | None = None,
-        progress: Any = None,
-        description: str = "generating",
-        prompt_ids: Sequence[list[int]] | None = None,
-    ) -> list[Rollout]:
+    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, num_samples: int = 1,
+                 stop_strings: Sequence[str] = (), rng: random.Random | None = None,
+                 progress: Any = None, description: str = "generating",
+                 prompt_ids: Sequence[list[int]] | None = None) -> list[Rollout]:
         """`num_samples` responses per prompt, prompt by prompt (`Rollout.prompt_id` indexes
         `prompts`). `rng` draws the response length when `sampling.length_range` is set;
         `progress` is a rich Progress to add a task to, or None. `prompt_ids`, when given,

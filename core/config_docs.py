@@ -45,22 +45,33 @@ def comment_docs(model: type[BaseModel]) -> dict[str, str]:
     """Field name -> the `#:` comment above it, from the model and the models it extends."""
     out: dict[str, str] = {}
     for cls in reversed(model.__mro__):
-        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or cls is BaseModel:
+        if isinstance(cls, type) and issubclass(cls, BaseModel) and cls is not BaseModel:
+            out.update(class_comments(cls))
+    return out
+
+
+def class_comments(cls: type, beside: bool = False) -> dict[str, str]:
+    """Field name -> the `#:` comment lines above it in `cls`'s own source (and, with
+    `beside`, the `#` comment on its line); {} when the source cannot be read (a class
+    defined in a REPL or built dynamically)."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    pending: list[str] = []
+    for line in source.splitlines()[1:]:
+        stripped = line.strip()
+        if stripped.startswith("#:"):
+            pending.append(stripped[2:].strip())
             continue
-        try:
-            source = textwrap.dedent(inspect.getsource(cls))
-        except (OSError, TypeError):  # defined in a REPL or built dynamically
-            continue
-        pending: list[str] = []
-        for line in source.splitlines()[1:]:
-            stripped = line.strip()
-            if stripped.startswith("#:"):
-                pending.append(stripped[2:].strip())
-                continue
-            m = _FIELD_LINE.match(line)
-            if m and pending and not line.startswith("        "):
-                out[m[1]] = " ".join(pending)
-            pending = []
+        m = _FIELD_LINE.match(line)
+        if m and not line.startswith("        "):
+            note = line.split("  # ", 1)[1].strip() if beside and "  # " in line else ""
+            text = " ".join([*pending, note]).strip()
+            if text:
+                out[m[1]] = text
+        pending = []
     return out
 
 

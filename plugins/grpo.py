@@ -26,7 +26,6 @@ class GRPO(CriticFreeAlgorithm):
     """GRPO: k samples per prompt, group-normalised advantages, clipped ratio, k3 KL loss."""
 
     name = "grpo"
-    trains_episodes = True  # its token loss follows Sample.action_mask
     Config = GRPOConfig
     config: GRPOConfig
 

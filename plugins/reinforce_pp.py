@@ -37,7 +37,6 @@ class ReinforcePP(CriticFreeAlgorithm):
     """REINFORCE++: token-level KL penalty, returns-to-go, batch-whitened advantages."""
 
     name = "reinforce_pp"
-    trains_episodes = True  # its token loss follows Sample.action_mask
     Config = ReinforcePPConfig
     config: ReinforcePPConfig
 

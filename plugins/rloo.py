@@ -28,7 +28,6 @@ class RLOO(CriticFreeAlgorithm):
     """RLOO: k samples per prompt, leave-one-out baseline, KL in the reward or the loss."""
 
     name = "rloo"
-    trains_episodes = True  # its token loss follows Sample.action_mask
     Config = RLOOConfig
     config: RLOOConfig
     sequence_level = True

@@ -112,6 +112,9 @@ class Experience:
 class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm):
     """Base of the on-policy algorithms: experience once, then clipped-ratio epochs."""
 
+    #: every log-prob, KL, value and loss term follows `Sample.action_mask`, so episodes'
+    #: environment tokens are never trained on
+    trains_episodes = True
     #: the advantage estimator's name in `rlhfx.policy_gradient.ESTIMATORS`
     estimator: str = ""
     #: groups with fewer than 2 scored samples are skipped (they have no baseline)

@@ -198,8 +198,13 @@ def _with_outputs(value: Any, outputs: dict[str, dict[str, str]], where: str) ->
 
 
 def build_judge(table: dict[str, Any], where: str) -> RewardSource:
+    return _built(RewardSourceRef, table, where)
+
+
+def _built(ref_cls: Any, table: Any, where: str) -> Any:
+    """The component a command-line table names, built; a bad table is a one-line error."""
     try:
-        ref = RewardSourceRef.model_validate(table)
+        ref = ref_cls.model_validate(table)
         ref.resolve()
     except UserError as exc:
         raise UserError(f"{where}: {exc}") from None
@@ -221,11 +226,4 @@ def build_environment(text: str) -> Any:
         except tomllib.TOMLDecodeError as exc:
             raise UserError(f"--environment: not a name or an inline TOML table ({exc})"
                             ) from None
-    try:
-        ref = EnvironmentRef.model_validate(table)
-        ref.resolve()
-    except UserError as exc:
-        raise UserError(f"--environment: {exc}") from None
-    except Exception as exc:  # pydantic's ValidationError on a malformed table
-        raise UserError(f"--environment: {exc}".splitlines()[0]) from None
-    return ref.build()
+    return _built(EnvironmentRef, table, "--environment")

@@ -41,7 +41,6 @@ class PPO(PolicyGradientAlgorithm):
     """PPO with a value head, KL penalty to a reference policy, GAE and clipped losses."""
 
     name = "ppo"
-    trains_episodes = True  # its losses, values and GAE follow Sample.action_mask
     Config = PPOConfig
     config: PPOConfig
     estimator = "gae"

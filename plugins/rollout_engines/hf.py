@@ -18,17 +18,10 @@ class HFEngine(RolloutEngine):
     def start(self, model: Any, tokenizer: Any, setup: EngineSetup) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, setup.batch_size
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        sampling: SamplingSettings,
-        num_samples: int = 1,
-        stop_strings: Sequence[str] = (),
-        rng: random.Random | None = None,
-        progress: Any = None,
-        description: str = "generating",
-        prompt_ids: Sequence[list[int]] | None = None,
-    ) -> list[Rollout]:
+    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, num_samples: int = 1,
+                 stop_strings: Sequence[str] = (), rng: random.Random | None = None,
+                 progress: Any = None, description: str = "generating",
+                 prompt_ids: Sequence[list[int]] | None = None) -> list[Rollout]:
         return generate(
             self.model, self.tokenizer, prompts, sampling, num_samples=num_samples,
             batch_size=self.batch_size, stop_strings=stop_strings, progress=progress,

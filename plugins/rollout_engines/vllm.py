@@ -204,17 +204,10 @@ class VLLMEngine(RolloutEngine):
         self.llm = LLM(**kwargs)
         log.info("vLLM engine started in %.1f s (%s)", time.perf_counter() - t, self.dtype)
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        sampling: SamplingSettings,
-        num_samples: int = 1,
-        stop_strings: Sequence[str] = (),
-        rng: random.Random | None = None,
-        progress: Any = None,
-        description: str = "generating",
-        prompt_ids: Sequence[list[int]] | None = None,
-    ) -> list[Rollout]:
+    def generate(self, prompts: Sequence[str], sampling: SamplingSettings, num_samples: int = 1,
+                 stop_strings: Sequence[str] = (), rng: random.Random | None = None,
+                 progress: Any = None, description: str = "generating",
+                 prompt_ids: Sequence[list[int]] | None = None) -> list[Rollout]:
         import torch
         from vllm import SamplingParams
 

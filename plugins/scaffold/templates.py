@@ -187,11 +187,11 @@ class $cls(AlignmentAlgorithm):
     def samples_per_prompt(self) -> int:
         return self.config.k
 
-    def setup(self, run: AlignmentSetup) -> None:
+    def setup(self, setup: AlignmentSetup) -> None:
         import torch
 
-        self.run = run
-        self.policy = run.load_policy()  # the loop samples with it, checkpoints and saves it
+        self.run = setup  # kept for the update: its device, autocast, ...
+        self.policy = setup.load_policy()  # the loop samples with it, checkpoints and saves it
         trainable = [p for p in self.policy.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(trainable, lr=self.config.learning_rate)
 

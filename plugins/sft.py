@@ -24,7 +24,8 @@ from rlhfx.trainer_stage import Outcome, TrainerJob, TrainerStage
 
 
 class SFTOptions(TrainingOptions):
-    #: Column of `data` that holds the training text.
+    #: Column of `data` that holds the training text. Rows with `prompt` and `completion`
+    #: strings instead (TRL's prompt-completion layout) train on the completion only.
     text_field: str = "text"
     #: Hold out the last N% of rows to report an eval loss (0: none).
     eval_split_percentage: float = Field(default=0.0, ge=0, lt=100)
@@ -34,7 +35,7 @@ class SFTOptions(TrainingOptions):
 
 @dataclass
 class SFTJob(TrainerJob):
-    held: list[str]
+    held: list[Any]
 
 
 class SFTStage(TrainerStage[SFTJob]):
@@ -50,16 +51,27 @@ class SFTStage(TrainerStage[SFTJob]):
         from datasets import Dataset
         from trl import SFTConfig, SFTTrainer
 
-        from rlhfx.data.sets import read_column, read_texts
+        from rlhfx.data.sets import (
+            has_completions,
+            read_column,
+            read_prompt_completions,
+            read_texts,
+        )
         from rlhfx.models import load_causal_lm, load_tokenizer
 
         c = self.config
         source = ctx.resolve(c.data)
-        texts = (read_texts(source, c.data_split, c.skip_bad_rows) if c.text_field == "text"
-                 else read_column(source, c.text_field, c.data_split, c.skip_bad_rows))
+        rows: list[Any]
+        completions = c.text_field == "text" and has_completions(source, c.data_split)
+        if completions:
+            rows = read_prompt_completions(source, c.data_split, c.skip_bad_rows)
+        elif c.text_field == "text":
+            rows = read_texts(source, c.data_split, c.skip_bad_rows)
+        else:
+            rows = read_column(source, c.text_field, c.data_split, c.skip_bad_rows)
         if c.max_rows:
-            texts = texts[: c.max_rows]
-        train, held = hold_out(texts, c.eval_split_percentage)
+            rows = rows[: c.max_rows]
+        train, held = hold_out(rows, c.eval_split_percentage)
         model_source = ctx.resolve(c.model)
         tokenizer = load_tokenizer(model_source)
         model = load_causal_lm(model_source, dtype=c.dtype)
@@ -69,13 +81,21 @@ class SFTStage(TrainerStage[SFTJob]):
             packing=False,
             eval_strategy="no",
         )
-        ctx.log.info("sft: %d training texts, %d held out; %s", len(train), len(held),
-                     "LoRA" if c.method == "lora" else "full fine-tuning")
+        ctx.log.info("sft: %d training %s, %d held out; %s", len(train),
+                     "prompt-completions (loss on completions)" if completions else "texts",
+                     len(held), "LoRA" if c.method == "lora" else "full fine-tuning")
+
+        def dataset(part: list[Any]) -> Any:
+            if completions:  # TRL masks the prompt out of the loss in this layout
+                return Dataset.from_dict({"prompt": [p for p, _ in part],
+                                          "completion": [x for _, x in part]})
+            return Dataset.from_dict({"text": part})
+
         return SFTJob(SFTTrainer, dict(
             model=model,
             args=args,
-            train_dataset=Dataset.from_dict({"text": train}),
-            eval_dataset=Dataset.from_dict({"text": held}) if held else None,
+            train_dataset=dataset(train),
+            eval_dataset=dataset(held) if held else None,
             processing_class=tokenizer,
             peft_config=c.lora.peft_config("CAUSAL_LM") if c.method == "lora" else None,
         ), tokenizer, model_source, held)

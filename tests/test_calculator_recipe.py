@@ -85,11 +85,16 @@ def test_the_calculator_recipe_runs_on_a_tiny_model(rlhfx_cli, tmp_path):
     data = out / "stages" / "calc_data"
     train = [json.loads(x) for x in (data / "train.jsonl").read_text().splitlines()]
     held = [json.loads(x) for x in (data / "eval.jsonl").read_text().splitlines()]
-    demos = [json.loads(x)["text"] for x in (data / "demos.jsonl").read_text().splitlines()]
-    assert len(train) == 4 and len(held) == 6 and len(demos) == 8
+    demos = [json.loads(x) for x in (data / "demos.jsonl").read_text().splitlines()]
+    assert len(train) == 4 and len(held) == 6 and len(demos) == 2 * 8
+    # one row per model turn: the call, then the answer with the tool's result as context only
+    calls, answers = demos[0::2], demos[1::2]
+    assert all(d["completion"].startswith("<tool_call>") for d in calls)
+    assert all("<|tool|>" in d["prompt"] and "<tool_call>" not in d["completion"]
+               and d["prompt"].startswith(c["prompt"] + c["completion"])
+               for c, d in zip(calls, answers, strict=True))
     assert not {r["prompt"] for r in train} & {r["prompt"] for r in held}
     assert all(r["answer"] == calculator(r["expression"]) for r in train + held)
-    assert all("<tool_call>" in d and "<|tool|>" in d for d in demos)
     samples = (out / "stages" / "align" / "iterations" / "iter-0001" / "samples.jsonl")
     rows = [json.loads(x) for x in samples.read_text().splitlines()]
     assert len(rows) == 4 and all(r["turns"] for r in rows)

@@ -56,6 +56,31 @@ def test_full_sft_lowers_the_loss_and_saves_a_model(setup):
     assert not (ctx.stage_dir / "checkpoints").exists()
 
 
+def test_prompt_completion_rows_train_on_the_completion_only(setup):
+    """Prompts of random words cannot be learnt; a fixed completion can. Only with the prompt
+    out of the loss does the loss fall far."""
+    import random
+
+    tmp, _, base = setup
+    words = sorted({w for text in corpus(make_rows(40, seed=3)) for w in text.split()})
+    rng = random.Random(0)
+    rows = [{"prompt": " ".join(rng.choices(words, k=24)), "completion": " Thanks for asking."}
+            for _ in range(64)]
+    data = tmp / "completions.jsonl"
+    write_jsonl(data, rows)
+    ctx = make_ctx(tmp / "completions", "sft")
+    run_stage(SFTStage, ctx, model=str(base), data=str(data), learning_rate=1e-2,
+              max_steps=12, **OPTIONS)
+    curve = losses(ctx)
+    assert curve[-1] < 2.5 < curve[0], curve  # measured: 5.5 -> 1.5
+    # the same rows as plain texts: the random prompt words keep the loss high
+    write_jsonl(data, [{"text": r["prompt"] + r["completion"]} for r in rows])
+    ctx = make_ctx(tmp / "texts", "sft")
+    run_stage(SFTStage, ctx, model=str(base), data=str(data), learning_rate=1e-2,
+              max_steps=12, **OPTIONS)
+    assert losses(ctx)[-1] > 3.5, losses(ctx)  # measured: 5.9 -> 4.4
+
+
 def test_lora_sft_merges_and_merge_lora_command_agrees(setup, rlhfx_cli):
     from safetensors.torch import load_file
 

@@ -1,7 +1,8 @@
 """The prepared sets on disk: writing them (JSONL, and LMFlow's json layouts) and reading them.
 
-The data stage writes JSONL: `{"text"}` for SFT, `{"chosen", "rejected"}` for the reward model,
-`{"prompt"}` for prompts. The readers here also take LMFlow's layouts
+The data stage writes JSONL: `{"text"}` (or `{"prompt", "completion"}`) for SFT,
+`{"chosen", "rejected"}` for the reward model, `{"prompt"}` for prompts. The readers here also
+take LMFlow's layouts
 (`{"type": "text_only", "instances": [{"text"}]}`, `{"instances": [{"positive", "negative"}]}`)
 and hub datasets with those columns, so users can bring data prepared elsewhere.
 """
@@ -92,6 +93,33 @@ class _Skips:
 def read_texts(source: str, split: str = "train", skip_bad_rows: bool = False) -> list[str]:
     """SFT texts: `text` of each row (our sft.jsonl, LMFlow text_only, a hub dataset)."""
     return _read_single(source, split, TEXT_KEYS, "text", skip_bad_rows)
+
+
+def has_completions(source: str, split: str = "train") -> bool:
+    """Whether a set is in TRL's prompt-completion layout (its first row has both fields)."""
+    for row in iter_rows(source, split):
+        if row.record is not None:
+            return "prompt" in row.record and "completion" in row.record
+    return False
+
+
+def read_prompt_completions(source: str, split: str = "train",
+                            skip_bad_rows: bool = False) -> list[tuple[str, str]]:
+    """(`prompt`, `completion`) of each row: SFT that trains on the completion only."""
+    out: list[tuple[str, str]] = []
+    skips = _Skips(skip_bad_rows)
+    for where, record in skips.records(source, split):
+        problem = _missing(record, ("prompt",)) or _missing(record, ("completion",))
+        if problem is not None:
+            fields = ", ".join(record) or "none"
+            skips.drop(problem, f"{source}: {where}: needs prompt and completion strings "
+                                f"(fields: {fields})")
+        elif not record["completion"].strip():
+            skips.drop("empty", f"{source}: {where}: empty completion")
+        else:
+            out.append((record["prompt"], record["completion"]))
+    _finish(source, "prompt-completion", len(out), skips.counts, skips.examples)
+    return out
 
 
 def read_column(source: str, column: str, split: str = "train",

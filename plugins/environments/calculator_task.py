@@ -3,7 +3,8 @@
 `calculator_data` writes arithmetic questions on 3-4 digit numbers (training and held-out sets
 that share no question) and demonstrations of the tool-call format for SFT: the question as
 the calculator environment shows it, the model's call, the tool's result and the final answer,
-each turn rendered through the policy's chat template exactly as an episode renders it.
+each turn rendered through the policy's chat template exactly as an episode renders it, as
+prompt-completion rows (one per model turn) so that SFT trains on the model's turns only.
 
 `tool_eval` measures held-out accuracy of several models, each with or without the
 environment's tools, and compares each with the one before it (wins, losses, sign test).
@@ -49,17 +50,21 @@ def questions(count: int, rng: random.Random, taken: set[str]) -> list[dict[str,
     return out
 
 
-def demonstration(tokenizer: Any, row: dict[str, str]) -> str:
-    """One worked episode as text: opening (with the tool), call, result, final answer."""
+def demonstration(tokenizer: Any, row: dict[str, str]) -> list[dict[str, str]]:
+    """One worked episode as SFT rows, one per model turn: the call after the opening (with
+    the tool), then the final answer after the tool's result. The prompt of each row is
+    context only, so the tool's tokens are never a training target, as in the RL loop."""
     from rlhfx.episode_text import TurnRenderer
 
     renderer = TurnRenderer(tokenizer)
     end = tokenizer.eos_token or ""
-    call = format_tool_call("calculator", {"expression": row["expression"]})
-    call_ids = tokenizer(call + end, add_special_tokens=False)["input_ids"]
+    opening = renderer.opening(row["prompt"], [calculator])
+    call = format_tool_call("calculator", {"expression": row["expression"]}) + end
+    call_ids = tokenizer(call, add_special_tokens=False)["input_ids"]
     result = renderer.message_text("tool", row["answer"], call_ids)
-    final = f"{row['expression']} = {row['answer']}."
-    return renderer.opening(row["prompt"], [calculator]) + call + end + result + final + end
+    final = f"{row['expression']} = {row['answer']}." + end
+    return [{"prompt": opening, "completion": call},
+            {"prompt": opening + call + result, "completion": final}]
 
 
 class CalculatorDataConfig(ComponentConfig):
@@ -93,8 +98,8 @@ class CalculatorData(Stage):
             tokenizer = load_tokenizer(ctx.resolve(c.tokenizer))
             write_jsonl(paths["eval"], held_out)
             write_jsonl(paths["train"], train)
-            write_jsonl(paths["demos"], ({"text": demonstration(tokenizer, row)}
-                                         for row in demos))
+            write_jsonl(paths["demos"], (part for row in demos
+                                         for part in demonstration(tokenizer, row)))
             ctx.log.info("calculator_data: %d training, %d held-out questions, %d "
                          "demonstrations", len(train), len(held_out), len(demos))
         return {name: str(path) for name, path in paths.items()}

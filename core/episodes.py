@@ -146,7 +146,8 @@ def _take_turn(
     record: dict[str, Any] = {"role": step.role, "text": step.observation, "reward": step.reward}
     if episode.turns and "tool" in episode.turns[-1]:
         record["tool"] = episode.turns[-1].pop("tool")
-    episode.turns.append(record)
+    if step.observation or step.reward or "tool" in record or not step.done:
+        episode.turns.append(record)  # an ending that says nothing is not a turn
     if step.done:
         episode.end = DONE
         return False

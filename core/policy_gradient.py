@@ -47,7 +47,9 @@ def _group_sums(values: torch.Tensor, inverse: torch.Tensor, n_groups: int) -> t
 
 
 def _require_group_size(counts: torch.Tensor, what: str) -> None:
-    smallest = int(counts.min()) if counts.numel() else 0
+    if not counts.numel():
+        return  # no samples (every group was left out): nothing to compare
+    smallest = int(counts.min())
     if smallest < 2:
         raise ValueError(f"{what} needs at least 2 samples per group (k >= 2); "
                          f"a group has {smallest}")

@@ -60,3 +60,14 @@ def test_options_run(rlhfx_cli, tmp_path):
     assert recs[0]["kl_mean"] == pytest.approx(0.0, abs=1e-6)  # LoRA's B starts at 0
     assert all(math.isfinite(r["train_loss"]) for r in recs)
 
+
+
+def test_an_iteration_whose_groups_all_tie_trains_nothing_and_goes_on(rlhfx_cli, tmp_path):
+    """With tied groups dropped, an iteration in which every group ties has nothing to train
+    (early in a hard task every answer scores 0): the run goes on."""
+    options = {**SMALL, "beta": 0.0, "drop_equal_reward_groups": True}
+    recipe = write_recipe(tmp_path, "grpo", options, reward='{ name = "length", scale = 0.0 }')
+    out = run(rlhfx_cli, recipe, tmp_path / "run")
+    recs = records(out)
+    assert [r["step"] for r in recs] == [1, 2]
+    assert all(r["num_trained"] == 0 and r["grpo/equal_reward_groups"] == 4 for r in recs)

@@ -131,3 +131,28 @@ def test_lora_policy_syncs_merged(setup):
         assert sum(a == b for a, b in zip(got, want, strict=True)) >= 2
     finally:
         engine.sync_weights(peft_model.unload())  # the plain model again, for later tests
+
+
+def test_episodes_through_the_vllm_engine(setup):
+    """Multi-turn episodes on vLLM: each later turn is sampled from the episode's own ids
+    (the model's sampled ids and the environment's message), and only the model's are
+    marked for training."""
+    from rlhfx.episodes import run_episodes
+    from rlhfx.plugins.environments.guess import GuessConfig, GuessNumber
+
+    engine, _, tok = setup
+    env = GuessNumber(GuessConfig(choices=["bike", "book", "cook", "desk"], max_turns=3,
+                                  max_episode_tokens=48))
+    torch.manual_seed(0)
+    out = run_episodes(engine, tok, env, PROMPTS, [{}] * len(PROMPTS),
+                       SamplingSettings(max_new_tokens=5), num_samples=2)
+    assert [(e.prompt_index, e.sample) for e in out] == [(p, j) for p in range(3)
+                                                          for j in range(2)]
+    for e in out:
+        assert len(e.response_ids) == len(e.action_mask) <= 48
+        assert e.model_turns == sum(t["role"] == "assistant" for t in e.turns) >= 1
+        assert e.action_mask[0] == 1
+    later = [e for e in out if e.model_turns >= 2]
+    assert later, "no episode reached a second model turn"
+    for e in later:  # the environment's message sits between the model's turns, unmasked
+        assert 0 in e.action_mask and e.action_mask[-1] == 1

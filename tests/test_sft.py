@@ -81,6 +81,23 @@ def test_prompt_completion_rows_train_on_the_completion_only(setup):
     assert losses(ctx)[-1] > 3.5, losses(ctx)  # measured: 5.9 -> 4.4
 
 
+def test_a_bad_prompt_completion_row_names_its_file_and_line(tmp_path):
+    from rlhfx import UserError
+    from rlhfx.data.sets import read_prompt_completions
+
+    data = tmp_path / "pc.jsonl"
+    write_jsonl(data, [{"prompt": "Hi", "completion": " there"}, {"prompt": "Hi", "completion": 3},
+                       {"prompt": "Hi"}, {"prompt": "Hi", "completion": " "}])
+    with pytest.raises(UserError, match=r"pc.jsonl: line 2: needs prompt and completion "
+                                        r"strings \(fields: prompt, completion\)"):
+        read_prompt_completions(str(data))
+    # asked to, the bad rows are skipped and counted; the good one stays
+    assert read_prompt_completions(str(data), skip_bad_rows=True) == [("Hi", " there")]
+    write_jsonl(data, [{"prompt": "Hi", "completion": " "}])
+    with pytest.raises(UserError, match=r"no usable prompt-completion rows.*empty completion"):
+        read_prompt_completions(str(data))
+
+
 def test_lora_sft_merges_and_merge_lora_command_agrees(setup, rlhfx_cli):
     from safetensors.torch import load_file
 

@@ -13,7 +13,6 @@ STYLE = PAGE_STYLE + """
 body { max-width: 1400px; }
 td.text { max-width: 30em; }
 td.best { background: #eaf6ec; }
-.role-assistant .role { color: #1a7f37; } .role-tool .role { color: #b26a00; }
 """
 
 

@@ -165,11 +165,6 @@ class RewardModelStage(TrainerStage[RewardModelJob]):
         from .rewards.reward_model import prepare_for_scoring
 
         c = self.config
-        if c.method == "lora" and ctx.parallelism.sharded:
-            # Its held-out accuracy runs on the merged model in every process.
-            raise UserError(f"{ctx.recipe_file}: stages.{ctx.stage_id}.method: the reward "
-                            "model's LoRA with parallelism = \"fsdp\" is not supported yet; "
-                            "use \"ddp\" for this stage (or method = \"full\")")
         pairs = read_pairs(ctx.resolve(c.data), c.data_split, c.skip_bad_rows)
         if c.max_rows:
             pairs = pairs[: c.max_rows]
@@ -233,12 +228,17 @@ class RewardModelStage(TrainerStage[RewardModelJob]):
         ), tokenizer, model_source, held, append_eos, results)
 
     def finish(self, ctx: StageContext, trainer: Any, job: RewardModelJob) -> Outcome:
+        from rlhfx.sharding import is_sharded
+
         from .rewards.reward_model import REWARD_INFO
 
-        merged = merge_if_lora(trainer.model)
+        # A sharded LoRA model cannot merge (each process holds a slice of every weight): its
+        # held-out accuracy runs on the adapters, every process taking part in each forward;
+        # the main process merges a gathered copy when it saves.
+        model = trainer.model if is_sharded(trainer.model) else merge_if_lora(trainer.model)
         results = job.results
         if job.held:
-            after = pairwise_accuracy(merged, job.tokenizer, job.held,
+            after = pairwise_accuracy(model, job.tokenizer, job.held,
                                       self.config.eval_batch_size, None, job.append_eos)
             results["after"] = after
             ctx.log_metrics(trainer.state.global_step,
@@ -249,7 +249,7 @@ class RewardModelStage(TrainerStage[RewardModelJob]):
                 after["ci_high"], len(job.held), after["mean_margin"],
             )
         # REWARD_INFO: how the trainer saw its texts, so the reward source scores the same.
-        return Outcome(model=merged, results=results, info=_short(results),
+        return Outcome(model=model, results=results, info=_short(results),
                        extra_files={REWARD_INFO: {"append_eos": job.append_eos}})
 
 

@@ -68,10 +68,6 @@ class PPO(PolicyGradientAlgorithm):
 
         c = self.config
         self.run = setup
-        if c.lora is not None and setup.sharded:
-            raise UserError(f"{setup.where}.lora: PPO's LoRA with parallelism = \"fsdp\" is not "
-                            "supported yet (the value head reads the sharded policy's inner "
-                            "modules); use parallelism = \"ddp\" or full weights")
         for key, value in (("batch_size", c.batch_size), ("mini_batch_size", c.mini_batch_size)):
             if value % setup.world_size:
                 raise UserError(f"{setup.where}.{key}: {value} does not split evenly over "

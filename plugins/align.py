@@ -80,8 +80,12 @@ class AlignConfig(ComponentConfig):
 
 
 def refused_algorithm(name: str) -> str:
+    from rlhfx.registry import get_plugins
+
+    table = get_plugins().components["algorithm"]
+    able = sorted(n for n, entry in table.items() if entry.cls.trains_episodes)
     return (f"the algorithm '{name}' does not train on multi-turn episodes (its update would "
-            "learn from the environment's tokens); use grpo, rloo, reinforce_pp, ppo or online_dpo")
+            f"learn from the environment's tokens); use one that does: {', '.join(able)}")
 
 
 def prompts_within(prompts: list[str], tokenizer: Any, limit: int | None) -> list[bool]:

@@ -14,7 +14,7 @@ from rlhfx.alignment.checkpoints import Checkpoints, LoopState
 from rlhfx.errors import UserError
 from rlhfx.plugins.raft import Raft
 from rlhfx.plugins.raft.config import RaftConfig
-from rlhfx.plugins.raft.train import build_examples, completion_text
+from rlhfx.plugins.raft.train import build_examples, completion_text, episode_examples
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 
@@ -95,6 +95,22 @@ def test_prompt_tokens_are_left_out_of_the_loss():
     assert both[0]["labels"] == both[0]["input_ids"] == [97, 98, 99, 0]
     no_eos = build_examples(_Tok(), [("ab", "c")], RaftConfig(append_eos=False))
     assert no_eos[0]["input_ids"] == [97, 98, 99]
+
+
+def test_episode_tokens_of_the_environment_are_context_only():
+    from rlhfx import Sample
+
+    # prompt 5 6; the model says 7 8 (8: its end of turn), the tool answers 20 21, the model
+    # says 9 and is cut by the token limit
+    episode = Sample(0, "p", "r", prompt_ids=[5, 6], response_ids=[7, 8, 20, 21, 9],
+                     action_mask=[1, 1, 0, 0, 1])
+    (ex,) = episode_examples([episode], train_on_prompt=False)
+    assert ex == {"input_ids": [5, 6, 7, 8, 20, 21, 9],
+                  "labels": [-100, -100, 7, 8, -100, -100, 9]}  # as sampled: no EOS added
+    (ex,) = episode_examples([episode], train_on_prompt=True)
+    assert ex["labels"] == [5, 6, 7, 8, -100, -100, 9]  # the tool's tokens never
+    single = Sample(0, "p", "r", prompt_ids=[5], response_ids=[7, 8])  # no mask: all the model's
+    assert episode_examples([single], False)[0]["labels"] == [-100, 7, 8]
 
 
 def test_completion_keeps_the_generated_leading_whitespace():

@@ -2,6 +2,7 @@
 
 Each iteration the shared loop samples k responses per prompt and scores them; RAFT keeps the
 best with the recipe's ranker and fine-tunes on those (`train.py`, through the HF Trainer).
+Multi-turn episodes train on their recorded token ids, the environment's tokens masked.
 This module is imported at every CLI start: torch and friends load only when a run starts.
 """
 
@@ -23,6 +24,8 @@ class Raft(AlignmentAlgorithm):
     name = "raft"
     Config = RaftConfig
     config: RaftConfig
+    #: an episode's environment tokens are context, never targets (`episode_examples`)
+    trains_episodes = True
 
     def __init__(self, config: RaftConfig | None = None):
         super().__init__(config)
@@ -56,7 +59,7 @@ class Raft(AlignmentAlgorithm):
                                   run.where, run.parallelism.fsdp if run.sharded else None)
 
     def update(self, batch: Batch) -> Mapping[str, Any]:
-        from .train import build_examples, completion_text, finetune
+        from .train import build_examples, completion_text, episode_examples, finetune
 
         c, run = self.config, self.run
         # One selection for everyone: the main process ranks, the others receive it.
@@ -68,10 +71,13 @@ class Raft(AlignmentAlgorithm):
                                                          c.response_separator)
         if not selected:
             self._say_why_nothing_to_train(batch)
-        examples = build_examples(
-            run.tokenizer, [(s.prompt, s.extra["text"][len(s.prompt):]) for s in selected], c,
-            finished=[s.finished for s in selected],
-        )
+        if run.environment is not None:
+            examples = episode_examples(selected, c.train_on_prompt)
+        else:
+            examples = build_examples(
+                run.tokenizer, [(s.prompt, s.extra["text"][len(s.prompt):]) for s in selected],
+                c, finished=[s.finished for s in selected],
+            )
         out = finetune(self.policy, run.tokenizer, examples, self._arguments(batch.shared_seed),
                        sharded=run.sharded)
         # Parameters plus the optimizer state while training (the Trainer's fresh optimizer;

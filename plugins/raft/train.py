@@ -75,6 +75,22 @@ def build_examples(
     return out
 
 
+def episode_examples(samples: Sequence[Any], train_on_prompt: bool) -> list[dict[str, list[int]]]:
+    """Token ids and labels of multi-turn episodes, from the ids the loop recorded: the model's
+    tokens exactly as sampled are the targets; the environment's (`action_mask` 0) stay in
+    the context with label -100, as the prompt does unless `train_on_prompt`. Nothing is
+    decoded and tokenized again, and no EOS is added: each model turn already ends with the
+    end-of-turn token it sampled (one cut by a limit ends without)."""
+    out = []
+    for s in samples:
+        mask = s.action_mask if s.action_mask is not None else [1] * len(s.response_ids)
+        prompt = list(s.prompt_ids) if train_on_prompt else [-100] * len(s.prompt_ids)
+        response = [t if m else -100 for t, m in zip(s.response_ids, mask, strict=True)]
+        out.append({"input_ids": list(s.prompt_ids) + list(s.response_ids),
+                    "labels": prompt + response})
+    return out
+
+
 def _progress_callback(progress: Any, description: str) -> Any:
     from transformers import TrainerCallback
 

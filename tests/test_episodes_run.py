@@ -1,5 +1,5 @@
-"""Episode runs on the built-in tiny policy: the guess game's reward rises under GRPO, every
-episode-capable algorithm trains on episodes, samples and eval files show the turns, a run
+"""Episode runs on the built-in tiny policy: the guess game's reward rises under every
+algorithm, each trains on episodes, samples and eval files show the turns, a run
 killed with SIGKILL resumes exactly, two processes agree, and an algorithm that does not
 declare `trains_episodes` is refused."""
 
@@ -66,24 +66,36 @@ def test_tiny_guess_recipe_raises_the_reward(rlhfx_cli, tmp_path):
     assert {r["episode_end"] for r in rows} <= {"done", "max_turns", "max_tokens"}
 
 
-#: RAFT on the same game: the best of each prompt's 8 episodes fine-tuned on, the game's
-#: answers masked (measured, seed 3: reward 0.02-0.06 in iterations 1-5, 0.50-0.64 in 16-20).
-RAFT_GUESS = ('{ name = "raft", iterations = 20, batch_size = 4, k = 8, epochs = 2, '
-              "learning_rate = 3e-3, train_batch_size = 4, min_new_tokens = 1, "
-              "max_new_tokens = 10, inference_batch_size = 32 }")
+#: Every other algorithm on the same game (20 iterations, 32 episodes each), each with the
+#: learning rate (and PPO its KL) that the game needs. Measured, seed 3, mean reward of
+#: iterations 1-5 -> 16-20: RAFT 0.04 -> 0.55, RLOO 0.09 -> 0.27, REINFORCE++ 0.10 -> 0.43,
+#: online DPO 0.10 -> 0.46, PPO 0.11 -> 0.48 (GRPO, the recipe itself: above).
+SHARED_GUESS = "iterations = 20, max_new_tokens = 10, inference_batch_size = 32"
+GUESS_ALGORITHMS = {
+    "raft": "batch_size = 4, k = 8, epochs = 2, learning_rate = 3e-3, train_batch_size = 4, "
+            "min_new_tokens = 1",
+    "rloo": "batch_size = 4, k = 8, mini_batch_size = 16, epochs = 2, learning_rate = 1.5e-3",
+    "reinforce_pp": "batch_size = 4, k = 8, mini_batch_size = 16, epochs = 2, "
+                    "learning_rate = 3e-3",
+    "online_dpo": "batch_size = 4, k = 8, learning_rate = 5e-3",
+    "ppo": "batch_size = 32, mini_batch_size = 8, ppo_epochs = 4, learning_rate = 1e-2, "
+           "init_kl_coef = 0.0, adap_kl_ctrl = false, min_new_tokens = 1",
+}
 
 
 @pytest.mark.slow
-def test_raft_raises_the_reward_of_the_guess_game(rlhfx_cli, tmp_path):
+@pytest.mark.parametrize("name", sorted(GUESS_ALGORITHMS))
+def test_each_algorithm_raises_the_reward_of_the_guess_game(rlhfx_cli, tmp_path, name):
     out = tmp_path / "run"
+    algorithm = f'{{ name = "{name}", {SHARED_GUESS}, {GUESS_ALGORITHMS[name]} }}'
     result = rlhfx_cli("run", str(RECIPES / "tiny_guess.toml"), "-o", str(out),
-                       "--set", f"stages.align.algorithm={RAFT_GUESS}")
+                       "--set", f"stages.align.algorithm={algorithm}")
     assert result.exit_code == 0, result.output
     recs = [r for r in records(out) if r["step"] > 0]
     first, last = rising([r["reward_mean"] for r in recs])
-    assert len(recs) == 20 and last > first + 0.15, (first, last)
+    assert len(recs) == 20 and last > first + 0.1, (first, last)
     trained = [r for r in samples(out, 20) if r["trained"]]
-    assert len(trained) == 4 and all(r["turns"] for r in trained)
+    assert trained and all(r["turns"] for r in trained)
 
 
 @pytest.mark.parametrize("algorithm", [

@@ -11,15 +11,17 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from rlhfx import ComponentConfig, EmptyConfig, Ranker, Sample, hookimpl
+from rlhfx import ComponentConfig, Ranker, Sample, hookimpl
 
 
-def _eligible(samples: Sequence[Sample]) -> list[int]:
-    """Indices of samples that may be chosen: scored, not discarded, reward not NaN."""
+def _eligible(samples: Sequence[Sample], min_reward: float | None = None) -> list[int]:
+    """Indices of samples that may be chosen: scored, not discarded, reward not NaN, and at
+    least `min_reward` when one is set."""
     return [
         i
         for i, s in enumerate(samples)
         if not s.discarded and s.reward is not None and not math.isnan(s.reward)
+        and (min_reward is None or s.reward >= min_reward)
     ]
 
 
@@ -28,7 +30,14 @@ def _reward(sample: Sample) -> float:
     return float(sample.reward)
 
 
-class TopConfig(ComponentConfig):
+class LocalConfig(ComponentConfig):
+    #: Keep only samples scoring at least this (None: the best is kept however low). With an
+    #: exact-answer reward, `min_reward = 1` fine-tunes on correct answers only (rejection
+    #: sampling), never on the least wrong of k wrong ones.
+    min_reward: float | None = None
+
+
+class TopConfig(LocalConfig):
     #: Share of all samples to keep. None (default): as many as the algorithm asks for
     #: (RAFT's b of its b*k samples, LMFlow's top_reward_percentage), else 20%.
     fraction: float | None = Field(default=None, gt=0, le=1)
@@ -52,7 +61,8 @@ class TopRanker(Ranker):
         else:
             fraction = self.config.fraction if self.config.fraction is not None else 0.2
             want = max(1, math.ceil(fraction * len(samples) - 1e-9))
-        ranked = sorted(_eligible(samples), key=lambda i: (-_reward(samples[i]), i))
+        ranked = sorted(_eligible(samples, self.config.min_reward),
+                        key=lambda i: (-_reward(samples[i]), i))
         return sorted(ranked[:want])
 
 
@@ -60,11 +70,12 @@ class LocalRanker(Ranker):
     """Keep the best of the k samples of each prompt."""
 
     name = "local"
-    Config = EmptyConfig
+    Config = LocalConfig
+    config: LocalConfig
 
     def select(self, samples: Sequence[Sample]) -> list[int]:
         best: dict[int, int] = {}
-        for i in _eligible(samples):
+        for i in _eligible(samples, self.config.min_reward):
             group = samples[i].prompt_id
             j = best.get(group)
             if j is None or _reward(samples[i]) > _reward(samples[j]):

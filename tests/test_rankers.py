@@ -123,3 +123,15 @@ def test_selection_does_not_depend_on_sample_order():
         picked_shuffled = {id(shuffled[i]) for i in ranker.select(shuffled)}
         assert picked == picked_shuffled
         assert all(not samples[i].discarded for i in ranker.select(samples))
+
+
+def test_min_reward_keeps_only_good_enough_samples():
+    from rlhfx.plugins.rankers import LocalConfig
+
+    # three prompts of 3 samples (0/1 rewards): the second has no correct answer
+    rewards = [0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+    assert LocalRanker().select(make(rewards, k=3)) == [1, 3, 8]  # the least wrong is kept
+    strict = LocalRanker(LocalConfig(min_reward=1.0))
+    assert strict.select(make(rewards, k=3)) == [1, 8]
+    assert TopRanker(TopConfig(fraction=0.5, min_reward=1.0)).select(make(rewards)) == [1, 2, 8]
+    assert TopRanker(TopConfig(fraction=0.5)).select(make(rewards)) == [0, 1, 2, 3, 8]

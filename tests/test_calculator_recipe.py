@@ -1,5 +1,5 @@
 """recipes/smollm2_calculator.toml, stage by stage, on a tiny model: the same recipe with the
-model swapped and the counts shrunk runs data -> SFT -> GRPO with the calculator -> the
+model swapped and the counts shrunk runs data -> SFT -> RAFT with the calculator -> the
 three-way accuracy table. (The real recipe is measured by hand, not in the test suite.)"""
 
 from __future__ import annotations
@@ -63,8 +63,8 @@ def tiny_recipe(tmp_path: Path) -> Path:
     stages["calc_data"].update(train_questions=4, eval_questions=6, demonstrations=8)
     stages["sft"].update(max_steps=2, batch_size=4, epochs=1, max_length=256, save_steps=10,
                          logging_steps=1)
-    stages["align"]["algorithm"].update(iterations=1, batch_size=2, k=2, mini_batch_size=4,
-                                        max_new_tokens=8, torch_threads=1)
+    stages["align"]["algorithm"].update(iterations=1, batch_size=2, k=2, train_batch_size=2,
+                                        min_new_tokens=8, max_new_tokens=8, torch_threads=1)
     stages["tool_eval"]["max_new_tokens"] = 8
     lines = [f"[run]\nseed = {recipe['run']['seed']}\n"]
     for name, table in stages.items():

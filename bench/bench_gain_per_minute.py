@@ -20,11 +20,15 @@ import io
 import json
 import os
 import resource
+import sys
 import tempfile
 import time
 import tomllib
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe
 
 ROOT = Path(__file__).resolve().parents[1]
 ALGORITHMS = ("raft", "ppo", "grpo", "rloo", "reinforce_pp", "online_dpo")
@@ -150,6 +154,7 @@ def main() -> None:
         print(" | ".join(cells))
     if missing:
         print(f"missing (not installed): {', '.join(missing)}")
+    print(describe())
     print(f"machine: {os.cpu_count()} CPUs, load average (1/5/15 min) before "
           f"{load_before[0]:.2f}/{load_before[1]:.2f}/{load_before[2]:.2f}, after "
           f"{load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")

@@ -27,6 +27,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe
+
 WORDS = re.compile(r"[A-Za-z]{3,}")
 SETTINGS = {
     "grpo": {"beta": 0.04, "trl": "GRPO"},
@@ -207,6 +210,7 @@ def main() -> int:
           f"each the median of steps {args.warmup + 1}-{args.steps}); "
           f"{args.prompts} prompts x {args.k} responses x {args.length} tokens, "
           f"{args.epochs} epoch(s), lr {args.lr}, 1 thread, {os.cpu_count()} CPUs")
+    print(describe())
     print(f"{'algorithm':10} {'TRL s':>8} {'rlhfx s':>8} {'ratio':>6}  rlhfx phases (s)"
           "                       resp. tokens (TRL/rlhfx)  load 1-min")
     for algorithm, t_trl, t_ours, phases, length, lo, hi in rows:

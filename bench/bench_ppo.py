@@ -35,6 +35,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe
+
 HERE = Path(__file__).resolve()
 PHASES = {  # rlhfx's metric -> label
     "seconds_generate": "generation",
@@ -244,7 +247,7 @@ def main() -> int:
             phases = {k: statistics.mean(r["phases"][k] for r in results[side])
                       for k in results[side][0]["phases"]}
             print(f"  {side} phases: " + ", ".join(f"{k} {v:.2f} s" for k, v in phases.items()))
-    print(f"load average now {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+    print(describe())
     return 0
 
 

@@ -25,6 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe
+
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "quickstart.toml"
 
@@ -102,6 +105,7 @@ def main() -> None:
         print(f"a RAFT iteration with vLLM / without: {iterations['vllm'] / iterations['hf']:.2f}x")
         print(f"quickstart with vLLM / without: {seconds['vllm'] / seconds['hf']:.2f}x "
               f"({os.cpu_count()} CPUs, load now {load()})")
+        print(describe())
 
 
 if __name__ == "__main__":

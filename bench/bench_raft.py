@@ -28,6 +28,9 @@ from typing import Any
 
 from rlhfx import hookimpl
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import describe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 RECIPE = """
@@ -248,6 +251,7 @@ def main() -> None:
     print(f"RAFT on builtin:tiny-gpt-neo, b={a.batch_size}, k={a.k}, iterations "
           f"2..{a.iterations} (the first is warm-up), 1 torch thread, fastest of "
           f"{a.repeats} alternating runs per iteration; load average before: {load_before:.1f}")
+    print(describe())
     print(f"same work in both (same selected rewards every iteration): {'yes' if same else 'NO'}")
     print(f"{'phase':<12}{'rlhfx s/iter':>14}{'bare s/iter':>14}")
     for phase in ("generate", "score", "update"):

@@ -181,10 +181,15 @@ def test_episode_run_resumes_exactly_after_kill(rlhfx_cli, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,
                     reason="torchrun is not installed")
-def test_episodes_on_two_processes(tmp_path):
+@pytest.mark.parametrize("algorithm", [
+    {"name": "grpo", "batch_size": 3, "mini_batch_size": 2},
+    {"name": "raft", "batch_size": 3, "train_batch_size": 1, "min_new_tokens": 6},
+])
+def test_episodes_on_two_processes(tmp_path, algorithm):
     """Three prompts x 2 episodes on two workers (one holds 4 episodes, the other 2): the
-    samples file holds all six, and both workers stay in step through the updates."""
-    recipe = episode_recipe(tmp_path, {"name": "grpo", "batch_size": 3, "mini_batch_size": 2})
+    samples file holds all six, and both workers stay in step through the updates (RAFT's
+    selection, made on the main process, reaches the other with the episodes' token ids)."""
+    recipe = episode_recipe(tmp_path, algorithm)
     out = tmp_path / "run"
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = subprocess.run(
@@ -199,7 +204,7 @@ def test_episodes_on_two_processes(tmp_path):
     rows = samples(out, 2)
     assert sorted((r["prompt_id"], r["sample"]) for r in rows) == [
         (p, j) for p in range(3) for j in range(2)]
-    assert all(r["turns"] for r in rows)
+    assert all(r["turns"] for r in rows) and any(r["trained"] for r in rows)
 
 
 def test_rlhfx_eval_plays_episodes_and_keeps_their_turns(rlhfx_cli, tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhfx import hookimpl
 from rlhfx.plugins.report import write_report
 from rlhfx.testing import (
     final_weights,
@@ -125,29 +126,20 @@ def test_each_episode_algorithm_trains_on_episodes(rlhfx_cli, tmp_path, algorith
     assert 'class="turn role-user"' in html and "episode ended:" in html
 
 
-def _text_only_plugin():
-    """An algorithm plugin that fine-tunes on text and does not declare `trains_episodes`."""
-    import types
+class TextOnlyPlugin:
+    """A plugin (a class works as one) whose algorithm fine-tunes on text and does not declare
+    `trains_episodes`."""
 
-    from rlhfx import hookimpl
-    from rlhfx.plugins.raft import Raft
-
-    class TextOnly(Raft):
-        name = "text_only"
-        trains_episodes = False
-
-    plugin = types.ModuleType("rlhfx_text_only")
-
+    @staticmethod
     @hookimpl
     def rlhfx_register_algorithms(register):
-        register(TextOnly)
+        from rlhfx.plugins.raft import Raft
 
-    plugin.rlhfx_register_algorithms = rlhfx_register_algorithms
-    return plugin
+        register(type("TextOnly", (Raft,), {"name": "text_only", "trains_episodes": False}))
 
 
 def test_an_algorithm_without_episodes_is_refused(rlhfx_plugins, rlhfx_cli, tmp_path):
-    rlhfx_plugins(_text_only_plugin())
+    rlhfx_plugins(TextOnlyPlugin)
     recipe = episode_recipe(tmp_path, {"name": "text_only", "min_new_tokens": 6})
     for command in (("validate", str(recipe)), ("run", str(recipe), "-o", str(tmp_path))):
         result = rlhfx_cli(*command)

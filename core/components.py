@@ -112,6 +112,12 @@ class Sample:
     #: the algorithm's update used this sample (RAFT: selected; PPO: kept)
     trained: bool = False
 
+    def model_token_mask(self) -> list[int]:
+        """1 at each response token the policy sampled, 0 where an environment wrote it."""
+        if self.action_mask is None:
+            return [1] * len(self.response_ids)
+        return list(self.action_mask)
+
 
 @dataclass
 class CleanResult:

@@ -69,10 +69,7 @@ class TokenBatch:
             if r:
                 ids[i, prompt_width : prompt_width + r] = torch.tensor(s.response_ids)
                 attn[i, prompt_width : prompt_width + r] = 1
-                if s.action_mask is None:
-                    mask[i, :r] = 1.0
-                else:
-                    mask[i, :r] = torch.tensor(s.action_mask[:r], dtype=torch.float32)
+                mask[i, :r] = torch.tensor(s.model_token_mask()[:r], dtype=torch.float32)
         labels = ids[:, prompt_width:].clone()
         return cls(ids.to(device), attn.to(device), labels.to(device), mask.to(device),
                    prompt_width)

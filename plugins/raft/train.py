@@ -83,9 +83,9 @@ def episode_examples(samples: Sequence[Any], train_on_prompt: bool) -> list[dict
     end-of-turn token it sampled (one cut by a limit ends without)."""
     out = []
     for s in samples:
-        mask = s.action_mask if s.action_mask is not None else [1] * len(s.response_ids)
         prompt = list(s.prompt_ids) if train_on_prompt else [-100] * len(s.prompt_ids)
-        response = [t if m else -100 for t, m in zip(s.response_ids, mask, strict=True)]
+        response = [t if m else -100
+                    for t, m in zip(s.response_ids, s.model_token_mask(), strict=True)]
         out.append({"input_ids": list(s.prompt_ids) + list(s.response_ids),
                     "labels": prompt + response})
     return out

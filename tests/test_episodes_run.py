@@ -185,7 +185,7 @@ def test_episodes_on_two_processes(tmp_path, algorithm):
     out = tmp_path / "run"
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29541", "-m", "rlhfx.cli",
+        [torchrun, "--nproc_per_node", "2", "--standalone", "-m", "rlhfx.cli",
          "run", str(recipe), "-o", str(out)],
         env=subprocess_env(), capture_output=True, text=True, timeout=400,
     )

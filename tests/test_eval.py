@@ -119,7 +119,7 @@ def test_two_processes_under_torchrun_give_the_single_process_answers(rlhfx_cli,
     env["OMP_NUM_THREADS"] = "1"
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29531", "-m", "rlhfx.cli",
+        [torchrun, "--nproc_per_node", "2", "--standalone", "-m", "rlhfx.cli",
          *args, "-o", str(tmp_path / "two"), "--json"],
         env=env, capture_output=True, text=True, timeout=400,
     )

@@ -207,7 +207,7 @@ def test_sync_gradients_averages_over_two_processes(tmp_path):
     script.write_text(SYNC_SCRIPT, encoding="utf-8")
     torchrun = str(Path(sys.executable).parent / "torchrun")
     result = subprocess.run(
-        [torchrun, "--nproc_per_node", "2", "--master_port", "29531", str(script)],
+        [torchrun, "--nproc_per_node", "2", "--standalone", str(script)],
         env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -122,7 +122,7 @@ def test_under_torchrun_a_sigterm_to_one_process_stops_both_after_the_same_itera
     out = tmp_path / "run"
     metrics = out / "stages" / "align" / "metrics.jsonl"
     command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2",
-               "--master_port", "29547", "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)]
+               "--standalone", "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)]
     proc = subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     try:

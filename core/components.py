@@ -1,8 +1,10 @@
 """Base classes of the component kinds that plugins register.
 
 A component is a class with a `name` (what a recipe writes) and a `Config` (a pydantic model
-that rejects unknown keys). The core validates a recipe's table against `Config` long before it
-constructs the component, so `rlhfx validate` never loads a model.
+that rejects unknown keys), given once as its base's type argument: `class Keywords(
+RewardSource[KeywordsConfig])` sets `Keywords.Config` and types `self.config`. The core
+validates a recipe's table against `Config` long before it constructs the component, so
+`rlhfx validate` never loads a model.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, cast, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,19 +45,34 @@ class EmptyConfig(ComponentConfig):
     """For components with nothing to configure."""
 
 
-class Component:
+ConfigT = TypeVar("ConfigT", bound=ComponentConfig)
+
+
+class Component(Generic[ConfigT]):
     """Something a plugin registers under a name, built from a validated config."""
 
     kind: ClassVar[str] = ""
     name: ClassVar[str] = ""
+    #: Set from the base's type argument (`Stage[MyConfig]`); a class may also assign it.
     Config: ClassVar[type[ComponentConfig]] = EmptyConfig
+    config: ConfigT
     #: Option keys that may change between a run and its resume without making earlier work
     #: stale (e.g. RAFT's `iterations` may grow). The runner leaves them out of a stage's
     #: fingerprint, and re-enters a completed stage when only these changed.
     resume_neutral: ClassVar[frozenset[str]] = frozenset()
 
-    def __init__(self, config: ComponentConfig | None = None):
-        self.config = config if config is not None else self.Config()
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "Config" not in cls.__dict__:
+            for base in cls.__dict__.get("__orig_bases__", ()):
+                given = [a for a in get_args(base)
+                         if isinstance(a, type) and issubclass(a, ComponentConfig)]
+                if given:
+                    cls.Config = given[0]
+                    break
+
+    def __init__(self, config: ConfigT | None = None):
+        self.config = config if config is not None else cast(ConfigT, self.Config())
 
     @classmethod
     def summary(cls) -> str:
@@ -128,7 +145,7 @@ class CleanResult:
     discard_reason: str | None = None  # set to discard the sample
 
 
-class ResponseCleaner(Component):
+class ResponseCleaner(Component[ConfigT]):
     """Turns a raw generation into the text that is scored and trained on."""
 
     kind = "cleaner"
@@ -142,7 +159,7 @@ class ResponseCleaner(Component):
         return []
 
 
-class RewardSource(Component):
+class RewardSource(Component[ConfigT]):
     """Scores (prompt, cleaned response) pairs as text, so any tokenizer may be used inside."""
 
     kind = "reward_source"
@@ -188,7 +205,7 @@ def frozen_statistics(reward: RewardSource) -> Iterator[RewardSource]:
         reward.statistics_frozen = previous
 
 
-class Ranker(Component):
+class Ranker(Component[ConfigT]):
     """Chooses which samples RAFT fine-tunes on."""
 
     kind = "ranker"
@@ -208,7 +225,7 @@ class Ranker(Component):
         raise NotImplementedError
 
 
-class AlignmentAlgorithm(Component):
+class AlignmentAlgorithm(Component[ConfigT]):
     """An alignment algorithm (RAFT, PPO, GRPO, ...) run by the shared alignment loop.
 
     The loop (`rlhfx.alignment.loop`) owns the run: prompt schedule, seeding, generation,
@@ -287,7 +304,7 @@ class AlignmentAlgorithm(Component):
         """Write files of the algorithm's own beside the final model (e.g. PPO's value head)."""
 
 
-class Stage(Component):
+class Stage(Component[ConfigT]):
     """A step of the pipeline (data, sft, reward_model, align). Outputs are named paths."""
 
     kind = "stage"
@@ -298,7 +315,7 @@ class Stage(Component):
         raise NotImplementedError
 
 
-class DataFormat(Component):
+class DataFormat(Component[ConfigT]):
     """Reads preference or prompt data in one on-disk layout."""
 
     kind = "data_format"
@@ -320,7 +337,7 @@ class EngineSetup:
     work_dir: Path
 
 
-class RolloutEngine(Component):
+class RolloutEngine(Component[ConfigT]):
     """Samples responses for the alignment loop and the evaluate stage.
 
     Built as `Cls(config)` (cheap), then `start` once with the policy; `generate` per
@@ -388,7 +405,10 @@ class EnvStep:
     role: str = "user"
 
 
-class Environment(Component):
+EnvironmentConfigT = TypeVar("EnvironmentConfigT", bound=EnvironmentConfig)
+
+
+class Environment(Component[EnvironmentConfigT]):
     """What the policy talks to over several turns: a game, a simulated user, a tool box.
 
     One instance serves every episode of a run, so an episode's state lives in the object
@@ -421,7 +441,7 @@ class Environment(Component):
 
 
 #: kind -> base class; the order is the order `rlhfx plugins list` shows.
-KINDS: dict[str, type[Component]] = {
+KINDS: dict[str, type[Component[Any]]] = {
     "stage": Stage,
     "algorithm": AlignmentAlgorithm,
     "reward_source": RewardSource,

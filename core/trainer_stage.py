@@ -64,13 +64,13 @@ class Outcome:
 
 
 JobT = TypeVar("JobT", bound=TrainerJob)
+OptionsT = TypeVar("OptionsT", bound=TrainingOptions)
 
 
-class TrainerStage(Stage, Generic[JobT]):
+class TrainerStage(Stage[OptionsT], Generic[OptionsT, JobT]):
     """A stage that trains one model with a Trainer and saves it (merged) as `model`; with
     `adapter` among its outputs, a LoRA adapter on its own too (`keeps_adapter`)."""
 
-    config: TrainingOptions
     #: What the progress bar calls the training ("SFT", "DPO", ...).
     progress_label: ClassVar[str] = ""
 

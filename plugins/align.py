@@ -97,12 +97,10 @@ def prompts_within(prompts: list[str], tokenizer: Any, limit: int | None) -> lis
     return [len(ids) <= limit for ids in encode_prompts(tokenizer, prompts)]
 
 
-class AlignStage(Stage):
+class AlignStage(Stage[AlignConfig]):
     """Align a policy with an alignment algorithm (RAFT, PPO, ...) on the recipe's reward."""
 
     name = "align"
-    Config = AlignConfig
-    config: AlignConfig
     outputs = ("model",)
 
     def run(self, ctx: StageContext) -> dict[str, str]:

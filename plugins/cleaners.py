@@ -27,12 +27,10 @@ class StopMarkersConfig(ComponentConfig):
         return value
 
 
-class StopMarkers(ResponseCleaner):
+class StopMarkers(ResponseCleaner[StopMarkersConfig]):
     """Cut a response at the first stop marker (default `###Human`)."""
 
     name = "stop_markers"
-    Config = StopMarkersConfig
-    config: StopMarkersConfig
 
     @cached_property
     def _pattern(self) -> re.Pattern[str]:
@@ -53,12 +51,10 @@ class StripConfig(ComponentConfig):
     chars: str = "#"
 
 
-class Strip(ResponseCleaner):
+class Strip(ResponseCleaner[StripConfig]):
     """Strip whitespace and stray characters (default `#`) from both ends of a response."""
 
     name = "strip"
-    Config = StripConfig
-    config: StripConfig
 
     def clean(self, prompt: str, response: str) -> CleanResult:
         chars = self.config.chars + " \t\r\n"
@@ -77,12 +73,10 @@ class DiscardConfig(ComponentConfig):
     min_chars: int = Field(default=2, ge=0)
 
 
-class Discard(ResponseCleaner):
+class Discard(ResponseCleaner[DiscardConfig]):
     """Discard responses that match a pattern (default `#`) or are too short."""
 
     name = "discard"
-    Config = DiscardConfig
-    config: DiscardConfig
 
     @cached_property
     def _patterns(self) -> list[re.Pattern[str]]:

@@ -172,12 +172,10 @@ class DPOJob(TrainerJob):
     results: dict[str, Any]
 
 
-class DPOStage(TrainerStage[DPOJob]):
+class DPOStage(TrainerStage[DPOOptions, DPOJob]):
     """Direct Preference Optimization of a causal LM on preference pairs (TRL DPOTrainer)."""
 
     name = "dpo"
-    Config = DPOOptions
-    config: DPOOptions
     outputs = ("model", "adapter")
     progress_label = "DPO"
 

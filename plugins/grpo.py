@@ -22,12 +22,10 @@ class GRPOConfig(CriticFreeConfig):
     scale_rewards: bool = True
 
 
-class GRPO(CriticFreeAlgorithm):
+class GRPO(CriticFreeAlgorithm[GRPOConfig]):
     """GRPO: k samples per prompt, group-normalised advantages, clipped ratio, k3 KL loss."""
 
     name = "grpo"
-    Config = GRPOConfig
-    config: GRPOConfig
 
     def __init__(self, config: GRPOConfig | None = None):
         super().__init__(config)

@@ -43,12 +43,10 @@ class TopConfig(LocalConfig):
     fraction: float | None = Field(default=None, gt=0, le=1)
 
 
-class TopRanker(Ranker):
+class TopRanker(Ranker[TopConfig]):
     """Keep the global top samples by reward (LMFlow's `top` collection strategy)."""
 
     name = "top"
-    Config = TopConfig
-    config: TopConfig
 
     def samples_per_prompt(self, k: int) -> int:
         return 1  # one sample each of b*k prompts, ranked across prompts
@@ -66,12 +64,10 @@ class TopRanker(Ranker):
         return sorted(ranked[:want])
 
 
-class LocalRanker(Ranker):
+class LocalRanker(Ranker[LocalConfig]):
     """Keep the best of the k samples of each prompt."""
 
     name = "local"
-    Config = LocalConfig
-    config: LocalConfig
 
     def select(self, samples: Sequence[Sample]) -> list[int]:
         best: dict[int, int] = {}

@@ -33,12 +33,10 @@ class ReinforcePPConfig(CriticFreeConfig):
         return "baseline = true subtracts each prompt's mean reward, which needs 2 samples"
 
 
-class ReinforcePP(CriticFreeAlgorithm):
+class ReinforcePP(CriticFreeAlgorithm[ReinforcePPConfig]):
     """REINFORCE++: token-level KL penalty, returns-to-go, batch-whitened advantages."""
 
     name = "reinforce_pp"
-    Config = ReinforcePPConfig
-    config: ReinforcePPConfig
 
     def __init__(self, config: ReinforcePPConfig | None = None):
         super().__init__(config)

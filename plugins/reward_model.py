@@ -147,12 +147,10 @@ class RewardModelJob(TrainerJob):
     results: dict[str, Any]
 
 
-class RewardModelStage(TrainerStage[RewardModelJob]):
+class RewardModelStage(TrainerStage[RewardModelOptions, RewardModelJob]):
     """Train a reward model on preference pairs (TRL RewardTrainer; LoRA or full)."""
 
     name = "reward_model"
-    Config = RewardModelOptions
-    config: RewardModelOptions
     outputs = ("model",)
     progress_label = "reward model"
 

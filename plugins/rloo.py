@@ -24,12 +24,10 @@ class RLOOConfig(CriticFreeConfig):
     kl_in_reward: bool = True
 
 
-class RLOO(CriticFreeAlgorithm):
+class RLOO(CriticFreeAlgorithm[RLOOConfig]):
     """RLOO: k samples per prompt, leave-one-out baseline, KL in the reward or the loss."""
 
     name = "rloo"
-    Config = RLOOConfig
-    config: RLOOConfig
     sequence_level = True
     estimator = "rloo"
 

@@ -38,12 +38,10 @@ class SFTJob(TrainerJob):
     held: list[Any]
 
 
-class SFTStage(TrainerStage[SFTJob]):
+class SFTStage(TrainerStage[SFTOptions, SFTJob]):
     """Supervised fine-tuning of a causal LM on dialogues (TRL SFTTrainer; full or LoRA)."""
 
     name = "sft"
-    Config = SFTOptions
-    config: SFTOptions
     outputs = ("model", "adapter")
     progress_label = "SFT"
 

@@ -61,13 +61,11 @@ def to_number(text: str) -> float | None:
         return None
 
 
-class AnswerMatch(RewardSource):
+class AnswerMatch(RewardSource[AnswerMatchConfig]):
     """Reward for the right answer: extracted with a pattern, compared with the prompt's own
     reference answer (exact text or numbers within a tolerance)."""
 
     name = "answer_match"
-    Config = AnswerMatchConfig
-    config: AnswerMatchConfig
 
     def __init__(self, config: AnswerMatchConfig | None = None):
         super().__init__(config)

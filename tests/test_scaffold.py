@@ -22,7 +22,8 @@ def test_writes_a_package_and_refuses_bad_names(rlhfx_cli, tmp_path):
         "README.md", "pyproject.toml", "rlhfx_polite/__init__.py", "tests/test_rlhfx_polite.py",
     ]
     assert 'polite = "rlhfx_polite"' in (root / "pyproject.toml").read_text()
-    assert "class Polite(ResponseCleaner)" in (root / "rlhfx_polite/__init__.py").read_text()
+    code = (root / "rlhfx_polite/__init__.py").read_text()
+    assert "class Polite(ResponseCleaner[PoliteConfig])" in code
     again = rlhfx_cli("plugins", "new", "polite", "-o", str(tmp_path))
     assert again.exit_code == 2 and "already exists" in again.output
     bad = rlhfx_cli("plugins", "new", "Polite!", "-o", str(tmp_path))

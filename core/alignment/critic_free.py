@@ -18,7 +18,7 @@ Which samples count:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from rlhfx.alignment.critic_free_config import CriticFreeConfig
 from rlhfx.alignment.engine import PolicyGradientAlgorithm, UpdateSettings
@@ -28,13 +28,15 @@ if TYPE_CHECKING:
     from rlhfx.alignment.setup import AlignmentSetup
 
 
-class CriticFreeAlgorithm(PolicyGradientAlgorithm):
+CriticFreeConfigT = TypeVar("CriticFreeConfigT", bound=CriticFreeConfig)
+
+
+class CriticFreeAlgorithm(PolicyGradientAlgorithm[CriticFreeConfigT]):
     """Base of GRPO, RLOO and REINFORCE++: no value model, a clipped ratio, k samples."""
 
     Config = CriticFreeConfig
-    config: CriticFreeConfig
 
-    def __init__(self, config: CriticFreeConfig | None = None):
+    def __init__(self, config: CriticFreeConfigT | None = None):
         super().__init__(config)
         self.drop_equal_groups = self.config.drop_equal_reward_groups
 

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from rlhfx.alignment.batch import Batch
 from rlhfx.alignment.weights import WithOptimizerState
-from rlhfx.components import AlignmentAlgorithm, Sample
+from rlhfx.components import AlignmentAlgorithm, ConfigT, Sample
 
 if TYPE_CHECKING:
     import torch
@@ -109,7 +109,7 @@ class Experience:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm):
+class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm[ConfigT]):
     """Base of the on-policy algorithms: experience once, then clipped-ratio epochs."""
 
     #: every log-prob, KL, value and loss term follows `Sample.action_mask`, so episodes'

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from rlhfx.components import DataFormat
+from rlhfx.components import ConfigT, DataFormat
 
 HUMAN, ASSISTANT = "human", "assistant"
 
@@ -45,7 +45,7 @@ class Example:
         return self.chosen[:-1]
 
 
-class PreferenceFormat(DataFormat):
+class PreferenceFormat(DataFormat[ConfigT]):
     """A data format the data stage can read: `parse` one record into an `Example`."""
 
     def parse(self, record: dict[str, Any]) -> Example:

@@ -81,12 +81,10 @@ class MarkerConfig(ComponentConfig):
     assistant_marker: str = "###Assistant:"
 
 
-class LMFlowPairs(PreferenceFormat):
+class LMFlowPairs(PreferenceFormat[MarkerConfig]):
     """LMFlow's reward-model layout: instances with `positive` and `negative` dialogues."""
 
     name = "lmflow_pairs"
-    Config = MarkerConfig
-    config: MarkerConfig
 
     def sniff(self, record: dict[str, Any]) -> bool:
         return "positive" in record and "negative" in record
@@ -103,12 +101,10 @@ class LMFlowPairs(PreferenceFormat):
         )
 
 
-class LMFlowText(PreferenceFormat):
+class LMFlowText(PreferenceFormat[MarkerConfig]):
     """LMFlow's `text_only` layout: instances with one `text` dialogue (no rejected side)."""
 
     name = "lmflow_text"
-    Config = MarkerConfig
-    config: MarkerConfig
 
     def sniff(self, record: dict[str, Any]) -> bool:
         return set(record) == {"text"}

@@ -7,12 +7,10 @@ from rlhfx import Stage, StageContext, distributed
 from .config import DataConfig
 
 
-class DataStage(Stage):
+class DataStage(Stage[DataConfig]):
     """Preference data -> SFT, reward-model, prompt and held-out eval-prompt and pair sets."""
 
     name = "data"
-    Config = DataConfig
-    config: DataConfig
     #: `rm_judge` only with `judge_fraction` (pairs for an independent judge reward model).
     outputs = ("sft", "rm", "prompts", "eval_prompts", "eval_rm", "rm_judge")
 

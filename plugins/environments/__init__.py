@@ -13,11 +13,10 @@ from rlhfx.plugins.environments.guess import GuessNumber
 from rlhfx.plugins.environments.openenv_client import OpenEnv
 
 
-class NoReward(RewardSource):
+class NoReward(RewardSource[EmptyConfig]):
     """Scores every response 0: the environment's rewards are the episode's reward."""
 
     name = "none"
-    Config = EmptyConfig
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         return [0.0] * len(responses)

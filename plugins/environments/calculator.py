@@ -96,12 +96,11 @@ def _format(value: int | float) -> str:
     return str(value)
 
 
-class CalculatorEnvironment(Environment):
+class CalculatorEnvironment(Environment[EnvironmentConfig]):
     """Questions answered with the calculator tool: a reply with a tool call gets its result,
     a reply without one is the final answer (the recipe's reward scores it)."""
 
     name = "calculator"
-    Config = EnvironmentConfig
 
     def tools(self) -> list[Callable[..., Any]]:
         return [calculator]

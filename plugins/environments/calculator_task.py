@@ -77,12 +77,10 @@ class CalculatorDataConfig(ComponentConfig):
     seed: int = 0
 
 
-class CalculatorData(Stage):
+class CalculatorData(Stage[CalculatorDataConfig]):
     """Arithmetic questions (train / held-out, disjoint) and tool-call demonstrations."""
 
     name = "calculator_data"
-    Config = CalculatorDataConfig
-    config: CalculatorDataConfig
     outputs = ("train", "eval", "demos")
 
     def run(self, ctx: StageContext) -> dict[str, str]:
@@ -135,12 +133,10 @@ class ToolEvalConfig(ComponentConfig):
         return runs
 
 
-class ToolEval(Stage):
+class ToolEval(Stage[ToolEvalConfig]):
     """Held-out accuracy of models with and without tools, compared pairwise."""
 
     name = "tool_eval"
-    Config = ToolEvalConfig
-    config: ToolEvalConfig
     outputs = ("results",)
 
     def run(self, ctx: StageContext) -> dict[str, str]:

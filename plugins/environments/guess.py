@@ -44,12 +44,10 @@ class GuessState:
     solved: bool = False
 
 
-class GuessNumber(Environment):
+class GuessNumber(Environment[GuessConfig]):
     """Guess the secret number (or word) with "higher"/"lower" answers."""
 
     name = "guess_number"
-    Config = GuessConfig
-    config: GuessConfig
 
     def __init__(self, config: GuessConfig | None = None):
         super().__init__(config)

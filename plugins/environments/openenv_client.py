@@ -43,12 +43,10 @@ class OpenEnvConfig(EnvironmentConfig):
         return url
 
 
-class OpenEnv(Environment):
+class OpenEnv(Environment[OpenEnvConfig]):
     """An OpenEnv environment server: reset and step over its session protocol."""
 
     name = "openenv"
-    Config = OpenEnvConfig
-    config: OpenEnvConfig
 
     def reset(self, prompt: str, fields: Mapping[str, Any], seed: int) -> dict[str, Any]:
         from openenv.core import GenericEnvClient

@@ -93,12 +93,10 @@ def verdict_metrics(result: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-class EvaluateStage(Stage):
+class EvaluateStage(Stage[EvaluateConfig]):
     """Answer a prompt set with each model and judge the answers (win rate over the first)."""
 
     name = "evaluate"
-    Config = EvaluateConfig
-    config: EvaluateConfig
     outputs = ("eval",)
 
     def run(self, ctx: StageContext) -> dict[str, str]:

@@ -69,13 +69,11 @@ def preference_pairs(samples: list[Sample]) -> tuple[list[tuple[Sample, Sample]]
     return sorted(pairs, key=lambda pair: pair[0].prompt_id), counts
 
 
-class OnlineDPO(WithOptimizerState, AlignmentAlgorithm):
+class OnlineDPO(WithOptimizerState, AlignmentAlgorithm[OnlineDPOConfig]):
     """Iterative DPO: the best and the worst of k samples per prompt as a preference pair."""
 
     name = "online_dpo"
     trains_episodes = True  # its token loss follows Sample.action_mask
-    Config = OnlineDPOConfig
-    config: OnlineDPOConfig
 
     def prompts_per_iteration(self) -> int:
         return self.config.batch_size

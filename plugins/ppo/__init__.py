@@ -37,12 +37,10 @@ DISCARDED = "discarded"
 VALUE_HEAD_FILE = "value_head.safetensors"
 
 
-class PPO(PolicyGradientAlgorithm):
+class PPO(PolicyGradientAlgorithm[PPOConfig]):
     """PPO with a value head, KL penalty to a reference policy, GAE and clipped losses."""
 
     name = "ppo"
-    Config = PPOConfig
-    config: PPOConfig
     estimator = "gae"
     needs_groups = False
     #: mini-batches per epoch of the current iteration (set by `select`)

@@ -18,12 +18,10 @@ from .config import RaftConfig
 __all__ = ["Raft", "RaftConfig"]
 
 
-class Raft(AlignmentAlgorithm):
+class Raft(AlignmentAlgorithm[RaftConfig]):
     """Reward rAnked FineTuning: fine-tune on the best of k samples, iteration after iteration."""
 
     name = "raft"
-    Config = RaftConfig
-    config: RaftConfig
     #: an episode's environment tokens are context, never targets (`episode_examples`)
     trains_episodes = True
 

@@ -142,12 +142,10 @@ def prepare_for_scoring(model: Any, tokenizer: Any) -> None:
         model.config.pad_token_id = tokenizer.pad_token_id
 
 
-class SequenceReward(RewardSource):
+class SequenceReward(RewardSource[SequenceRewardConfig]):
     """Raw logit of a sequence-classification reward model on prompt + response."""
 
     name = "reward_model"
-    Config = SequenceRewardConfig
-    config: SequenceRewardConfig
 
     #: loaded on first use (`_load`), so that `validate` and construction stay cheap
     _model: Any = None

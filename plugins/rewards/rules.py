@@ -36,12 +36,10 @@ class PatternPenaltyConfig(ComponentConfig):
     count: Literal["each", "once"] = "each"
 
 
-class PatternPenalty(RewardSource):
+class PatternPenalty(RewardSource[PatternPenaltyConfig]):
     """Minus a penalty for each regex match (stray `#`, repeated `:)`, ...)."""
 
     name = "pattern_penalty"
-    Config = PatternPenaltyConfig
-    config: PatternPenaltyConfig
 
     @cached_property
     def _rules(self) -> list[tuple[re.Pattern[str], float]]:
@@ -68,12 +66,10 @@ class LengthConfig(ComponentConfig):
     cap: float | None = None
 
 
-class LengthReward(RewardSource):
+class LengthReward(RewardSource[LengthConfig]):
     """A length term: linear in the response length, or distance from a target length."""
 
     name = "length"
-    Config = LengthConfig
-    config: LengthConfig
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         c = self.config
@@ -97,14 +93,12 @@ class RepetitionConfig(ComponentConfig):
     normalize: bool = True
 
 
-class RepetitionPenalty(RewardSource):
+class RepetitionPenalty(RewardSource[RepetitionConfig]):
     """Minus a penalty per repeated word n-gram: the usual counter to answers that please a
     reward by saying the same thing again (PKU-Alignment/safe-rlhf#71, LMFlow's distinct-2 drop).
     """
 
     name = "repetition_penalty"
-    Config = RepetitionConfig
-    config: RepetitionConfig
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         c = self.config
@@ -165,12 +159,10 @@ def _zscore(values: Sequence[float], mean: float, std: float) -> list[float]:
     return [(v - mean) / std for v in values]
 
 
-class WeightedReward(RewardSource):
+class WeightedReward(RewardSource[WeightedConfig]):
     """A weighted sum of other reward sources, each optionally normalised first."""
 
     name = "weighted"
-    Config = WeightedConfig
-    config: WeightedConfig
 
     def __init__(self, config: WeightedConfig | None = None):
         super().__init__(config)

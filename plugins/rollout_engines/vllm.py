@@ -160,12 +160,10 @@ def save_policy(model: Any, tokenizer: Any, folder: Path) -> None:
     tokenizer.save_pretrained(folder)
 
 
-class VLLMEngine(RolloutEngine):
+class VLLMEngine(RolloutEngine[VLLMConfig]):
     """vLLM on the policy's weights, colocated with training (CPU or GPU build)."""
 
     name = "vllm"
-    Config = VLLMConfig
-    config: VLLMConfig
     owns_weights = True
     #: the `vllm.LLM` once started; None before `start` and after `close`
     llm: Any = None

@@ -23,6 +23,8 @@ def write_plugin_package(name: str, kind: str, parent: str | Path = ".") -> Path
     """Write the package for component `name` of `kind` into `parent/rlhfx-<name>`."""
     from string import Template
 
+    from rlhfx.registry import REGISTER_HOOKS
+
     from . import templates
 
     name = name.removeprefix("rlhfx-").removeprefix("rlhfx_").replace("-", "_")
@@ -41,6 +43,7 @@ def write_plugin_package(name: str, kind: str, parent: str | Path = ".") -> Path
     values = {
         "name": name, "kind": kind, "dist": dist, "module": module,
         "cls": "".join(part.capitalize() for part in name.split("_")),
+        "hook": REGISTER_HOOKS[kind],
     }
 
     def fill(text: str) -> str:
@@ -49,7 +52,7 @@ def write_plugin_package(name: str, kind: str, parent: str | Path = ".") -> Path
     files = {
         "pyproject.toml": fill(templates.PYPROJECT),
         "README.md": fill(templates.README.replace("$usage", templates.USAGE[kind])),
-        f"{module}/__init__.py": fill(templates.CODE[kind]),
+        f"{module}/__init__.py": fill(templates.CODE[kind] + templates.REGISTER),
         f"tests/test_{module}.py": fill(templates.TESTS[kind]),
     }
     for relative, text in files.items():

@@ -67,6 +67,13 @@ from __future__ import annotations
 
 '''
 
+#: The end of every component module: the hook that registers the class ($hook: its name).
+REGISTER = '''
+@hookimpl
+def $hook(register):
+    register($cls)
+'''
+
 CODE = {
     "reward_source": HEAD + '''from collections.abc import Sequence
 
@@ -81,22 +88,16 @@ class ${cls}Config(ComponentConfig):
     bonus: float = 1.0
 
 
-class $cls(RewardSource):
+class $cls(RewardSource[${cls}Config]):
     """A bonus for each occurrence of the configured words."""
 
     name = "$name"
-    Config = ${cls}Config
-    config: ${cls}Config
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> list[float]:
         words = [w.lower() for w in self.config.words]
         return [self.config.bonus * sum(text.lower().count(w) for w in words)
                 for text in responses]
 
-
-@hookimpl
-def rlhfx_register_reward_sources(register):
-    register($cls)
 ''',
     "cleaner": HEAD + '''from pydantic import Field
 from rlhfx import CleanResult, ComponentConfig, ResponseCleaner, hookimpl
@@ -107,12 +108,10 @@ class ${cls}Config(ComponentConfig):
     max_chars: int = Field(default=400, ge=1)
 
 
-class $cls(ResponseCleaner):
+class $cls(ResponseCleaner[${cls}Config]):
     """Cut answers longer than `max_chars` at a word boundary."""
 
     name = "$name"
-    Config = ${cls}Config
-    config: ${cls}Config
 
     def clean(self, prompt: str, response: str) -> CleanResult:
         limit = self.config.max_chars
@@ -123,10 +122,6 @@ class $cls(ResponseCleaner):
             cut = cut[: cut.rindex(" ")]
         return CleanResult(cut, changed=True)
 
-
-@hookimpl
-def rlhfx_register_cleaners(register):
-    register($cls)
 ''',
     "ranker": HEAD + '''import math
 from collections.abc import Sequence
@@ -140,22 +135,16 @@ class ${cls}Config(ComponentConfig):
     fraction: float = Field(default=0.25, gt=0, le=1)
 
 
-class $cls(Ranker):
+class $cls(Ranker[${cls}Config]):
     """Keep the best `fraction` of all scored samples, whatever their prompt."""
 
     name = "$name"
-    Config = ${cls}Config
-    config: ${cls}Config
 
     def select(self, samples: Sequence[Sample]) -> list[int]:
         scored = [i for i, s in enumerate(samples) if not s.discarded and s.reward is not None]
         scored.sort(key=lambda i: float(samples[i].reward or 0.0), reverse=True)
         return scored[: math.ceil(self.config.fraction * len(scored))]
 
-
-@hookimpl
-def rlhfx_register_rankers(register):
-    register($cls)
 ''',
     "algorithm": HEAD + '''from typing import Any
 
@@ -173,13 +162,11 @@ class ${cls}Config(AlgorithmConfig):
     learning_rate: float = Field(default=1e-3, gt=0)
 
 
-class $cls(AlignmentAlgorithm):
+class $cls(AlignmentAlgorithm[${cls}Config]):
     """REINFORCE with a group baseline: answers that beat their prompt's mean reward become
     more likely, the others less likely."""
 
     name = "$name"
-    Config = ${cls}Config
-    config: ${cls}Config
 
     def prompts_per_iteration(self) -> int:
         return self.config.prompts
@@ -236,10 +223,6 @@ class $cls(AlignmentAlgorithm):
         super().load_state_dict(state)
         self.optimizer.load_state_dict(state["optimizer"])
 
-
-@hookimpl
-def rlhfx_register_algorithms(register):
-    register($cls)
 ''',
     "stage": HEAD + '''from rlhfx import ComponentConfig, Stage, StageContext, hookimpl
 
@@ -249,12 +232,10 @@ class ${cls}Config(ComponentConfig):
     note: str = "hello"
 
 
-class $cls(Stage):
+class $cls(Stage[${cls}Config]):
     """Write a note into the stage directory (a later stage can read `@<id>.notes`)."""
 
     name = "$name"
-    Config = ${cls}Config
-    config: ${cls}Config
     outputs = ("notes",)
 
     def run(self, ctx: StageContext) -> dict[str, str]:
@@ -263,14 +244,10 @@ class $cls(Stage):
             path.write_text(self.config.note + "\\n", encoding="utf-8")
         return {"notes": str(path)}
 
-
-@hookimpl
-def rlhfx_register_stages(register):
-    register($cls)
 ''',
     "data_format": HEAD + '''from typing import Any
 
-from rlhfx import EmptyConfig, hookimpl
+from rlhfx import hookimpl
 from rlhfx.data.preference import ASSISTANT, HUMAN, BadRow, Example, PreferenceFormat, Turn
 
 
@@ -278,7 +255,6 @@ class $cls(PreferenceFormat):
     """Records of the form {"question": ..., "good": ..., "bad": ...}."""
 
     name = "$name"
-    Config = EmptyConfig
 
     def sniff(self, record: dict[str, Any]) -> bool:
         return {"question", "good", "bad"} <= set(record)
@@ -294,10 +270,6 @@ class $cls(PreferenceFormat):
         return Example([question, Turn(ASSISTANT, texts["good"])],
                        [question, Turn(ASSISTANT, texts["bad"])])
 
-
-@hookimpl
-def rlhfx_register_data_formats(register):
-    register($cls)
 ''',
 }
 
@@ -509,12 +481,10 @@ class ${cls}State:
     tries: int = 0
 
 
-class $cls(Environment):
+class $cls(Environment[${cls}Config]):
     """The model has a few turns to say the target word; each miss is answered "Try again"."""
 
     name = "$name"
-    Config = ${cls}Config
-    config: ${cls}Config
 
     def reset(self, prompt: str, fields: Mapping[str, Any], seed: int) -> ${cls}State:
         return ${cls}State(str(fields.get("target", self.config.target)))
@@ -525,10 +495,6 @@ class $cls(Environment):
             return EnvStep("Well done.", reward=self.config.reward, done=True)
         return EnvStep("Try again.")
 
-
-@hookimpl
-def rlhfx_register_environments(register):
-    register($cls)
 '''
 
 TESTS["environment"] = TEST_HEAD + '''

@@ -19,12 +19,10 @@ class BestOfNConfig(AlgorithmConfig):
     epochs: int = Field(default=1, ge=1)
 
 
-class BestOfNSupervised(AlignmentAlgorithm):
+class BestOfNSupervised(AlignmentAlgorithm[BestOfNConfig]):
     """Fine-tune on the best of n sampled answers of each prompt, iteration after iteration."""
 
     name = "best_of_n_sft"
-    Config = BestOfNConfig
-    config: BestOfNConfig
 
     def prompts_per_iteration(self):
         return self.config.prompts

@@ -31,12 +31,10 @@ class KeywordsConfig(ComponentConfig):
         return value
 
 
-class Keywords(RewardSource):
+class Keywords(RewardSource[KeywordsConfig]):
     """Reward a response by the number of distinct keywords it mentions (whole words)."""
 
     name = "keywords"
-    Config = KeywordsConfig
-    config: KeywordsConfig
 
     def __init__(self, config: KeywordsConfig | None = None):
         super().__init__(config)

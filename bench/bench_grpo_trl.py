@@ -7,11 +7,13 @@ RLOOTrainer, measured side by side in one run.
 Both sides train the built-in tiny GPT-Neo on the built-in tiny prompts with the same reward
 (one point per word of 3+ letters, no model), the same group size, prompts per update,
 response length (16 new tokens), epochs per batch, learning rate (constant), KL coefficient,
-clip range, gradient clipping and AdamW, with one torch thread, one process per run, the
-runs alternating (TRL, rlhfx, TRL, ...). An update is everything one step does: generate,
-score, the update's forward and backward passes, the optimiser step. The first steps of each
-run are left out (warm-up); each run's median is taken, and the table shows the median of
-runs. Settings that still differ are printed under the table.
+clip range, gradient clipping and AdamW, the same precision (`--precision`, float32 unless
+told: TRL's own default is bf16 autocast even on a CPU, which is slow on a CPU without
+native bf16; both sides are pinned to the one chosen), with one torch thread, one process
+per run, the runs alternating (TRL, rlhfx, TRL, ...). An update is everything one step
+does: generate, score, the update's forward and backward passes, the optimiser step. The first
+steps of each run are left out (warm-up); each run's median is taken, and the table shows
+the median of runs. Settings that still differ are printed under the table.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ def run_trl(args: argparse.Namespace, algorithm: str) -> dict:
         epsilon=0.2, max_grad_norm=1.0, temperature=1.0, max_steps=args.steps,
         logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, seed=args.seed,
         disable_dropout=True, dataloader_num_workers=0,
+        bf16=args.precision == "bfloat16", fp16=False,
         generation_kwargs={"min_new_tokens": args.length},  # fixed length: no EOS stop
     )
     times: list[float] = []
@@ -115,6 +118,7 @@ def run_rlhfx(args: argparse.Namespace, algorithm: str) -> dict:
         "min_new_tokens": args.length, "max_new_tokens": args.length,
         "inference_batch_size": args.prompts * args.k, "torch_threads": 1,
         "save_every": args.steps, "save_samples": False, "eval_every": 0,
+        "dtype": args.precision,
     }
     if algorithm == "grpo":
         options["loss_type"] = "sequence"
@@ -155,7 +159,7 @@ def one_run(args: argparse.Namespace, side: str, algorithm: str) -> dict:
     cmd = [sys.executable, __file__, "--child", f"{side}:{algorithm}", "--steps",
            str(args.steps), "--prompts", str(args.prompts), "--k", str(args.k), "--length",
            str(args.length), "--epochs", str(args.epochs), "--lr", str(args.lr), "--seed",
-           str(args.seed)]
+           str(args.seed), "--precision", args.precision]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false"}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -182,6 +186,8 @@ def main() -> int:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--precision", choices=["float32", "bfloat16"], default="float32",
+                        help="both sides' compute precision (bfloat16: autocast)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -209,7 +215,8 @@ def main() -> int:
     print(f"\nrlhfx vs TRL {trl.__version__}: seconds per update (median of {args.runs} runs, "
           f"each the median of steps {args.warmup + 1}-{args.steps}); "
           f"{args.prompts} prompts x {args.k} responses x {args.length} tokens, "
-          f"{args.epochs} epoch(s), lr {args.lr}, 1 thread, {os.cpu_count()} CPUs")
+          f"{args.epochs} epoch(s), lr {args.lr}, {args.precision} on both sides, 1 thread, "
+          f"{os.cpu_count()} CPUs")
     print(describe())
     print(f"{'algorithm':10} {'TRL s':>8} {'rlhfx s':>8} {'ratio':>6}  rlhfx phases (s)"
           "                       resp. tokens (TRL/rlhfx)  load 1-min")

@@ -334,6 +334,20 @@ def test_reward_model_pairs_are_what_the_reward_source_reads(tmp_path):
                                                    ["Rex is a fine name."])[0]
 
 
+def test_a_system_prompt_opens_every_prompt_pair_and_dialogue(tmp_path):
+    system = "Answer in two sentences."
+    config = DataConfig(source=str(DAHOAS), eval_size=0, template="chat", shuffle=False,
+                        skip_bad_rows=True, system_prompt=system)
+    paths, _ = prepare(config, tmp_path, 0, get_plugins(), tokenizer=chat_tokenizer())
+    opening = f"<|system|>{system}<|end|>\n"
+    prompts = [r["prompt"] for r in read_jsonl(paths["prompts"])]
+    assert prompts[0] == opening + "<|user|>What is a good name for a dog?<|end|>\n<|assistant|>\n"
+    assert next(iter(read_jsonl(paths["rm"])))["chosen"] == prompts[0] + "Rex is a fine name."
+    assert all(r["text"].startswith(opening) for r in read_jsonl(paths["sft"]))
+    with pytest.raises(ValueError, match='system_prompt needs template = "chat"'):
+        DataConfig(source=str(DAHOAS), system_prompt=system)
+
+
 def test_prompt_files_give_the_prompt_sets(tmp_path):
     train = tmp_path / "prompts.jsonl"
     rows = [

@@ -299,3 +299,26 @@ def test_iteration_where_everything_is_discarded_trains_on_nothing(tmp_path):
     assert record["reward_mean"] is None
     assert "nothing to train on" in log
     assert_loadable(tmp_path / "run" / "stages" / "align" / "model")
+
+
+def test_unfinished_answers_lose_the_penalty_and_finished_ones_keep_their_reward(tmp_path):
+    """`unfinished_penalty` lowers the training reward of answers cut at the length limit (a
+    stop string at "k" makes about half of the tiny policy's answers end by themselves)."""
+    import re
+
+    recipe = write_recipe(tmp_path / "r.toml", iterations=1, min_new_tokens=1,
+                          max_new_tokens=8, unfinished_penalty=5.0, eval_every=0,
+                          stop_strings=["k"])
+    run_in_process(recipe, tmp_path / "run")
+    folder = tmp_path / "run" / "stages" / "align" / "iterations" / "iter-0001"
+    samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
+    scored = [s for s in samples if s["reward"] is not None]
+    assert {s["finished"] for s in scored} == {True, False}
+    for s in scored:
+        words = len(re.findall(r"[A-Za-z]{3,}", s["response"]))
+        assert s["reward"] == words - (0 if s["finished"] else 5.0), s
+        assert ("unfinished_penalty" in s) == (not s["finished"])
+    # the ranker saw the penalised rewards: RAFT keeps finished answers wherever it can
+    trained = [s for s in scored if s["trained"]]
+    assert sum(s["finished"] for s in trained) / len(trained) > (
+        sum(s["finished"] for s in scored) / len(scored))

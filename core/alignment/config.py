@@ -60,6 +60,11 @@ class AlgorithmConfig(ComponentConfig):
     #: A reward source returning NaN or infinity: `error` stops the run naming the source;
     #: `drop` leaves those samples out of the update (counted in `nonfinite_rewards`, warned).
     nonfinite_rewards: Literal["error", "drop"] = "error"
+    #: Subtracted from the reward of a response cut at the length limit (one that did not end
+    #: with EOS or a stop string), so the policy learns to finish within `max_new_tokens`
+    #: (the hard form of DAPO's overlong penalty, Yu et al. 2025). 0: off. Evaluation rewards
+    #: are never changed.
+    unfinished_penalty: float = Field(default=0.0, ge=0)
     #: A NaN or infinite gradient norm (or loss) in the update: `error` stops the run naming
     #: the stage, iteration and settings to lower (the last checkpoint stays the resume
     #: point); `skip` leaves out that optimizer step and counts it

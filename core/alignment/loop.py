@@ -342,6 +342,9 @@ class AlignmentLoop:
                 s.extra["nonfinite_reward"] = s.reward
                 s.reward, s.discarded = None, True
                 s.discard_reason = f"non-finite reward from '{setup.reward.name}'"
+            elif s.reward is not None and not s.finished and self.config.unfinished_penalty:
+                s.extra["unfinished_penalty"] = self.config.unfinished_penalty
+                s.reward -= self.config.unfinished_penalty
         everyone = [s for part in distributed.gather_objects(mine) for s in part]
         everyone.sort(key=lambda s: (s.prompt_id, s.sample))
         return everyone

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlhfx import ComponentConfig, DataSource, ModelSource
 from rlhfx.config import DataFormatRef
@@ -48,6 +48,9 @@ class DataConfig(ComponentConfig):
     shuffle: bool = True
     #: `markers`: `###Human: ... ###Assistant: ...`; `chat`: the tokenizer's chat template.
     template: Literal["markers", "chat"] = "markers"
+    #: With `template = "chat"`: a system message every prompt and pair opens with (e.g. how
+    #: long answers should be); unset: the chat template's own default, if it has one.
+    system_prompt: str | None = Field(default=None, min_length=1)
     human_marker: str = "###Human:"
     assistant_marker: str = "###Assistant:"
     #: What goes between turns in `markers` mode.
@@ -59,3 +62,9 @@ class DataConfig(ComponentConfig):
     max_prompt_tokens: int | None = Field(default=256, ge=1)
     #: Also write LMFlow's json layouts under `lmflow/`.
     lmflow_json: bool = False
+
+    @model_validator(mode="after")
+    def _system_prompt_needs_chat(self) -> DataConfig:
+        if self.system_prompt is not None and self.template != "chat":
+            raise ValueError('system_prompt needs template = "chat" (markers have no system turn)')
+        return self

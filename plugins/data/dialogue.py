@@ -129,7 +129,7 @@ class MarkerStyle:
 class ChatTemplateStyle:
     """Renders with a tokenizer's chat template (for chat models) instead of markers."""
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: Any, system: str | None = None):
         if not getattr(tokenizer, "chat_template", None):
             from rlhfx import UserError
 
@@ -138,11 +138,12 @@ class ChatTemplateStyle:
                 "template; use template = 'markers'"
             )
         self.tokenizer = tokenizer
+        self.system = system
 
-    @staticmethod
-    def _messages(turns: Sequence[Turn]) -> list[dict[str, str]]:
-        return [{"role": "user" if t.role == HUMAN else "assistant", "content": t.text}
-                for t in turns]
+    def _messages(self, turns: Sequence[Turn]) -> list[dict[str, str]]:
+        opening = [{"role": "system", "content": self.system}] if self.system else []
+        return opening + [{"role": "user" if t.role == HUMAN else "assistant",
+                           "content": t.text} for t in turns]
 
     def prompt(self, turns: Sequence[Turn]) -> str:
         return self.tokenizer.apply_chat_template(

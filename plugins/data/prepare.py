@@ -280,7 +280,7 @@ def _style(config: DataConfig, tokenizer: Any) -> Any:
     if config.template == "chat":
         if tokenizer is None:
             raise UserError("data: template = 'chat' needs `tokenizer` (the policy's)")
-        return ChatTemplateStyle(tokenizer)
+        return ChatTemplateStyle(tokenizer, config.system_prompt)
     return MarkerStyle(config.human_marker, config.assistant_marker, config.turn_separator)
 
 

@@ -3,11 +3,19 @@ plugin system, so a developer's shell (or an earlier test) cannot change what lo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from rlhfx import registry
+
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    # one worker per core: a torch thread each (and for the runs it starts), not one per core
+    os.environ["OMP_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

@@ -12,7 +12,11 @@ hits both alike (the load is printed with every figure):
 2. transformers' `generate`: each prompt pre-filled once for its k samples against
    transformers expanding the prompts first (`prefill_once=False`, k prefills per prompt), at
    k = 4 and 8. Greedy answers of both paths are compared token for token first.
-3. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against `generate` (float32, as
+3. (`--profile`) where the decode loop's time goes (torch's profiler, the top operators), and
+   the matrix-product rate of every kernel torch offers on the model's shapes at the run's row
+   count (float32 as the policy trains, MKL's pre-packed float32 weights, oneDNN, int8
+   dynamic quantisation, bf16): how far the loop is from what this CPU can do.
+4. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against `generate` (float32, as
    the policy trains), same prompts, same k, samples per second. Needs vLLM: run it inside
    the environment `bench/vllm_env.sh` builds; without vLLM this part is skipped.
 
@@ -21,6 +25,7 @@ quickstart does), prompts from the quickstart's training prompts in SmolLM2's ch
 
     python bench/bench_rollouts.py [--samples 48] [--k 4] [--max-new-tokens 40] [--repeats 2]
     python bench/bench_rollouts.py --skip-prefill --skip-vllm     # the decoder only
+    python bench/bench_rollouts.py --profile --skip-decoder --skip-prefill --skip-vllm
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import os
 import statistics
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +118,7 @@ def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args:
 
 def cpu_flags() -> str:
     """The CPU's flags that decide float32 / bf16 speed, and whether bf16 is native."""
-    from rlhfx.vllm_engine import cpu_has_native_bf16
+    from rlhfx.plugins.rollout_engines.vllm import cpu_has_native_bf16
 
     flags: set[str] = set()
     with contextlib.suppress(OSError):
@@ -200,6 +206,82 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
                  args.max_new_tokens - 1, sum(lengths))
 
 
+def _kernels(rows: int, inner: int, outer: int) -> dict[str, Any]:
+    """One [rows, inner] x [inner, outer] product done by each kernel torch has on the CPU
+    (those that are not available left out)."""
+    import torch
+
+    x, linear = torch.randn(rows, inner), torch.nn.Linear(inner, outer, bias=False).eval()
+    kernels: dict[str, Any] = {"float32 (linear)": lambda: linear(x)}
+    with contextlib.suppress(Exception):
+        packed = torch.ops.mkl._mkl_reorder_linear_weight(linear.weight, rows)
+        kernels["float32, MKL pre-packed"] = lambda: torch.ops.mkl._mkl_linear(
+            x, packed, linear.weight, None, rows)
+    with contextlib.suppress(Exception):
+        from torch.utils import mkldnn
+
+        onednn, x_onednn = mkldnn.to_mkldnn(linear), x.to_mkldnn()
+        kernels["float32, oneDNN"] = lambda: onednn(x_onednn)
+    with contextlib.suppress(Exception), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        int8 = torch.ao.quantization.quantize_dynamic(
+            torch.nn.Sequential(linear), {torch.nn.Linear}, dtype=torch.qint8)
+        kernels["int8 dynamic"] = lambda: int8(x)
+    x16, linear16 = x.bfloat16(), torch.nn.Linear(inner, outer, bias=False).bfloat16()
+    kernels["bf16"] = lambda: linear16(x16)
+    return kernels
+
+
+def kernel_rates(rows: int, shapes: list[tuple[int, int]]) -> dict[str, list[float]]:
+    """GFLOP/s of [rows, inner] x [inner, outer] products, each shape, with each kernel."""
+    import torch
+
+    out: dict[str, list[float]] = {}
+    for inner, outer in shapes:
+        with torch.no_grad():
+            for name, fn in _kernels(rows, inner, outer).items():
+                times = []
+                for _ in range(20):
+                    t = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t)
+                out.setdefault(name, []).append(
+                    2 * rows * inner * outer / statistics.median(times) / 1e9)
+    return out
+
+
+def bench_profile(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from rlhfx.chat import stop_markers
+    from rlhfx.rollouts import SamplingSettings, generate
+
+    print(cpu_flags())
+    chunk = prompts[: max(1, args.samples // args.k)]
+    sampling = SamplingSettings(max_new_tokens=args.max_new_tokens)
+    torch.manual_seed(0)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        secs, out = timed(lambda: generate(
+            model, tok, chunk, sampling, num_samples=args.k, batch_size=args.batch_size,
+            stop_strings=stop_markers(tok)))
+    ops = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in ops) or 1
+    print(f"decode loop, {len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens under "
+          f"the profiler: {secs:.1f} s, {sum(len(o.response_ids) for o in out)} tokens ({load()})")
+    print("  " + ", ".join(f"{e.key} {e.self_cpu_time_total / 1e6:.1f} s "
+                           f"({e.self_cpu_time_total / total:.0%})" for e in ops[:6]))
+    config = model.config
+    hidden, inner = config.hidden_size, getattr(config, "intermediate_size", 4 * config.hidden_size)
+    shapes = [(hidden, inner), (inner, hidden), (hidden, config.vocab_size)]
+    rows = len(chunk) * args.k
+    rates = kernel_rates(rows, shapes)
+    print(f"matrix products of {rows} rows, GFLOP/s for "
+          + ", ".join(f"{a}x{b}" for a, b in shapes) + f" ({load()}):")
+    for name, values in rates.items():
+        print(f"  {name:24} " + " ".join(f"{v:6.1f}" for v in values))
+
+
 def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     import importlib.util
 
@@ -262,6 +344,8 @@ def main() -> None:
     parser.add_argument("--skip-decoder", action="store_true")
     parser.add_argument("--skip-prefill", action="store_true")
     parser.add_argument("--skip-vllm", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="where the decode loop's time goes, and each kernel's rate")
     args = parser.parse_args()
     import torch
 
@@ -273,6 +357,8 @@ def main() -> None:
     prompts = chat_prompts(tok, max(args.samples, 48))
     if not args.skip_decoder:
         bench_decoder(model, tok, prompts, args)
+    if args.profile:
+        bench_profile(model, tok, prompts, args)
     if not args.skip_prefill:
         bench_prefill(model, tok, prompts, args.prefill_k, args)
     if not args.skip_vllm:

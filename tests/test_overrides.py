@@ -126,3 +126,22 @@ def test_the_same_settings_resume_without_a_flag(rlhfx_cli, recipe, tmp_path):
     again = rlhfx_cli("run", recipe, "--set", "stages.m.count=4")
     assert again.exit_code == 0, again.output
     assert len((tmp_path / "out/stages/m/rows.jsonl").read_text().splitlines()) == 4
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("stages.align.algorithm.unfinished_penalty=-1",
+     "stages.align.algorithm.unfinished_penalty: Input should be greater than or equal to 0"),
+    ('stages.data.system_prompt="Be brief."',
+     'stages.data: system_prompt needs template = "chat"'),
+])
+def test_whole_answer_settings_refuse_bad_values_in_one_line(rlhfx_cli, setting, message):
+    """The levers for answers that end (a penalty, a system prompt) on a shipped recipe whose
+    data stage renders without a chat template."""
+    from pathlib import Path
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "hh_pipeline_tiny.toml")
+    result = rlhfx_cli("validate", recipe, "--set", setting)
+    assert result.exit_code == 2
+    assert len(error_lines(result)) == 1
+    assert message in error_lines(result)[0] and "hh_pipeline_tiny.toml" in error_lines(result)[0]
+    assert "Traceback" not in result.output

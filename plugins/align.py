@@ -58,7 +58,8 @@ class AlignConfig(ComponentConfig):
     cleaners: list[CleanerRef] = Field(default_factory=_default_cleaners)
     reward: RewardSourceRef
     #: Which engine samples rollouts and evals, its options inline: `{ engine = "hf" }`
-    #: (transformers' generate, the default), `{ engine = "vllm", ... }` (needs
+    #: (rlhfx's decode loop, the default; its `dtype = "auto"` samples in bf16 where the
+    #: hardware has it natively), `{ engine = "vllm", ... }` (needs
     #: `pip install 'rlhfx[vllm]'`) or any installed engine (`rlhfx components list`).
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)
     #: Multi-turn episodes: `{ name = "calculator", max_turns = 4, ... }` (an environment

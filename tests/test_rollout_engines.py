@@ -122,6 +122,70 @@ def test_hf_engine_is_generate_on_the_policy(policy, tmp_path):
     assert list(tmp_path.iterdir()) == []  # the hf engine writes nothing
 
 
+def test_hf_engine_dtype_auto_follows_the_hardware(policy, tmp_path, monkeypatch):
+    """float32 by default on any hardware; "auto": bf16 where the device multiplies it
+    natively, else float32; an explicit dtype is kept whatever the hardware."""
+    from rlhfx.plugins.rollout_engines import hf
+
+    model, tok = policy
+    for native, setting, want in [(True, None, "float32"), (True, "auto", "bfloat16"),
+                                  (False, "auto", "float32"), (True, "float32", "float32"),
+                                  (False, "bfloat16", "bfloat16")]:
+        seen: list[str] = []
+
+        def answer(device: str, native: bool = native, seen: list[str] = seen) -> bool:
+            seen.append(device)
+            return native
+
+        monkeypatch.setattr(hf, "has_native_bf16", answer)
+        table = {"engine": "hf"} if setting is None else {"engine": "hf", "dtype": setting}
+        engine = make_engine(RolloutSettings.model_validate(table), model, tok, batch_size=8,
+                             device="cpu", work_dir=tmp_path)
+        assert engine.dtype == want, (native, setting)
+        assert seen == (["cpu"] if setting == "auto" else [])
+
+
+def test_bf16_sampling_computes_in_bf16_and_repeats_for_a_seed(policy):
+    """dtype = "bfloat16": the forward passes run in bf16 (the linear layers' outputs), the
+    draw is the one-uniform one (generate's samples cannot be had anyway), the same seed
+    gives the same samples, and the answers are the policy's (close to float32's)."""
+    import rlhfx.sampling
+
+    model, tok = policy
+    dtypes: set = set()
+    hook = model.lm_head.register_forward_hook(lambda m, i, o: dtypes.add(o.dtype))
+    draws: list[bool] = []
+    real = rlhfx.sampling.sample_responses
+
+    def spy(*args, **kwargs):
+        draws.append(args[4].generate_noise)
+        return real(*args, **kwargs)
+
+    sampling = SamplingSettings(max_new_tokens=6)
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(rlhfx.sampling, "sample_responses", spy)
+            runs = []
+            for _ in range(2):
+                torch.manual_seed(3)
+                runs.append(generate(model, tok, PROMPTS, sampling, num_samples=4,
+                                     batch_size=12, dtype="bfloat16"))
+            assert dtypes == {torch.bfloat16} and draws == [False, False]
+            dtypes.clear()
+            torch.manual_seed(3)
+            generate(model, tok, PROMPTS, sampling, num_samples=4, batch_size=12)
+            assert dtypes == {torch.float32} and draws[-1] is True
+    finally:
+        hook.remove()
+    assert [r.response_ids for r in runs[0]] == [r.response_ids for r in runs[1]]
+    assert len({tuple(r.response_ids) for r in runs[0]}) > 3
+    greedy = SamplingSettings(max_new_tokens=5, do_sample=False)
+    half = generate(model, tok, PROMPTS, greedy, batch_size=3, dtype="bfloat16")
+    full = generate(model, tok, PROMPTS, greedy, batch_size=3)
+    # bf16 rounding may flip a near-tie late in an answer, not the answers' starts
+    assert [r.response_ids[:2] for r in half] == [r.response_ids[:2] for r in full]
+
+
 def test_each_engine_checks_its_own_options():
     """The options sit beside `engine` and are checked by that engine's `Config`: vLLM's
     knobs are unknown keys to the `hf` engine."""
@@ -136,7 +200,9 @@ def test_each_engine_checks_its_own_options():
     assert config.kv_cache_gib == 2 and config.weight_sync == "reload"
     bad_cases = {
         "sglang": ({"engine": "sglang"}, "unknown rollout engine 'sglang'; valid: hf, vllm"),
-        "hf+dtype": ({"dtype": "float32"}, "rollout_engine 'hf': dtype: Extra inputs"),
+        "hf+kv": ({"kv_cache_gib": 2}, "rollout_engine 'hf': kv_cache_gib: Extra inputs"),
+        "hf+dtype": ({"dtype": "fp8"}, "rollout_engine 'hf': dtype: Input should be 'auto', "
+                     "'float32' or 'bfloat16'"),
     }
     for table, message in bad_cases.values():
         with pytest.raises(UserError, match=f"^rollouts: {message}"):
@@ -318,3 +384,28 @@ def test_the_vllm_engine_drives_vllm_as_the_contract_says(policy, tmp_path, monk
     assert calls[3] == ("reset",)
     engine.close()
     assert engine.llm is None
+
+
+def test_grpo_learns_from_bf16_samples(rlhfx_cli, tmp_path):
+    """The tiny GRPO recipe with its samples drawn in bf16 (the update recomputes the
+    log-probs in float32): the reward still rises as it does from float32 samples."""
+    import json
+
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny_grpo.toml")
+    result = rlhfx_cli("run", recipe, "-o", str(tmp_path / "run"),
+                       "--set", 'stages.align.rollouts.dtype="bfloat16"',
+                       "--set", "stages.align.algorithm.eval_every=0")
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "run/stages/align/metrics.jsonl").read_text().splitlines()
+    rewards = [r["reward_mean"] for r in map(json.loads, lines) if "reward_mean" in r]
+    assert len(rewards) == 24
+    assert sum(rewards[-4:]) / 4 > sum(rewards[:4]) / 4 + 1.5
+
+
+def test_a_wrong_engine_dtype_is_a_one_line_error_naming_recipe_and_key(rlhfx_cli):
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "tiny_grpo.toml")
+    result = rlhfx_cli("validate", recipe, "--set", 'stages.align.rollouts.dtype="fp8"')
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output
+    assert errors[0] == ("error: " + recipe + ": stages.align.rollouts.dtype: Input should be "
+                         "'auto', 'float32' or 'bfloat16' (got 'fp8')")

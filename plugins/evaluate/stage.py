@@ -52,7 +52,8 @@ class EvaluateConfig(ComponentConfig):
     #: Bootstrap resamples and the interval's level.
     resamples: int = Field(default=2000, ge=100)
     level: float = Field(default=0.95, gt=0, lt=1)
-    #: Which engine answers: `{ engine = "hf" }` (transformers' generate, the default) or
+    #: Which engine answers: `{ engine = "hf" }` (rlhfx's decode loop, the default; its
+    #: `dtype = "auto"` samples in bf16 where the hardware has it natively) or
     #: `{ engine = "vllm", ... }` (the align stage's table; one engine serves every model of
     #: the same architecture, given each one's weights in turn).
     rollouts: RolloutSettings = Field(default_factory=RolloutSettings)

@@ -29,6 +29,7 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from rlhfx.components import ComponentConfig, EngineSetup, RolloutEngine
+from rlhfx.hardware import cpu_has_native_bf16
 from rlhfx.rollouts import Rollout, SamplingSettings, cut_at_eos, encode_prompts
 
 log = logging.getLogger("rlhfx")
@@ -81,16 +82,6 @@ def engine_dtype(setting: str, on_cpu: bool) -> str:
     # Without native bf16 (AVX2 only) vLLM's CPU kernels emulate it: measured 136 s against
     # 20 s in float32 for the same 48 samples.
     return "bfloat16" if cpu_has_native_bf16() else "float32"
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), as oneDNN sees it."""
-    import torch
-
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a torch build without oneDNN
-        return False
 
 
 def cpu_process_settings() -> None:

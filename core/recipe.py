@@ -117,7 +117,9 @@ def output_dir_problem(value: str) -> str | None:
         return f"cannot create {value}: {parent} is a file, not a directory"
     if not os.access(parent, os.W_OK | os.X_OK):
         return f"cannot create {value}: no permission to write in {parent}"
-    problem = _cannot_make_dir(missing)
+    # probed under a name of this process's own: several processes of one run (torchrun)
+    # check the same output folder at once, and one's probe must not fail another's
+    problem = _cannot_make_dir(parent / f".rlhfx-write-check-{os.getpid()}")
     if problem:
         return (f"cannot create {value}: {parent} takes no new directory ({problem}; a "
                 "read-only or virtual filesystem?)")

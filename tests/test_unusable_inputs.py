@@ -81,3 +81,25 @@ def test_an_existing_directory_that_takes_no_files(rlhfx_cli, tmp_path, monkeypa
     Path("r.toml").write_text('[stages.m]\nname = "make"\ncount = 1\n')
     line = one_error(rlhfx_cli("validate", "r.toml", "--set", "run.output_dir=/proc/self"))
     assert line.startswith("error: r.toml: run.output_dir: /proc/self: ")
+
+
+def test_the_output_folder_check_probes_under_a_name_of_its_own(tmp_path, monkeypatch):
+    """Every process of a torchrun run checks the same missing output folder at once: the
+    check must not make that folder itself (another process's probe would then find it and
+    call the filesystem read-only), and it leaves nothing behind."""
+    from rlhfx.recipe import output_dir_problem
+
+    made: list[Path] = []
+    real_mkdir = Path.mkdir
+
+    def mkdir(self, *args, **kwargs):
+        made.append(self)
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    target = tmp_path / "runs" / "new"
+    assert output_dir_problem(str(target)) is None
+    assert made and all(p.parent == tmp_path and p.name.startswith(".rlhfx-") for p in made)
+    (tmp_path / "runs").mkdir()  # another process got there first: still usable
+    assert output_dir_problem(str(target)) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs"]

@@ -1,16 +1,19 @@
-"""The quickstart end to end with the `hf` rollout engine and with vLLM, back to back.
+"""The quickstart end to end with each way of sampling, back to back.
 
+    python bench/bench_quickstart_engines.py --runs hf-float32,hf     # float32 against auto
     bash bench/vllm_env.sh                 # once: vLLM's CPU build in .venv-vllm
-    .venv-vllm/bin/python bench/bench_quickstart_engines.py [--order vllm,hf]
+    .venv-vllm/bin/python bench/bench_quickstart_engines.py [--runs hf,vllm]
 
-Both runs execute `recipes/quickstart.toml` from nothing in fresh output folders (the GGUF
-conversion cache is warmed first, so neither pays it); the second copy of the recipe differs
-only by `rollouts = { engine = "vllm" }` on the align stage (its sampling and its held-out
-evals) and on the evaluate stage (both models' answers, one engine given each model's
-weights in turn). Printed: wall seconds of each run and of each stage, the ratio, the load
-average around each run, and the figures both runs report (align's eval reward before/after,
-the judge's win rate), which should agree in kind, not to the digit: the two engines draw
-other samples.
+Each run executes `recipes/quickstart.toml` from nothing in a fresh output folder (the GGUF
+conversion cache is warmed first, so none pays it); the copies differ only in the
+`rollouts` table of the align stage (its sampling and its held-out evals) and of the
+evaluate stage (both models' answers): `hf` as shipped (the `hf` engine, `dtype = "auto"`:
+bf16 where the CPU has it natively, else float32), `hf-float32` (the `hf` engine in float32,
+`generate`'s own draws: what the recipe did before it took "auto"), `vllm` (one vLLM engine
+given each model's weights in turn). Printed: wall seconds of each run and of each stage, the
+ratio to the first run, the load average around each run, and the figures each run reports
+(align's eval reward before/after, the judge's win rate), which should agree in kind, not to
+the digit: the runs draw other samples.
 """
 
 from __future__ import annotations
@@ -36,15 +39,19 @@ def load() -> str:
     return "{:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
 
 
-def recipe_for(engine: str, folder: Path) -> Path:
+#: each run's `rollouts` table in place of the shipped one (None: the recipe as shipped)
+RUNS = {"hf": None, "hf-float32": '{ engine = "hf", dtype = "float32" }',
+        "vllm": '{ engine = "vllm" }'}
+SHIPPED = re.compile(r'^rollouts = \{ engine = "hf", dtype = "auto" \}', re.M)
+
+
+def recipe_for(run: str, folder: Path) -> Path:
     text = RECIPE.read_text(encoding="utf-8")
-    if engine == "vllm":
-        for stage in ("align", "evaluate"):
-            text, n = re.subn(rf"^\[stages\.{stage}\]\n",
-                              f'[stages.{stage}]\nrollouts = {{ engine = "vllm" }}\n', text,
-                              count=1, flags=re.M)
-            assert n == 1, f"no [stages.{stage}] table in the quickstart recipe"
-    path = folder / f"quickstart-{engine}.toml"
+    table = RUNS[run]
+    if table is not None:
+        text, n = SHIPPED.subn(f"rollouts = {table}", text)
+        assert n == 2, "the quickstart recipe no longer has its two rollouts tables"
+    path = folder / f"quickstart-{run}.toml"
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -77,9 +84,13 @@ def stage_seconds(out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--order", default="hf,vllm", help="which run goes first")
+    parser.add_argument("--runs", default="hf-float32,hf",
+                        help=f"comma-separated, in order, from {', '.join(RUNS)}")
     args = parser.parse_args()
-    order = args.order.split(",")
+    order = args.runs.split(",")
+    unknown = [r for r in order if r not in RUNS]
+    if unknown or len(order) < 2:
+        parser.error(f"--runs: two or more of {', '.join(RUNS)} (got {args.runs})")
     env = dict(os.environ)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -99,12 +110,14 @@ def main() -> None:
             results[engine] = figures(out)
             iterations[engine] = iteration_seconds(out)
             stages = ", ".join(f"{k} {v:.0f} s" for k, v in stage_seconds(out).items())
-            print(f"{engine:5s} {seconds[engine]:7.1f} s (load {before} -> {load()}): {stages}")
-            print("      " + ", ".join(f"{k} {v:.3f}" for k, v in results[engine].items())
+            print(f"{engine:10s} {seconds[engine]:7.1f} s (load {before} -> {load()}): {stages}")
+            print("           " + ", ".join(f"{k} {v:.3f}" for k, v in results[engine].items())
                   + f"; a RAFT iteration {iterations[engine]:.1f} s")
-        print(f"a RAFT iteration with vLLM / without: {iterations['vllm'] / iterations['hf']:.2f}x")
-        print(f"quickstart with vLLM / without: {seconds['vllm'] / seconds['hf']:.2f}x "
-              f"({os.cpu_count()} CPUs, load now {load()})")
+        first = order[0]
+        for run in order[1:]:
+            print(f"{run} / {first}: a RAFT iteration {iterations[run] / iterations[first]:.2f}x,"
+                  f" the quickstart {seconds[run] / seconds[first]:.2f}x "
+                  f"({os.cpu_count()} CPUs, load now {load()})")
         print(describe())
 
 

@@ -191,7 +191,7 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     print(f"greedy, 4 prompts x 2: decode loop == transformers' generate for {same}/8 responses")
     sampling = SamplingSettings(max_new_tokens=args.max_new_tokens)
     # the hf engine's choices: float32 (exactly generate's draws) and, where the CPU has
-    # native bf16 (its `dtype = "auto"` then), bf16 autocast with the one-uniform draw
+    # native bf16 (its `dtype = "auto"` then), bf16 weights and the one-uniform draw
     runs = {"loop": {"decoder": "loop"}, "generate": {"decoder": "generate"}}
     if cpu_has_native_bf16() or args.bf16:
         runs["loop bf16"] = {"decoder": "loop", "dtype": "bfloat16"}

@@ -120,9 +120,9 @@ def generate(
     for what that loop does not do); "generate" with transformers' `generate`, where
     `prefill_once` runs each prompt through the model once for its k samples (see
     `_prefilled_cache`) and False lets `generate` expand the prompts first (k prefills each).
-    `dtype`: "bfloat16" samples under bf16 autocast (weights cast once per call, KV cache in
-    bf16): on hardware with native bf16 about twice the matrix-product rate of float32, but
-    the draws are no longer `generate`'s for the seed, so the loop also takes its cheaper
+    `dtype`: "bfloat16" samples with the weights in bf16 (`bf16_weights`; KV cache in bf16):
+    on hardware with native bf16 about twice the matrix-product rate of float32, but the
+    draws are no longer `generate`'s for the seed, so the loop also takes its cheaper
     one-uniform draw (`Decoding.generate_noise = False`).
     """
     import torch
@@ -135,7 +135,7 @@ def generate(
     device = next(model.parameters()).device
     precision: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
     if dtype == "bfloat16":
-        precision = torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        precision = bf16_weights(model)
     # generate's own draws only where its samples could be reproduced at all: float32
     exact = dtype == "float32" and not torch.is_autocast_enabled(device.type)
     old_side = tokenizer.padding_side
@@ -210,6 +210,35 @@ def generate(
         if was_training:
             model.train()
     return out
+
+
+@contextlib.contextmanager
+def bf16_weights(model: Any) -> Iterator[None]:
+    """The model's float32 weights swapped for bf16 copies for the block, the float32 ones
+    (the very tensors, nothing rounded) put back after it.
+
+    Autocast would cast only the weights that require grad once per block; LoRA's frozen base
+    weights it casts again at every forward pass, which ate most of bf16's gain. A sharded
+    model keeps its weights and runs under autocast instead.
+    """
+    import torch
+
+    from rlhfx.sharding import holds_shards
+
+    if holds_shards(model):
+        device = next(model.parameters()).device
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+            yield
+        return
+    kept = [(p, p.data) for p in model.parameters() if p.dtype == torch.float32]
+    try:
+        with torch.no_grad():
+            for p, data in kept:
+                p.data = data.to(torch.bfloat16)
+        yield
+    finally:
+        for p, data in kept:
+            p.data = data
 
 
 class FiniteLogits:

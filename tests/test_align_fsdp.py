@@ -219,3 +219,18 @@ def test_other_algorithms_shard_train_like_ddp_and_resume(other_runs):
     if algorithm == "grpo":
         # the process with fewer rows sat mini-batches out, sharded, without hanging
         assert all(r["grpo/idle_minibatches"] > 0 for r in records(fsdp))
+
+
+@pytest.mark.slow
+@needs_torchrun
+def test_a_sharded_policy_samples_in_bf16(tmp_path):
+    """`rollouts = { engine = "hf", dtype = "bfloat16" }` under fsdp: the sharded policy keeps
+    its weights and samples under autocast (no bf16 copies of shards), and trains on."""
+    recipe = write_recipe(tmp_path, "fsdp", 2, "grpo")
+    text = recipe.read_text(encoding="utf-8").replace(
+        "[stages.align]\n", '[stages.align]\nrollouts = { engine = "hf", dtype = "bfloat16" }\n')
+    recipe.write_text(text, encoding="utf-8")
+    torchrun(recipe, tmp_path / "run")
+    recs = records(tmp_path / "run")
+    assert [r["step"] for r in recs] == [1, 2]
+    assert all(r["reward_mean"] > 0 and r["train_loss"] == r["train_loss"] for r in recs)

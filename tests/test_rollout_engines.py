@@ -186,6 +186,35 @@ def test_bf16_sampling_computes_in_bf16_and_repeats_for_a_seed(policy):
     assert [r.response_ids[:2] for r in half] == [r.response_ids[:2] for r in full]
 
 
+def test_bf16_sampling_leaves_a_lora_policys_weights_as_they_were(policy):
+    """The weights are bf16 copies during the call only: afterwards every weight, LoRA's
+    trainable ones and the frozen base, is the same float32 tensor with the same values, also
+    when the sampling fails half-way."""
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(tiny_llama(len(policy[1])), LoraConfig(r=2, target_modules="all-linear"))
+    tok = policy[1]
+    before = {n: (p.data_ptr(), p.detach().clone()) for n, p in model.named_parameters()}
+    generate(model, tok, PROMPTS, SamplingSettings(max_new_tokens=4), batch_size=3,
+             dtype="bfloat16")
+
+    def unchanged():
+        return all(p.data_ptr() == before[n][0] and p.dtype == torch.float32
+                   and torch.equal(p, before[n][1]) for n, p in model.named_parameters())
+
+    assert unchanged()
+    dtypes: set = set()
+    hook = model.base_model.model.lm_head.register_forward_hook(
+        lambda m, i, o: (dtypes.update({o.dtype, m.weight.dtype}),
+                         (_ for _ in ()).throw(RuntimeError("broken"))))
+    with pytest.raises(RuntimeError, match="broken"):
+        generate(model, tok, PROMPTS, SamplingSettings(max_new_tokens=4), batch_size=3,
+                 dtype="bfloat16")
+    hook.remove()
+    # the frozen weight itself was bf16 in the pass (autocast would recast it every pass)
+    assert dtypes == {torch.bfloat16} and unchanged()
+
+
 def test_each_engine_checks_its_own_options():
     """The options sit beside `engine` and are checked by that engine's `Config`: vLLM's
     knobs are unknown keys to the `hf` engine."""

@@ -16,7 +16,7 @@ class HFConfig(ComponentConfig):
 
     #: The dtype the samples are computed in. "float32" (the default) draws exactly
     #: transformers' `generate` samples for a seed, the same on every machine. "bfloat16"
-    #: autocasts the forward passes (weights cast once per call, KV cache in bf16): on an
+    #: samples with bf16 copies of the weights made for each call (KV cache in bf16): on an
     #: AVX512-BF16 CPU about twice float32's speed, emulated (several times slower) on an
     #: AVX2-only one. "auto": bfloat16 where the hardware multiplies it natively (a GPU; a CPU
     #: with AVX512-BF16 or AMX), float32 elsewhere; samples then differ between machines.

@@ -133,9 +133,9 @@ def generate(
     loop = decoder == "loop" and unsupported_reason(model) is None
 
     device = next(model.parameters()).device
-    precision: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
-    if dtype == "bfloat16":
-        precision = bf16_weights(model)
+    def precision() -> contextlib.AbstractContextManager[Any]:  # entered once per chunk
+        return bf16_weights(model) if dtype == "bfloat16" else contextlib.nullcontext()
+
     # generate's own draws only where its samples could be reproduced at all: float32
     exact = dtype == "float32" and not torch.is_autocast_enabled(device.type)
     old_side = tokenizer.padding_side
@@ -176,7 +176,7 @@ def generate(
                 [t for t, m in zip(row, mask, strict=True) if m]
                 for row, mask in zip(prompt_rows, masks, strict=True)
             ]
-            with torch.no_grad(), guard.watching(), precision:
+            with torch.no_grad(), guard.watching(), precision():
                 if loop:  # rlhfx.sampling's decoder: the tokens as sampled
                     cut = sample_responses(model, tokenizer, unpadded, num_samples, Decoding(
                         kwargs["max_new_tokens"], sampling.do_sample, sampling.temperature,

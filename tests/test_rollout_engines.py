@@ -180,7 +180,7 @@ def test_bf16_sampling_computes_in_bf16_and_repeats_for_a_seed(policy):
     assert [r.response_ids for r in runs[0]] == [r.response_ids for r in runs[1]]
     assert len({tuple(r.response_ids) for r in runs[0]}) > 3
     greedy = SamplingSettings(max_new_tokens=5, do_sample=False)
-    half = generate(model, tok, PROMPTS, greedy, batch_size=3, dtype="bfloat16")
+    half = generate(model, tok, PROMPTS, greedy, batch_size=1, dtype="bfloat16")  # 3 calls
     full = generate(model, tok, PROMPTS, greedy, batch_size=3)
     # bf16 rounding may flip a near-tie late in an answer, not the answers' starts
     assert [r.response_ids[:2] for r in half] == [r.response_ids[:2] for r in full]

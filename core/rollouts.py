@@ -133,6 +133,7 @@ def generate(
     loop = decoder == "loop" and unsupported_reason(model) is None
 
     device = next(model.parameters()).device
+
     def precision() -> contextlib.AbstractContextManager[Any]:  # entered once per chunk
         return bf16_weights(model) if dtype == "bfloat16" else contextlib.nullcontext()
 

@@ -8,9 +8,9 @@ hits both alike (the load is printed with every figure):
    what `generate` used before), k = 4 samples of 12 prompts; where the CPU has native bf16
    (or with `--bf16`) also the loop in bf16, what the engine's `dtype = "auto"` picks there.
    Greedy answers of the loop and `generate` are compared token for token first. Printed
-   with it: the CPU's flags that matter (AVX2, AVX512, native bf16), the measured float32
-   matmul rate, and the floor that rate puts under the run (FLOPs and bytes per decode step
-   for the model and batch).
+   with it: the CPU's flags that matter (AVX2, AVX512, native bf16), the measured matmul rate
+   in float32 (and in bf16 when raced), and the floor each rate puts under the run (FLOPs
+   and bytes per decode step for the model and batch).
 2. transformers' `generate`: each prompt pre-filled once for its k samples against
    transformers expanding the prompts first (`prefill_once=False`, k prefills per prompt), at
    k = 4 and 8. Greedy answers of both paths are compared token for token first.
@@ -135,11 +135,12 @@ def cpu_flags() -> str:
     return f"CPU flags: {shown}; native bf16: {native}"
 
 
-def matmul_rate(rows: int, hidden: int, inner: int) -> float:
-    """Measured float32 GFLOP/s of one [rows, hidden] x [hidden, inner] product (median)."""
+def matmul_rate(rows: int, hidden: int, inner: int, dtype: str = "float32") -> float:
+    """Measured GFLOP/s of one [rows, hidden] x [hidden, inner] product in `dtype` (median)."""
     import torch
 
-    x, w = torch.randn(rows, hidden), torch.randn(inner, hidden)
+    kind = getattr(torch, dtype)
+    x, w = torch.randn(rows, hidden, dtype=kind), torch.randn(inner, hidden, dtype=kind)
     times = []
     for _ in range(20):
         t = time.perf_counter()
@@ -148,9 +149,10 @@ def matmul_rate(rows: int, hidden: int, inner: int) -> float:
     return 2 * rows * hidden * inner / statistics.median(times) / 1e9
 
 
-def decode_floor(model: Any, rows: int, context: int, steps: int, prompt_tokens: int) -> None:
+def decode_floor(model: Any, rows: int, context: int, steps: int, prompt_tokens: int,
+                 dtypes: list[str]) -> None:
     """FLOPs and bytes of one decode step of `rows` rows over `context` cached positions, and
-    what the measured matmul rate makes of a whole run."""
+    what the measured matmul rate in each of `dtypes` makes of a whole run."""
     import torch
 
     config = model.config
@@ -160,17 +162,19 @@ def decode_floor(model: Any, rows: int, context: int, steps: int, prompt_tokens:
     head_dim = getattr(config, "head_dim", config.hidden_size // heads)
     kv_heads = getattr(config, "num_key_value_heads", heads)
     flops = 2 * rows * linear + 4 * rows * layers * heads * head_dim * context
-    kv_bytes = 2 * 4 * rows * layers * kv_heads * head_dim * context
-    rate = matmul_rate(rows, config.hidden_size, getattr(config, "intermediate_size",
-                                                         4 * config.hidden_size))
-    per_step = flops / (rate * 1e9)
     prefill = 2 * prompt_tokens * (linear - model.get_output_embeddings().weight.numel())
-    floor = per_step * steps + prefill / (rate * 1e9)
-    print(f"decode step, {rows} rows over {context} positions: {flops / 1e9:.1f} GFLOP, "
-          f"{(4 * linear + kv_bytes) / 1e6:.0f} MB read (weights {4 * linear / 1e6:.0f} MB, "
-          f"KV cache {kv_bytes / 1e6:.0f} MB); measured matmul rate {rate:.1f} GFLOP/s "
-          f"({load()}) -> {per_step:.2f} s a step; floor of the run ({prompt_tokens} prompt "
-          f"tokens pre-filled, {steps} steps): {floor:.1f} s")
+    for dtype in dtypes:
+        size = 4 if dtype == "float32" else 2  # bytes a weight or cached value takes
+        kv_bytes = 2 * size * rows * layers * kv_heads * head_dim * context
+        rate = matmul_rate(rows, config.hidden_size, getattr(config, "intermediate_size",
+                                                             4 * config.hidden_size), dtype)
+        per_step = flops / (rate * 1e9)
+        floor = per_step * steps + prefill / (rate * 1e9)
+        print(f"{dtype}: decode step, {rows} rows over {context} positions: "
+              f"{flops / 1e9:.1f} GFLOP, {(size * linear + kv_bytes) / 1e6:.0f} MB read (weights "
+              f"{size * linear / 1e6:.0f} MB, KV cache {kv_bytes / 1e6:.0f} MB); measured "
+              f"matmul rate {rate:.1f} GFLOP/s ({load()}) -> {per_step:.2f} s a step; floor of "
+              f"the run ({prompt_tokens} prompt tokens pre-filled, {steps} steps): {floor:.1f} s")
 
 
 def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
@@ -213,7 +217,8 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
                       for n in names if n != "generate") + f" ({load()})")
     lengths = [len(p) for p in encode_prompts(tok, chunk)]
     decode_floor(model, len(chunk) * args.k, max(lengths) + args.max_new_tokens // 2,
-                 args.max_new_tokens - 1, sum(lengths))
+                 args.max_new_tokens - 1, sum(lengths),
+                 ["float32", "bfloat16"] if "loop bf16" in runs else ["float32"])
 
 
 def _kernels(rows: int, inner: int, outer: int) -> dict[str, Any]:

@@ -1,19 +1,19 @@
-"""The quickstart end to end with each way of sampling, back to back.
+"""The quickstart end to end with each way of computing, back to back.
 
-    python bench/bench_quickstart_engines.py --runs hf-float32,hf     # float32 against auto
+    python bench/bench_quickstart_engines.py --runs float32,hf     # float32 against as shipped
     bash bench/vllm_env.sh                 # once: vLLM's CPU build in .venv-vllm
     .venv-vllm/bin/python bench/bench_quickstart_engines.py [--runs hf,vllm]
 
 Each run executes `recipes/quickstart.toml` from nothing in a fresh output folder (the GGUF
-conversion cache is warmed first, so none pays it); the copies differ only in the
-`rollouts` table of the align stage (its sampling and its held-out evals) and of the
-evaluate stage (both models' answers): `hf` as shipped (the `hf` engine, `dtype = "auto"`:
-bf16 where the CPU has it natively, else float32), `hf-float32` (the `hf` engine in float32,
-`generate`'s own draws: what the recipe did before it took "auto"), `vllm` (one vLLM engine
-given each model's weights in turn). Printed: wall seconds of each run and of each stage, the
-ratio to the first run, the load average around each run, and the figures each run reports
-(align's eval reward before/after, the judge's win rate), which should agree in kind, not to
-the digit: the runs draw other samples.
+conversion cache is warmed first, so none pays it), changed only by `--set` settings: `hf` as
+shipped (sampling with the `hf` engine and training with `dtype`/`precision` "auto": bf16
+where the CPU has it natively, else float32), `float32` (sampling, the reward models' and
+RAFT's training all in float32: what the recipe did before it used native bf16),
+`hf-float32` (only the sampling in float32), `vllm` (one vLLM engine given each model's
+weights in turn). Printed: wall seconds of each run and of each stage, the ratio to the first
+run, the load average around each run, and the figures each run reports (align's eval reward
+before/after, the judge's win rate), which should agree in kind, not to the digit: the runs
+draw other samples.
 """
 
 from __future__ import annotations
@@ -39,21 +39,17 @@ def load() -> str:
     return "{:.1f}/{:.1f}/{:.1f}".format(*os.getloadavg())
 
 
-#: each run's `rollouts` table in place of the shipped one (None: the recipe as shipped)
-RUNS = {"hf": None, "hf-float32": '{ engine = "hf", dtype = "float32" }',
-        "vllm": '{ engine = "vllm" }'}
-SHIPPED = re.compile(r'^rollouts = \{ engine = "hf", dtype = "auto" \}', re.M)
-
-
-def recipe_for(run: str, folder: Path) -> Path:
-    text = RECIPE.read_text(encoding="utf-8")
-    table = RUNS[run]
-    if table is not None:
-        text, n = SHIPPED.subn(f"rollouts = {table}", text)
-        assert n == 2, "the quickstart recipe no longer has its two rollouts tables"
-    path = folder / f"quickstart-{run}.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
+FLOAT32_SAMPLING = ['stages.align.rollouts={ engine = "hf", dtype = "float32" }',
+                    'stages.evaluate.rollouts={ engine = "hf", dtype = "float32" }']
+#: each run's `--set` settings (none: the recipe as shipped)
+RUNS: dict[str, list[str]] = {
+    "hf": [],
+    "float32": [*FLOAT32_SAMPLING, 'stages.align.algorithm.dtype="float32"',
+                'stages.reward_model.precision="no"', 'stages.judge.precision="no"'],
+    "hf-float32": FLOAT32_SAMPLING,
+    "vllm": ['stages.align.rollouts={ engine = "vllm" }',
+             'stages.evaluate.rollouts={ engine = "vllm" }'],
+}
 
 
 def figures(out: Path) -> dict[str, float]:
@@ -84,7 +80,7 @@ def stage_seconds(out: Path) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", default="hf-float32,hf",
+    parser.add_argument("--runs", default="float32,hf",
                         help=f"comma-separated, in order, from {', '.join(RUNS)}")
     args = parser.parse_args()
     order = args.runs.split(",")
@@ -103,9 +99,9 @@ def main() -> None:
             out = folder / engine
             before = load()
             start = time.perf_counter()
-            recipe = recipe_for(engine, folder)
-            subprocess.run([sys.executable, "-m", "rlhfx.cli", "run", str(recipe), "-o", str(out)],
-                           check=True, env=env, stdout=subprocess.DEVNULL)
+            settings = [arg for setting in RUNS[engine] for arg in ("--set", setting)]
+            subprocess.run([sys.executable, "-m", "rlhfx.cli", "run", str(RECIPE), "-o", str(out),
+                            *settings], check=True, env=env, stdout=subprocess.DEVNULL)
             seconds[engine] = time.perf_counter() - start
             results[engine] = figures(out)
             iterations[engine] = iteration_seconds(out)

@@ -59,7 +59,9 @@ class TrainingOptions(ComponentConfig):
     save_total_limit: int = Field(default=2, ge=1)
     #: Weights dtype while training.
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    #: Mixed precision: `auto` = bf16 on a GPU that supports it, none on the CPU.
+    #: Mixed precision over float32 weights: `auto` = bf16 where the device computes it
+    #: natively (a GPU that supports it; a CPU with AVX512-BF16 or AMX, where it trains about
+    #: 1.4x as fast), none elsewhere (emulated bf16 would be slower than float32).
     precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     gradient_checkpointing: bool = False
     #: Trackers the Trainer itself reports to, with its own metric names. Unset: the run's
@@ -91,14 +93,13 @@ def trainer_report_to(own: list[str] | None, run: tuple[str, ...]) -> list[str]:
 
 def trainer_arguments(config_cls: Any, opts: TrainingOptions, ctx: StageContext, **ours: Any):
     """Build a TRL config (SFTConfig, RewardConfig) from our options; unknown extras fail."""
-    import torch
-
+    from rlhfx.hardware import has_native_bf16
     from rlhfx.trainer_args import build_arguments
 
     on_gpu = ctx.device == "cuda"
     precision = opts.precision
     if precision == "auto":
-        precision = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no"
+        precision = "bf16" if has_native_bf16(ctx.device) else "no"
     args: dict[str, Any] = dict(
         output_dir=str(ctx.stage_dir / CHECKPOINTS),
         num_train_epochs=opts.epochs,
@@ -320,7 +321,12 @@ def quiet_trainer(trainer: Any) -> None:
 
 
 def run_trainer(trainer: Any, ctx: StageContext, resume: Any = None) -> None:
-    """Train, resuming from `resume` (what `prepare_resume` found) when it names a checkpoint."""
+    """Train, resuming from `resume` (what `prepare_resume` found) when it names a checkpoint.
+    Dropout draws its masks with `BitsDropout` (LoRA's, added by the Trainer, included)."""
+    from rlhfx.dropout import use_bits_dropout
+    from rlhfx.hardware import bf16_cpu_attention
+
+    use_bits_dropout(trainer.model)
     if resume is None:
         resume = prepare_resume(ctx)
     for callback in trainer.callback_handler.callbacks:
@@ -331,7 +337,8 @@ def run_trainer(trainer: Any, ctx: StageContext, resume: Any = None) -> None:
         ctx.log.info("%s: resuming from %s", ctx.stage_id, checkpoint)
         if resume.num_tokens is not None and hasattr(trainer, "_total_train_tokens"):
             trainer._total_train_tokens = resume.num_tokens  # TRL counts from zero otherwise
-    trainer.train(resume_from_checkpoint=checkpoint)
+    with bf16_cpu_attention(trainer.model, trainer.args.bf16 and trainer.args.use_cpu):
+        trainer.train(resume_from_checkpoint=checkpoint)
 
 
 def gathered_state(model: Any) -> dict[str, Any] | None:

@@ -192,6 +192,7 @@ batch_size = 4
 max_length = 64
 logging_steps = 1
 save_steps = 10
+precision = "no"  # float32 on every CPU: the layouts compare to float32 noise
 """
 
 

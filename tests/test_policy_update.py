@@ -14,6 +14,7 @@ import torch
 
 from rlhfx.alignment import policy_update as pu
 from rlhfx.components import Sample
+from rlhfx.models import accepts_logits_to_keep
 
 
 def _samples() -> list[Sample]:
@@ -72,7 +73,7 @@ def test_response_logprobs_equal_the_full_logits_computation(temperature):
         assert float(got[i, len(row):].abs().sum()) == 0.0  # padding
     assert entropy is not None and bool((entropy[batch.mask > 0] > 0).all())
     # the model trims its logits to the response positions: the prompt's are never made
-    assert pu._accepts_logits_to_keep(model)
+    assert accepts_logits_to_keep(model)
 
 
 def test_response_logprobs_without_logits_to_keep_slice_the_logits():
@@ -88,7 +89,7 @@ def test_response_logprobs_without_logits_to_keep_slice_the_logits():
                               position_ids=position_ids, use_cache=use_cache)
 
     batch = pu.TokenBatch.from_samples(_samples(), pad_id=0, device="cpu")
-    assert not pu._accepts_logits_to_keep(Plain())
+    assert not accepts_logits_to_keep(Plain())
     with torch.no_grad():
         a = pu.response_logprobs(Plain(), batch)
         b = pu.response_logprobs(model, batch)

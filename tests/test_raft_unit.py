@@ -212,3 +212,46 @@ def test_pad_examples_pads_as_trls_collator_did():
     theirs = trl_sft.DataCollatorForLanguageModeling(pad_token_id=0)(examples)
     for key in ("input_ids", "labels", "attention_mask"):
         assert torch.equal(ours[key], theirs[key]), key
+
+
+def test_trimmed_logits_train_exactly_as_whole_ones():
+    """RAFT's batches make logits only from the column before the first label on: the loss and
+    every gradient match the untrimmed batch's; a label in column 0 leaves nothing to cut."""
+    import torch
+
+    from rlhfx.models import accepts_logits_to_keep
+    from rlhfx.plugins.raft.train import pad_examples
+    from rlhfx.tiny import tiny_causal_lm
+
+    model = tiny_causal_lm("builtin:tiny-gpt-neo").train()
+    for module in model.modules():  # dropout off: both passes must see the same network
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    assert accepts_logits_to_keep(model)
+    examples = [{"input_ids": [5, 6, 7, 8, 9, 10], "labels": [-100] * 4 + [9, 10]},
+                {"input_ids": [11, 12, 13, 14], "labels": [-100] * 3 + [14]},
+                {"input_ids": [15, 16, 17, 18, 19, 20, 21, 22],
+                 "labels": [-100] * 5 + [20, 21, 22]}]
+    whole = pad_examples(examples, pad_id=0)
+    cut = pad_examples(examples, pad_id=0, trim_logits=True)
+    assert "logits_to_keep" not in whole
+    assert cut["logits_to_keep"] == 8 - 3 + 1  # from the column before the first label (3)
+    assert cut["labels"].shape == (3, 6) and torch.equal(cut["labels"], whole["labels"][:, 2:])
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        out = model(**batch)
+        out.loss.backward()
+        assert out.logits.shape[1] == batch.get("logits_to_keep", 8)
+        return out.loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    want, want_grads = loss_and_grads(whole)
+    got, got_grads = loss_and_grads(cut)
+    assert torch.allclose(got, want, atol=1e-6)
+    for g, w in zip(got_grads, want_grads, strict=True):
+        assert torch.allclose(g, w, atol=1e-6)
+
+    on_prompt = [{"input_ids": [5, 6, 7], "labels": [5, 6, 7]}]
+    assert "logits_to_keep" not in pad_examples(on_prompt, pad_id=0, trim_logits=True)
+    nothing = [{"input_ids": [5, 6, 7], "labels": [-100] * 3}]
+    assert "logits_to_keep" not in pad_examples(nothing, pad_id=0, trim_logits=True)

@@ -34,7 +34,8 @@ def train(tmp, rm, base, name, **options):
     ctx = make_ctx(tmp / name, "reward_model")
     settings = dict(model=str(base), data=rm, batch_size=8, epochs=1, max_length=96,
                     validation_split_percentage=25, eval_before_training=True,
-                    logging_steps=5, save_steps=1000)
+                    logging_steps=5, save_steps=1000,
+                    precision="no")  # float32 on every CPU: scores compared pair by pair
     settings.update(options)
     out = run_stage(RewardModelStage, ctx, **settings)
     return ctx, out, json.loads((ctx.stage_dir / "eval.json").read_text())

@@ -125,7 +125,7 @@ def test_hf_engine_is_generate_on_the_policy(policy, tmp_path):
 def test_hf_engine_dtype_auto_follows_the_hardware(policy, tmp_path, monkeypatch):
     """float32 by default on any hardware; "auto": bf16 where the device multiplies it
     natively, else float32; an explicit dtype is kept whatever the hardware."""
-    from rlhfx.plugins.rollout_engines import hf
+    from rlhfx import hardware
 
     model, tok = policy
     for native, setting, want in [(True, None, "float32"), (True, "auto", "bfloat16"),
@@ -137,7 +137,7 @@ def test_hf_engine_dtype_auto_follows_the_hardware(policy, tmp_path, monkeypatch
             seen.append(device)
             return native
 
-        monkeypatch.setattr(hf, "has_native_bf16", answer)
+        monkeypatch.setattr(hardware, "has_native_bf16", answer)
         table = {"engine": "hf"} if setting is None else {"engine": "hf", "dtype": setting}
         engine = make_engine(RolloutSettings.model_validate(table), model, tok, batch_size=8,
                              device="cpu", work_dir=tmp_path)

@@ -112,3 +112,41 @@ def test_fsdp_arguments_ask_accelerate_for_fsdp2_with_sharded_checkpoints(tmp_pa
     assert plugin["transformer_cls_names_to_wrap"] == "GPTNeoBlock"
     plain = fsdp_arguments(TrainingArguments, FsdpSettings())
     assert "bf16" not in plain and "fp16" not in plain
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_trains_in_bf16_where_the_device_computes_it(tmp_path, monkeypatch,
+                                                                     native):
+    """Trainer stages (`precision = "auto"`, the default) and RAFT (`dtype = "auto"`) train
+    under bf16 autocast where the device has native bf16, a CPU with AVX512-BF16 included, and
+    in float32 elsewhere; an explicit choice stands whatever the hardware."""
+    from types import SimpleNamespace
+
+    from trl import RewardConfig
+
+    from rlhfx import hardware
+    from rlhfx.hf_training import TrainingOptions, trainer_arguments
+    from rlhfx.plugins.raft.config import RaftConfig
+    from rlhfx.plugins.raft.train import training_arguments
+
+    asked: list[str] = []
+
+    def answer(device: str) -> bool:
+        asked.append(device)
+        return native
+
+    monkeypatch.setattr(hardware, "has_native_bf16", answer)
+    ctx = SimpleNamespace(stage_dir=tmp_path, device="cpu", report_to=(), seed=1,
+                          parallelism=SimpleNamespace(sharded=False), recipe_file="r.toml",
+                          stage_id="reward_model")
+    needed = {"model": "builtin:tiny-gpt-neo", "data": "pairs.jsonl"}
+    args = trainer_arguments(RewardConfig, TrainingOptions(**needed), ctx)
+    assert (args.bf16, args.fp16, asked) == (native, False, ["cpu"])
+    assert not trainer_arguments(RewardConfig, TrainingOptions(**needed, precision="no"),
+                                 ctx).bf16
+
+    raft = training_arguments(RaftConfig(dtype="auto"), tmp_path, seed=1, device="cpu")
+    assert raft.bf16 is native
+    asked.clear()
+    assert not training_arguments(RaftConfig(), tmp_path, seed=1, device="cpu").bf16
+    assert asked == []  # float32, the default, never asks

@@ -49,8 +49,10 @@ class AlgorithmConfig(ComponentConfig):
     # ---- the policy
     #: None: full fine-tuning. A table (`lora = { r = 16 }`) trains LoRA adapters instead.
     lora: LoraSettings | None = None
-    #: Compute dtype (autocast over float32 weights, generation included). float16 needs CUDA.
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    #: Compute dtype (autocast over float32 weights, generation included). float16 needs CUDA;
+    #: `auto`: bfloat16 where the device computes it natively (a GPU, or a CPU with
+    #: AVX512-BF16 or AMX), else float32. The default keeps a seed's run the same everywhere.
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
     #: CPU threads torch may use in each process; None leaves torch's default.
     torch_threads: int | None = Field(default=None, ge=1)
     #: Seed of prompt order, sampling and training; None takes the run's seed for this stage.

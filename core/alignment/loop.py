@@ -350,7 +350,12 @@ class AlignmentLoop:
         return everyone
 
     def _update(self, batch: Batch) -> Any:
-        returned = self._call(self.algorithm.update, batch)
+        from rlhfx.hardware import bf16_cpu_attention
+
+        setup = self.setup
+        on_cpu_in_bf16 = setup.compute_dtype == "bfloat16" and setup.device.startswith("cpu")
+        with bf16_cpu_attention(self.algorithm.policy, on_cpu_in_bf16):
+            returned = self._call(self.algorithm.update, batch)
         if not isinstance(returned, dict):
             from rlhfx.faults import PluginFault, describe
 

@@ -13,7 +13,6 @@ zero-loss forward and backward instead, because the others' collectives wait for
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from rlhfx import distributed
 from rlhfx.alignment import nonfinite
 from rlhfx.alignment.reference import ReferenceModel, position_ids_for
 from rlhfx.components import Sample
+from rlhfx.models import accepts_logits_to_keep
 
 
 @dataclass
@@ -90,15 +90,6 @@ class TokenBatch:
                           self.labels[at, :span], mask[:, :span], self.prompt_width - start)
 
 
-def _accepts_logits_to_keep(model: Any) -> bool:
-    network = model.get_base_model() if hasattr(model, "get_base_model") else model
-    forward = getattr(type(network), "forward", None)
-    try:
-        return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 @dataclass
 class ResponseForward:
     """One forward pass over a token batch's responses, [B, T] each, 0 off the mask."""
@@ -129,7 +120,7 @@ def response_forward(
     )
     if critic is not None:
         kwargs["output_hidden_states"] = True
-    if _accepts_logits_to_keep(model):
+    if accepts_logits_to_keep(model):
         kwargs["logits_to_keep"] = span + 1
     with autocast if autocast is not None else nullcontext():
         out = model(**kwargs)

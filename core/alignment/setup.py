@@ -85,29 +85,38 @@ class AlignmentSetup:
         distributed.barrier()
 
     # ------------------------------------------------------------------ models
+    @property
+    def compute_dtype(self) -> str:
+        """The algorithm's `dtype` made concrete for this device ("auto" resolved)."""
+        from rlhfx.hardware import resolve_dtype
+
+        return resolve_dtype(self.config.dtype, self.device)
+
     def load_policy(self, frozen_base_dtype: str | None = None, shard: bool = True) -> Any:
         """The policy to train, on this process's device, with float32 weights (small updates
-        vanish in half-precision weights; `config.dtype` is the compute precision, see
+        vanish in half-precision weights; `compute_dtype` is the compute precision, see
         `autocast`). With `config.lora`, LoRA adapters (float32, the same initial values on
         every process) over a frozen base stored in `frozen_base_dtype` (default
-        `config.dtype`: it never trains).
+        `compute_dtype`: it never trains).
 
         Under `parallelism = "fsdp"` the policy comes back sharded (FSDP2, after the LoRA
         wrapping): build its optimizer from it afterwards. `shard=False` leaves that to the
         algorithm (`shard`), for one that wraps the policy in a module of its own first."""
         import torch
 
+        from rlhfx.dropout import use_bits_dropout
         from rlhfx.models import load_causal_lm
 
         c = self.config
-        if c.dtype == "float16" and not self.device.startswith("cuda"):
+        if self.compute_dtype == "float16" and not self.device.startswith("cuda"):
             raise UserError(f"{self.where}.dtype: float16 needs a CUDA device (its gradients "
                             "need loss scaling); use bfloat16 on the CPU")
-        dtype = "float32" if c.lora is None else (frozen_base_dtype or c.dtype)
+        dtype = "float32" if c.lora is None else (frozen_base_dtype or self.compute_dtype)
         policy = load_causal_lm(self.policy_source, dtype=dtype, device=self.device)
         if c.lora is not None:
             torch.manual_seed(self.seed)  # the same adapter initialisation on every process
             policy = c.lora.wrap(policy, "CAUSAL_LM", where=f"{self.where}.lora")
+        use_bits_dropout(policy)
         return self.shard(policy) if shard else policy
 
     @property
@@ -139,7 +148,7 @@ class AlignmentSetup:
 
         from rlhfx.models import load_causal_lm
 
-        dtype = getattr(torch, self.config.dtype)
+        dtype = getattr(torch, self.compute_dtype)
         if not self.sharded or hasattr(policy, "disable_adapter"):
             return ReferenceModel(policy, dtype)
         frozen = load_causal_lm(self.policy_source, dtype="float32", device=self.device)
@@ -149,11 +158,11 @@ class AlignmentSetup:
         return ReferenceModel(policy, dtype, frozen=self.shard(frozen))
 
     def autocast(self) -> AbstractContextManager[Any]:
-        """Forward passes in `config.dtype` over float32 weights (a no-op for float32).
+        """Forward passes in `compute_dtype` over float32 weights (a no-op for float32).
         On the CPU autocast knows only bfloat16."""
         import torch
 
-        dtype = self.config.dtype
+        dtype = self.compute_dtype
         device_type = "cuda" if self.device.startswith("cuda") else "cpu"
         if dtype == "float32" or (device_type == "cpu" and dtype != "bfloat16"):
             return contextlib.nullcontext()

@@ -27,9 +27,11 @@ def completion_text(raw: str, cleaned: str, separator: str | None) -> str:
     return lead + cleaned
 
 
-def pad_examples(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, Any]:
+def pad_examples(examples: Sequence[dict[str, list[int]]], pad_id: int,
+                 trim_logits: bool = False) -> dict[str, Any]:
     """A training batch of `build_examples` rows, padded on the right: `pad_id` in the input,
-    -100 in the labels (no loss), 0 in the attention mask."""
+    -100 in the labels (no loss), 0 in the attention mask. `trim_logits` (for a model that
+    takes `logits_to_keep`): see `labelled_window`."""
     import torch
 
     width = max(len(example["input_ids"]) for example in examples)
@@ -38,11 +40,29 @@ def pad_examples(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[
         return torch.tensor([row + [value] * (width - len(row)) for row in rows])
 
     ids = [list(example["input_ids"]) for example in examples]
-    return {
+    batch = {
         "input_ids": padded(ids, pad_id),
         "labels": padded([list(example["labels"]) for example in examples], -100),
         "attention_mask": padded([[1] * len(row) for row in ids], 0),
     }
+    if trim_logits:
+        batch.update(labelled_window(batch["labels"]))
+    return batch
+
+
+def labelled_window(labels: Any) -> dict[str, Any]:
+    """The model's arguments that make logits only where a label is predicted: from the column
+    before the batch's first label on (`logits_to_keep`), with the labels cut to match.
+
+    The prompt's logits would cost a product with the whole vocabulary per token (a fifth of
+    SmolLM2-135M's arithmetic) and a float32 softmax over it, for labels that are all -100.
+    The loss is the same: the model shifts the cut labels by one inside the window, as it
+    shifts whole ones. Nothing to cut (a label in column 0, or none) gives {}."""
+    labelled = (labels != -100).any(dim=0).nonzero()
+    if len(labelled) == 0 or int(labelled[0]) < 1:
+        return {}
+    keep = labels.shape[1] - int(labelled[0]) + 1
+    return {"labels": labels[:, -keep:], "logits_to_keep": keep}
 
 
 def build_examples(
@@ -127,7 +147,10 @@ def training_arguments(
     """
     from transformers import TrainingArguments
 
+    from rlhfx.hardware import resolve_dtype
     from rlhfx.trainer_args import build_arguments, warmup_setting
+
+    dtype = resolve_dtype(config.dtype, device)
 
     forced: dict[str, Any] = dict(
         output_dir=str(output_dir),
@@ -140,8 +163,8 @@ def training_arguments(
         max_grad_norm=config.max_grad_norm,
         # Mixed precision over the fp32 weights the loop loads. The CPU autocasts to bf16
         # only; fp16 there trains in fp32.
-        bf16=config.dtype == "bfloat16",
-        fp16=config.dtype == "float16" and device != "cpu",
+        bf16=dtype == "bfloat16",
+        fp16=dtype == "float16" and device != "cpu",
         seed=seed,
         data_seed=seed,
         use_cpu=device == "cpu",
@@ -180,6 +203,7 @@ def finetune(
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 
+    from rlhfx.models import accepts_logits_to_keep
     from rlhfx.sharding import local_parameter_bytes
     from rlhfx.trainer_args import fsdp_on_cpu
 
@@ -190,7 +214,8 @@ def finetune(
         model=model,
         args=args,
         train_dataset=examples,  # a list is a map-style dataset; no datasets.Dataset needed
-        data_collator=partial(pad_examples, pad_id=tokenizer.pad_token_id),
+        data_collator=partial(pad_examples, pad_id=tokenizer.pad_token_id,
+                              trim_logits=accepts_logits_to_keep(model)),
         callbacks=[_progress_callback(progress, "training")],
     )
     trainer.remove_callback(PrinterCallback)  # our summary line reports the loss

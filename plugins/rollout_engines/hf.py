@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from rlhfx.components import ComponentConfig, EngineSetup, RolloutEngine
-from rlhfx.hardware import has_native_bf16
+from rlhfx.hardware import resolve_dtype
 from rlhfx.rollouts import Rollout, SamplingSettings, generate
 
 
@@ -33,10 +33,8 @@ class HFEngine(RolloutEngine[HFConfig]):
 
     def start(self, model: Any, tokenizer: Any, setup: EngineSetup) -> None:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, setup.batch_size
-        setting = self.config.dtype
-        if setting == "auto":
-            setting = "bfloat16" if has_native_bf16(str(setup.device)) else "float32"
-        self.dtype = setting
+        self.dtype = cast(Literal["float32", "bfloat16"],
+                          resolve_dtype(self.config.dtype, str(setup.device)))
 
     def generate(self, prompts: Sequence[str], sampling: SamplingSettings, num_samples: int = 1,
                  stop_strings: Sequence[str] = (), rng: random.Random | None = None,

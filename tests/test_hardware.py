@@ -1,0 +1,82 @@
+"""What the machine computes fast: "auto" dtypes and eager attention for bf16 on a CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhfx import hardware
+
+
+def _llama() -> torch.nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                         attn_implementation="sdpa")
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+def _attention(model: torch.nn.Module) -> str:
+    network = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return network.config._attn_implementation
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_resolves_by_the_hardware_and_explicit_settings_stand(monkeypatch, native):
+    monkeypatch.setattr(hardware, "has_native_bf16", lambda device: native)
+    assert hardware.resolve_dtype("auto", "cpu") == ("bfloat16" if native else "float32")
+    assert hardware.resolve_dtype("float32", "cpu") == "float32"
+    assert hardware.resolve_dtype("bfloat16", "cpu") == "bfloat16"
+
+
+def test_bf16_attention_is_eager_inside_and_the_models_own_after_even_on_error():
+    from rlhfx.lora import LoraSettings
+
+    for model in (_llama(), LoraSettings(r=4, alpha=8).wrap(_llama())):
+        assert _attention(model) == "sdpa"
+        with hardware.bf16_cpu_attention(model):
+            assert _attention(model) == "eager"
+        assert _attention(model) == "sdpa"
+        with pytest.raises(RuntimeError), hardware.bf16_cpu_attention(model):
+            raise RuntimeError("boom")
+        assert _attention(model) == "sdpa"
+        with hardware.bf16_cpu_attention(model, active=False):
+            assert _attention(model) == "sdpa"
+    with hardware.bf16_cpu_attention(torch.nn.Linear(2, 2)):  # nothing to choose: left alone
+        pass
+
+
+def test_eager_and_fused_attention_compute_the_same():
+    model = _llama()
+    ids = torch.randint(0, 64, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding, as sampling has it
+    with torch.no_grad():
+        fused = model(input_ids=ids, attention_mask=mask).logits
+        with hardware.bf16_cpu_attention(model):
+            eager = model(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(fused[mask.bool()], eager[mask.bool()], atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
+def test_the_loop_updates_bf16_policies_with_eager_attention_on_the_cpu(tmp_path, monkeypatch,
+                                                                        dtype):
+    import contextlib
+
+    from test_raft_run import run_in_process, write_recipe
+
+    asked: list[bool] = []
+
+    @contextlib.contextmanager
+    def spy(model, active=True):
+        asked.append(active)
+        yield
+
+    monkeypatch.setattr(hardware, "bf16_cpu_attention", spy)
+    recipe = write_recipe(Path(tmp_path) / "r.toml", iterations=1, dtype=dtype)
+    run_in_process(recipe, tmp_path / "run")
+    assert asked == [dtype == "bfloat16"]

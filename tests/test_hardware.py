@@ -33,6 +33,21 @@ def test_auto_resolves_by_the_hardware_and_explicit_settings_stand(monkeypatch, 
     assert hardware.resolve_dtype("bfloat16", "cpu") == "bfloat16"
 
 
+def test_native_bf16_asks_the_cpu_or_the_gpu_that_is_named(monkeypatch):
+    """One answer for every "auto" (hf and vLLM engines, Trainer stages, algorithms): a CPU by
+    its oneDNN flags, a GPU by torch's bf16 support (a GPU without it gets float32)."""
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: True)
+    assert hardware.has_native_bf16("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for supported in (True, False):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda s=supported: s)
+        assert hardware.has_native_bf16("cuda:1") is supported
+        assert hardware.resolve_dtype("auto", "cuda") == ("bfloat16" if supported else "float32")
+    monkeypatch.setattr(hardware, "cpu_has_native_bf16", lambda: False)
+    assert not hardware.has_native_bf16("cpu")
+    assert hardware.resolve_dtype("auto", "cpu") == "float32"
+
+
 def test_bf16_attention_is_eager_inside_and_the_models_own_after_even_on_error():
     from rlhfx.lora import LoraSettings
 

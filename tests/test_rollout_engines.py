@@ -290,20 +290,6 @@ def test_lora_policy_is_saved_merged_and_left_untouched(policy, tmp_path: Path):
     assert full.keys() == base.state_dict().keys()
 
 
-def test_vllm_dtype_auto_follows_the_hardware(monkeypatch):
-    """`dtype = "auto"`: bfloat16 on GPUs and on CPUs with native bf16, float32 on others
-    (vLLM emulates bf16 there, 6x slower); an explicit dtype is kept. No vLLM needed."""
-    from rlhfx.plugins.rollout_engines import vllm as vllm_engine
-
-    monkeypatch.setattr(vllm_engine, "cpu_has_native_bf16", lambda: False)
-    assert vllm_engine.engine_dtype("auto", on_cpu=True) == "float32"
-    assert vllm_engine.engine_dtype("auto", on_cpu=False) == "bfloat16"
-    assert vllm_engine.engine_dtype("bfloat16", on_cpu=True) == "bfloat16"
-    monkeypatch.setattr(vllm_engine, "cpu_has_native_bf16", lambda: True)
-    assert vllm_engine.engine_dtype("auto", on_cpu=True) == "bfloat16"
-    assert vllm_engine.engine_dtype("float32", on_cpu=False) == "float32"
-
-
 def test_vllm_on_the_cpu_runs_in_process_unless_told_otherwise(monkeypatch):
     import os
 

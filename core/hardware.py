@@ -47,15 +47,15 @@ def bf16_cpu_attention(model: Any, active: bool = True) -> Iterator[None]:
     network = model.get_base_model() if hasattr(model, "get_base_model") else model
     switch = getattr(network, "set_attn_implementation", None)
     before = getattr(getattr(network, "config", None), "_attn_implementation", None)
-    if not active or switch is None or not isinstance(before, str) or before == "eager":
-        yield
-        return
-    try:
-        switch("eager")
-    except (ValueError, ImportError, NotImplementedError):  # a model without eager attention
-        yield
-        return
+    switched = False
+    if active and switch is not None and isinstance(before, str) and before != "eager":
+        try:
+            switch("eager")
+            switched = True
+        except (ValueError, ImportError, NotImplementedError):  # a model without eager
+            pass
     try:
         yield
     finally:
-        switch(before)
+        if switched and switch is not None:
+            switch(before)

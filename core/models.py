@@ -17,18 +17,23 @@ from rlhfx.tiny import is_builtin, tiny_causal_lm, tiny_tokenizer
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 
-def accepts_logits_to_keep(model: Any) -> bool:
-    """Whether `model` (peft-wrapped or not) can make the logits of its last positions only
-    (`logits_to_keep`): a prompt's logits cost a vocabulary-wide product per token for nothing
-    when only the response is scored or trained on."""
+def forward_arguments(model: Any) -> set[str]:
+    """The keyword arguments `model`'s forward takes (a peft wrapper's base model's); an
+    uninspectable forward takes none we know of."""
     import inspect
 
     network = model.get_base_model() if hasattr(model, "get_base_model") else model
-    forward = getattr(type(network), "forward", None)
     try:
-        return forward is not None and "logits_to_keep" in inspect.signature(forward).parameters
-    except (TypeError, ValueError):
-        return False
+        return set(inspect.signature(network.forward).parameters)
+    except (AttributeError, TypeError, ValueError):
+        return set()
+
+
+def accepts_logits_to_keep(model: Any) -> bool:
+    """Whether `model` can make the logits of its last positions only (`logits_to_keep`): a
+    prompt's logits cost a vocabulary-wide product per token for nothing when only the
+    response is scored or trained on."""
+    return "logits_to_keep" in forward_arguments(model)
 
 
 def torch_dtype(name: str) -> Any:

@@ -26,6 +26,7 @@ from pydantic import ConfigDict, Field
 from rlhfx.components import EngineSetup, RolloutEngine
 from rlhfx.config import ComponentRef
 from rlhfx.errors import UserError
+from rlhfx.models import forward_arguments
 
 __all__ = [
     "EngineSetup", "Rollout", "RolloutEngine", "RolloutSettings", "SamplingSettings",
@@ -285,7 +286,7 @@ def _prefilled_cache(model: Any, enc: dict[str, Any], copies: int) -> Any:
     from transformers import DynamicCache
 
     head: dict[str, Any] = {k: v[:, :-1] for k, v in enc.items()}
-    if "position_ids" in _forward_arguments(model):  # not in models with ALiBi, e.g.
+    if "position_ids" in forward_arguments(model):  # not in models with ALiBi, e.g.
         head["position_ids"] = (head["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
     model(**head, use_cache=True, **{_cache_argument(model): cache})
@@ -293,17 +294,10 @@ def _prefilled_cache(model: Any, enc: dict[str, Any], copies: int) -> Any:
     return cache
 
 
-def _forward_arguments(model: Any) -> set[str]:
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(base.forward).parameters)
-
-
 def _cache_argument(model: Any) -> str:
     """The name transformers gives the KV-cache argument: `cache` from 5.2x on (the old
     `past_key_values` still works there, with a deprecation warning), `past_key_values` before."""
-    return "cache" if "cache" in _forward_arguments(model) else "past_key_values"
+    return "cache" if "cache" in forward_arguments(model) else "past_key_values"
 
 
 def cut_at_eos(ids: list[int], eos: int | None, pad: int | None) -> list[int]:

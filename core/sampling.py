@@ -37,6 +37,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhfx.models import forward_arguments
+
 #: generation_config fields that make transformers' `generate` change the logits in ways this
 #: loop does not: (field, value meaning "off").
 _OTHER_PROCESSORS: tuple[tuple[str, Any], ...] = (
@@ -107,7 +109,7 @@ def sample_responses(
     if min(lengths) == 0:
         raise ValueError("an empty prompt: nothing to continue from")
     width = max(lengths)
-    accepts = _forward_arguments(model)
+    accepts = forward_arguments(model)
     cache_arg = "cache" if "cache" in accepts else "past_key_values"
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -413,8 +415,3 @@ def _config(model: Any) -> Any:
     return base.config
 
 
-def _forward_arguments(model: Any) -> set[str]:
-    import inspect
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(base.forward).parameters)

@@ -95,3 +95,16 @@ def test_the_loop_updates_bf16_policies_with_eager_attention_on_the_cpu(tmp_path
     recipe = write_recipe(Path(tmp_path) / "r.toml", iterations=1, dtype=dtype)
     run_in_process(recipe, tmp_path / "run")
     assert asked == [dtype == "bfloat16"]
+
+
+def test_a_wrong_dtype_or_precision_is_a_one_line_error_naming_recipe_and_key(rlhfx_cli):
+    recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml")
+    for key, value, allowed in [
+        ("stages.align.algorithm.dtype", "bf16", "'float32', 'bfloat16', 'float16' or 'auto'"),
+        ("stages.reward_model.precision", "bf17", "'auto', 'no', 'bf16' or 'fp16'"),
+    ]:
+        result = rlhfx_cli("validate", recipe, "--set", f'{key}="{value}"')
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert result.exit_code == 2 and len(errors) == 1 and "Traceback" not in result.output
+        assert errors[0] == (f"error: {recipe}: {key}: Input should be {allowed} "
+                             f"(got '{value}')")

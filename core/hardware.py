@@ -1,5 +1,5 @@
 """What the machine computes fast: the one place engines and trainers ask before choosing a
-dtype, or an attention kernel for training."""
+dtype, or an attention for training."""
 
 from __future__ import annotations
 
@@ -36,23 +36,40 @@ def resolve_dtype(setting: str, device: str) -> str:
     return "bfloat16" if has_native_bf16(device) else "float32"
 
 
+def attention_dropout(config: Any) -> float:
+    """The dropout `config` puts on attention probabilities (each family names it its own way)."""
+    for name in ("attention_dropout", "attention_probs_dropout_prob", "attn_pdrop"):
+        value = getattr(config, name, None)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value)
+    return 0.0
+
+
 @contextlib.contextmanager
-def bf16_cpu_attention(model: Any, active: bool = True) -> Iterator[None]:
-    """Plain (eager) attention while `model` trains in bf16 on a CPU (`active`), the model's own
-    choice put back after. There the backward of torch's fused attention kernel made a step
-    10-20% slower than eager's products and softmax (SmolLM2-135M with LoRA on an AVX512-BF16
-    CPU, 130 to 1024 tokens); in float32 the two were even, and sampling (one query per step,
-    a shared prompt cache) ran faster fused, so neither changes. A model without a choice is
-    left alone."""
+def cpu_training_attention(model: Any, on_cpu: bool, bf16: bool) -> Iterator[None]:
+    """Plain attention with cheap dropout masks (`rlhfx.dropout.attention`) while `model` trains
+    on a CPU in bf16 or with dropout on its attention probabilities; the model's own choice put
+    back after. In bf16 the backward of torch's fused attention kernel made a step 10-20% slower
+    than plain products and softmax (SmolLM2-135M with LoRA on an AVX512-BF16 CPU, 130 to 1024
+    tokens); the fused kernel's own dropout draw was a sixth of a MiniLM reward model's step
+    (bf16 or float32). In float32 without attention dropout the two were even, and sampling
+    (one query per step, a shared prompt cache) ran faster fused, so neither changes. A model
+    without a choice of attention is left alone."""
     network = model.get_base_model() if hasattr(model, "get_base_model") else model
     switch = getattr(network, "set_attn_implementation", None)
-    before = getattr(getattr(network, "config", None), "_attn_implementation", None)
+    config = getattr(network, "config", None)
+    before = getattr(config, "_attn_implementation", None)
+    wanted = on_cpu and (bf16 or attention_dropout(config) > 0)
     switched = False
-    if active and switch is not None and isinstance(before, str) and before != "eager":
+    if wanted and switch is not None and isinstance(before, str):
+        from rlhfx.dropout import register_attention
+
+        plain = register_attention()
         try:
-            switch("eager")
-            switched = True
-        except (ValueError, ImportError, NotImplementedError):  # a model without eager
+            if before != plain:
+                switch(plain)
+                switched = True
+        except (ValueError, ImportError, NotImplementedError):  # a model without the choice
             pass
     try:
         yield

@@ -324,7 +324,7 @@ def run_trainer(trainer: Any, ctx: StageContext, resume: Any = None) -> None:
     """Train, resuming from `resume` (what `prepare_resume` found) when it names a checkpoint.
     Dropout draws its masks with `BitsDropout` (LoRA's, added by the Trainer, included)."""
     from rlhfx.dropout import use_bits_dropout
-    from rlhfx.hardware import bf16_cpu_attention
+    from rlhfx.hardware import cpu_training_attention
 
     use_bits_dropout(trainer.model)
     if resume is None:
@@ -337,7 +337,7 @@ def run_trainer(trainer: Any, ctx: StageContext, resume: Any = None) -> None:
         ctx.log.info("%s: resuming from %s", ctx.stage_id, checkpoint)
         if resume.num_tokens is not None and hasattr(trainer, "_total_train_tokens"):
             trainer._total_train_tokens = resume.num_tokens  # TRL counts from zero otherwise
-    with bf16_cpu_attention(trainer.model, trainer.args.bf16 and trainer.args.use_cpu):
+    with cpu_training_attention(trainer.model, trainer.args.use_cpu, trainer.args.bf16):
         trainer.train(resume_from_checkpoint=checkpoint)
 
 

@@ -1,4 +1,4 @@
-"""What the machine computes fast: "auto" dtypes and eager attention for bf16 on a CPU."""
+"""What the machine computes fast: "auto" dtypes, and our attention for training on a CPU."""
 
 from __future__ import annotations
 
@@ -48,38 +48,65 @@ def test_native_bf16_asks_the_cpu_or_the_gpu_that_is_named(monkeypatch):
     assert hardware.resolve_dtype("auto", "cpu") == "float32"
 
 
-def test_bf16_attention_is_eager_inside_and_the_models_own_after_even_on_error():
+def _bert(attention_dropout: float) -> torch.nn.Module:
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=4, num_labels=1, attn_implementation="sdpa",
+                        attention_probs_dropout_prob=attention_dropout)
+    torch.manual_seed(0)
+    return BertForSequenceClassification(config).eval()
+
+
+def test_training_attention_is_ours_inside_and_the_models_own_after_even_on_error():
+    from rlhfx.dropout import ATTENTION
     from rlhfx.lora import LoraSettings
 
     for model in (_llama(), LoraSettings(r=4, alpha=8).wrap(_llama())):
         assert _attention(model) == "sdpa"
-        with hardware.bf16_cpu_attention(model):
-            assert _attention(model) == "eager"
+        with hardware.cpu_training_attention(model, on_cpu=True, bf16=True):
+            assert _attention(model) == ATTENTION
         assert _attention(model) == "sdpa"
-        with pytest.raises(RuntimeError), hardware.bf16_cpu_attention(model):
+        with pytest.raises(RuntimeError), hardware.cpu_training_attention(model, True, True):
             raise RuntimeError("boom")
         assert _attention(model) == "sdpa"
-        with hardware.bf16_cpu_attention(model, active=False):
-            assert _attention(model) == "sdpa"
-    with hardware.bf16_cpu_attention(torch.nn.Linear(2, 2)):  # nothing to choose: left alone
+    with hardware.cpu_training_attention(torch.nn.Linear(2, 2), True, True):  # no choice: alone
         pass
 
 
-def test_eager_and_fused_attention_compute_the_same():
-    model = _llama()
+@pytest.mark.parametrize("on_cpu", [True, False])
+@pytest.mark.parametrize("bf16", [True, False])
+@pytest.mark.parametrize("attention_dropout", [0.0, 0.1])
+def test_ours_on_a_cpu_in_bf16_or_with_attention_dropout_else_the_models_own(on_cpu, bf16,
+                                                                           attention_dropout):
+    from rlhfx.dropout import ATTENTION
+
+    model = _bert(attention_dropout)
+    with hardware.cpu_training_attention(model, on_cpu, bf16):
+        ours = _attention(model) == ATTENTION
+    assert ours == (on_cpu and (bf16 or attention_dropout > 0))
+
+
+@pytest.mark.parametrize("build", [_llama, lambda: _bert(0.1)])
+def test_our_attention_and_the_fused_kernel_compute_the_same(build):
+    """Llama: grouped-query heads, a causal mask, left padding as sampling has it; BERT: a
+    bidirectional mask with right padding (in eval mode: no dropout)."""
+    model = build()
     ids = torch.randint(0, 64, (2, 9))
     mask = torch.ones_like(ids)
-    mask[1, :3] = 0  # left padding, as sampling has it
+    mask[1, :3] = 0
     with torch.no_grad():
         fused = model(input_ids=ids, attention_mask=mask).logits
-        with hardware.bf16_cpu_attention(model):
-            eager = model(input_ids=ids, attention_mask=mask).logits
-    assert torch.allclose(fused[mask.bool()], eager[mask.bool()], atol=1e-5)
+        with hardware.cpu_training_attention(model, on_cpu=True, bf16=True):
+            ours = model(input_ids=ids, attention_mask=mask).logits
+    if fused.dim() == 3:
+        fused, ours = fused[mask.bool()], ours[mask.bool()]
+    assert torch.allclose(fused, ours, atol=1e-5)
 
 
 @pytest.mark.parametrize("dtype", ["bfloat16", "float32"])
-def test_the_loop_updates_bf16_policies_with_eager_attention_on_the_cpu(tmp_path, monkeypatch,
-                                                                        dtype):
+def test_the_loop_tells_the_attention_choice_it_trains_in_bf16_on_the_cpu(tmp_path,
+                                                                          monkeypatch, dtype):
     import contextlib
 
     from test_raft_run import run_in_process, write_recipe
@@ -87,11 +114,11 @@ def test_the_loop_updates_bf16_policies_with_eager_attention_on_the_cpu(tmp_path
     asked: list[bool] = []
 
     @contextlib.contextmanager
-    def spy(model, active=True):
-        asked.append(active)
+    def spy(model, on_cpu, bf16):
+        asked.append(on_cpu and bf16)
         yield
 
-    monkeypatch.setattr(hardware, "bf16_cpu_attention", spy)
+    monkeypatch.setattr(hardware, "cpu_training_attention", spy)
     recipe = write_recipe(Path(tmp_path) / "r.toml", iterations=1, dtype=dtype)
     run_in_process(recipe, tmp_path / "run")
     assert asked == [dtype == "bfloat16"]

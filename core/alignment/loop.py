@@ -350,11 +350,11 @@ class AlignmentLoop:
         return everyone
 
     def _update(self, batch: Batch) -> Any:
-        from rlhfx.hardware import bf16_cpu_attention
+        from rlhfx.hardware import cpu_training_attention
 
         setup = self.setup
-        on_cpu_in_bf16 = setup.compute_dtype == "bfloat16" and setup.device.startswith("cpu")
-        with bf16_cpu_attention(self.algorithm.policy, on_cpu_in_bf16):
+        with cpu_training_attention(self.algorithm.policy, setup.device.startswith("cpu"),
+                                    setup.compute_dtype == "bfloat16"):
             returned = self._call(self.algorithm.update, batch)
         if not isinstance(returned, dict):
             from rlhfx.faults import PluginFault, describe

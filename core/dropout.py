@@ -74,19 +74,27 @@ def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.
         own = sys.modules[type(module).__module__].eager_attention_forward
         return own(module, query, key, value, attention_mask, scaling=scaling,
                    dropout=dropout, **kwargs)
-    if key.shape[1] != query.shape[1]:  # grouped-query attention: each key head serves several
-        groups = query.shape[1] // key.shape[1]
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+    batch, heads, length, width = query.shape
+    key_heads = key.shape[1]
+    groups = heads // key_heads
+    # grouped-query attention: the query heads that share a key head become more query rows
+    # of that head (head i reads key head i // groups), so the cache is never copied
+    folded = query.reshape(batch, key_heads, groups * length, width)
+    scores = torch.matmul(folded, key.transpose(2, 3)) * scaling
     if attention_mask is not None:
-        scores = scores + attention_mask[:, :, :, : key.shape[-2]]
+        mask = attention_mask[:, :, :, : key.shape[-2]]
+        mask = (mask[:, :, None] if mask.shape[1] == 1  # one mask for every head, or a mask each
+                else mask.reshape(batch, key_heads, groups, *mask.shape[2:]))
+        scores = (scores.view(batch, key_heads, groups, length, -1) + mask).view(
+            batch, key_heads, groups * length, -1)
     probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)
     if module.training and dropout > 0:
         probabilities = _bits_dropout(probabilities, dropout)
-    output = torch.matmul(probabilities, value).transpose(1, 2).contiguous()
+    output = torch.matmul(probabilities, value).view(batch, heads, length, width)
+    output = output.transpose(1, 2).contiguous()
+    probabilities = probabilities.view(batch, heads, length, -1)
     return output, probabilities
 
 

@@ -109,6 +109,8 @@ def test_attention_is_softmax_of_scaled_scores_times_values_with_an_additive_mas
     assert torch.allclose(probabilities, expected, atol=1e-6)  # eval: no dropout
     assert float(probabilities[1, :, :, :2].abs().max()) == 0.0
     assert torch.allclose(output, (expected @ value).transpose(1, 2), atol=1e-6)
+    per_head, _ = attention(_Heads().eval(), *_qkv(heads=4, key_heads=2), mask.expand(2, 4, 5, 5))
+    assert torch.allclose(per_head, output, atol=1e-6)  # a mask for each head: the same here
 
 
 def test_attention_drops_probabilities_in_training_in_the_values_dtype():

@@ -45,7 +45,7 @@ def test_raft_settings_win_over_its_training_args_extras(tmp_path):
 
     config = RaftConfig(warmup_ratio=0.1, learning_rate=1e-3,
                         training_args={"warmup_steps": 5, "learning_rate": 9.0, "adam_beta2": 0.9})
-    args = training_arguments(config, tmp_path, seed=1, device="cpu")
+    args = training_arguments(config, tmp_path, seed=1, device="cpu", dtype="float32")
     ratio = getattr(args, "warmup_ratio", None)
     assert (ratio if ratio is not None else args.warmup_steps) == 0.1
     assert args.learning_rate == 1e-3
@@ -125,6 +125,7 @@ def test_auto_precision_trains_in_bf16_where_the_device_computes_it(tmp_path, mo
     from trl import RewardConfig
 
     from rlhfx import hardware
+    from rlhfx.alignment.setup import AlignmentSetup
     from rlhfx.hf_training import TrainingOptions, trainer_arguments
     from rlhfx.plugins.raft.config import RaftConfig
     from rlhfx.plugins.raft.train import training_arguments
@@ -145,8 +146,11 @@ def test_auto_precision_trains_in_bf16_where_the_device_computes_it(tmp_path, mo
     assert not trainer_arguments(RewardConfig, TrainingOptions(**needed, precision="no"),
                                  ctx).bf16
 
-    raft = training_arguments(RaftConfig(dtype="auto"), tmp_path, seed=1, device="cpu")
+    setup = AlignmentSetup(RaftConfig(dtype="auto"), "builtin:tiny-gpt-neo", None, [], [], [],
+                           None, [], tmp_path, "cpu", "r.toml: stages.align.algorithm")
+    raft = training_arguments(setup.config, tmp_path, 1, "cpu", setup.compute_dtype)
     assert raft.bf16 is native
     asked.clear()
-    assert not training_arguments(RaftConfig(), tmp_path, seed=1, device="cpu").bf16
+    setup.config = RaftConfig()
+    assert not training_arguments(setup.config, tmp_path, 1, "cpu", setup.compute_dtype).bf16
     assert asked == []  # float32, the default, never asks

@@ -54,7 +54,8 @@ class Raft(AlignmentAlgorithm[RaftConfig]):
 
         run = self.run
         return training_arguments(self.config, run.stage_dir / "trainer", seed, run.device,
-                                  run.where, run.parallelism.fsdp if run.sharded else None)
+                                  run.compute_dtype, run.where,
+                                  run.parallelism.fsdp if run.sharded else None)
 
     def update(self, batch: Batch) -> Mapping[str, Any]:
         from .train import build_examples, completion_text, episode_examples, finetune

@@ -135,10 +135,13 @@ def _progress_callback(progress: Any, description: str) -> Any:
 
 
 def training_arguments(
-    config: RaftConfig, output_dir: Path, seed: int, device: str, where: str = "raft",
-    fsdp: Any = None,
+    config: RaftConfig, output_dir: Path, seed: int, device: str, dtype: str,
+    where: str = "raft", fsdp: Any = None,
 ) -> Any:
     """The Trainer's arguments: the recipe's `training_args` under RAFT's own settings.
+
+    `dtype`: the precision the update computes in, "auto" already resolved
+    (`AlignmentSetup.compute_dtype`).
 
     `where` (`<recipe>: stages.<id>.algorithm`) prefixes errors; the loop calls this once
     before loading the model, so a bad key fails fast (validation cannot import transformers).
@@ -147,10 +150,7 @@ def training_arguments(
     """
     from transformers import TrainingArguments
 
-    from rlhfx.hardware import resolve_dtype
     from rlhfx.trainer_args import build_arguments, warmup_setting
-
-    dtype = resolve_dtype(config.dtype, device)
 
     forced: dict[str, Any] = dict(
         output_dir=str(output_dir),

@@ -86,7 +86,7 @@ def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.
     if attention_mask is not None:
         mask = attention_mask[:, :, :, : key.shape[-2]]
         mask = (mask[:, :, None] if mask.shape[1] == 1  # one mask for every head, or a mask each
-                else mask.reshape(batch, key_heads, groups, *mask.shape[2:]))
+                else mask.reshape(mask.shape[0], key_heads, groups, *mask.shape[2:]))
         scores = (scores.view(batch, key_heads, groups, length, -1) + mask).view(
             batch, key_heads, groups * length, -1)
     probabilities = torch.softmax(scores, dim=-1, dtype=torch.float32).to(value.dtype)

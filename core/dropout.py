@@ -20,6 +20,10 @@ import torch
 
 LEVELS = 1 << 16
 ATTENTION = "rlhfx_bits_eager"  # the name `attention` is registered under with transformers
+#: Longest key sequence `attention` computes itself. It keeps every probability for the
+#: backward (heads x queries x keys a sequence and layer; about 5 GB for 32 MiniLM sequences of
+#: 512 tokens), where torch's fused kernel keeps one number a row: beyond this, memory wins.
+LONGEST_KEYS = 512
 
 
 def dropout(x: torch.Tensor, p: float) -> torch.Tensor:
@@ -64,16 +68,22 @@ def use_bits_dropout(model: Any) -> Any:
 
 def attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
               attention_mask: torch.Tensor | None, scaling: float | None = None,
-              dropout: float = 0.0, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+              dropout: float = 0.0, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Plain attention (products, softmax, products) whose probabilities' dropout is drawn
     by `dropout` above, for transformers' attention interface. The probabilities are cast to
     the values' dtype before the dropout (under bf16 autocast the product would cast them
     anyway), which halves the mask's traffic. Variants this does not compute (soft-capped
-    scores, attention sinks) go to the model's own eager attention, torch's dropout included."""
+    scores, attention sinks) go to the model's own eager attention, and sequences longer than
+    `LONGEST_KEYS` to torch's fused kernel, each with torch's dropout."""
     if kwargs.get("softcap") is not None or kwargs.get("s_aux") is not None:
         own = sys.modules[type(module).__module__].eager_attention_forward
         return own(module, query, key, value, attention_mask, scaling=scaling,
                    dropout=dropout, **kwargs)
+    if key.shape[-2] > LONGEST_KEYS:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(module, query, key, value, attention_mask,
+                                      dropout=dropout, scaling=scaling, **kwargs)
     if scaling is None:
         scaling = query.shape[-1] ** -0.5
     batch, heads, length, width = query.shape

@@ -136,3 +136,19 @@ def test_attention_passes_soft_capped_scores_and_sinks_to_the_models_own_eager_a
         output, _ = attention(_Heads().train(), query, key, value, None, dropout=0.1, **extra)
         assert passed_on and passed_on[0]["dropout"] == 0.1 and extra.keys() <= passed_on[0].keys()
         assert torch.equal(output, value.transpose(1, 2))
+
+
+def test_attention_leaves_sequences_past_its_limit_to_the_fused_kernel():
+    """Ours keeps every probability for the backward; past LONGEST_KEYS the memory of that
+    matters more than its speed, so torch's kernel (which returns no probabilities) computes."""
+    from rlhfx.dropout import LONGEST_KEYS, attention
+
+    torch.manual_seed(0)
+    heads = _Heads().eval()
+    heads.is_causal = False  # as an encoder's attention says (transformers reads it)
+    for keys in (LONGEST_KEYS, LONGEST_KEYS + 1):
+        query, key, value = (torch.randn(1, 2, keys, 8) for _ in range(3))
+        output, probabilities = attention(heads, query, key, value, None)
+        fused = torch.nn.functional.scaled_dot_product_attention(query, key, value)
+        assert torch.allclose(output, fused.transpose(1, 2), atol=1e-5)
+        assert (probabilities is None) == (keys > LONGEST_KEYS)

@@ -87,12 +87,14 @@ def test_ours_on_a_cpu_in_bf16_or_with_attention_dropout_else_the_models_own(on_
     assert ours == (on_cpu and (bf16 or attention_dropout > 0))
 
 
-@pytest.mark.parametrize("build", [_llama, lambda: _bert(0.1)])
-def test_our_attention_and_the_fused_kernel_compute_the_same(build):
+@pytest.mark.parametrize(("build", "length"), [(_llama, 9), (lambda: _bert(0.1), 9),
+                                               (_llama, 600)])
+def test_our_attention_and_the_fused_kernel_compute_the_same(build, length):
     """Llama: grouped-query heads, a causal mask, left padding as sampling has it; BERT: a
-    bidirectional mask with right padding (in eval mode: no dropout)."""
+    bidirectional mask with right padding (in eval mode: no dropout); 600 tokens: past
+    LONGEST_KEYS, where ours hands the fused kernel its own (additive) mask."""
     model = build()
-    ids = torch.randint(0, 64, (2, 9))
+    ids = torch.randint(0, 64, (2, length))
     mask = torch.ones_like(ids)
     mask[1, :3] = 0
     with torch.no_grad():

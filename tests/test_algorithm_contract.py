@@ -60,7 +60,7 @@ CASES = [
     AlgorithmCase(
         "grpo", dict(iterations=2, batch_size=4, k=4, mini_batch_size=8, epochs=2,
                      learning_rate=1e-3, **TOKENS),
-        learns=dict(iterations=24, learning_rate=3e-3, beta=0.04, **LEARN),
+        learns=dict(iterations=24, learning_rate=5e-3, beta=0.04, **LEARN),
         on_learned=grpo_learned, two_processes=GROUPS_ON_TWO,
         bad_options=[
             ({"k": 1}, "stages.align.algorithm: k = 1: a group baseline needs at least 2"),

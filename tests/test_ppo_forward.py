@@ -104,7 +104,8 @@ def test_rollout_pass_is_the_same_in_chunks_of_any_size():
     for rows in (1, 3, 64):
         engine = SimpleNamespace(
             policy=model.policy, critic=model.v_head, reference=ReferenceModel(model.policy),
-            run=SimpleNamespace(autocast=nullcontext), needs_rollout_logp=lambda: True)
+            run=SimpleNamespace(autocast=nullcontext), needs_rollout_logp=lambda: True,
+            carries_forward=lambda rows, chunk: False)  # a critic: never carried
         settings = UpdateSettings(epochs=1, minibatches=1, clip_low=0.2, clip_high=0.2,
                                   forward_rows=rows)
         with torch.no_grad():

@@ -3,7 +3,8 @@
 One iteration, in `PolicyGradientAlgorithm.update`:
 1. `select`: this process's samples to train on (the rest note why in `extra["dropped"]`);
 2. `make_experience`, once: the token batch and its model mask, rollout and reference
-   log-probs, the critic's values (when there is one), token rewards (the score on the last
+   log-probs (the rollout's from the update's own forward when one mini-batch follows:
+   `carries_forward`), the critic's values (when there is one), token rewards (the score on the last
    model token, the KL penalty on every model token when the KL is in the reward), and
    advantages and returns from the named estimator (`rlhfx.policy_gradient.ESTIMATORS`);
 3. epochs of mini-batches through `loss` and `policy_update.run_epochs` (the one place an
@@ -137,6 +138,9 @@ class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm[ConfigT]):
     totals: dict[str, float]
     first_logp: torch.Tensor
     seen_first: set[int]
+    #: the rollout pass's forward with gradients, kept for the update's only mini-batch
+    #: (`carries_forward`)
+    carried: ResponseForward | None = None
 
     # ------------------------------------------------------------------ what makes it itself
     def update_settings(self) -> UpdateSettings:
@@ -158,6 +162,19 @@ class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm[ConfigT]):
         s = self.update_settings()
         return (s.epochs > 1 or s.minibatches > 1 or self.critic is not None
                 or (not self.kl_in_loss() and self.reference is not None))
+
+    def carries_forward(self, rows: int, chunk: int) -> bool:
+        """Whether the rollout log-probs come from the update's own forward pass, run with
+        gradients before the advantages and kept for the loss. With one epoch of one
+        mini-batch, no critic and no dropout the policy has not moved when the loss's forward
+        would run, so a second pass over the same rows would give the same numbers: the KL in
+        the reward (RLOO, REINFORCE++) then costs one policy forward, not two."""
+        from rlhfx.sharding import holds_shards
+
+        s = self.update_settings()
+        return (s.epochs == 1 and s.minibatches == 1 and s.accumulate == 1
+                and not s.train_mode and self.critic is None and chunk >= rows
+                and not holds_shards(self.policy))
 
     def advantages(self, inputs: EstimatorInputs) -> Advantages:
         """(advantages, returns) of the rows; default: the named `estimator`."""
@@ -188,6 +205,7 @@ class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm[ConfigT]):
             self.critic.train(False)
         rows, counts = self.select(batch)
         s = self.update_settings()  # after `select`: the mini-batch count may follow it
+        self.carried = None
         exp = self.make_experience(rows, batch)
         for sample, a in zip(rows, exp.advantages.tolist(), strict=True):
             sample.trained = True
@@ -354,13 +372,20 @@ class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm[ConfigT]):
         if chunk < n:  # chunks of rows of similar length pad little
             order.sort(key=lambda i: int(tokens.attention_mask[i].sum()))
         want_logp = self.needs_rollout_logp()
+        carry = want_logp and self.carries_forward(n, chunk)
         out: dict[str, torch.Tensor] = {}
         for start in range(0, n, chunk):
             index = order[start:start + chunk]
             part = tokens.rows(index) if chunk < n else tokens
             got: dict[str, torch.Tensor] = {}
             policy = None
-            if want_logp:
+            if carry:
+                with torch.enable_grad():
+                    policy = pu.response_forward(self.policy, part, self.run.autocast(),
+                                                 s.temperature, entropy=True, full=full)
+                self.carried = policy
+                got["logp"] = policy.logp.detach()
+            elif want_logp:
                 policy = pu.response_forward(self.policy, part, self.run.autocast(),
                                              s.temperature, critic=self.critic, full=full)
                 got["logp"] = policy.logp
@@ -407,8 +432,10 @@ class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm[ConfigT]):
         span, mask = part.response_width, part.mask
         at = torch.as_tensor(index, device=exp.mask.device)
         first = not self.seen_first.issuperset(index)
-        fwd = pu.response_forward(self.policy, part, self.run.autocast(), s.temperature,
-                                  entropy=first or s.entropy_always, critic=self.critic)
+        fwd = self._carried_rows(index, span)
+        if fwd is None:
+            fwd = pu.response_forward(self.policy, part, self.run.autocast(), s.temperature,
+                                      entropy=first or s.entropy_always, critic=self.critic)
         logp = fwd.logp
         old = exp.old_logp[at, :span] if exp.old_logp is not None else logp.detach()
         adv = exp.advantages[at] if exp.advantages.dim() == 1 else exp.advantages[at, :span]
@@ -449,6 +476,21 @@ class PolicyGradientAlgorithm(WithOptimizerState, AlignmentAlgorithm[ConfigT]):
             assert fwd.entropy is not None
             self.add_sums(entropy=float(fwd.entropy.sum()), entropy_tokens=float(mask.sum()))
         return loss
+
+    def _carried_rows(self, index: list[int], span: int) -> ResponseForward | None:
+        """The carried forward's rows `index` (taken once), or None when there is none or
+        it does not hold exactly these rows."""
+        import torch
+
+        from rlhfx.alignment.policy_update import ResponseForward
+
+        carried, self.carried = self.carried, None
+        if (carried is None or carried.logp.shape[1] != span
+                or sorted(index) != list(range(carried.logp.shape[0]))):
+            return None
+        at = torch.as_tensor(index, device=carried.logp.device)
+        return ResponseForward(carried.logp[at], entropy=None if carried.entropy is None
+                               else carried.entropy[at])
 
     def record(self, mb: MinibatchLoss) -> None:
         """See each mini-batch's forward and losses (for statistics of one's own)."""

@@ -133,11 +133,11 @@ def response_forward(
         logits = logits / temperature
     # log softmax at the label only: gather minus logsumexp (no [B, T, V] log-prob tensor)
     picked = logits.gather(-1, batch.labels.unsqueeze(-1)).squeeze(-1)
-    result = ResponseForward((picked - torch.logsumexp(logits, dim=-1)) * batch.mask,
-                             values=values)
+    normaliser = torch.logsumexp(logits, dim=-1)
+    result = ResponseForward((picked - normaliser) * batch.mask, values=values)
     if entropy or full:
-        with torch.no_grad():
-            every = torch.log_softmax(logits.detach(), dim=-1)
+        with torch.no_grad():  # the log-softmax from the normaliser above: one pass less
+            every = logits.detach() - normaliser.detach().unsqueeze(-1)
             if entropy:
                 result.entropy = -(every.exp() * every).sum(-1) * batch.mask
             if full:

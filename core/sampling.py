@@ -399,8 +399,9 @@ class _StopFinder:
 
     def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
         self.stops = list(stops)
-        # a token holds at least one byte and a character at most four
-        self.window = 4 * max((len(s) for s in stops), default=0) + 1
+        # a token holds at least one byte, so a stop string's bytes span at most that many
+        # tokens; one more: a tail's first token may decode differently out of context
+        self.window = max((len(s.encode("utf-8")) for s in stops), default=0) + 1
         self.decode = _batch_decoder(tokenizer)
 
     def completed(self, rows: Sequence[list[int]]) -> list[bool]:

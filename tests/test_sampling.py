@@ -161,16 +161,29 @@ def test_a_tokenizer_whose_decode_cleans_up_spaces_is_decoded_row_by_row(policy)
     assert decode([ids]) == ["one. two"]
 
 
-def test_stop_finder_marks_only_the_token_that_completes_a_stop(policy):
+def byte_tokens(tok, text: str) -> list[int]:
+    """`text` as one byte-level token per byte."""
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = bytes_to_unicode()
+    ids = tok.convert_tokens_to_ids([alphabet[b] for b in text.encode("utf-8")])
+    assert tok.unk_token_id not in ids and tok.decode(ids) == text
+    return ids
+
+
+@pytest.mark.parametrize("stop", ["###Human:", "stop now"])
+def test_stop_finder_marks_only_the_token_that_completes_a_stop(policy, stop):
     _, tok = policy
-    text = "ab ###Human: cd"
-    ids = tok.encode(text, add_special_tokens=False)
-    finder = _StopFinder(tok, ["###Human:"])
+    ids = tok.encode(f"ab {stop} cd", add_special_tokens=False)
+    finder = _StopFinder(tok, [stop])
     prefixes = [ids[:n] for n in range(1, len(ids) + 1)]
     hits = finder.completed(prefixes)
     decoded = [tok.decode(p) for p in prefixes]
-    first = next(n for n, t in enumerate(decoded) if "###Human:" in t)
+    first = next(n for n, t in enumerate(decoded) if stop in t)
     assert hits == [n == first for n in range(len(prefixes))]
+    # the worst case: one token per byte; the window still holds the whole stop string
+    per_byte = byte_tokens(tok, f"ab {stop}")
+    assert finder.completed([per_byte, per_byte[:-1]]) == [True, False]
 
 
 def test_max_new_tokens_and_top_k_top_p_temperature(policy):

@@ -8,8 +8,8 @@ without transformers' `generate` machinery:
   laid side by side, left-padded, for decoding;
 - the KV cache grows in place in a buffer sized for the whole answer (no copy of the cache
   at every step);
-- a row that ends (EOS or a stop string) leaves the batch, so the rows still writing decode
-  alone;
+- rows that ended (EOS or a stop string) leave the batch once they are an eighth of it, so
+  the rows still writing decode (nearly) alone;
 - the next token is chosen with `generate`'s arithmetic (temperature, then top-k, then top-p;
   greedy: argmax), and the random draw is made for every row at every step, finished or not,
   so a row's draws do not depend on when the others end. By default the draw is
@@ -145,6 +145,7 @@ def _sample(
     context = [list(prompt_ids[r // k]) for r in range(rows)] if decoding.stop_strings else []
     eos = set(decoding.eos_ids)
     stops = _StopFinder(tokenizer, decoding.stop_strings) if context else None
+    ended: set[int] = set()  # rows that finished but are still in the batch
     steps, active_rows = 0, 0
     for step in range(decoding.max_new_tokens):
         steps += 1
@@ -155,6 +156,8 @@ def _sample(
         token_list = tokens.tolist()
         finished, checked = [], []
         for i, (r, t) in enumerate(zip(alive_list, token_list, strict=True)):
+            if r in ended:
+                continue
             out[r].append(t)
             if t in eos:
                 finished.append(i)
@@ -164,15 +167,18 @@ def _sample(
         if checked and stops is not None:
             tails = [context[alive_list[i]] for i in checked]
             finished += [i for i, hit in zip(checked, stops.completed(tails), strict=True) if hit]
-        if step == decoding.max_new_tokens - 1 or len(finished) == len(alive_list):
+        ended.update(alive_list[i] for i in finished)
+        if step == decoding.max_new_tokens - 1 or len(ended) == len(alive_list):
             break
-        if finished:
-            done = set(finished)
-            keep_list = [i for i in range(len(alive_list)) if i not in done]
+        # finished rows leave the batch once they are an eighth of it: each removal copies
+        # every layer's cache, which cost more than decoding a few rows for nothing
+        if ended and len(ended) * 8 >= len(alive_list):
+            keep_list = [i for i, r in enumerate(alive_list) if r not in ended]
             keep = torch.tensor(keep_list, device=device)
             alive, tokens, positions, mask = alive[keep], tokens[keep], positions[keep], mask[keep]
             alive_list = [alive_list[i] for i in keep_list]
             cache.batch_select_indices(keep)
+            ended.clear()
         positions = positions + 1
         inputs: dict[str, Any] = {
             "input_ids": tokens[:, None],

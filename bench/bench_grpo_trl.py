@@ -232,6 +232,8 @@ def main() -> int:
           "iteration writes metrics.jsonl and redraws its plots (outside the timed span)")
     print("- rloo: both treat a response as one action with a sequence-level ratio; TRL "
           "normalises nothing (normalize_advantages = False), neither does rlhfx")
+    print("- rlhfx loads GPT-Neo with torch's fused tanh-GELU (rlhfx.models.fused_gelu, the "
+          "same function up to rounding); TRL's from_pretrained keeps transformers' Python one")
     return 0
 
 

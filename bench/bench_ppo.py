@@ -13,9 +13,10 @@ one: only the plugins come from there, so it compares changes to an algorithm's 
 Every side gets the same tiny policy (the built-in GPT-Neo, saved to a folder once), the same
 prompts (the built-in tiny set), the same reward model (a tiny GPT-Neo classifier sharing the
 policy's tokenizer, as TRL's PPOTrainer requires; both score the sampled token ids), batch and
-mini-batch sizes, PPO epochs,
-learning rate, KL coefficient, a fixed response length (no stop at EOS, no cleaning), fp32,
-no gradient checkpointing, one torch thread. TRL's value model is a separate network (its
+mini-batch sizes, PPO epochs, learning rate, KL coefficient, a fixed response length (no stop
+at EOS, no cleaning), fp32, no gradient checkpointing, one torch thread. rlhfx loads its
+GPT-Neos with torch's fused tanh-GELU (`rlhfx.models.fused_gelu`: the same function up to
+rounding), TRL with transformers' Python one. TRL's value model is a separate network (its
 design); rlhfx's is a head on the policy (TRL classic's). Each measurement runs in a fresh
 process; the sides alternate (rlhfx, TRL, rlhfx, TRL, ...) so the machine's load hits them
 alike, and the load average is printed with every run. The first update is warm-up and left

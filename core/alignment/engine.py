@@ -4,9 +4,9 @@ One iteration, in `PolicyGradientAlgorithm.update`:
 1. `select`: this process's samples to train on (the rest note why in `extra["dropped"]`);
 2. `make_experience`, once: the token batch and its model mask, rollout and reference
    log-probs (the rollout's from the update's own forward when one mini-batch follows:
-   `carries_forward`), the critic's values (when there is one), token rewards (the score on the last
-   model token, the KL penalty on every model token when the KL is in the reward), and
-   advantages and returns from the named estimator (`rlhfx.policy_gradient.ESTIMATORS`);
+   `carries_forward`), the critic's values (when there is one), token rewards (the score on
+   the last model token, the KL penalty on every model token when the KL is in the reward),
+   and advantages and returns from the named estimator (`rlhfx.policy_gradient.ESTIMATORS`);
 3. epochs of mini-batches through `loss` and `policy_update.run_epochs` (the one place an
    optimizer steps), in step on every process;
 4. `metrics`, summed over every process.

@@ -133,7 +133,9 @@ def summarise(run: Path) -> dict[str, Any]:
     if isinstance(verdict, dict) and verdict.get("comparisons"):
         c = verdict["comparisons"][0]
         out["judge"] = {k: c.get(k) for k in ("a", "b", "n", "wins", "losses", "ties",
-                                               "win_rate", "ci_low", "ci_high", "sign_test_p")}
+                                               "win_rate", "ci_low", "ci_high", "sign_test_p",
+                                               "lc_win_rate", "lc_ci_low", "lc_ci_high",
+                                               "mean_length_a", "mean_length_b")}
         models = {m["label"]: m for m in verdict.get("models", [])}
         out["judge"]["mean_reward"] = {k: m.get("mean_reward") for k, m in models.items()}
         out["finished_rate"] = {k: m.get("finished_rate") for k, m in models.items()}
@@ -165,6 +167,11 @@ def lines_for(seed: int | None, s: dict[str, Any], seconds: float | None = None)
             f"  judge (independent): {j['a']} over {j['b']} win rate {_f(j['win_rate'])} "
             f"[{_f(j['ci_low'])}, {_f(j['ci_high'])}] 95%; {j['wins']} wins, {j['losses']} "
             f"losses, {j['ties']} ties of {j['n']}; sign test p = {_f(j['sign_test_p'])}")
+        if j.get("lc_win_rate") is not None:
+            out.append(
+                f"  judge at equal length (length-controlled): {_f(j['lc_win_rate'])} "
+                f"[{_f(j['lc_ci_low'])}, {_f(j['lc_ci_high'])}]; answers "
+                f"{_f(j['mean_length_a'], 0)} vs {_f(j['mean_length_b'], 0)} characters")
     else:
         out.append("  judge: no evaluate stage result")
     t = s.get("training")

@@ -263,6 +263,9 @@ def _verdicts(
                 f"{c['win_rate']:.3g} ({round(100 * c['ci_level'])}% interval "
                 f"{c['ci_low']:.3g}-{c['ci_high']:.3g}; {c['wins']} wins, {c['losses']} "
                 f"losses, {c['ties']} ties; sign test p = {c['sign_test_p']:.3g})"
+                + (f"; length-controlled (win rate at equal answer length) "
+                   f"{c['lc_win_rate']:.3g} ({c['lc_ci_low']:.3g}-{c['lc_ci_high']:.3g})"
+                   if _number(c.get("lc_win_rate")) else "")
             )
     return lines
 

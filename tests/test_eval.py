@@ -58,6 +58,10 @@ def test_win_rate_of_a_model_over_one_that_never_answers(rlhfx_cli, silent_model
     assert c["ties"] == tiny["discarded"]
     assert c["win_rate"] == pytest.approx((c["wins"] + 0.5 * c["ties"]) / 6)
     assert c["sign_test_p"] == pytest.approx(2 / 2 ** c["wins"])
+    # The length judge pays for length and nothing else; the silent model says nothing.
+    assert c["mean_length_b"] == silent["mean_length"] == 0 < c["mean_length_a"]
+    assert c["length_coefficient"] > 0
+    assert c["lc_ci_low"] <= c["lc_win_rate"] <= c["lc_ci_high"]
     full = json.loads((out / "eval.json").read_text())
     assert len(full["rows"]) == 6 and full["judge"] == {"name": "length", "unit": "chars"}
     first = full["rows"][0]["answers"]

@@ -65,3 +65,54 @@ def test_wilson_interval_of_an_accuracy_worked_by_hand():
     assert stats.wilson_interval(0, 0) == (0.0, 1.0)
     # a wider level gives a wider interval
     assert stats.wilson_interval(50, 100, 0.99)[0] < 0.40383
+
+
+def test_length_controlled_win_rate_worked_by_hand():
+    # Two kinds of prompt: A's answer longer by 10 characters (A wins 8 of 10) or shorter by
+    # 10 (A wins 5 of 10). The two-group logistic fit is saturated, so sigmoid(a + b t) = 0.8
+    # and sigmoid(a - b t) = 0.5: a = (logit 0.8 + logit 0.5) / 2 = ln 2, a win rate at equal
+    # length of 2/3, whatever the groups' sizes (the plain win rate moves with them).
+    outcomes = [1] * 8 + [-1] * 2 + [1] * 5 + [-1] * 5
+    lengths = [10] * 10 + [-10] * 10
+    rate, coefficient = stats.length_controlled_win_rate(outcomes, lengths)
+    assert rate == pytest.approx(2 / 3, abs=1e-3) and coefficient > 0
+    skewed = [1] * 24 + [-1] * 6 + [1] * 5 + [-1] * 5  # 30 longer, 10 shorter
+    assert stats.win_rate(skewed) == pytest.approx(0.725)
+    rate, _ = stats.length_controlled_win_rate(skewed, [10] * 30 + [-10] * 10)
+    assert rate == pytest.approx(2 / 3, abs=1e-3)
+    # The judge prefers the shorter answer: the coefficient turns negative.
+    assert stats.length_controlled_win_rate(outcomes, [-x for x in lengths])[1] < 0
+
+
+def test_length_controlled_win_rate_without_length_differences_is_the_win_rate():
+    outcomes = [1, 1, -1, 0]  # 0.625, ties as half
+    rate, coefficient = stats.length_controlled_win_rate(outcomes, [7, 7, 7, 7])
+    assert rate == pytest.approx(0.625, abs=1e-3) and coefficient == 0
+    # Separable outcomes stay finite (the ridge) and near the plain rate.
+    rate, _ = stats.length_controlled_win_rate([1] * 10, list(range(10)))
+    assert 0.95 < rate < 1
+    assert stats.length_controlled_win_rate([], []) == (0.5, 0.0)
+    with pytest.raises(ValueError):
+        stats.length_controlled_win_rate([1, -1], [3])
+
+
+def test_a_length_bought_win_is_taken_back_by_the_length_control():
+    # A wins exactly where its answer is longer (the judge rewards length and nothing else):
+    # plain win rate 0.75, at equal length about half.
+    import random
+
+    rng = random.Random(0)
+    differences = [rng.uniform(1, 50) for _ in range(30)] + [-rng.uniform(1, 50) for _ in range(10)]
+    outcomes = [1 if d > 0 else -1 for d in differences]
+    c = stats.compare("a", "b", [float(o) for o in outcomes], [0.0] * 40,
+                      lengths_a=[100 + d for d in differences], lengths_b=[100.0] * 40)
+    assert c.win_rate == pytest.approx(0.75)
+    assert c.lc_win_rate is not None and c.lc_win_rate < 0.62
+    assert c.lc_ci_low is not None and c.lc_ci_high is not None
+    assert c.lc_ci_low < c.lc_win_rate < c.lc_ci_high
+    assert c.mean_length_b == 100.0 and c.mean_length_a == pytest.approx(
+        100 + sum(differences) / 40)
+    assert "at equal length" in stats.length_controlled_phrase(c.as_dict())
+    # Without lengths, nothing of this.
+    plain = stats.compare("a", "b", [1.0, 0.0], [0.0, 1.0])
+    assert plain.lc_win_rate is None and stats.length_controlled_phrase(plain.as_dict()) == ""

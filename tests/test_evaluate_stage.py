@@ -76,13 +76,18 @@ def test_evaluate_stage_in_a_tiny_recipe_and_its_report(rlhfx_cli, tmp_path):
     head, first, second = page.tables["verdict-evaluate"]
     assert head[0] == "comparison" and first[0] == "after over before"
     assert first[1] == f"{after['win_rate']:.4g}"
-    assert first[5] == f"{means['before']:.4g} → {means['after']:.4g}"
+    # The same answers, the same lengths: at equal length every prompt is still a tie.
+    assert again["mean_length_a"] == again["mean_length_b"]
+    assert again["lc_win_rate"] == pytest.approx(0.5) and again["length_coefficient"] == 0
+    assert first[5] == (f"{after['lc_win_rate']:.4g} [{after['lc_ci_low']:.4g} – "
+                        f"{after['lc_ci_high']:.4g}]")
+    assert first[6] == f"{means['before']:.4g} → {means['after']:.4g}"
     align = [json.loads(x) for x in
              (run / "stages" / "align" / "metrics.jsonl").read_text().splitlines()]
     start, end = align[0]["eval_reward_mean"], align[-1]["eval_reward_mean"]
-    assert first[6] == f"{start:.4g} → {end:.4g} (align, step 0 → 1)"
+    assert first[7] == f"{start:.4g} → {end:.4g} (align, step 0 → 1)"
     # `again` is written as the align stage's `policy` is: its starting policy, step 0.
-    assert second[6] == f"{start:.4g} → {start:.4g} (align, step 0 → 0)"
+    assert second[7] == f"{start:.4g} → {start:.4g} (align, step 0 → 0)"
 
     # The aligned model's card: written when align ended, rewritten with the judge's verdict.
     card = (run / "stages" / "align" / "model" / "README.md").read_text(encoding="utf-8")
@@ -94,9 +99,13 @@ def test_evaluate_stage_in_a_tiny_recipe_and_its_report(rlhfx_cli, tmp_path):
 
 
 def fake_verdict(stage: Path, sources: list[str],
-                 ci: tuple[float, float] = (0.6, 0.85)) -> None:
+                 ci: tuple[float, float] = (0.6, 0.85), lengths: bool = True) -> None:
+    """An evaluate stage's result; without `lengths`, as results were before the
+    length-controlled win rate."""
     stage.mkdir(parents=True, exist_ok=True)
-    (stage / "eval.json").write_text(json.dumps({
+    length_fields = {"mean_length_a": 212.4, "mean_length_b": 180.2, "lc_win_rate": 0.61,
+                     "lc_ci_low": 0.52, "lc_ci_high": 0.7, "length_coefficient": 0.9}
+    verdict = {
         "prompts": "p.jsonl", "judge": {"name": "reward_model", "model": "/j/model"},
         "num_prompts": 40,
         "models": [
@@ -110,7 +119,12 @@ def fake_verdict(stage: Path, sources: list[str],
                          "ci_level": 0.95, "sign_test_p": 0.0049,
                          "mean_reward_difference": 0.7}],
         "rows": [],
-    }), encoding="utf-8")
+    }
+    if lengths:
+        verdict["comparisons"][0].update(length_fields)
+        verdict["models"][0]["mean_length"] = 180.2
+        verdict["models"][1]["mean_length"] = 212.4
+    (stage / "eval.json").write_text(json.dumps(verdict), encoding="utf-8")
 
 
 @pytest.mark.parametrize("by", ["recipe", "path"])
@@ -129,30 +143,30 @@ def test_report_shows_the_judge_beside_the_training_reward(tmp_path, by):
     page = Page(write_report(run).read_text(encoding="utf-8"))
     head, row = page.tables["verdict-verdict"]
     assert head[1:3] == ["win rate", "interval"]
-    assert row[:6] == ["after over before", "0.725", "0.6 – 0.85 (95%)", "28 / 10 / 2",
-                       "0.0049", "-0.5 → 0.25"]
+    assert row[:7] == ["after over before", "0.725", "0.6 – 0.85 (95%)", "28 / 10 / 2",
+                       "0.0049", "0.61 [0.52 – 0.7]", "-0.5 → 0.25"]
     if by == "recipe":
-        assert row[6] == "1 → 7 (align, step 0 → 3)"
+        assert row[7] == "1 → 7 (align, step 0 → 3)"
     else:  # the starting policy is not named: no training-reward figure for the pair
-        assert row[6] == "—"
+        assert row[7] == "—"
     models = page.tables["verdict-models-verdict"]
-    assert models[1] == ["before", "/cache/tiny", "-0.5", "38", "2", "0.25"]
+    assert models[1] == ["before", "/cache/tiny", "-0.5", "38", "2", "0.25", "180.2"]
     # The reward-model table does not mistake this eval.json for an accuracy file.
     assert "rm-verdict" not in page.tables
 
 
-@pytest.mark.parametrize(("ci", "words"), [
-    ((0.6, 0.85), "after is better than before"),
-    ((0.45, 0.85), "no clear difference between after and before"),
-    ((0.1, 0.4), "after is worse than before"),
+@pytest.mark.parametrize(("ci", "words", "lengths"), [
+    ((0.6, 0.85), "after is better than before", True),
+    ((0.45, 0.85), "no clear difference between after and before", True),
+    ((0.1, 0.4), "after is worse than before", False),
 ])
-def test_the_judges_verdict_opens_the_report(tmp_path, ci, words):
+def test_the_judges_verdict_opens_the_report(tmp_path, ci, words, lengths):
     run = make_raft_run(tmp_path / "run")  # align eval reward 1.0 at step 0 -> 7.0 at step 3
     recipe = (run / "recipe.toml").read_text() + (
         '\n[stages.verdict]\nname = "evaluate"\nmodels = ["builtin:tiny-gpt-neo", '
         '"@align.model"]\n')
     (run / "recipe.toml").write_text(recipe)
-    fake_verdict(run / "stages" / "verdict", ["/cache/tiny", "/elsewhere/model"], ci)
+    fake_verdict(run / "stages" / "verdict", ["/cache/tiny", "/elsewhere/model"], ci, lengths)
     text = write_report(run).read_text(encoding="utf-8")
     page = Page(text)
     # before the stages table and every stage's details
@@ -160,10 +174,14 @@ def test_the_judges_verdict_opens_the_report(tmp_path, ci, words):
         'id="verdict-verdict"')
     head, row = page.tables["verdict-summary"]
     assert head[2:4] == ["judge: win rate", "95% interval"]
+    assert head[7] == "judge at equal length"
     assert row == ["verdict", "after over before", "0.725", f"{ci[0]:g} – {ci[1]:g}",
-                   "28 / 10 / 2", "0.0049", "40", "1 → 7", "0.25 → 0.75"]
+                   "28 / 10 / 2", "0.0049", "40", "0.61 [0.52 – 0.7]" if lengths else "—",
+                   "1 → 7", "0.25 → 0.75"]
     sentence = text[text.index('<ul id="verdict-words">'):text.index("</ul>")]
     assert words in sentence and "wins on 28 prompts, loses on 10, ties on 2" in sentence
+    equal = "average 212 characters against before's 180; at equal length the judge's fit"
+    assert (equal in sentence) == lengths
 
 
 def test_a_run_without_a_judge_has_no_verdict_section(tmp_path):

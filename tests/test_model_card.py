@@ -60,7 +60,8 @@ def fake_run(tmp_path):
         "models": [{"label": "before", "mean_reward": 1.5}, {"label": "after", "mean_reward": 2.0}],
         "comparisons": [{"a": "after", "b": "before", "win_rate": 0.75, "ci_level": 0.95,
                          "ci_low": 0.5, "ci_high": 1.0, "wins": 4, "losses": 1, "ties": 1,
-                         "sign_test_p": 0.375}],
+                         "sign_test_p": 0.375, "lc_win_rate": 0.6125, "lc_ci_low": 0.3,
+                         "lc_ci_high": 0.9}],
     }))
     data = {"run": {"name": "demo", "seed": 3}, "stages": {
         "data": {"source": "Anthropic/hh-rlhf"},
@@ -99,7 +100,8 @@ def test_cards_for_every_model_with_metadata_and_measurements(fake_run):
     assert ("- eval reward (mean over the held-out prompts, the training reward): 0.25 before "
             "(step 0), 0.5 after (step 2)") in align
     assert ("- `judge` stage, judge `length`: win rate of after over before 0.75 (95% interval "
-            "0.5-1; 4 wins, 1 losses, 1 ties; sign test p = 0.375)") in align
+            "0.5-1; 4 wins, 1 losses, 1 ties; sign test p = 0.375); length-controlled (win rate "
+            "at equal answer length) 0.613 (0.3-0.9)") in align
     assert 'name = "grpo"' in align  # the stage's table as TOML
     sft = (run / "stages/sft/model/README.md").read_text()
     assert header(sft)["tags"] == ["rlhfx", "sft", "trl"]

@@ -83,6 +83,8 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    from .stats import length_controlled_phrase
+
     console = Console()
     table = Table(title=f"{summary['num_prompts']} prompts, judge {summary['judge']['name']}")
     for col in ("model", "mean reward", "scored", "discarded", "ended by itself"):
@@ -100,6 +102,8 @@ def _print_summary(summary: dict[str, Any], output_dir: Path) -> None:
             f"sign test p = {c['sign_test_p']:.3g})",
             highlight=False, soft_wrap=True,
         )
+        if lc := length_controlled_phrase(c):
+            console.print(f"  {lc}", highlight=False, soft_wrap=True)
     console.print(f"written: {output_dir / 'eval.json'}, {output_dir / 'eval.html'}",
                   highlight=False, soft_wrap=True)
 

@@ -217,6 +217,8 @@ def evaluate(
             # answers that ended by themselves, not at max_new_tokens
             "finished": finished,
             "finished_rate": finished / len(rewards) if rewards else None,
+            "mean_length": (sum(answer_length(r) for r in per_model[label]) / len(rewards)
+                            if rewards else None),
         })
     if against_first:
         pairs = [(b, labels[0]) for b in labels[1:]]
@@ -226,11 +228,18 @@ def evaluate(
         stats.compare(
             a, b, [r["reward"] for r in per_model[a]], [r["reward"] for r in per_model[b]],
             level=settings.level, resamples=settings.resamples, seed=settings.seed,
+            lengths_a=[answer_length(r) for r in per_model[a]],
+            lengths_b=[answer_length(r) for r in per_model[b]],
         ).as_dict()
         for a, b in pairs
     ]
     return {"num_prompts": len(prompts), "models": models, "comparisons": comparisons,
             "rows": rows}
+
+
+def answer_length(row: dict[str, Any]) -> int:
+    """Characters of the answer the judge read (the raw text where cleaning left none)."""
+    return len(row.get("response") or row.get("raw") or "")
 
 
 def _answer(row: dict[str, Any]) -> dict[str, Any]:

@@ -89,8 +89,10 @@ def verdict_metrics(result: dict[str, Any]) -> dict[str, Any]:
             metrics[f"{m['label']}/finished_rate"] = m["finished_rate"]
     for c in result["comparisons"]:
         key = f"{c['a']}_over_{c['b']}"
-        for name in ("win_rate", "ci_low", "ci_high", "wins", "losses", "ties", "sign_test_p"):
-            metrics[f"{key}/{name}"] = c[name]
+        for name in ("win_rate", "ci_low", "ci_high", "wins", "losses", "ties", "sign_test_p",
+                     "lc_win_rate", "lc_ci_low", "lc_ci_high"):
+            if c.get(name) is not None:
+                metrics[f"{key}/{name}"] = c[name]
     return metrics
 
 
@@ -107,6 +109,7 @@ class EvaluateStage(Stage[EvaluateConfig]):
 
         from . import write_result
         from .run import EvalSettings, evaluate
+        from .stats import length_controlled_phrase
 
         c = self.config
         out = {"eval": str(ctx.stage_dir / "eval.json")}
@@ -150,4 +153,6 @@ class EvaluateStage(Stage[EvaluateConfig]):
                 round(100 * cmp["ci_level"]), cmp["ci_low"], cmp["ci_high"], cmp["wins"],
                 cmp["losses"], cmp["ties"], cmp["sign_test_p"],
             )
+            if lc := length_controlled_phrase(cmp):
+                ctx.log.info("evaluate: %s over %s: %s", cmp["a"], cmp["b"], lc)
         return out

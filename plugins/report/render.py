@@ -161,8 +161,13 @@ def _verdict_in_words(c: dict[str, Any]) -> str:
         word = f'<b class="down">{a} is worse than {b}</b>'
     else:
         word = f"<b>no clear difference between {a} and {b}</b> (the interval includes 0.5)"
-    return (f"By the judge, {word}: {a}'s answer wins on {_num(c.get('wins'))} prompts, "
-            f"loses on {_num(c.get('losses'))}, ties on {_num(c.get('ties'))}.")
+    sentence = (f"By the judge, {word}: {a}'s answer wins on {_num(c.get('wins'))} prompts, "
+                f"loses on {_num(c.get('losses'))}, ties on {_num(c.get('ties'))}.")
+    la, lb = c.get("mean_length_a"), c.get("mean_length_b")
+    if _is_num(c.get("lc_win_rate")) and _is_num(la) and _is_num(lb):
+        sentence += (f" {a}'s answers average {la:.0f} characters against {b}'s {lb:.0f}; at "
+                     f"equal length the judge's fit gives {a} {_num(c['lc_win_rate'])}.")
+    return sentence
 
 
 def _verdict_headline(run: RunData) -> list[str]:
@@ -187,24 +192,26 @@ def _verdict_headline(run: RunData) -> list[str]:
                 f"{_num(c.get('ci_low'))} – {_num(c.get('ci_high'))}",
                 f"{_num(c.get('wins'))} / {_num(c.get('losses'))} / {_num(c.get('ties'))}",
                 _num(c.get("sign_test_p")), _num(c.get("n", verdict.get("num_prompts"))),
-                training, f"{_num(ended.get(b))} → {_num(ended.get(a))}",
+                _length_controlled(c), training, f"{_num(ended.get(b))} → {_num(ended.get(a))}",
             ])
             sentences.append(f"<li>{_verdict_in_words(c)}</li>")
     if not rows:
         return []
     head = ["stage", "comparison", "judge: win rate", "95% interval", "wins / losses / ties",
-            "sign test p", "prompts", "training reward: eval mean",
+            "sign test p", "prompts", "judge at equal length", "training reward: eval mean",
             "answers ended by themselves"]
     return ['<h2 id="verdict">Verdict of the independent judge</h2>',
             f'<ul id="verdict-words">{"".join(sentences)}</ul>',
-            _table(head, rows, numeric=frozenset({2, 3, 4, 5, 6, 7, 8}),
+            _table(head, rows, numeric=frozenset({2, 3, 4, 5, 6, 7, 8, 9}),
                    attrs='id="verdict-summary"'),
             '<p class="meta">The judge is a reward source the alignment never optimised '
             "against; the training reward's column is the view of the reward it did optimise "
             "(its own eval, before and after). Win rate: a tie counts half; interval: paired "
-            "bootstrap over prompts; the last column is the share of answers that ended by "
-            "themselves rather than at the length limit. Details: each stage's section "
-            "below.</p>"]
+            "bootstrap over prompts; at equal length: the win rate a logistic fit in the "
+            "answers' length difference predicts for equally long answers, with its bootstrap "
+            "interval (reward-model judges tend to pay for length); the last column is the "
+            "share of answers that ended by themselves rather than at the length limit. "
+            "Details: each stage's section below.</p>"]
 
 
 def _stages_section(run: RunData, charts: Sequence[Chart]) -> list[str]:
@@ -344,7 +351,7 @@ def _verdict_section(stage: StageData, run: RunData | None) -> list[str]:
     means = {m["label"]: m.get("mean_reward") for m in verdict["models"]}
     views = training_views(run, stage) if run is not None else {}
     head = ["comparison", "win rate", "interval", "wins / losses / ties", "sign test p",
-            "judge: mean reward", "training reward: eval mean"]
+            "at equal length", "judge: mean reward", "training reward: eval mean"]
     rows = []
     for c in verdict["comparisons"]:
         if not isinstance(c, dict) or not {"a", "b", "win_rate"} <= set(c):
@@ -361,18 +368,18 @@ def _verdict_section(stage: StageData, run: RunData | None) -> list[str]:
         rows.append([
             f"{escape(a)} over {escape(b)}", _num(c["win_rate"]), interval,
             f"{_num(c.get('wins'))} / {_num(c.get('losses'))} / {_num(c.get('ties'))}",
-            _num(c.get("sign_test_p")),
+            _num(c.get("sign_test_p")), _length_controlled(c),
             f"{_num(means.get(b))} → {_num(means.get(a))}", training,
         ])
     models = [[escape(str(m["label"])), f"<code>{escape(str(m.get('source', '')))}</code>",
                _num(m.get("mean_reward")), _num(m.get("scored")), _num(m.get("discarded")),
-               _num(m.get("finished_rate"))]
+               _num(m.get("finished_rate")), _num(m.get("mean_length"))]
               for m in verdict["models"]]
     out = ["<h3>Verdict of the judge</h3>",
            f'<p class="meta">{_num(verdict.get("num_prompts"))} prompts, each answered once by '
            f"every model; judge <code>{escape(_judge_name(verdict.get('judge')))}</code>.</p>"]
     if rows:
-        out.append(_table(head, rows, numeric=frozenset({1, 2, 3, 4, 5, 6}),
+        out.append(_table(head, rows, numeric=frozenset({1, 2, 3, 4, 5, 6, 7}),
                           attrs=f'id="verdict-{escape(stage.id)}"'))
         out.append('<p class="meta">Win rate: share of prompts where the first model\'s '
                    "answer scores higher under the judge (a tie counts half, a discarded answer "
@@ -380,13 +387,21 @@ def _verdict_section(stage: StageData, run: RunData | None) -> list[str]:
                    "column is the view of the reward the alignment stage optimised: its mean "
                    "on that stage's own eval answers before and after alignment.</p>")
     out.append(_table(["model", "source", "judge: mean reward", "scored", "discarded",
-                       "ended by itself"], models,
-                      numeric=frozenset({2, 3, 4, 5}),
+                       "ended by itself", "mean length (characters)"], models,
+                      numeric=frozenset({2, 3, 4, 5, 6}),
                       attrs=f'id="verdict-models-{escape(stage.id)}"'))
     if stage.directory is not None and (stage.directory / "eval.html").exists():
         out.append(f'<p class="meta">Every answer side by side: <code>'
                    f"{escape(str(stage.directory / 'eval.html'))}</code></p>")
     return out
+
+
+def _length_controlled(c: dict[str, Any]) -> str:
+    """The win rate at equal answer length with its interval; "—" for older results."""
+    if not _is_num(c.get("lc_win_rate")):
+        return "—"
+    return (f"{_num(c['lc_win_rate'])} [{_num(c.get('lc_ci_low'))} – "
+            f"{_num(c.get('lc_ci_high'))}]")
 
 
 def _is_num(value: Any) -> bool:

@@ -67,6 +67,12 @@ class AlgorithmConfig(ComponentConfig):
     #: (the hard form of DAPO's overlong penalty, Yu et al. 2025). 0: off. Evaluation rewards
     #: are never changed.
     unfinished_penalty: float = Field(default=0.0, ge=0)
+    #: Take the reward's linear trend in answer length (tokens) out of each iteration's
+    #: samples before ranking and advantages (after `unfinished_penalty`), so the policy is
+    #: not taught to say more because the reward model pays for length
+    #: (`rlhfx.alignment.length_control`). The fitted slope is logged as
+    #: `reward_length_slope`. Evaluation rewards are never changed.
+    length_control: bool = False
     #: A NaN or infinite gradient norm (or loss) in the update: `error` stops the run naming
     #: the stage, iteration and settings to lower (the last checkpoint stays the resume
     #: point); `skip` leaves out that optimizer step and counts it

@@ -24,6 +24,7 @@ from rlhfx.alignment import guards, nonfinite
 from rlhfx.alignment.batch import Batch
 from rlhfx.alignment.checkpoints import Checkpoints, LoopState
 from rlhfx.alignment.config import AlgorithmConfig
+from rlhfx.alignment.length_control import remove_length_trend
 from rlhfx.alignment.nonfinite import NonFinite, advice
 from rlhfx.alignment.schedule import iteration_seed, prompt_indices, shard_positions
 from rlhfx.alignment.schema import (
@@ -198,6 +199,7 @@ class AlignmentLoop:
         times["generate"] = _slowest(time.perf_counter() - t)
         t = time.perf_counter()
         samples = self._clean_and_score(mine)
+        length_slope = remove_length_trend(samples) if c.length_control else None
         times["score"] = _slowest(time.perf_counter() - t)
 
         batch = Batch(iteration=it, samples=samples, k=self.k, num_prompts=len(indices),
@@ -224,6 +226,7 @@ class AlignmentLoop:
             "iteration": it, "num_prompts": len(indices), **sample_metrics(samples),
             **{algorithm_metric_name(self.name, k): v for k, v in returned.items()},
             **({"nonfinite_skipped_steps": steps.skipped} if c.on_nonfinite == "skip" else {}),
+            **({"reward_length_slope": length_slope} if c.length_control else {}),
             **evaluation, **{f"seconds_{k}": v for k, v in times.items()},
             **(episode_metrics([s.extra for s in samples]) if self._episodes else {}),
             "seconds_iteration": time.perf_counter() - started,

@@ -39,6 +39,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "nonfinite_rewards": ("samples whose reward was NaN or infinite (dropped)", "count"),
     "nonfinite_skipped_steps": ("optimizer steps left out for a NaN or infinite gradient norm "
                                 "(on_nonfinite = \"skip\")", "count"),
+    "reward_length_slope": ("the reward's least-squares trend per answer token, taken out of "
+                            "the samples' rewards (length_control = true)", "reward/token"),
     "distinct_1": ("unique words / all words over the cleaned samples", "fraction"),
     "distinct_2": ("unique word pairs / all word pairs (falls when a policy repeats itself)",
                    "fraction"),

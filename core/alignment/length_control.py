@@ -19,19 +19,18 @@ from rlhfx.components import Sample
 def remove_length_trend(samples: Sequence[Sample]) -> float | None:
     """Subtract the least-squares length trend from the scored samples' rewards; the slope
     (reward per token), or None when fewer than two lengths differ."""
-    scored = [s for s in samples if s.reward is not None]
+    scored = [(s, float(len(s.response_ids)), float(s.reward)) for s in samples
+              if s.reward is not None]
     if len(scored) < 2:
         return None
-    lengths = [float(len(s.response_ids)) for s in scored]
-    mean_length = sum(lengths) / len(lengths)
-    spread = sum((x - mean_length) ** 2 for x in lengths)
+    mean_length = sum(x for _, x, _ in scored) / len(scored)
+    mean_reward = sum(y for _, _, y in scored) / len(scored)
+    spread = sum((x - mean_length) ** 2 for _, x, _ in scored)
     if spread == 0:
         return None
-    mean_reward = sum(float(s.reward) for s in scored if s.reward is not None) / len(scored)
-    slope = sum((x - mean_length) * (float(s.reward) - mean_reward)
-                for x, s in zip(lengths, scored, strict=True) if s.reward is not None) / spread
-    for x, s in zip(lengths, scored, strict=True):
+    slope = sum((x - mean_length) * (y - mean_reward) for _, x, y in scored) / spread
+    for s, x, y in scored:
         correction = -slope * (x - mean_length)
         s.extra["length_correction"] = correction
-        s.reward = float(s.reward) + correction if s.reward is not None else None
+        s.reward = y + correction
     return slope

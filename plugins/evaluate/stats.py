@@ -93,11 +93,11 @@ def length_controlled_win_rate(
     xs = [math.tanh(d / sd) if sd > 0 else 0.0 for d in length_differences]
     ys = [(o + 1) / 2 for o in outcomes]
     a = b = 0.0
-    for _ in range(50):  # Newton's method on the penalised log-likelihood (2 parameters)
+    for _ in range(100):  # Newton's method on the penalised log-likelihood (2 parameters)
         ga, gb = -ridge * a, -ridge * b
         haa, hab, hbb = ridge, 0.0, ridge
         for x, y in zip(xs, ys, strict=True):
-            p = 1 / (1 + math.exp(-(a + b * x)))
+            p = _sigmoid(a + b * x)
             r, w = y - p, p * (1 - p)
             ga += r
             gb += r * x
@@ -107,10 +107,20 @@ def length_controlled_win_rate(
         det = haa * hbb - hab * hab
         step_a = (hbb * ga - hab * gb) / det
         step_b = (haa * gb - hab * ga) / det
+        size = abs(step_a) + abs(step_b)
+        if size > 4:  # damped: a near-separable start cannot overshoot far
+            step_a, step_b = 4 * step_a / size, 4 * step_b / size
         a, b = a + step_a, b + step_b
-        if abs(step_a) + abs(step_b) < 1e-10:
+        if size < 1e-10:
             break
-    return 1 / (1 + math.exp(-a)), b
+    return _sigmoid(a), b
+
+
+def _sigmoid(z: float) -> float:
+    if z >= 0:
+        return 1 / (1 + math.exp(-z))
+    e = math.exp(z)
+    return e / (1 + e)
 
 
 def length_controlled_interval(

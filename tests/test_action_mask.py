@@ -4,14 +4,11 @@ values) changes a loss. A hand-made episode: response tokens 2 and 3 come from a
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from types import SimpleNamespace
-
 import pytest
 import torch
+from engine_fakes import on_tiny_policy
 
 from rlhfx.alignment.batch import Batch
-from rlhfx.alignment.reference import ReferenceModel
 from rlhfx.components import Sample
 
 ACTION_MASK = [1, 1, 0, 0, 1, 1]
@@ -45,15 +42,7 @@ def episodes() -> list[Sample]:
 
 
 def prepared(algorithm, critic: bool = False, scores=None):
-    from rlhfx.tiny import tiny_causal_lm
-
-    torch.manual_seed(0)
-    policy = tiny_causal_lm("builtin:tiny-gpt-neo").eval()
-    algorithm.run = SimpleNamespace(autocast=nullcontext, device="cpu",
-                                    tokenizer=SimpleNamespace(pad_token_id=0, eos_token_id=0),
-                                    gather=lambda x: [x])
-    algorithm.reference = ReferenceModel(policy)
-    algorithm.policy = Spy(policy)
+    policy = on_tiny_policy(algorithm, Spy)
     if critic:
         from rlhfx.plugins.ppo.value_head import ValueHead
 

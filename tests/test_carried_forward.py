@@ -4,14 +4,11 @@ two, and the same update as with the separate gradient-free pass."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from types import SimpleNamespace
-
 import pytest
 import torch
+from engine_fakes import on_tiny_policy
 
 from rlhfx.alignment.batch import Batch
-from rlhfx.alignment.reference import ReferenceModel
 from rlhfx.components import Sample
 from rlhfx.tiny import tiny_causal_lm
 
@@ -45,13 +42,7 @@ def updated(name: str, carry: bool, **options):
 
     cls = {"rloo": RLOO, "reinforce_pp": ReinforcePP}[name]
     algorithm = cls(cls.Config(k=3, batch_size=2, beta=0.1, learning_rate=1e-2, **options))
-    torch.manual_seed(0)
-    policy = tiny_causal_lm("builtin:tiny-gpt-neo").eval()
-    algorithm.run = SimpleNamespace(autocast=nullcontext, device="cpu",
-                                    tokenizer=SimpleNamespace(pad_token_id=0, eos_token_id=0),
-                                    gather=lambda x: [x])
-    algorithm.reference = ReferenceModel(policy)
-    algorithm.policy = Counting(policy)
+    policy = on_tiny_policy(algorithm, Counting)
     # plain SGD: Adam's first step is about lr * sign(gradient), which rounding flips where
     # a gradient is near 0
     algorithm.optimizer = torch.optim.SGD(policy.parameters(), lr=1.0)

@@ -18,7 +18,10 @@ hits both alike (the load is printed with every figure):
    the matrix-product rate of every kernel torch offers on the model's shapes at the run's row
    count (float32 as the policy trains, MKL's pre-packed float32 weights, oneDNN, int8
    dynamic quantisation, bf16): how far the loop is from what this CPU can do.
-4. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against the `hf`
+4. (`--compiled`) transformers' `generate` with a static KV cache and `torch.compile`d forward
+   (inductor's CPU code) against plain `generate`, both in bf16 where the CPU has it natively
+   (float32 elsewhere): the first call's compilation time, then the steady state.
+5. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against the `hf`
    engine's loop in float32 (as the policy trains) and, with native bf16, in bf16; same
    prompts, same k, samples per second. Needs vLLM: run it inside the environment
    `bench/vllm_env.sh` builds; without vLLM this part is skipped.
@@ -29,6 +32,7 @@ quickstart does), prompts from the quickstart's training prompts in SmolLM2's ch
     python bench/bench_rollouts.py [--samples 48] [--k 4] [--max-new-tokens 40] [--repeats 2]
     python bench/bench_rollouts.py --skip-prefill --skip-vllm     # the decoder only
     python bench/bench_rollouts.py --profile --skip-decoder --skip-prefill --skip-vllm
+    python bench/bench_rollouts.py --compiled --skip-decoder --skip-prefill --skip-vllm
 """
 
 from __future__ import annotations
@@ -221,6 +225,44 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
                  ["float32", "bfloat16"] if "loop bf16" in runs else ["float32"])
 
 
+def bench_compiled(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
+    """A compiled decode step as transformers offers it, timed against the plain one."""
+    import copy
+
+    import torch
+
+    from rlhfx.hardware import cpu_has_native_bf16
+
+    print(cpu_flags())
+    dtype = torch.bfloat16 if cpu_has_native_bf16() or args.bf16 else torch.float32
+    chunk = prompts[: max(1, args.samples // args.k)] * args.k
+    tok.padding_side = "left"
+    batch = tok(chunk, return_tensors="pt", padding=True)
+    plain = copy.deepcopy(model).to(dtype)
+    compiled = copy.deepcopy(model).to(dtype)
+    compiled.forward = torch.compile(compiled.forward, dynamic=False)
+
+    def run(m: Any, **options: Any) -> float:
+        with torch.inference_mode():
+            secs, _ = timed(lambda: m.generate(
+                **batch, max_new_tokens=args.max_new_tokens, min_new_tokens=args.max_new_tokens,
+                do_sample=True, top_k=0, pad_token_id=tok.pad_token_id, **options))
+        return secs
+
+    first = run(compiled, cache_implementation="static")
+    print(f"  compiled generate, first call (compiles) {first:.1f} s ({load()})")
+    times: dict[str, list[float]] = {"generate": [], "compiled": []}
+    for r in range(args.repeats):
+        for name in ("generate", "compiled") if r % 2 == 0 else ("compiled", "generate"):
+            torch.manual_seed(r)
+            times[name].append(run(plain) if name == "generate" else
+                               run(compiled, cache_implementation="static"))
+            print(f"  {name:9} {times[name][-1]:.1f} s ({load()})")
+    a, b = (statistics.median(times[n]) for n in ("generate", "compiled"))
+    print(f"{len(chunk)} answers x {args.max_new_tokens} tokens in {str(dtype)[6:]}: generate "
+          f"{a:.1f} s, static cache + torch.compile {b:.1f} s = {a / b:.2f}x ({load()})")
+
+
 def _kernels(rows: int, inner: int, outer: int) -> dict[str, Any]:
     """One [rows, inner] x [inner, outer] product done by each kernel torch has on the CPU
     (those that are not available left out)."""
@@ -371,6 +413,8 @@ def main() -> None:
     parser.add_argument("--skip-vllm", action="store_true")
     parser.add_argument("--profile", action="store_true",
                         help="where the decode loop's time goes, and each kernel's rate")
+    parser.add_argument("--compiled", action="store_true",
+                        help="generate with a static cache and torch.compile against without")
     args = parser.parse_args()
     import torch
 
@@ -384,6 +428,8 @@ def main() -> None:
         bench_decoder(model, tok, prompts, args)
     if args.profile:
         bench_profile(model, tok, prompts, args)
+    if args.compiled:
+        bench_compiled(model, tok, prompts, args)
     if not args.skip_prefill:
         bench_prefill(model, tok, prompts, args.prefill_k, args)
     if not args.skip_vllm:

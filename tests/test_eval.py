@@ -71,6 +71,8 @@ def test_win_rate_of_a_model_over_one_that_never_answers(rlhfx_cli, silent_model
     ended = [row["answers"][TINY]["finished"] for row in full["rows"]]
     assert tiny["finished"] == sum(ended) and tiny["finished_rate"] == sum(ended) / 6
     html = (out / "eval.html").read_text()
+    assert (f'<td class="num">{c["lc_win_rate"]:.3f} ({c["lc_ci_low"]:.3f} – '
+            f'{c["lc_ci_high"]:.3f})</td></tr>') in html
     assert html.count('<tr><td class="text"><div class="turn role-user">') == 6
     assert "###Human" not in html  # prompts are shown as conversations
 

@@ -22,6 +22,12 @@ def _num(value: Any, digits: int = 4) -> str:
     return f"{value:.{digits}g}" if isinstance(value, float) else escape(str(value))
 
 
+def _equal_length(c: dict[str, Any]) -> str:
+    if c.get("lc_win_rate") is None:
+        return "—"
+    return f"{c['lc_win_rate']:.3f} ({c['lc_ci_low']:.3f} – {c['lc_ci_high']:.3f})"
+
+
 def _prompt_cell(prompt: str) -> str:
     from rlhfx.plugins.report.render import conversation_html
 
@@ -38,21 +44,23 @@ def render(result: dict[str, Any]) -> str:
         f'<code>{escape(str(result.get("prompts", "")))}</code> · judge '
         f'<code>{escape(str(result.get("judge", "")))}</code></p>',
         '<table id="models"><thead><tr><th>model</th><th>source</th><th>mean reward</th>'
-        "<th>scored</th><th>discarded</th><th>ended by itself</th></tr></thead><tbody>",
+        "<th>scored</th><th>discarded</th><th>ended by itself</th><th>mean length (characters)"
+        "</th></tr></thead><tbody>",
     ]
     for m in result["models"]:
         out.append(
             f"<tr><td>{escape(m['label'])}</td><td><code>{escape(m['source'])}</code></td>"
             f'<td class="num">{_num(m["mean_reward"])}</td><td class="num">{m["scored"]}</td>'
             f'<td class="num">{m["discarded"]}</td>'
-            f'<td class="num">{_num(m.get("finished_rate"))}</td></tr>'
+            f'<td class="num">{_num(m.get("finished_rate"))}</td>'
+            f'<td class="num">{_num(m.get("mean_length"))}</td></tr>'
         )
     out.append("</tbody></table>")
     if result["comparisons"]:
         out.append(
             '<table id="comparisons"><thead><tr><th>A</th><th>B</th><th>A wins</th>'
             "<th>B wins</th><th>ties</th><th>win rate of A</th><th>interval</th>"
-            "<th>sign test p</th></tr></thead><tbody>"
+            "<th>sign test p</th><th>win rate of A at equal length</th></tr></thead><tbody>"
         )
         for c in result["comparisons"]:
             level = round(100 * c["ci_level"])
@@ -61,12 +69,15 @@ def render(result: dict[str, Any]) -> str:
                 f'<td class="num">{c["wins"]}</td><td class="num">{c["losses"]}</td>'
                 f'<td class="num">{c["ties"]}</td><td class="num">{c["win_rate"]:.3f}</td>'
                 f'<td class="num">{c["ci_low"]:.3f} – {c["ci_high"]:.3f} ({level}%)</td>'
-                f'<td class="num">{_num(c["sign_test_p"], 3)}</td></tr>'
+                f'<td class="num">{_num(c["sign_test_p"], 3)}</td>'
+                f'<td class="num">{_equal_length(c)}</td></tr>'
             )
         out.append("</tbody></table>")
         out.append('<p class="meta">A tie counts as half a win; the interval is a paired '
                    "bootstrap over prompts; the sign test leaves ties out. A discarded answer "
-                   "loses to any scored one.</p>")
+                   "loses to any scored one. At equal length: the win rate a logistic fit of "
+                   "the outcomes on the answers' length difference predicts where the lengths "
+                   "are equal, with its bootstrap interval.</p>")
     head = "".join(f"<th>{escape(label)}</th><th>reward</th>" for label in labels)
     out.append(f'<table id="answers"><thead><tr><th>prompt</th>{head}</tr></thead><tbody>')
     for row in result["rows"]:

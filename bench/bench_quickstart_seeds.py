@@ -199,10 +199,14 @@ def lines_for(seed: int | None, s: dict[str, Any], seconds: float | None = None)
 
 def summary_lines(results: list[tuple[int, dict[str, Any], float]]) -> list[str]:
     rates = [s["judge"]["win_rate"] for _, s, _ in results if s.get("judge")]
+    equal = [s["judge"]["lc_win_rate"] for _, s, _ in results
+             if s.get("judge") and s["judge"].get("lc_win_rate") is not None]
     above = sum(1 for _, s, _ in results if s.get("judge") and s["judge"]["ci_low"] > 0.5)
     out = [f"{len(results)} seeds: judge win rate "
            + (f"mean {statistics.fmean(rates):.3f}, min {min(rates):.3f}, max {max(rates):.3f}; "
               if rates else "— ; ")
+           + (f"at equal length mean {statistics.fmean(equal):.3f}, min {min(equal):.3f}; "
+              if equal else "")
            + f"interval above 0.5 in {above} of {len(results)}; "
            f"wall time median {statistics.median(t for _, _, t in results):.0f} s"]
     return out

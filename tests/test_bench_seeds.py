@@ -90,7 +90,9 @@ def fake_quickstart_run(run: Path) -> Path:
                    {"label": "after", "mean_reward": -0.15, "finished_rate": 0.62}],
         "comparisons": [{"a": "after", "b": "before", "n": 50, "wins": 30, "losses": 20,
                          "ties": 0, "win_rate": 0.6, "ci_low": 0.46, "ci_high": 0.74,
-                         "ci_level": 0.95, "sign_test_p": 0.2026}],
+                         "ci_level": 0.95, "sign_test_p": 0.2026, "lc_win_rate": 0.55,
+                         "lc_ci_low": 0.41, "lc_ci_high": 0.69, "mean_length_a": 240.4,
+                         "mean_length_b": 180.6}],
     }))
     for name, accuracy in (("reward_model", 0.864), ("judge", 0.84)):
         (run / "stages" / name).mkdir(parents=True)
@@ -112,11 +114,14 @@ def test_figures_read_from_a_run(bench, tmp_path):
     text = "\n".join(bench.lines_for(1, s, 447.0))
     assert "seed 1: 447 s in all" in text
     assert "win rate 0.600 [0.460, 0.740] 95%; 30 wins, 20 losses, 0 ties of 50" in text
+    assert ("judge at equal length (length-controlled): 0.550 [0.410, 0.690]; answers 240 vs "
+            "181 characters") in text
     assert "mean reward 1.000 -> 4.500 (gain 3.500)" in text
     assert "ended by themselves (not at the length limit): before 0.40, after 0.62" in text
     assert "reward_model: held-out pairwise accuracy 0.864 [0.804, 0.914] on 125 pairs" in text
     (line,) = bench.summary_lines([(1, s, 400.0), (2, s, 500.0)])
     assert "mean 0.600" in line and "above 0.5 in 0 of 2" in line and "median 450 s" in line
+    assert "at equal length mean 0.550, min 0.550" in line
 
 
 def test_summarise_option_prints_a_finished_run(bench, tmp_path, capsys):

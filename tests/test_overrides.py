@@ -133,10 +133,12 @@ def test_the_same_settings_resume_without_a_flag(rlhfx_cli, recipe, tmp_path):
      "stages.align.algorithm.unfinished_penalty: Input should be greater than or equal to 0"),
     ('stages.data.system_prompt="Be brief."',
      'stages.data: system_prompt needs template = "chat"'),
+    ("stages.align.algorithm.length_control=maybe",
+     "stages.align.algorithm.length_control: must be true or false, not a string (got 'maybe')"),
 ])
 def test_whole_answer_settings_refuse_bad_values_in_one_line(rlhfx_cli, setting, message):
-    """The levers for answers that end (a penalty, a system prompt) on a shipped recipe whose
-    data stage renders without a chat template."""
+    """The levers for answers that end (a penalty, a system prompt, the length control) on a
+    shipped recipe whose data stage renders without a chat template."""
     from pathlib import Path
 
     recipe = str(Path(__file__).resolve().parents[1] / "recipes" / "hh_pipeline_tiny.toml")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -64,14 +64,21 @@ def bootstrap_interval(
     """Percentile interval of the win rate over `resamples` resamplings of the prompts."""
     if not outcomes:
         return (0.5, 0.5)
+    return _percentile_interval(
+        lambda picks: win_rate([outcomes[i] for i in picks]), len(outcomes), level, resamples,
+        seed)
+
+
+def _percentile_interval(
+    statistic: Callable[[list[int]], float], n: int, level: float, resamples: int, seed: int,
+) -> tuple[float, float]:
+    """Percentile interval of `statistic` over `resamples` draws of n prompt indices with
+    replacement (a paired bootstrap: a prompt's answers are drawn together)."""
     rng = random.Random(seed)
-    n = len(outcomes)
-    rates = sorted(win_rate([outcomes[rng.randrange(n)] for _ in range(n)])
-                   for _ in range(resamples))
+    values = sorted(statistic([rng.randrange(n) for _ in range(n)]) for _ in range(resamples))
     alpha = (1 - level) / 2
-    low = rates[math.floor(alpha * (resamples - 1))]
-    high = rates[math.ceil((1 - alpha) * (resamples - 1))]
-    return (low, high)
+    return (values[math.floor(alpha * (resamples - 1))],
+            values[math.ceil((1 - alpha) * (resamples - 1))])
 
 
 def length_controlled_win_rate(
@@ -131,17 +138,10 @@ def length_controlled_interval(
     (the fit, length normalisation included, is redone on every resample)."""
     if not outcomes:
         return (0.5, 0.5)
-    rng = random.Random(seed)
-    n = len(outcomes)
-    rates = []
-    for _ in range(resamples):
-        picks = [rng.randrange(n) for _ in range(n)]
-        rates.append(length_controlled_win_rate(
-            [outcomes[i] for i in picks], [length_differences[i] for i in picks])[0])
-    rates.sort()
-    alpha = (1 - level) / 2
-    return (rates[math.floor(alpha * (resamples - 1))],
-            rates[math.ceil((1 - alpha) * (resamples - 1))])
+    return _percentile_interval(
+        lambda picks: length_controlled_win_rate(
+            [outcomes[i] for i in picks], [length_differences[i] for i in picks])[0],
+        len(outcomes), level, resamples, seed)
 
 
 def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:

@@ -18,6 +18,8 @@ process sooner and stops the others itself.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
 import re
 from datetime import timedelta
@@ -84,8 +86,20 @@ def init(timeout_s: float | None = None) -> None:
         dist.init_process_group(
             backend=backend, timeout=timedelta(seconds=timeout_seconds(timeout_s))
         )
+        atexit.register(_leave_group)
         if backend == "nccl":
             torch.cuda.set_device(local_rank())
+
+
+def _leave_group() -> None:
+    """Leave the group before the interpreter exits: a group left alive can abort a process
+    that finished its work (gloo's threads at exit: "terminate called without an active
+    exception", SIGABRT)."""
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        with contextlib.suppress(Exception):  # exiting anyway; a peer may be gone
+            dist.destroy_process_group()
 
 
 def ensure_group(device: str = "cpu") -> None:

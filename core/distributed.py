@@ -22,11 +22,14 @@ import atexit
 import contextlib
 import os
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
 TIMEOUT_ENV = "RLHFX_TIMEOUT_S"
 DEFAULT_TIMEOUT_S = 1800.0
+# seconds an exiting process waits for gloo's worker threads (see _leave_group)
+_WORKERS_SETTLE_S = 0.2
 
 
 def world_size() -> int:
@@ -92,12 +95,19 @@ def init(timeout_s: float | None = None) -> None:
 
 
 def _leave_group() -> None:
-    """Leave the group before the interpreter exits: a group left alive can abort a process
-    that finished its work (gloo's threads at exit: "terminate called without an active
-    exception", SIGABRT)."""
+    """Give gloo's worker threads a moment, then leave the group, before the interpreter exits.
+
+    A worker thread lets go of a collective's tensors a moment after the caller has woken.
+    Letting go of a tensor Python has seen takes the GIL, and a thread that asks a finalizing
+    interpreter for it is ended in a way C++ answers with std::terminate: SIGABRT ("terminate
+    called without an active exception") in a process whose work was done, whenever the last
+    collective came just before the exit. Leaving the group does not join those threads, so
+    the pause is what closes the gap.
+    """
     import torch.distributed as dist
 
     if dist.is_initialized():
+        time.sleep(_WORKERS_SETTLE_S)
         with contextlib.suppress(Exception):  # exiting anyway; a peer may be gone
             dist.destroy_process_group()
 

@@ -398,28 +398,76 @@ def _choose(logits: Any, decoding: Decoding, rows: int, alive: Any) -> Any:
 # ------------------------------------------------------------------------------ stop strings
 
 
+# text whose tokens, on any tokenizer, include pieces of words, punctuation and several bytes
+_ADDITIVITY_PROBE = "Unbelievably, photosynthesis' quixotic résumé costs 12,345 yen。\n\nUser: ok"
+
+
 class _StopFinder:
     """Which rows' last token completed (or ran past the end of) a stop string: one appears in
-    the text of the row's last few tokens and not in the text before the last. Every live
-    row's tail is decoded at each step, all rows in one call where the tokenizer allows."""
+    the text of the row's last few tokens and not in the text before the last.
+
+    A new occurrence ends in the text the last token added, so it is either inside that text
+    or that text begins with the occurrence's end. Where a probe shows that a token adds the
+    same text wherever it stands (true of byte-level and SentencePiece tokenizers, apart from
+    a character's bytes split over tokens), only rows whose last token can do that are
+    decoded: decoding every live row's tail at every step cost about a sixth of a tiny
+    policy's update."""
 
     def __init__(self, tokenizer: Any, stops: Sequence[str]) -> None:
-        self.stops = list(stops)
+        self.stops = [s for s in stops if s]
         # a token holds at least one byte, so a stop string's bytes span at most that many
         # tokens; one more: a tail's first token may decode differently out of context
         self.window = max((len(s.encode("utf-8")) for s in stops), default=0) + 1
         self.decode = _batch_decoder(tokenizer)
+        self.ends = {s[j:] for s in self.stops for j in range(1, len(s))}
+        self.anchor = tokenizer.encode("a", add_special_tokens=False)[:1]
+        self.anchor_text = self.decode([self.anchor])[0] if self.anchor else ""
+        self.can_end: dict[int, bool] = {}  # token id -> may end a stop; filled as ids appear
+        self.filters = bool(self.anchor) and self._texts_add_up(tokenizer)
 
     def completed(self, rows: Sequence[list[int]]) -> list[bool]:
-        tails = [ids[-self.window:] for ids in rows]
-        texts = self.decode(tails)
-        hits = [n for n, text in enumerate(texts) if any(s in text for s in self.stops)]
         result = [False] * len(rows)
+        if self.filters:
+            self._learn({ids[-1] for ids in rows if ids and ids[-1] not in self.can_end})
+            candidates = [n for n, ids in enumerate(rows) if ids and self.can_end[ids[-1]]]
+        else:
+            candidates = [n for n, ids in enumerate(rows) if ids]
+        if not candidates:
+            return result
+        tails = [rows[n][-self.window:] for n in candidates]
+        texts = self.decode(tails)
+        hits = [(n, tail, text) for n, tail, text in zip(candidates, tails, texts, strict=True)
+                if any(s in text for s in self.stops)]
         if hits:
-            before = self.decode([tails[n][:-1] for n in hits])
-            for n, earlier in zip(hits, before, strict=True):
-                result[n] = any(texts[n].count(s) > earlier.count(s) for s in self.stops)
+            before = self.decode([tail[:-1] for _, tail, _ in hits])
+            for (n, _, text), earlier in zip(hits, before, strict=True):
+                result[n] = any(text.count(s) > earlier.count(s) for s in self.stops)
         return result
+
+    def _added(self, tokens: Sequence[int]) -> list[str | None]:
+        """The text each token adds after a plain one; None where that text is not plain
+        (part of a character's bytes, nothing, or a change to the text before)."""
+        added: list[str | None] = []
+        for text in self.decode([[*self.anchor, t] for t in tokens]):
+            tail = text[len(self.anchor_text):]
+            plain = text.startswith(self.anchor_text) and tail and "\ufffd" not in tail
+            added.append(tail if plain else None)
+        return added
+
+    def _texts_add_up(self, tokenizer: Any) -> bool:
+        ids = tokenizer.encode(_ADDITIVITY_PROBE, add_special_tokens=False)
+        texts = self.decode([ids[: n + 1] for n in range(len(ids))])
+        for n, tail in enumerate(self._added(ids)):
+            if (n and tail is not None and "\ufffd" not in texts[n - 1] + texts[n]
+                    and texts[n] != texts[n - 1] + tail):
+                return False
+        return True
+
+    def _learn(self, tokens: set[int]) -> None:
+        order = sorted(tokens)
+        for token, tail in zip(order, self._added(order), strict=True):
+            self.can_end[token] = tail is None or any(s in tail for s in self.stops) or any(
+                tail.startswith(end) for end in self.ends)
 
 
 def _batch_decoder(tokenizer: Any) -> Any:
@@ -441,6 +489,8 @@ def _batch_decoder(tokenizer: Any) -> Any:
         return one_by_one
 
     def batched(rows: Sequence[list[int]]) -> list[str]:
+        if len(rows) < 32:  # a batch call hands rows to a thread pool: about 1 ms on a busy CPU
+            return [backend.decode(list(ids), skip_special_tokens=False) for ids in rows]
         return list(backend.decode_batch([list(ids) for ids in rows], skip_special_tokens=False))
 
     return batched

@@ -141,7 +141,8 @@ def test_rows_are_decoded_in_one_call_as_the_tokenizer_decodes_each(policy):
     rows.append([tok.eos_token_id, 5, tok.eos_token_id])  # special tokens are kept
     decode = _batch_decoder(tok)
     assert decode.__name__ == "batched"
-    assert decode(rows) == [tok.decode(ids, skip_special_tokens=False) for ids in rows]
+    for batch in (rows, rows * 3):  # a few rows are decoded one by one, many in one call
+        assert decode(batch) == [tok.decode(ids, skip_special_tokens=False) for ids in batch]
 
 
 def test_a_tokenizer_whose_decode_cleans_up_spaces_is_decoded_row_by_row(policy):
@@ -166,7 +167,7 @@ def byte_tokens(tok, text: str) -> list[int]:
     from transformers.convert_slow_tokenizer import bytes_to_unicode
 
     alphabet = bytes_to_unicode()
-    ids = tok.convert_tokens_to_ids([alphabet[b] for b in text.encode("utf-8")])
+    ids = tok.convert_tokens_to_ids([alphabet[b] for b in text.encode()])
     assert tok.unk_token_id not in ids and tok.decode(ids) == text
     return ids
 
@@ -184,6 +185,101 @@ def test_stop_finder_marks_only_the_token_that_completes_a_stop(policy, stop):
     # the worst case: one token per byte; the window still holds the whole stop string
     per_byte = byte_tokens(tok, f"ab {stop}")
     assert finder.completed([per_byte, per_byte[:-1]]) == [True, False]
+
+
+def every_tail_decoded(tok, stops, rows):
+    """The stop check by its definition: every row's tail decoded, with and without its last
+    token."""
+    window = max(len(s.encode("utf-8")) for s in stops) + 1
+    result = []
+    for ids in rows:
+        tail = ids[-window:]
+        text, before = (tok.decode(t, skip_special_tokens=False) for t in (tail, tail[:-1]))
+        result.append(bool(ids) and any(text.count(s) > before.count(s) for s in stops))
+    return result
+
+
+def byte_level_tokenizer():
+    """A GPT-2-style tokenizer: every byte a token, a few words and a multi-byte character."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    alphabet = bytes_to_unicode()
+    pieces = ["<unk>"] + [alphabet[b] for b in range(256)]
+    pieces += ["".join(alphabet[b] for b in w.encode("utf-8"))
+               for w in [" Human", "Human", ": ", " User", "。", "\n\n"]]
+    backend = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[],
+                                   unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+def metaspace_tokenizer():
+    """A SentencePiece-style tokenizer: '▁' for spaces, the first one stripped, bytes of
+    characters outside the vocabulary as tokens of their own."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["<unk>", "▁Human", ":", "▁User", "▁a", "a", "b", "▁", "▁the", "<0xE3>",
+              "<0x80>", "<0x82>", "。", "\n", ":▁"]
+    backend = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[],
+                                   unk_token="<unk>", byte_fallback=True))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace()
+    backend.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                         decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+def word_end_tokenizer():
+    """A tokenizer whose tokens do not add the same text wherever they stand: the last piece
+    of a word carries '</w>', read as a space between words."""
+    import string
+
+    from tokenizers import Tokenizer, decoders, models
+    from transformers import PreTrainedTokenizerFast
+
+    chars = string.ascii_letters + string.digits + ",.':"
+    pieces = ["<unk>", *chars, *(c + "</w>" for c in chars), "man</w>", "Hu"]
+    backend = Tokenizer(models.BPE(vocab={p: i for i, p in enumerate(pieces)}, merges=[],
+                                   unk_token="<unk>", end_of_word_suffix="</w>"))
+    backend.decoder = decoders.BPEDecoder(suffix="</w>")
+    return PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>")
+
+
+@pytest.mark.parametrize("kind", ["byte-level", "metaspace", "word-end"])
+def test_stop_finder_skips_rows_yet_finds_what_decoding_every_row_finds(kind):
+    """Rows whose last token cannot end a stop string are not decoded; the answers are those
+    of decoding every row, multi-byte characters and leading spaces included."""
+    if kind == "byte-level":
+        tok = byte_level_tokenizer()
+        pool = list(range(257, len(tok))) * 4 + [1 + b for b in "。: \na".encode()]
+        pool += list(range(1, 257, 16))
+    elif kind == "metaspace":
+        tok = metaspace_tokenizer()
+        pool = list(range(len(tok)))
+    else:
+        tok = word_end_tokenizer()
+        pool = [len(tok) - 2, len(tok) - 1] * 40 + list(range(len(tok)))
+    # "。" written one byte at a time: only its last byte's token completes it
+    split = {"byte-level": [1 + b for b in "a。".encode()], "metaspace": [5, 9, 10, 11],
+             "word-end": []}[kind]
+    gen = torch.Generator().manual_seed(0)
+    rows = [[pool[i] for i in torch.randint(0, len(pool), (n,), generator=gen).tolist()]
+            for n in torch.randint(1, 14, (400,), generator=gen).tolist()]
+    rows += [split[:n] for n in range(1, len(split) + 1)]
+    stop_sets = ([["uman"], ["Hu"], [" "]] if kind == "word-end"
+                 else [["Human:"], ["User: ", "。\n"], ["。"], [" "]])
+    for stops in stop_sets:
+        finder = _StopFinder(tok, stops)
+        expected = every_tail_decoded(tok, stops, rows)
+        assert finder.completed(rows) == expected, stops
+        assert sum(expected) >= 3, stops  # the check had something to find
+        # rows are left out only where tokens add the same text wherever they stand
+        assert finder.filters == (kind != "word-end")
+        if stops == ["Human:"] and kind == "byte-level":  # most tokens known not to end one
+            assert sum(finder.can_end.values()) < len(finder.can_end) / 2, finder.can_end
 
 
 def test_max_new_tokens_and_top_k_top_p_temperature(policy):

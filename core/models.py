@@ -72,7 +72,7 @@ def load_causal_lm(source: str, dtype: str = "auto", device: str = "cpu", **kwar
 
     if is_builtin(source):  # `builtin:tiny-gpt-neo`: built from a config, no download
         model = tiny_causal_lm(source)
-        return fused_gelu(
+        return _faster(
             model.to(device=device, dtype=None if dtype == "auto" else torch_dtype(dtype)))
 
     try:
@@ -81,7 +81,7 @@ def load_causal_lm(source: str, dtype: str = "auto", device: str = "cpu", **kwar
         )
     except OSError as exc:
         raise UserError(f"cannot load a causal LM from '{source}': {_first_line(exc)}") from None
-    return fused_gelu(loaded.to(device))
+    return _faster(loaded.to(device))
 
 
 def load_sequence_classifier(
@@ -103,7 +103,7 @@ def load_sequence_classifier(
         config.num_labels = kwargs.get("num_labels", 1)
         model = AutoModelForSequenceClassification.from_config(config)
         model.load_state_dict(body.state_dict(), strict=False)  # lm_head unused, score fresh
-        return fused_gelu(
+        return _faster(
             model.to(device=device, dtype=None if dtype == "auto" else torch_dtype(dtype)))
     try:
         model = AutoModelForSequenceClassification.from_pretrained(
@@ -113,7 +113,14 @@ def load_sequence_classifier(
         raise UserError(
             f"cannot load a sequence-classification model from '{source}': {_first_line(exc)}"
         ) from None
-    return fused_gelu(model.to(device))
+    return _faster(model.to(device))
+
+
+def _faster(model: Any) -> Any:
+    """A loaded model with torch's fused kernels where transformers computes in Python."""
+    from rlhfx.gpt_neo_attention import use_fused_attention
+
+    return use_fused_attention(fused_gelu(model))
 
 
 def fused_gelu(model: Any) -> Any:

@@ -80,6 +80,21 @@ def test_greedy_answers_and_bf16_weights_match():
     assert torch.allclose(a[mask.bool()].float(), b[mask.bool()].float(), atol=0.05)
 
 
+def test_under_bf16_autocast_the_kernel_computes_in_float32():
+    plain, fused = windowed_pair()
+    ids, mask = padded_batch(plain.config.vocab_size)
+    outs = []
+    for model in (plain, fused):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(ids, attention_mask=mask).logits
+        logits.float().square().mean().backward()
+        outs.append((logits, model.transformer.h[0].attn.attention.q_proj.weight.grad))
+    (a, grad_a), (b, grad_b) = outs
+    real = mask.bool()
+    assert torch.allclose(a[real].float(), b[real].float(), atol=0.05)
+    assert torch.allclose(grad_a, grad_b, atol=1e-3, rtol=0.05)
+
+
 def test_weights_asked_for_and_dropout_take_transformers_path():
     plain, fused = windowed_pair()
     ids, mask = padded_batch(plain.config.vocab_size)

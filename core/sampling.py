@@ -144,7 +144,7 @@ def _sample(
     out: list[list[int]] = [[] for _ in range(rows)]
     context = [list(prompt_ids[r // k]) for r in range(rows)] if decoding.stop_strings else []
     eos = set(decoding.eos_ids)
-    stops = _StopFinder(tokenizer, decoding.stop_strings) if context else None
+    stops = _stop_finder(tokenizer, tuple(decoding.stop_strings)) if context else None
     ended: set[int] = set()  # rows that finished but are still in the batch
     steps, active_rows = 0, 0
     for step in range(decoding.max_new_tokens):
@@ -400,6 +400,13 @@ def _choose(logits: Any, decoding: Decoding, rows: int, alive: Any) -> Any:
 
 # text whose tokens, on any tokenizer, include pieces of words, punctuation and several bytes
 _ADDITIVITY_PROBE = "Unbelievably, photosynthesis' quixotic résumé costs 12,345 yen。\n\nUser: ok"
+
+
+@functools.lru_cache(maxsize=8)
+def _stop_finder(tokenizer: Any, stops: tuple[str, ...]) -> _StopFinder:
+    """One finder per tokenizer and stop strings, kept across calls: its probe and what it
+    learnt about each token hold for every call (a run samples with one tokenizer)."""
+    return _StopFinder(tokenizer, stops)
 
 
 class _StopFinder:

@@ -10,6 +10,7 @@ from rlhfx.sampling import (
     Decoding,
     _batch_decoder,
     _length_groups,
+    _stop_finder,
     _StopFinder,
     sample_responses,
     unsupported_reason,
@@ -132,6 +133,17 @@ def test_stop_strings_end_a_row_at_the_completing_token(policy):
         else:
             assert len(ids) == 30 or ids[-1] == tok.eos_token_id
     assert stopped >= 8
+
+
+def test_calls_with_one_tokenizer_share_what_the_stop_check_learnt(policy):
+    model, tok = policy
+    sample(model, tok, max_new_tokens=4, stop_strings=["###Human:"])
+    finder = _stop_finder(tok, ("###Human:",))
+    known = dict(finder.can_end)
+    assert known  # the first call's tokens were learnt
+    sample(model, tok, max_new_tokens=4, stop_strings=["###Human:"])
+    assert _stop_finder(tok, ("###Human:",)) is finder
+    assert known.items() <= finder.can_end.items()
 
 
 def test_rows_are_decoded_in_one_call_as_the_tokenizer_decodes_each(policy):

@@ -66,6 +66,29 @@ def test_logits_and_gradients_match_transformers_attention():
                                   atol=1e-3)
 
 
+@pytest.mark.parametrize("padded", [True, False])
+def test_decode_steps_from_the_cache_match_transformers_logits(padded):
+    plain, fused = windowed_pair()
+    ids, mask = padded_batch(plain.config.vocab_size)
+    if not padded:
+        mask = torch.ones_like(mask)
+    steps = torch.randint(0, plain.config.vocab_size, (3, 8),
+                          generator=torch.Generator().manual_seed(2))
+    logits = []
+    with torch.no_grad():
+        for model in (plain, fused):
+            out = model(ids, attention_mask=mask, use_cache=True)
+            cache, seen, per_step = out.past_key_values, mask, []
+            for n in range(steps.shape[1]):  # one query a row, past the 5-token window
+                seen = torch.cat([seen, torch.ones_like(seen[:, :1])], dim=1)
+                out = model(steps[:, n : n + 1], attention_mask=seen if padded else None,
+                            past_key_values=cache, use_cache=True)
+                cache = out.past_key_values
+                per_step.append(out.logits[:, -1])
+            logits.append(torch.stack(per_step))
+    assert torch.allclose(logits[0], logits[1], atol=1e-5)
+
+
 def test_greedy_answers_and_bf16_weights_match():
     plain, fused = windowed_pair()
     ids, mask = padded_batch(plain.config.vocab_size)

@@ -358,3 +358,16 @@ def test_a_generation_config_it_cannot_follow_falls_back_to_generate(policy):
     assert ([r.response_ids for r in generate(llama, tok, PROMPTS, greedy)]
             == [r.response_ids for r in generate(llama, tok, PROMPTS, greedy,
                                                  decoder="generate")])
+
+
+def test_exponential_noise_is_torchs_own_draw_for_the_seed():
+    from rlhfx.sampling import _exponential_noise
+
+    torch.manual_seed(11)
+    theirs = torch.empty((48, 4999)).exponential_(1)
+    after_theirs = torch.rand(3)
+    torch.manual_seed(11)
+    mine = _exponential_noise((48, 4999), torch.float32, torch.device("cpu"))
+    assert mine.dtype == torch.float32 and mine.shape == (48, 4999)
+    assert torch.equal(mine, theirs)
+    assert torch.equal(torch.rand(3), after_theirs)  # the generator moved on as far

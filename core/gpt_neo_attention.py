@@ -8,12 +8,11 @@ in one call: GPT-Neo's scores (no 1/sqrt(d) scaling) in float32, its causal or l
 the padding mask; outputs agree up to rounding, except at query positions that see nothing
 but padding (their outputs feed nothing). The kernel runs in float32 under bf16 autocast
 too (torch's bf16 kernel is the slower one on a CPU). Attention weights asked for
-(`output_attentions`), dropout while training, and a decode step from a bf16 cache (casting
-the whole cache costs more than the Python path) take transformers' own path. Measured on the
+(`output_attentions`) and dropout while training take transformers' own path. Measured on the
 tiny GPT-Neo (128 rows x 84 tokens, one thread): a forward and backward 0.85x the time in
-float32, 0.8x under bf16 autocast. A decode step (one query per row) takes the two products
-and softmax without the kernel, which is slower at that shape: 128 answers x 64 tokens sampled
-in 0.9x the time.
+float32, 0.8x under bf16 autocast. A decode step (one query per row) takes transformers'
+arithmetic (float32 scores, probabilities in the cache's dtype) without its Python masking, and
+not the kernel, which is slower at that shape: 128 answers x 64 tokens sampled in 0.9x the time.
 """
 
 from __future__ import annotations
@@ -51,30 +50,25 @@ def _fused_class() -> type:
                                    output_attentions, **kwargs)
 
         def _attn(self, query: Any, key: Any, value: Any, attention_mask: Any = None) -> Any:
-            queries, keys = query.size(-2), key.size(-2)
-            # a decode step from a bf16 cache: casting the whole cache to float32 for the
-            # kernel costs more than the Python path saves
-            cast_cache = queries == 1 and key.dtype != torch.float32
-            if cast_cache or self.weights_wanted or (self.training and self.attn_dropout.p > 0):
+            if self.weights_wanted or (self.training and self.attn_dropout.p > 0):
                 return super()._attn(query, key, value, attention_mask)
+            queries, keys = query.size(-2), key.size(-2)
             allowed = self.bias[:, :, keys - queries : keys, :keys]
             if attention_mask is None:
                 mask = allowed
             else:
                 mask = torch.where(allowed, attention_mask.to(torch.float32), float("-inf"))
-            # float32 under autocast too: torch's bf16 kernel is the slower one on a CPU
-            dtype = value.dtype
             with torch.autocast(query.device.type, enabled=False):
-                query, key = query.to(torch.float32), key.to(torch.float32)
-                value = value.to(torch.float32)
                 if queries == 1:  # a decode step: two small products beat the kernel's setup
-                    scores = torch.matmul(query, key.transpose(-1, -2))
+                    scores = torch.matmul(query.to(torch.float32),
+                                          key.to(torch.float32).transpose(-1, -2))
                     scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
                               else scores + mask)
-                    out = torch.matmul(scores.softmax(dim=-1), value)
-                else:
-                    out = torch.nn.functional.scaled_dot_product_attention(
-                        query, key, value, attn_mask=mask, scale=1.0)
-            return out.to(dtype), None
+                    return torch.matmul(scores.softmax(dim=-1).to(value.dtype), value), None
+                # float32 under autocast too: torch's bf16 kernel is the slower one on a CPU
+                out = torch.nn.functional.scaled_dot_product_attention(
+                    query.to(torch.float32), key.to(torch.float32), value.to(torch.float32),
+                    attn_mask=mask, scale=1.0)
+            return out.to(value.dtype), None
 
     return FusedGPTNeoSelfAttention

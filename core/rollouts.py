@@ -247,7 +247,8 @@ class FiniteLogits:
     """A logits processor that notes rows whose next-token distribution is broken (a NaN or
     +inf logit, or every token at -inf: what a diverged policy gives) and makes them uniform
     so that sampling goes on; `watching()` raises `NonFinite` after `generate` returns. The
-    note stays on the device (no synchronisation per token)."""
+    note stays on the device (no synchronisation per token); on a CPU, where reading it costs
+    nothing, sound logits are returned as they are (no copy of the vocabulary per step)."""
 
     def __init__(self) -> None:
         self.broken: Any = None
@@ -259,6 +260,8 @@ class FiniteLogits:
         # -inf (every token at -inf) exactly when the row is broken
         rows = ~torch.isfinite(scores.amax(-1))
         self.broken = rows.any() if self.broken is None else self.broken | rows.any()
+        if scores.device.type == "cpu" and not bool(rows.any()):  # no wait to read it here
+            return scores
         return torch.where(rows.unsqueeze(-1), torch.zeros_like(scores), scores)
 
     @contextlib.contextmanager

@@ -81,8 +81,11 @@ def test_the_logits_guard_marks_only_broken_rows():
     assert torch.equal(out[1:4], torch.zeros(3, 3))
     assert torch.equal(out[[0, 4]], scores[[0, 4]])
     fine = FiniteLogits()
-    fine(None, scores[[0, 4]])
+    sound = scores[[0, 4]]
+    assert fine(None, sound) is sound  # on a CPU sound logits are not copied
     assert not bool(fine.broken)
+    fine(None, scores)  # a later broken step is still noted
+    assert bool(fine.broken)
 
 
 SMALL = {"batch_size": 4, "k": 4, "mini_batch_size": 8, "epochs": 2, "min_new_tokens": 8,

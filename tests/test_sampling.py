@@ -371,3 +371,29 @@ def test_exponential_noise_is_torchs_own_draw_for_the_seed():
     assert mine.dtype == torch.float32 and mine.shape == (48, 4999)
     assert torch.equal(mine, theirs)
     assert torch.equal(torch.rand(3), after_theirs)  # the generator moved on as far
+
+
+@pytest.mark.parametrize("vocab", [1000, 1024, 37])
+def test_inverse_cdf_in_blocks_draws_what_the_whole_cumulative_sum_draws(vocab):
+    from rlhfx.sampling import _inverse_cdf
+
+    g = torch.Generator().manual_seed(vocab)
+    probs = torch.rand((400, vocab), generator=g) ** 4
+    probs[torch.rand((400, vocab), generator=g) < 0.5] = 0.0  # top-k / top-p cuts
+    probs[:5, 300 % vocab:] = 0.0  # whole blocks at the end without mass
+    probs[5, :] = 0.0
+    probs[5, vocab - 1] = 1.0  # all the mass on the last token
+    probs[6, :] = 0.0
+    probs[6, 0] = 2.0  # ... or the first
+    probs = probs.softmax(-1) * (probs > 0)
+    u = torch.rand((400, 1), dtype=torch.float64, generator=g)
+    u[:20] = 1 - 2.0**-53  # the largest draw: never past the last token with mass
+    u[20:30] = 0.0
+    cdf = probs.double().cumsum(-1)
+    expected = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
+    got = _inverse_cdf(probs, u, block=64)
+    assert bool((probs.gather(1, got[:, None]) > 0).all())
+    assert torch.equal(got[20:], expected[20:])
+    # at u = 1 - 2^-53 the whole sum's search runs past the last token with mass
+    last = torch.tensor([int((row > 0).nonzero().max()) for row in probs[:20]])
+    assert torch.equal(got[:20], last)

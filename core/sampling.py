@@ -19,10 +19,10 @@ without transformers' `generate` machinery:
   vocabulary entry): the samples are `generate`'s own for the same seed, up to floating-point
   noise in the logits (other batch shapes, other padding) flipping a borderline draw.
   `Decoding.generate_noise = False` draws one uniform per row and step through the cumulative
-  distribution instead: as exact a draw, reproducible for a seed, other samples, and far less
-  noise to make (48 rows x 49k tokens of Exp(1) per step took about a fifth of a short run on
-  a loaded 2-core CPU when drawn as torch draws it; `_exponential_noise` draws the same
-  numbers three times as fast).
+  distribution instead: a draw as exact (up to float32 rounding), reproducible for a seed,
+  other samples, and far less noise to make (48 rows x 49k tokens of Exp(1) per step took
+  about a fifth of a short run on a loaded 2-core CPU when drawn as torch draws it;
+  `_exponential_noise` draws the same numbers three times as fast).
 
 What it returns are the tokens exactly as sampled: up to and including EOS or the token that
 completed a stop string, nothing after (no padding).
@@ -71,8 +71,9 @@ class Decoding:
     group_prefill: bool = True
     #: Draw the noise as `generate` does (Exp(1) for every row and vocabulary entry: the same
     #: samples as `generate` for the same seed). False: one uniform per row and step through
-    #: the cumulative distribution, an exact draw from the same distribution, reproducible
-    #: for a seed, but other samples than `generate`'s (and far less noise to draw).
+    #: the cumulative distribution, a draw from the same distribution (up to float32
+    #: rounding), reproducible for a seed, but other samples than `generate`'s (and far less
+    #: noise to draw).
     generate_noise: bool = True
     stats: dict[str, Any] = field(default_factory=dict)  # filled in: groups, steps, rows per step
     #: Called as `watch(None, logits)` on each step's logits before a token is chosen, and
@@ -404,15 +405,17 @@ def _inverse_cdf(probs: Any, u: Any, block: int = 256) -> Any:
 
     In two steps, blocks of `block` tokens and then the tokens of the chosen block: the
     cumulative sum of a whole float64 copy of the vocabulary, one number after another, was
-    a twentieth of a bf16 sampling run."""
+    a twentieth of a bf16 sampling run. A block's total is summed in float32 (a float64 copy
+    of the vocabulary alone cost more than the rest of the draw), so a block's odds may be
+    off by float32 rounding, as each token's probability already is."""
     import torch
 
     rows, vocab = probs.shape
     whole = vocab // block * block
-    sums = [probs[:, :whole].reshape(rows, -1, block).sum(-1, dtype=torch.float64)]
+    sums = [probs[:, :whole].reshape(rows, -1, block).sum(-1)]
     if whole < vocab:
-        sums.append(probs[:, whole:].sum(-1, keepdim=True, dtype=torch.float64))
-    edges = torch.cat(sums, dim=1).cumsum(dim=-1)
+        sums.append(probs[:, whole:].sum(-1, keepdim=True))
+    edges = torch.cat(sums, dim=1).double().cumsum(dim=-1)
     target = u * edges[:, -1:]
     chosen = torch.searchsorted(edges, target, right=True).clamp(max=edges.shape[1] - 1)
     before = torch.where(chosen > 0, edges.gather(1, (chosen - 1).clamp(min=0)), 0.0)

@@ -378,14 +378,14 @@ def test_inverse_cdf_in_blocks_draws_what_the_whole_cumulative_sum_draws(vocab):
     from rlhfx.sampling import _inverse_cdf
 
     g = torch.Generator().manual_seed(vocab)
-    probs = torch.rand((400, vocab), generator=g) ** 4
+    # multiples of 2^-20 below 2^-10: every sum exact in float32, as in float64
+    probs = torch.randint(0, 1024, (400, vocab), generator=g).float() * 2.0**-20
     probs[torch.rand((400, vocab), generator=g) < 0.5] = 0.0  # top-k / top-p cuts
     probs[:5, 300 % vocab:] = 0.0  # whole blocks at the end without mass
     probs[5, :] = 0.0
-    probs[5, vocab - 1] = 1.0  # all the mass on the last token
+    probs[5, vocab - 1] = 2.0**-10  # all the mass on the last token
     probs[6, :] = 0.0
-    probs[6, 0] = 2.0  # ... or the first
-    probs = probs.softmax(-1) * (probs > 0)
+    probs[6, 0] = 2.0**-11  # ... or the first
     u = torch.rand((400, 1), dtype=torch.float64, generator=g)
     u[:20] = 1 - 2.0**-53  # the largest draw: never past the last token with mass
     u[20:30] = 0.0

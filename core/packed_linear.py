@@ -3,11 +3,12 @@
 A bf16 product on a CPU through `F.linear` hands oneDNN a plain row-major weight, which it
 lays out again for its kernel at every call; sampling calls every layer once a token. Packed
 once per sampling call (`torch.ops.mkldnn._reorder_linear_weight`, as inductor's CPU code
-does when it freezes a model), the products give the same numbers, bit for bit, 10-30%
-faster at a decode step's shapes, the LM head's the most (SmolLM2-135M, 48 rows, 2 threads
-of an AVX512-BF16 EPYC: 269 -> 358 GFLOP/s). Only bf16 weights are packed: in float32 the
-packed kernel adds in another order (other rounding), and float32 sampling keeps
-`generate`'s numbers.
+does when it freezes a model), the products give the same numbers bit for bit (those
+`F.linear` gives for a contiguous input; a probe checks it at first use), 10-30% faster at
+a decode step's shapes, the LM head's the most (SmolLM2-135M, 48 rows, 2 threads of an
+AVX512-BF16 EPYC: 269 -> 358 GFLOP/s). Only bf16 weights are packed: in float32 the packed
+kernel adds in another order (other rounding), and float32 sampling keeps `generate`'s
+numbers.
 """
 
 from __future__ import annotations
@@ -29,17 +30,16 @@ def packed_linears(model: Any, rows: int) -> Iterator[int]:
     import torch
 
     packed: list[Any] = []
-    if _packing_works():
-        for module in model.modules():
+    try:
+        for module in model.modules() if _packing_works() else ():
             weight = getattr(module, "weight", None)
             if (type(module) is torch.nn.Linear and weight is not None
                     and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
                     and weight.numel() >= _MIN_ELEMENTS):
                 module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
                     weight.detach(), max(1, rows))
-                module.__class__ = _packed_class()
                 packed.append(module)
-    try:
+                module.__class__ = _packed_class()
         yield len(packed)
     finally:
         for module in packed:

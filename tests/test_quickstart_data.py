@@ -85,7 +85,34 @@ def test_every_kind_of_bad_answer_is_well_represented(files):
     for path in PAIR_FILES:
         kinds = Counter(r["kind"] for r in files[path])
         assert set(kinds) == set(generator.KINDS)
-        assert min(kinds.values()) >= 0.15 * len(files[path]), kinds
+        assert min(kinds.values()) >= 0.12 * len(files[path]), kinds
+        # one unfinished pair a topic
+        assert kinds["unfinished"] == len({r["topic"] for r in files[path]})
+
+
+def test_unfinished_answers_stop_mid_sentence_and_lose_to_whole_ones(files):
+    long_answers = {t.subject: t.long for t in generator.TOPICS}
+    for path in PAIR_FILES:
+        rows = [r for r in files[path] if r["kind"] == "unfinished"]
+        for row in rows:
+            chosen, rejected = row["chosen"].strip(), row["rejected"].strip()
+            assert chosen.endswith((".", "!", "?")), row
+            assert not rejected.endswith((".", "!", "?")), row
+            # a cut of the topic's long answer, at or inside a word
+            assert long_answers[row["topic"]].startswith(rejected), row
+        # the whole answer is the shorter one in about half of them
+        shorter = sum(len(r["chosen"]) < len(r["rejected"]) for r in rows)
+        assert 0.4 * len(rows) <= shorter <= 0.6 * len(rows)
+
+
+def test_cut_mid_sentence_never_cuts_at_a_sentence_end():
+    import random
+
+    text = "One two. Three four five! Six seven? Eight nine ten eleven."
+    for seed in range(50):
+        cut = generator.cut_mid_sentence(text, 5, random.Random(seed))
+        assert text.startswith(cut) and len(cut) > 5
+        assert not cut.endswith((".", "!", "?")), cut
 
 
 @pytest.mark.parametrize("measure", [len, lambda text: len(text.split())], ids=["chars", "words"])

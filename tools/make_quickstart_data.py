@@ -4,7 +4,8 @@ templates (not part of the package, which ships the files this writes).
     python tools/make_quickstart_data.py          # rewrites plugins/quickstart/data/
 
 Each pair puts a helpful answer (a topic's short or long answer) against one unhelpful kind:
-evasive, rude, off-topic, repetitive or junk-filled. Lengths are balanced pair by pair (the
+evasive, rude, off-topic, repetitive, junk-filled, or unfinished (a helpful answer cut off
+mid-sentence, as by a length limit). Lengths are balanced pair by pair (the
 chosen answer is the longer one in about half of the pairs, in every kind where the kind allows
 it), so a reward model cannot win on length; the off-topic answers are fluent, helpful answers
 to another question, so it must read the prompt. A quarter of the topics are held out: their
@@ -33,7 +34,9 @@ from rlhfx.plugins.quickstart import (
 
 SEED = 20261123
 HELD_OUT_FRACTION = 0.25
-KINDS = ("evasive", "rude", "off_topic", "repetitive", "junk")
+KINDS = ("evasive", "rude", "off_topic", "repetitive", "junk", "unfinished")
+#: The kinds `make_pairs` draws from; "unfinished" pairs come from `unfinished_pairs`.
+BAD_KINDS = KINDS[:-1]
 #: Pairs per topic: one of each kind, plus this many of kinds drawn at random.
 EXTRA_PAIRS_TRAIN, EXTRA_PAIRS_HELD_OUT = 1, 0
 MULTI_TURN_FRACTION = 0.25
@@ -214,7 +217,7 @@ def choose(good: Sequence[str], bad: Sequence[str], chosen_longer: bool, rng: ra
 def make_pairs(topics: Sequence[Topic], extra: int, rng: random.Random) -> list[dict]:
     rows = []
     for topic in topics:
-        kinds = [*KINDS, *rng.sample(KINDS, extra)]
+        kinds = [*BAD_KINDS, *rng.sample(BAD_KINDS, extra)]
         for n, kind in enumerate(kinds):
             question = topic.questions[n % len(topic.questions)]
             turns = context(topic, topics, rng)
@@ -230,6 +233,56 @@ def make_pairs(topics: Sequence[Topic], extra: int, rng: random.Random) -> list[
                 "topic": topic.subject,
             })
     rng.shuffle(rows)
+    return rows
+
+
+def cut_mid_sentence(text: str, min_chars: int, rng: random.Random) -> str:
+    """`text` stopped mid-sentence past `min_chars` characters, as an answer looks when it runs
+    into a length limit: after a word that does not end a sentence, sometimes inside a word."""
+    words = text.split()
+    ends = [n for n in range(1, len(words))  # cut after words[:n]
+            if len(" ".join(words[:n])) > min_chars and not words[n - 1].endswith((".", "!", "?"))]
+    n = rng.choice(ends or [len(words) - 1])
+    cut = " ".join(words[:n])
+    if rng.random() < 0.3 and len(words[n]) > 3:
+        cut += " " + words[n][: rng.randint(1, len(words[n]) - 2)]
+    return cut
+
+
+def unfinished_pairs(topics: Sequence[Topic], seed: int) -> list[dict]:
+    """Two pairs a topic, each a whole answer against the long answer cut off mid-sentence:
+    the whole long answer against an early cut of itself, and a longer cut against either the
+    whole short answer or the long answer's first sentences (alternately). A reward model
+    then prefers an answer that ends over one stopped by a length limit, whichever is longer.
+    Their own random stream, so that the other pairs do not change with them."""
+    rng = random.Random(seed)
+    rows = []
+    for n, topic in enumerate(topics):
+        long_sentences = _sentences(topic.long)
+        opening = " ".join(long_sentences[: max(1, len(long_sentences) // 2)])
+        shorter_whole = topic.short if n % 2 or opening == topic.long else opening
+        for chosen, rejected in (
+            (topic.long, cut_mid_sentence(topic.long, len(topic.long) // 3, rng)),
+            (shorter_whole, cut_mid_sentence(topic.long, len(shorter_whole) + 10, rng)),
+        ):
+            question = topic.questions[rng.randrange(len(topic.questions))]
+            rows.append({
+                "prompt": hh_prompt(context(topic, topics, rng), question),
+                "chosen": " " + chosen,
+                "rejected": " " + rejected,
+                "kind": "unfinished",
+                "topic": topic.subject,
+            })
+    return rows
+
+
+def with_unfinished(pairs: list[dict], topics: Sequence[Topic], seed: int) -> list[dict]:
+    """`pairs` with the topics' unfinished pairs put in at random places (the others keep
+    their order)."""
+    rng = random.Random(seed)
+    rows = list(pairs)
+    for row in unfinished_pairs(topics, seed + 1):
+        rows.insert(rng.randint(0, len(rows)), row)
     return rows
 
 
@@ -269,8 +322,9 @@ def build() -> dict[Path, list[dict]]:
     rng = random.Random(SEED)
     train, held_out = split_topics(rng)
     return {
-        TRAIN_PAIRS: make_pairs(train, EXTRA_PAIRS_TRAIN, rng),
-        HELD_OUT_PAIRS: make_pairs(held_out, EXTRA_PAIRS_HELD_OUT, rng),
+        TRAIN_PAIRS: with_unfinished(make_pairs(train, EXTRA_PAIRS_TRAIN, rng), train, SEED + 2),
+        HELD_OUT_PAIRS: with_unfinished(make_pairs(held_out, EXTRA_PAIRS_HELD_OUT, rng),
+                                        held_out, SEED + 4),
         TRAIN_PROMPTS: make_prompts(train, rng),
         EVAL_PROMPTS: make_prompts(held_out, rng) + eval_only_prompts(SEED + 1),
     }

@@ -1,9 +1,10 @@
 """The quickstart's shipped data: a small preference set written for rlhfx, and prompts.
 
 Every pair sets a helpful answer against an unhelpful one (evasive, rude, off-topic, repetitive,
-junk-filled, or cut off mid-sentence) in the Dahoas layout (`prompt` ending in "Assistant:", `chosen`, `rejected`),
-which the data stage reads. `tools/make_quickstart_data.py` (outside the package) writes the
-files from templates; the files are committed so that a run never depends on the generator.
+junk-filled, or cut off mid-sentence) in the Dahoas layout (`prompt` ending in "Assistant:",
+`chosen`, `rejected`), which the data stage reads. `tools/make_quickstart_data.py` (outside
+the package) writes the files from templates; the files are committed so that a run never
+depends on the generator.
 Recipes name them as `pkg:rlhfx.plugins.quickstart/data/<file>`.
 """
 

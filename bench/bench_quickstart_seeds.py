@@ -122,6 +122,25 @@ def _training_view(align: Path) -> dict[str, Any] | None:
             "reward_after": means[1]}
 
 
+def verdict_by_ending(rows: list[dict[str, Any]], a: str, b: str) -> dict[str, list[int]]:
+    """The judge's verdict of `a` over `b` split by which of the two answers ended by itself:
+    {"a ended, b cut": [wins, losses, ties], ...}. Shows how much of a win rate is answers
+    that end against answers cut at the length limit. A discarded answer (no reward) loses to
+    a scored one, as in the evaluate stage."""
+    out: dict[str, list[int]] = {}
+    for row in rows:
+        answers = row.get("answers") or {}
+        if a not in answers or b not in answers:
+            continue
+        x, y = answers[a], answers[b]
+        key = (f"{a} {'ended' if x.get('finished') else 'cut'}, "
+               f"{b} {'ended' if y.get('finished') else 'cut'}")
+        rx, ry = (float("-inf") if v.get("reward") is None else v["reward"] for v in (x, y))
+        tally = out.setdefault(key, [0, 0, 0])
+        tally[0 if rx > ry else 1 if rx < ry else 2] += 1
+    return dict(sorted(out.items()))
+
+
 def summarise(run: Path) -> dict[str, Any]:
     """Everything the table shows, read from a finished run directory."""
     stages = run / "stages"
@@ -139,6 +158,7 @@ def summarise(run: Path) -> dict[str, Any]:
         models = {m["label"]: m for m in verdict.get("models", [])}
         out["judge"]["mean_reward"] = {k: m.get("mean_reward") for k, m in models.items()}
         out["finished_rate"] = {k: m.get("finished_rate") for k, m in models.items()}
+        out["by_ending"] = verdict_by_ending(verdict.get("rows") or [], c["a"], c["b"])
     out["training"] = _training_view(stages / "align")
     accuracy = {}
     for stage in sorted(stages.glob("*/eval.json")) if stages.is_dir() else []:
@@ -187,6 +207,10 @@ def lines_for(seed: int | None, s: dict[str, Any], seconds: float | None = None)
     if finished:
         out.append("  answers that ended by themselves (not at the length limit): " + ", ".join(
             f"{k} {_f(v, 2)}" for k, v in finished.items()))
+    by_ending = s.get("by_ending") or {}
+    if by_ending:
+        out.append("  judge's verdict by which answers ended (wins/losses/ties): " + "; ".join(
+            f"{k} {w}/{lo}/{t}" for k, (w, lo, t) in by_ending.items()))
     for stage, acc in s.get("rm_accuracy", {}).items():
         out.append(f"  {stage}: held-out pairwise accuracy {_f(acc['accuracy'])} "
                    f"[{_f(acc['ci_low'])}, {_f(acc['ci_high'])}] on {_f(acc['pairs'], 0)} pairs")

@@ -59,12 +59,14 @@ def test_the_seed_goes_into_the_run_table(bench, text):
 
 
 def test_the_quickstart_recipe_takes_a_seed_and_an_answer_limit(bench):
+    shipped = tomllib.loads(bench.RECIPE.read_text(encoding="utf-8"))
     text = bench.with_seed(bench.RECIPE.read_text(encoding="utf-8"), 3)
-    text = bench.set_in_table(text, "stages.evaluate", "max_new_tokens", "96")
+    text = bench.set_in_table(text, "stages.evaluate", "max_new_tokens", "196")
     recipe = tomllib.loads(text)
-    assert recipe["run"]["seed"] == 3 and recipe["stages"]["evaluate"]["max_new_tokens"] == 96
+    assert recipe["run"]["seed"] == 3 and recipe["stages"]["evaluate"]["max_new_tokens"] == 196
     # the align stage's own limits are left alone
-    assert recipe["stages"]["align"]["algorithm"]["max_new_tokens"] == 40
+    limit = shipped["stages"]["align"]["algorithm"]["max_new_tokens"]
+    assert limit != 196 and recipe["stages"]["align"]["algorithm"]["max_new_tokens"] == limit
     added = tomllib.loads(bench.set_in_table("[run]\nseed = 1\n", "stages.evaluate", "x", "2"))
     assert added == {"run": {"seed": 1}, "stages": {"evaluate": {"x": 2}}}
 
@@ -93,6 +95,18 @@ def fake_quickstart_run(run: Path) -> Path:
                          "ci_level": 0.95, "sign_test_p": 0.2026, "lc_win_rate": 0.55,
                          "lc_ci_low": 0.41, "lc_ci_high": 0.69, "mean_length_a": 240.4,
                          "mean_length_b": 180.6}],
+        "rows": [
+            {"answers": {"before": {"reward": 0.1, "finished": False},
+                         "after": {"reward": 0.3, "finished": True}}},
+            {"answers": {"before": {"reward": 0.5, "finished": True},
+                         "after": {"reward": 0.2, "finished": True}}},
+            {"answers": {"before": {"reward": 0.2, "finished": True},
+                         "after": {"reward": None, "finished": True}}},  # discarded: loses
+            {"answers": {"before": {"reward": None, "finished": False},
+                         "after": {"reward": 0.0, "finished": False}}},
+            {"answers": {"before": {"reward": 0.4, "finished": False},
+                         "after": {"reward": 0.4, "finished": True}}},
+        ],
     }))
     for name, accuracy in (("reward_model", 0.864), ("judge", 0.84)):
         (run / "stages" / name).mkdir(parents=True)
@@ -106,6 +120,9 @@ def test_figures_read_from_a_run(bench, tmp_path):
     s = bench.summarise(fake_quickstart_run(tmp_path / "run"))
     assert s["judge"]["win_rate"] == 0.6 and s["judge"]["sign_test_p"] == 0.2026
     assert s["finished_rate"] == {"before": 0.4, "after": 0.62}
+    assert s["by_ending"] == {"after cut, before cut": [1, 0, 0],
+                              "after ended, before cut": [1, 0, 1],
+                              "after ended, before ended": [0, 2, 0]}
     # the training reward's own eval: both prompts won (5 > 1, 4 over a discarded answer)
     t = s["training"]
     assert (t["win_rate"], t["n"], t["reward_before"], t["reward_after"]) == (1.0, 2, 1.0, 4.5)
@@ -118,6 +135,8 @@ def test_figures_read_from_a_run(bench, tmp_path):
             "181 characters") in text
     assert "mean reward 1.000 -> 4.500 (gain 3.500)" in text
     assert "ended by themselves (not at the length limit): before 0.40, after 0.62" in text
+    assert ("verdict by which answers ended (wins/losses/ties): after cut, before cut 1/0/0; "
+            "after ended, before cut 1/0/1; after ended, before ended 0/2/0") in text
     assert "reward_model: held-out pairwise accuracy 0.864 [0.804, 0.914] on 125 pairs" in text
     (line,) = bench.summary_lines([(1, s, 400.0), (2, s, 500.0)])
     assert "mean 0.600" in line and "above 0.5 in 0 of 2" in line and "median 450 s" in line

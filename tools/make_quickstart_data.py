@@ -5,9 +5,9 @@ templates (not part of the package, which ships the files this writes).
 
 Each pair puts a helpful answer (a topic's short or long answer) against one unhelpful kind:
 evasive, rude, off-topic, repetitive, junk-filled, or unfinished (a helpful answer cut off
-mid-sentence, as by a length limit). Lengths are balanced pair by pair (the
-chosen answer is the longer one in about half of the pairs, in every kind where the kind allows
-it), so a reward model cannot win on length; the off-topic answers are fluent, helpful answers
+mid-sentence, as by a length limit). Lengths are balanced pair by pair (the chosen answer is
+the longer one in about half of the pairs, in every kind where the kind allows it), so a
+reward model cannot win on length; the off-topic answers are fluent, helpful answers
 to another question, so it must read the prompt. A quarter of the topics are held out: their
 pairs measure the reward model's accuracy and their questions are the evaluation prompts.
 Deterministic: the same code writes the same files (a test checks the committed ones).
@@ -252,8 +252,8 @@ def cut_mid_sentence(text: str, min_chars: int, rng: random.Random) -> str:
 def unfinished_pairs(topics: Sequence[Topic], seed: int) -> list[dict]:
     """Two pairs a topic, each a whole answer against the long answer cut off mid-sentence:
     the whole long answer against an early cut of itself, and a longer cut against either the
-    whole short answer or the long answer's first sentences (alternately). A reward model
-    then prefers an answer that ends over one stopped by a length limit, whichever is longer.
+    whole short answer or the long answer's first sentences (alternately). They teach a reward
+    model to prefer an answer that ends over one stopped by a length limit, whichever is longer.
     Their own random stream, so that the other pairs do not change with them."""
     rng = random.Random(seed)
     rows = []

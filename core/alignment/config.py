@@ -67,6 +67,11 @@ class AlgorithmConfig(ComponentConfig):
     #: (the hard form of DAPO's overlong penalty, Yu et al. 2025). 0: off. Evaluation rewards
     #: are never changed.
     unfinished_penalty: float = Field(default=0.0, ge=0)
+    #: Answers that end by themselves within this many tokens of `max_new_tokens` lose a share
+    #: of `unfinished_penalty` growing linearly to all of it at the limit (DAPO's soft overlong
+    #: punishment), so the answers kept end with room to spare. 0: off. Single-turn answers
+    #: only (`rlhfx.alignment.overlong`).
+    overlong_buffer: int = Field(default=0, ge=0)
     #: Take the reward's linear trend in answer length (tokens) out of each iteration's
     #: samples before ranking and advantages (after `unfinished_penalty`), so the policy is
     #: not taught to say more because the reward model pays for length
@@ -120,6 +125,16 @@ class AlgorithmConfig(ComponentConfig):
         if self.min_new_tokens is not None and self.min_new_tokens > self.max_new_tokens:
             raise ValueError(
                 f"min_new_tokens ({self.min_new_tokens}) is above max_new_tokens "
+                f"({self.max_new_tokens})"
+            )
+        if self.overlong_buffer and not self.unfinished_penalty:
+            raise ValueError(
+                f"overlong_buffer = {self.overlong_buffer} needs unfinished_penalty above 0 "
+                "(the buffer's penalty grows to it)"
+            )
+        if self.overlong_buffer >= self.max_new_tokens:
+            raise ValueError(
+                f"overlong_buffer ({self.overlong_buffer}) must be below max_new_tokens "
                 f"({self.max_new_tokens})"
             )
         return self

@@ -26,6 +26,7 @@ from rlhfx.alignment.checkpoints import Checkpoints, LoopState
 from rlhfx.alignment.config import AlgorithmConfig
 from rlhfx.alignment.length_control import remove_length_trend
 from rlhfx.alignment.nonfinite import NonFinite, advice
+from rlhfx.alignment.overlong import overlong_penalty
 from rlhfx.alignment.schedule import iteration_seed, prompt_indices, shard_positions
 from rlhfx.alignment.schema import (
     SCHEMA_VERSION,
@@ -345,9 +346,13 @@ class AlignmentLoop:
                 s.extra["nonfinite_reward"] = s.reward
                 s.reward, s.discarded = None, True
                 s.discard_reason = f"non-finite reward from '{setup.reward.name}'"
-            elif s.reward is not None and not s.finished and self.config.unfinished_penalty:
-                s.extra["unfinished_penalty"] = self.config.unfinished_penalty
-                s.reward -= self.config.unfinished_penalty
+            elif s.reward is not None and self.config.unfinished_penalty:
+                c = self.config
+                lost = overlong_penalty(len(s.response_ids), s.finished, c.max_new_tokens,
+                                        c.overlong_buffer, c.unfinished_penalty)
+                if lost:
+                    s.extra["unfinished_penalty" if not s.finished else "overlong_penalty"] = lost
+                    s.reward -= lost
         everyone = [s for part in distributed.gather_objects(mine) for s in part]
         everyone.sort(key=lambda s: (s.prompt_id, s.sample))
         return everyone

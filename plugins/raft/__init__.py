@@ -78,7 +78,7 @@ class Raft(AlignmentAlgorithm[RaftConfig]):
                 c, finished=[s.finished for s in selected],
             )
         out = finetune(self.policy, run.tokenizer, examples, self._arguments(batch.shared_seed),
-                       sharded=run.sharded)
+                       sharded=run.sharded, end_of_turn_weight=c.end_of_turn_weight)
         # Parameters plus the optimizer state while training (the Trainer's fresh optimizer;
         # the most any process held): under fsdp each process holds its shards only.
         held = max(run.gather(out.pop("held_bytes", 0)))

@@ -58,6 +58,10 @@ class RaftConfig(AlgorithmConfig):
     #: Put EOS after each selected response that ended (at EOS or a stop string), so the
     #: policy learns where an answer ends; one cut by the length limit gets no EOS.
     append_eos: bool = True
+    #: How much the loss at an answer's end-of-turn (EOS) target counts against any other
+    #: token's: above 1 the policy learns more firmly to end where the answers kept ended (a
+    #: few EOS targets among many words otherwise teach it slowly). 1: the plain loss.
+    end_of_turn_weight: float = Field(default=1.0, gt=0)
     #: Text between prompt and cleaned response in the training text. None (default): the
     #: whitespace the policy generated before its answer (which `strip` removed for scoring).
     response_separator: str | None = None

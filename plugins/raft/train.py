@@ -111,6 +111,26 @@ def episode_examples(samples: Sequence[Any], train_on_prompt: bool) -> list[dict
     return out
 
 
+def end_weighted_loss(eos_id: int, weight: float) -> Any:
+    """The Trainer's `compute_loss_func`: next-token cross-entropy where an EOS target counts
+    `weight` times, normalised as the models' own loss is (over the label tokens of the
+    accumulated batch when the Trainer counts them, else of this batch), so `weight = 1`
+    gives the model's loss exactly."""
+    import torch
+
+    def loss(outputs: Any, labels: Any, num_items_in_batch: Any = None) -> Any:
+        logits = outputs.logits[:, :-1].float()
+        targets = labels[:, 1:].to(logits.device).reshape(-1)
+        per_token = torch.nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), targets, ignore_index=-100, reduction="none")
+        weights = torch.where(targets == eos_id, weight, 1.0)
+        total = (per_token * weights).sum()
+        count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+        return total / count
+
+    return loss
+
+
 def _progress_callback(progress: Any, description: str) -> Any:
     from transformers import TrainerCallback
 
@@ -196,10 +216,12 @@ def finetune(
     args: Any,
     progress: Any = None,
     sharded: bool = False,
+    end_of_turn_weight: float = 1.0,
 ) -> dict[str, Any]:
     """One pass of `args.num_train_epochs` over `examples`; returns the training loss and the
     optimiser steps (`train_steps`). `sharded`: the model is FSDP2-sharded (accelerate keeps
-    an already sharded model as it is, so a fresh Trainer each iteration costs no re-wrap)."""
+    an already sharded model as it is, so a fresh Trainer each iteration costs no re-wrap).
+    `end_of_turn_weight`: see `end_weighted_loss` (1: the model's own loss)."""
     from transformers import Trainer
     from transformers.trainer_callback import PrinterCallback
 
@@ -217,6 +239,8 @@ def finetune(
         data_collator=partial(pad_examples, pad_id=tokenizer.pad_token_id,
                               trim_logits=accepts_logits_to_keep(model)),
         callbacks=[_progress_callback(progress, "training")],
+        **({"compute_loss_func": end_weighted_loss(tokenizer.eos_token_id, end_of_turn_weight)}
+           if end_of_turn_weight != 1 and tokenizer.eos_token_id is not None else {}),
     )
     trainer.remove_callback(PrinterCallback)  # our summary line reports the loss
     result = trainer.train()

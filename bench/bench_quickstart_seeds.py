@@ -11,9 +11,10 @@ pays for it. Printed for each seed:
 
 - the independent judge (the evaluate stage): win rate of after over before, its 95% interval,
   wins / losses / ties and the sign test's p;
-- beside it, the training reward model's view (the reward RAFT optimised): its win rate of the
-  final policy's held-out eval answers over the first ones, and its mean eval reward before and
-  after;
+- beside it, the training reward model's view (the reward RAFT optimised): its win rate of
+  after over before and its mean reward of each, on the very answers the judge read (scored
+  after the run, outside its time), or, in a run without an evaluate stage, on the align
+  stage's own held-out evals (first against last);
 - the share of the final held-out answers (the evaluate stage's `after`) that ended by
   themselves (EOS or end of turn) rather than at the length limit, and the same for `before`;
 - each reward model's held-out pairwise accuracy with its 95% interval;
@@ -99,27 +100,66 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def _training_view(align: Path) -> dict[str, Any] | None:
-    """The training reward's verdict on its own held-out evals: first against last."""
-    from rlhfx.plugins.evaluate.stats import compare
+def _training_reward(run: Path) -> Any:
+    """The align stage's reward source as the recipe sets it, an `@stage.output` model read
+    from the run directory; None when the run has no such recipe or reward."""
+    import tomllib
 
-    evals = sorted(align.glob("iterations/iter-*/eval.jsonl"))
-    if len(evals) < 2:
+    from rlhfx.config import RewardSourceRef
+
+    try:
+        recipe = tomllib.loads((run / "recipe.toml").read_text(encoding="utf-8"))
+        table = dict(recipe["stages"]["align"]["reward"])
+    except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
         return None
-    first, last = _jsonl(evals[0]), _jsonl(evals[-1])
-    if not first or len(first) != len(last):
-        return None
+    model = table.get("model")
+    if isinstance(model, str) and model.startswith("@"):
+        stage, _, output = model[1:].partition(".")
+        table["model"] = str(run / "stages" / stage / output)
+    ref = RewardSourceRef(**table)
+    ref.resolve()
+    return ref.build()
+
+
+def _training_view(run: Path, verdict: Any) -> dict[str, Any] | None:
+    """The training reward's verdict beside the judge's: on the evaluate stage's answers (the
+    very ones the judge read, scored here after the run) when there are some; otherwise on
+    the align stage's own held-out evals, first against last."""
+    from rlhfx.plugins.evaluate.stats import compare
 
     def reward(row: dict[str, Any]) -> float | None:
         return None if row.get("discarded") or row.get("reward") is None else row["reward"]
 
-    c = compare("after", "before", [reward(r) for r in last], [reward(r) for r in first])
-    scored = [[reward(r) for r in rows] for rows in (first, last)]
+    rows = verdict.get("rows") if isinstance(verdict, dict) else None
+    source = _training_reward(run) if rows and verdict.get("comparisons") else None
+    if source is not None:
+        c = verdict["comparisons"][0]
+        scored = []
+        for label in (c["b"], c["a"]):
+            answers = [row["answers"][label] for row in rows]
+            kept = [i for i, x in enumerate(answers) if not x.get("discarded")]
+            values = source.score([rows[i]["prompt"] for i in kept],
+                                  [answers[i]["response"] for i in kept])
+            column: list[float | None] = [None] * len(answers)
+            for i, value in zip(kept, values, strict=True):
+                column[i] = float(value)
+            scored.append(column)
+        where = "the judge's answers"
+    else:
+        evals = sorted((run / "stages" / "align").glob("iterations/iter-*/eval.jsonl"))
+        if len(evals) < 2:
+            return None
+        first, last = _jsonl(evals[0]), _jsonl(evals[-1])
+        if not first or len(first) != len(last):
+            return None
+        scored = [[reward(r) for r in rows] for rows in (first, last)]
+        where = "its own held-out evals"
+    c = compare("after", "before", scored[1], scored[0])
     means = [statistics.fmean(x for x in s if x is not None) if any(
         x is not None for x in s) else None for s in scored]
     return {"win_rate": c.win_rate, "ci_low": c.ci_low, "ci_high": c.ci_high,
             "sign_test_p": c.sign_test_p, "n": c.n, "reward_before": means[0],
-            "reward_after": means[1]}
+            "reward_after": means[1], "on": where}
 
 
 def verdict_by_ending(rows: list[dict[str, Any]], a: str, b: str) -> dict[str, list[int]]:
@@ -159,7 +199,7 @@ def summarise(run: Path) -> dict[str, Any]:
         out["judge"]["mean_reward"] = {k: m.get("mean_reward") for k, m in models.items()}
         out["finished_rate"] = {k: m.get("finished_rate") for k, m in models.items()}
         out["by_ending"] = verdict_by_ending(verdict.get("rows") or [], c["a"], c["b"])
-    out["training"] = _training_view(stages / "align")
+    out["training"] = _training_view(run, verdict)
     accuracy = {}
     for stage in sorted(stages.glob("*/eval.json")) if stages.is_dir() else []:
         data = _json(stage)
@@ -199,7 +239,7 @@ def lines_for(seed: int | None, s: dict[str, Any], seconds: float | None = None)
         gain = (t["reward_after"] - t["reward_before"]
                 if None not in (t["reward_after"], t["reward_before"]) else None)
         out.append(
-            f"  training reward model (what RAFT optimised), on its own held-out evals: win "
+            f"  training reward model (what RAFT optimised), on {t['on']}: win "
             f"rate {_f(t['win_rate'])} [{_f(t['ci_low'])}, {_f(t['ci_high'])}] of {t['n']}; "
             f"mean reward {_f(t['reward_before'])} -> {_f(t['reward_after'])} "
             f"(gain {_f(gain)})")

@@ -162,3 +162,30 @@ def test_cpu_flags_from_cpuinfo():
     assert "flags: avx2, avx512f, avx512_bf16 (not: amx_tile, amx_bf16)" in line
     assert "load average" in line
     assert machine.cpu_flags("") == dict.fromkeys(machine.FLAGS, False)
+
+
+def test_the_training_reward_scores_the_judges_answers(bench, tmp_path):
+    """With the run's recipe at hand, the training reward (here the pattern reward: one point
+    per word of 3 or more letters) scores the evaluate stage's answers after the run; a
+    discarded answer loses, as under the judge."""
+    run = fake_quickstart_run(tmp_path / "run")
+    (run / "recipe.toml").write_text(
+        '[stages.align]\nreward = { name = "pattern_penalty", rules = [{ pattern = '
+        '"[A-Za-z]{3,}", penalty = -1.0 }] }\n', encoding="utf-8")
+    path = run / "stages" / "evaluate" / "eval.json"
+    verdict = json.loads(path.read_text())
+    texts = [("one two", "one two three"), ("a b", "a b"), ("four", None),
+             ("five six", "x"), (None, "seven")]
+    for row, (before, after) in zip(verdict["rows"], texts, strict=True):
+        row["prompt"] = "Q: "
+        for label, text in (("before", before), ("after", after)):
+            row["answers"][label].update(response=text or "", discarded=None if text else "x")
+    path.write_text(json.dumps(verdict))
+    t = bench.summarise(run)["training"]
+    assert t["on"] == "the judge's answers" and t["n"] == 5
+    # after over before: win, tie, loss (discarded), loss, win (before discarded)
+    assert t["win_rate"] == pytest.approx((2 + 0.5) / 5)
+    assert t["reward_before"] == pytest.approx((2 + 0 + 1 + 2) / 4)
+    assert t["reward_after"] == pytest.approx((3 + 0 + 0 + 1) / 4)
+    text = "\n".join(bench.lines_for(1, bench.summarise(run)))
+    assert "on the judge's answers: win rate 0.500" in text

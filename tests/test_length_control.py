@@ -35,7 +35,7 @@ def test_nothing_to_fit():
 
 
 def test_raft_ranks_on_the_reward_without_its_length_trend(tmp_path):
-    from test_raft_run import metrics, run_in_process, write_recipe
+    from test_raft_run import assert_best_answers_trained, metrics, run_in_process, write_recipe
 
     # The pattern reward counts words, so it grows with length; the trend comes out. A stop
     # string at "k" ends about half of the tiny policy's answers early: lengths differ.
@@ -61,10 +61,4 @@ def test_raft_ranks_on_the_reward_without_its_length_trend(tmp_path):
     for r in scored:
         assert r["length_correction"] == pytest.approx(-slope * (r["response_tokens"]
                                                                  - mean_length))
-    # RAFT kept the best corrected answer of each prompt.
-    by_prompt: dict[int, list[dict]] = {}
-    for r in scored:
-        by_prompt.setdefault(r["prompt_id"], []).append(r)
-    for group in by_prompt.values():
-        best = max(group, key=lambda r: r["reward"])
-        assert any(r["trained"] for r in group if r["reward"] == best["reward"])
+    assert_best_answers_trained(scored)  # on the corrected rewards

@@ -4,7 +4,6 @@ and settings that cannot work are refused."""
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -43,7 +42,12 @@ def test_settings_that_cannot_work_are_refused(options, message):
 
 
 def test_raft_ranks_on_rewards_less_the_buffer_penalty(tmp_path):
-    from test_raft_run import run_in_process, write_recipe
+    from test_raft_run import (
+        assert_best_answers_trained,
+        iteration_rows,
+        run_in_process,
+        write_recipe,
+    )
 
     # The pattern reward counts words; a stop string at "k" ends about half of the answers
     # by themselves, at every length up to the limit of 8.
@@ -51,9 +55,7 @@ def test_raft_ranks_on_rewards_less_the_buffer_penalty(tmp_path):
                           unfinished_penalty=4.0, overlong_buffer=4, eval_every=0,
                           stop_strings=["k"])
     run_in_process(recipe, tmp_path / "run")
-    folder = tmp_path / "run" / "stages" / "align" / "iterations" / "iter-0001"
-    rows = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
-    scored = [r for r in rows if r["reward"] is not None]
+    scored = [r for r in iteration_rows(tmp_path / "run") if r["reward"] is not None]
     in_buffer = [r for r in scored if r["finished"] and r["response_tokens"] > 4]
     assert in_buffer and any(r["finished"] and r["response_tokens"] <= 4 for r in scored)
     for r in scored:
@@ -62,13 +64,7 @@ def test_raft_ranks_on_rewards_less_the_buffer_penalty(tmp_path):
         assert r["reward"] == pytest.approx(words - lost), r
         assert r.get("overlong_penalty", 0) == pytest.approx(lost if r["finished"] else 0)
         assert r.get("unfinished_penalty", 0) == (0 if r["finished"] else 4.0)
-    # RAFT kept the best penalised answer of each prompt
-    by_prompt: dict[int, list[dict]] = {}
-    for r in scored:
-        by_prompt.setdefault(r["prompt_id"], []).append(r)
-    for group in by_prompt.values():
-        best = max(r["reward"] for r in group)
-        assert any(r["trained"] for r in group if r["reward"] == best)
+    assert_best_answers_trained(scored)  # on the penalised rewards
 
 
 def test_an_episode_recipe_refuses_the_buffer(rlhfx_cli, tmp_path):

@@ -80,6 +80,22 @@ def run_in_process(recipe: Path, out: Path) -> str:
     return console.file.getvalue()  # type: ignore[attr-defined]
 
 
+def iteration_rows(out: Path, iteration: int = 1) -> list[dict[str, Any]]:
+    """Every sample the align stage wrote for one iteration."""
+    folder = out / "stages" / "align" / "iterations" / f"iter-{iteration:04d}"
+    return [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
+
+
+def assert_best_answers_trained(scored: list[dict[str, Any]]) -> None:
+    """RAFT (the local ranker) kept an answer with the best reward of each prompt."""
+    by_prompt: dict[int, list[dict[str, Any]]] = {}
+    for r in scored:
+        by_prompt.setdefault(r["prompt_id"], []).append(r)
+    for group in by_prompt.values():
+        best = max(r["reward"] for r in group)
+        assert any(r["trained"] for r in group if r["reward"] == best)
+
+
 def metrics(out: Path) -> list[dict[str, Any]]:
     path = out / "stages" / "align" / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -312,9 +328,7 @@ def test_end_of_turn_weight_reaches_the_update(tmp_path):
                               end_of_turn_weight=weight, stop_strings=["k"])
         run_in_process(recipe, out)
         losses.append(metrics(out)[-1]["train_loss"])
-        folder = out / "stages" / "align" / "iterations" / "iter-0001"
-        rows = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
-        kept.append([r for r in rows if r["trained"]])
+        kept.append([r for r in iteration_rows(out) if r["trained"]])
     assert kept[0] == kept[1]
     assert any(r["finished"] for r in kept[0])  # EOS targets to weigh
     assert losses[1] > losses[0] * 1.05
@@ -329,9 +343,7 @@ def test_unfinished_answers_lose_the_penalty_and_finished_ones_keep_their_reward
                           max_new_tokens=8, unfinished_penalty=5.0, eval_every=0,
                           stop_strings=["k"])
     run_in_process(recipe, tmp_path / "run")
-    folder = tmp_path / "run" / "stages" / "align" / "iterations" / "iter-0001"
-    samples = [json.loads(x) for x in (folder / "samples.jsonl").read_text().splitlines()]
-    scored = [s for s in samples if s["reward"] is not None]
+    scored = [s for s in iteration_rows(tmp_path / "run") if s["reward"] is not None]
     assert {s["finished"] for s in scored} == {True, False}
     for s in scored:
         words = len(re.findall(r"[A-Za-z]{3,}", s["response"]))

@@ -10,9 +10,12 @@ but padding (their outputs feed nothing). The kernel runs in float32 under bf16 
 too (torch's bf16 kernel is the slower one on a CPU). Attention weights asked for
 (`output_attentions`) and dropout while training take transformers' own path. Measured on the
 tiny GPT-Neo (128 rows x 84 tokens, one thread): a forward and backward 0.85x the time in
-float32, 0.8x under bf16 autocast. A decode step (one query per row) takes transformers'
-arithmetic (float32 scores, probabilities in the cache's dtype) without its Python masking, and
-not the kernel, which is slower at that shape: 128 answers x 64 tokens sampled in 0.9x the time.
+float32, 0.8x under bf16 autocast. A decode step (one query per row) computes float32 scores
+and probabilities, as the kernel does, without transformers' Python masking, and not in the
+kernel, which is slower at that shape: 128 answers x 64 tokens sampled in 0.9x the time. Under
+bf16 autocast the sampling loop keeps its cache in float32 for it (`decode_cache_dtype`), so a
+step casts no keys and multiplies no bf16 probabilities, slow products at these shapes on a CPU:
+the same 128 x 64 tokens in about 0.55-0.8x the time of a bf16 cache (one thread, AMX CPU).
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ def _fused_class() -> type:
 
     class FusedGPTNeoSelfAttention(GPTNeoSelfAttention):
         weights_wanted = False
+        #: A decode step computes in float32: `rlhfx.sampling` keeps the cache in it, so the
+        #: step casts neither the keys nor the probabilities (bf16 keys and values are held
+        #: exactly; the product with the values is float32's, as the fused kernel's is).
+        decode_cache_dtype = torch.float32
 
         def forward(self, hidden_states: Any, attention_mask: Any = None, layer_past: Any = None,
                     use_cache: bool = False, output_attentions: bool = False,
@@ -64,7 +71,8 @@ def _fused_class() -> type:
                                           key.to(torch.float32).transpose(-1, -2))
                     scores = (scores.masked_fill(~mask, float("-inf")) if mask.dtype == torch.bool
                               else scores + mask)
-                    return torch.matmul(scores.softmax(dim=-1).to(value.dtype), value), None
+                    out = torch.matmul(scores.softmax(dim=-1).to(value.dtype), value)
+                    return out.to(query.dtype), None  # the layers' dtype: the cache's may differ
                 # float32 under autocast too: torch's bf16 kernel is the slower one on a CPU
                 out = torch.nn.functional.scaled_dot_product_attention(
                     query.to(torch.float32), key.to(torch.float32), value.to(torch.float32),

@@ -139,7 +139,7 @@ def _sample(
         cache.batch_repeat_interleave(k)
         logits = logits.repeat_interleave(k, dim=0)
     total = width + decoding.max_new_tokens
-    _grow_in_place(cache, total)
+    _grow_in_place(cache, total, _cache_dtype(model))
 
     row_lengths = torch.tensor(lengths, device=device).repeat_interleave(k)
     # the attention mask of every row for every step, left padding then ones
@@ -296,15 +296,25 @@ def _plain_layers(cache: Any) -> bool:
 # ------------------------------------------------------------------------------ the KV cache
 
 
-def _grow_in_place(cache: Any, capacity: int) -> None:
+def _cache_dtype(model: Any) -> Any:
+    """The dtype every attention layer of `model` asks its decoding cache to be kept in
+    (`decode_cache_dtype`, declared by attention that computes in another precision than the
+    layers around it), or None: the dtype the keys and values come in."""
+    asked = {getattr(m, "decode_cache_dtype", None) for m in model.modules()
+             if hasattr(m, "decode_cache_dtype")}
+    return asked.pop() if len(asked) == 1 else None
+
+
+def _grow_in_place(cache: Any, capacity: int, dtype: Any = None) -> None:
     """Make each plain layer of `cache` keep its keys and values in a buffer of `capacity`
-    positions, written in place at every step, instead of a new concatenated copy per step.
-    Other kinds of layers (sliding windows...) are left as they are."""
+    positions (in `dtype`, unless None), written in place at every step, instead of a new
+    concatenated copy per step. Other kinds of layers (sliding windows...) are left as they
+    are."""
     from transformers.cache_utils import DynamicLayer
 
     for i, layer in enumerate(getattr(cache, "layers", [])):
         if type(layer) is DynamicLayer and layer.keys is not None and layer.keys.dim() == 4:
-            cache.layers[i] = _buffered_layer_class().of(layer, capacity)
+            cache.layers[i] = _buffered_layer_class().of(layer, capacity, dtype)
 
 
 @functools.cache
@@ -319,13 +329,15 @@ def _buffered_layer_class() -> Any:
         length: int
 
         @classmethod
-        def of(cls, layer: Any, capacity: int) -> Any:
+        def of(cls, layer: Any, capacity: int, dtype: Any = None) -> Any:
             new = cls()
             keys, values = layer.keys, layer.values
             new.device, new.is_initialized = keys.device, True
             b, h, n, _ = keys.shape
-            new.key_buffer = keys.new_empty((b, h, capacity, keys.shape[-1]))
-            new.value_buffer = values.new_empty((b, values.shape[1], capacity, values.shape[-1]))
+            dtype = dtype or keys.dtype
+            new.key_buffer = keys.new_empty((b, h, capacity, keys.shape[-1]), dtype=dtype)
+            new.value_buffer = values.new_empty((b, values.shape[1], capacity, values.shape[-1]),
+                                                dtype=dtype)
             new.key_buffer[:, :, :n] = keys
             new.value_buffer[:, :, :n] = values
             new.length = n

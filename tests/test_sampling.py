@@ -397,3 +397,44 @@ def test_inverse_cdf_in_blocks_draws_what_the_whole_cumulative_sum_draws(vocab):
     # at u = 1 - 2^-53 the whole sum's search runs past the last token with mass
     last = torch.tensor([int((row > 0).nonzero().max()) for row in probs[:20]])
     assert torch.equal(got[:20], last)
+
+
+def test_under_bf16_autocast_decode_logits_are_the_full_forwards(policy, monkeypatch):
+    """The fused GPT-Neo attention computes in float32: the loop keeps its cache in float32
+    for it, so each step's logits are what the update's full forward computes for the same
+    tokens (a bf16 cache rounds the keys' products and the probabilities: 0.16-0.29 off here)."""
+    import copy
+
+    from rlhfx import sampling
+
+    model, tok = policy
+    model = copy.deepcopy(model)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():  # larger logits than the initial weights' near-zero ones
+            p.add_(torch.randn_like(p) * 0.3)
+    assert sampling._cache_dtype(model) == torch.float32
+    assert sampling._cache_dtype(tiny_llama(len(tok))) is None
+    ids = encode_prompts(tok, PROMPTS)
+
+    def worst_gap() -> float:
+        seen = []
+
+        def watch(_, logits):
+            seen.append(logits.clone())
+            return logits
+
+        gaps = []
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            out = sample_responses(model, tok, ids, 1, Decoding(
+                max_new_tokens=16, do_sample=False, eos_ids=[], watch=watch))
+            for i, (prompt, answer) in enumerate(zip(ids, out, strict=True)):
+                full = model(torch.tensor([prompt + answer])).logits[0].float()
+                steps = torch.stack([s[i] for s in seen[: len(answer)]])
+                at = len(prompt) - 1
+                gaps.append((full[at : at + len(answer)] - steps).abs().max().item())
+        return max(gaps)
+
+    assert worst_gap() <= 0.02
+    monkeypatch.setattr(sampling, "_cache_dtype", lambda model: None)  # keys' own bf16
+    assert worst_gap() > 0.05

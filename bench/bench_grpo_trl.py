@@ -13,7 +13,9 @@ native bf16; both sides are pinned to the one chosen), with one torch thread, on
 per run, the runs alternating (TRL, rlhfx, TRL, ...). An update is everything one step
 does: generate, score, the update's forward and backward passes, the optimiser step. The first
 steps of each run are left out (warm-up); each run's median is taken, and the table shows
-the median of runs. Settings that still differ are printed under the table.
+the median of runs (each run's figure is printed too, with the ratio of the two sides' best
+runs: on a shared machine a slow spell can fall on a few runs of one side). Settings that
+still differ are printed under the table.
 """
 
 from __future__ import annotations
@@ -203,8 +205,12 @@ def main() -> int:
             for side in ("trl", "rlhfx"):
                 loads.append(os.getloadavg()[0])
                 sides[side].append(one_run(args, side, algorithm))
-        t_trl = statistics.median(per_update(r, args.warmup) for r in sides["trl"])
-        t_ours = statistics.median(per_update(r, args.warmup) for r in sides["rlhfx"])
+        runs = {side: [per_update(r, args.warmup) for r in sides[side]] for side in sides}
+        t_trl, t_ours = statistics.median(runs["trl"]), statistics.median(runs["rlhfx"])
+        print(f"{algorithm}: each run's seconds per update, TRL "
+              + " ".join(f"{t:.3f}" for t in runs["trl"]) + "; rlhfx "
+              + " ".join(f"{t:.3f}" for t in runs["rlhfx"])
+              + f"; best runs {min(runs['rlhfx']) / min(runs['trl']):.2f}x", flush=True)
         phases = {p: statistics.median(statistics.median(r["phases"][p][args.warmup:])
                                        for r in sides["rlhfx"])
                   for p in ("generate", "score", "update")}

@@ -121,10 +121,11 @@ def generate(
     for what that loop does not do); "generate" with transformers' `generate`, where
     `prefill_once` runs each prompt through the model once for its k samples (see
     `_prefilled_cache`) and False lets `generate` expand the prompts first (k prefills each).
-    `dtype`: "bfloat16" samples with the weights in bf16 (`bf16_weights`; KV cache in bf16):
-    on hardware with native bf16 about twice the matrix-product rate of float32, but the
-    draws are no longer `generate`'s for the seed, so the loop also takes its cheaper
-    one-uniform draw (`Decoding.generate_noise = False`).
+    `dtype`: "bfloat16" samples with the weights in bf16 (`bf16_weights`; KV cache in bf16,
+    or float32 for attention computing in float32): on hardware with native bf16 about
+    twice the matrix-product rate of float32, but the draws are no longer `generate`'s for
+    the seed, so the loop also takes its cheaper one-uniform draw
+    (`Decoding.generate_noise = False`).
     """
     import torch
     from transformers import LogitsProcessorList

@@ -16,10 +16,11 @@ class HFConfig(ComponentConfig):
 
     #: The dtype the samples are computed in. "float32" (the default) draws exactly
     #: transformers' `generate` samples for a seed, the same on every machine. "bfloat16"
-    #: samples with bf16 copies of the weights made for each call (KV cache in bf16): on an
-    #: AVX512-BF16 CPU about twice float32's speed, emulated (several times slower) on an
-    #: AVX2-only one. "auto": bfloat16 where the hardware multiplies it natively (a GPU; a CPU
-    #: with AVX512-BF16 or AMX), float32 elsewhere; samples then differ between machines.
+    #: samples with bf16 copies of the weights made for each call (KV cache in bf16, or
+    #: float32 for attention computing in float32): on an AVX512-BF16 CPU about twice
+    #: float32's speed, emulated (several times slower) on an AVX2-only one. "auto":
+    #: bfloat16 where the hardware multiplies it natively (a GPU; a CPU with AVX512-BF16 or
+    #: AMX), float32 elsewhere; samples then differ between machines.
     #: The update always recomputes the log-probs with the trained weights.
     dtype: Literal["auto", "float32", "bfloat16"] = "float32"
 

@@ -101,21 +101,30 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def _training_reward(run: Path) -> Any:
-    """The align stage's reward source as the recipe sets it, an `@stage.output` model read
-    from the run directory; None when the run has no such recipe or reward."""
+    """The align stage's reward source as the recipe sets it, an `@stage.output` model taken
+    from the outputs the run recorded; None when the run has no such recipe, reward or
+    output."""
     import tomllib
 
-    from rlhfx.config import RewardSourceRef
+    from rlhfx.config import STAGE_REF, RewardSourceRef
+    from rlhfx.errors import UserError
+    from rlhfx.plugins.evaluate.sources import run_outputs
 
     try:
         recipe = tomllib.loads((run / "recipe.toml").read_text(encoding="utf-8"))
         table = dict(recipe["stages"]["align"]["reward"])
     except (OSError, KeyError, TypeError, tomllib.TOMLDecodeError):
         return None
-    model = table.get("model")
-    if isinstance(model, str) and model.startswith("@"):
-        stage, _, output = model[1:].partition(".")
-        table["model"] = str(run / "stages" / stage / output)
+    ref_match = STAGE_REF.match(table["model"]) if isinstance(table.get("model"), str) else None
+    if ref_match:
+        try:
+            produced = run_outputs(run).get(ref_match["stage"]) or {}
+        except UserError:  # no readable run state
+            return None
+        name = ref_match["output"] or next(iter(produced), None)
+        if name not in produced:
+            return None
+        table["model"] = produced[name]
     ref = RewardSourceRef(**table)
     ref.resolve()
     return ref.build()

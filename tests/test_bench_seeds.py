@@ -189,3 +189,35 @@ def test_the_training_reward_scores_the_judges_answers(bench, tmp_path):
     assert t["reward_after"] == pytest.approx((3 + 0 + 0 + 1) / 4)
     text = "\n".join(bench.lines_for(1, bench.summarise(run)))
     assert "on the judge's answers: win rate 0.500" in text
+
+
+@pytest.mark.parametrize("model", ["@rm.model", "@rm"])
+def test_the_training_reward_model_is_the_output_the_run_recorded(bench, tmp_path, monkeypatch,
+                                                                    model):
+    """`@stage.output` (or a stage's first output) names the folder the run state recorded,
+    wherever that is; a stage that did not complete gives no training view, not an error."""
+    import rlhfx.config
+
+    run = fake_quickstart_run(tmp_path / "run")
+    (run / "recipe.toml").write_text(
+        f'[stages.align]\nreward = {{ name = "reward_model", model = "{model}" }}\n',
+        encoding="utf-8")
+    built = []
+
+    class Recorded:
+        def __init__(self, **table):
+            built.append(table)
+
+        def resolve(self):
+            pass
+
+        def build(self):
+            return "a reward source"
+
+    monkeypatch.setattr(rlhfx.config, "RewardSourceRef", Recorded)
+    assert bench._training_reward(run) is None  # no stage "rm" in the run state
+    state = json.loads((run / "run_state.json").read_text())
+    state["stages"]["rm"] = {"status": "completed", "outputs": {"model": "elsewhere/rm"}}
+    (run / "run_state.json").write_text(json.dumps(state))
+    assert bench._training_reward(run) == "a reward source"
+    assert built == [{"name": "reward_model", "model": str(run / "elsewhere" / "rm")}]

@@ -297,9 +297,10 @@ def _plain_layers(cache: Any) -> bool:
 
 
 def _cache_dtype(model: Any) -> Any:
-    """The dtype every attention layer of `model` asks its decoding cache to be kept in
+    """The dtype `model`'s attention asks its decoding cache to be kept in
     (`decode_cache_dtype`, declared by attention that computes in another precision than the
-    layers around it), or None: the dtype the keys and values come in."""
+    layers around it; one answer when its layers agree), or None: the dtype the keys and
+    values come in."""
     asked = {getattr(m, "decode_cache_dtype", None) for m in model.modules()
              if hasattr(m, "decode_cache_dtype")}
     return asked.pop() if len(asked) == 1 else None

@@ -31,7 +31,7 @@ def packed_linears(model: Any, rows: int) -> Iterator[int]:
 
     packed: list[Any] = []
     try:
-        for module in model.modules() if _packing_works() else ():
+        for module in model.modules() if packing_works() else ():
             weight = getattr(module, "weight", None)
             if (type(module) is torch.nn.Linear and weight is not None
                     and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
@@ -65,7 +65,7 @@ def _packed_class() -> type:
 
 
 @functools.cache
-def _packing_works() -> bool:
+def packing_works() -> bool:
     """Whether this torch packs bf16 weights and its packed products equal `F.linear`'s."""
     import torch
 

@@ -34,12 +34,14 @@ transformers' `generate`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlhfx.fused_decode import FusedDecoder, fused_decoder
 from rlhfx.models import forward_arguments
 from rlhfx.packed_linear import packed_linears
 
@@ -75,6 +77,9 @@ class Decoding:
     #: rounding), reproducible for a seed, but other samples than `generate`'s (and far less
     #: noise to draw).
     generate_noise: bool = True
+    #: Decode Llama-family models with bf16 weights through `rlhfx.fused_decode` (the same
+    #: arithmetic in fewer operations) instead of the model's forward.
+    fused_step: bool = True
     stats: dict[str, Any] = field(default_factory=dict)  # filled in: groups, steps, rows per step
     #: Called as `watch(None, logits)` on each step's logits before a token is chosen, and
     #: returns the logits to choose from (a guard against a diverged policy's broken
@@ -118,14 +123,19 @@ def sample_responses(
     cache_arg = "cache" if "cache" in accepts else "past_key_values"
 
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    with packed_linears(model, rows) as packed:
+    fused = fused_decoder(model, rows) if decoding.fused_step else None
+    decoding.stats["fused_step"] = fused is not None
+    # the fused step packs its own weights; the one pre-fill does not repay packing them all
+    with packed_linears(model, rows) if fused is None else contextlib.nullcontext(0) as packed:
         decoding.stats["packed_layers"] = packed
-        return _sample(model, tokenizer, prompt_ids, k, decoding, accepts, cache_arg, pad, width)
+        return _sample(model, tokenizer, prompt_ids, k, decoding, accepts, cache_arg, pad, width,
+                       fused)
 
 
 def _sample(
     model: Any, tokenizer: Any, prompt_ids: Sequence[Sequence[int]], k: int,
     decoding: Decoding, accepts: set[str], cache_arg: str, pad: int, width: int,
+    fused: FusedDecoder | None,
 ) -> list[list[int]]:
     import torch
 
@@ -187,6 +197,9 @@ def _sample(
             cache.batch_select_indices(keep)
             ended.clear()
         positions = positions + 1
+        if fused is not None:
+            logits = fused.step(tokens, positions, mask[:, : width + step + 1], cache)
+            continue
         inputs: dict[str, Any] = {
             "input_ids": tokens[:, None],
             "attention_mask": mask[:, : width + step + 1],

@@ -12,7 +12,7 @@ from rlhfx.packed_linear import packed_linears
 
 torch = pytest.importorskip("torch")
 
-needs_packing = pytest.mark.skipif(not packed_linear._packing_works(),
+needs_packing = pytest.mark.skipif(not packed_linear.packing_works(),
                                    reason="this torch or CPU has no packed bf16 products")
 
 
@@ -78,7 +78,7 @@ def test_sampling_in_bf16_packs_and_draws_what_unpacked_layers_draw(monkeypatch)
     from rlhfx.sampling import Decoding, sample_responses
     from rlhfx.tiny import tiny_causal_lm, tiny_tokenizer
 
-    if not packed_linear._packing_works():
+    if not packed_linear.packing_works():
         pytest.skip("this torch or CPU has no packed bf16 products")
     model = tiny_causal_lm("builtin:tiny-gpt-neo").to(torch.bfloat16).eval()
     tok = tiny_tokenizer("builtin:tiny-gpt-neo")

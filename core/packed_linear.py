@@ -31,13 +31,12 @@ def packed_linears(model: Any, rows: int) -> Iterator[int]:
 
     packed: list[Any] = []
     try:
-        for module in model.modules() if packing_works() else ():
-            weight = getattr(module, "weight", None)
-            if (type(module) is torch.nn.Linear and weight is not None
-                    and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
-                    and weight.numel() >= _MIN_ELEMENTS):
-                module.packed_weight = torch.ops.mkldnn._reorder_linear_weight(
-                    weight.detach(), max(1, rows))
+        for module in model.modules():
+            if type(module) is not torch.nn.Linear:
+                continue
+            weight = pack(module.weight.detach(), rows)
+            if weight is not None:
+                module.packed_weight = weight
                 packed.append(module)
                 module.__class__ = _packed_class()
         yield len(packed)
@@ -45,6 +44,25 @@ def packed_linears(model: Any, rows: int) -> Iterator[int]:
         for module in packed:
             module.__class__ = torch.nn.Linear
             del module.packed_weight
+
+
+def pack(weight: Any, rows: int) -> Any:
+    """`weight` (bf16, on the CPU) laid out for oneDNN's product at `rows` rows at a time, or
+    None where that gains nothing or would not give `F.linear`'s numbers."""
+    import torch
+
+    if (weight.dtype != torch.bfloat16 or weight.device.type != "cpu"
+            or weight.numel() < _MIN_ELEMENTS or not packing_works()):
+        return None
+    return torch.ops.mkldnn._reorder_linear_weight(weight.contiguous(), max(1, rows))
+
+
+def packed_product(x: Any, packed: Any, bias: Any = None) -> Any:
+    """`F.linear(x, weight, bias)` from `pack(weight, rows)`."""
+    import torch
+
+    # the packed kernel reads its input as contiguous: a strided view gives wrong rows
+    return torch.ops.mkldnn._linear_pointwise(x.contiguous(), packed, bias, "none", [], "")
 
 
 @functools.cache
@@ -57,9 +75,7 @@ def _packed_class() -> type:
         def forward(self, x: Any) -> Any:
             if torch.is_grad_enabled() or x.dtype != self.packed_weight.dtype:
                 return super().forward(x)
-            # the packed kernel reads its input as contiguous: a strided view gives wrong rows
-            return torch.ops.mkldnn._linear_pointwise(
-                x.contiguous(), self.packed_weight, self.bias, "none", [], "")
+            return packed_product(x, self.packed_weight, self.bias)
 
     return PackedLinear
 

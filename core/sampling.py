@@ -200,16 +200,16 @@ def _sample(
         positions = positions + 1
         if fused is not None:
             logits = fused.step(tokens, positions, mask[:, : width + step + 1], cache)
-            continue
-        inputs: dict[str, Any] = {
-            "input_ids": tokens[:, None],
-            "attention_mask": mask[:, : width + step + 1],
-            cache_arg: cache,
-            "use_cache": True,
-        }
-        if "position_ids" in accepts:
-            inputs["position_ids"] = positions[:, None]
-        logits = model(**inputs).logits[:, -1].float()
+        else:
+            inputs: dict[str, Any] = {
+                "input_ids": tokens[:, None],
+                "attention_mask": mask[:, : width + step + 1],
+                cache_arg: cache,
+                "use_cache": True,
+            }
+            if "position_ids" in accepts:
+                inputs["position_ids"] = positions[:, None]
+            logits = model(**inputs).logits[:, -1].float()
     decoding.stats.update(steps=steps, row_steps=active_rows)
     return out
 

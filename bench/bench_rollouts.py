@@ -7,8 +7,10 @@ hits both alike (the load is printed with every figure):
    against transformers' `generate` with each prompt pre-filled once (`decoder="generate"`,
    what `generate` used before), k = 4 samples of 12 prompts; where the CPU has native bf16
    (or with `--bf16`) also the loop in bf16, what the engine's `dtype = "auto"` picks there,
-   and the loop in bf16 decoding through the model's forward instead of the fused step of
-   Llama-family models (`rlhfx.fused_decode`), "bf16 fwd".
+   the loop in bf16 decoding through the model's forward instead of the fused step of
+   Llama-family models (`rlhfx.fused_decode`), "bf16 fwd", and the fused step with torch's
+   attention instead of rlhfx's decode attention kernel (`rlhfx.decode_attention`, on CPUs
+   with AVX512-BF16), "bf16 sdpa".
    Greedy answers of the loop and `generate` are compared token for token first. Printed
    with it: the CPU's flags that matter (AVX2, AVX512, native bf16), the measured matmul rate
    in float32 (and in bf16 when raced), and the floor each rate puts under the run (FLOPs
@@ -129,14 +131,10 @@ def bench_prefill(model: Any, tok: Any, prompts: list[str], ks: list[int], args:
 
 def cpu_flags() -> str:
     """The CPU's flags that decide float32 / bf16 speed, and whether bf16 is native."""
+    from rlhfx.hardware import cpu_flags as flags_of_cpu
     from rlhfx.hardware import cpu_has_native_bf16
 
-    flags: set[str] = set()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
+    flags = flags_of_cpu()
     wanted = ["avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"]
     shown = " ".join(f"{f}={'yes' if f in flags else 'no'}" for f in wanted)
     native = "yes" if cpu_has_native_bf16() else "no (float32 kept)"
@@ -189,6 +187,7 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     import torch
 
     from rlhfx.chat import stop_markers
+    from rlhfx.decode_attention import kernel as decode_attention_kernel
     from rlhfx.hardware import cpu_has_native_bf16
     from rlhfx.rollouts import SamplingSettings, encode_prompts, generate
 
@@ -207,16 +206,20 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     runs = {"loop": {"decoder": "loop"}, "generate": {"decoder": "generate"}}
     if cpu_has_native_bf16() or args.bf16:
         runs["loop bf16"] = {"decoder": "loop", "dtype": "bfloat16"}
-        # the same loop with the model's forward at every step instead of the fused one
+        # the same loop with the model's forward at every step instead of the fused one, and
+        # the fused step with torch's attention instead of rlhfx's kernel
         runs["bf16 fwd"] = {"decoder": "loop", "dtype": "bfloat16"}
+        runs["bf16 sdpa"] = {"decoder": "loop", "dtype": "bfloat16"}
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             torch.manual_seed(r)
-            unfused = (mock.patch("rlhfx.sampling.fused_decoder", return_value=None)
-                       if name == "bf16 fwd" else contextlib.nullcontext())
-            with unfused:
+            switched_off = {"bf16 fwd": "rlhfx.sampling.fused_decoder",
+                            "bf16 sdpa": "rlhfx.fused_decode.decode_attention_kernel"}
+            off = (mock.patch(switched_off[name], return_value=None) if name in switched_off
+                   else contextlib.nullcontext())
+            with off:
                 secs, out = timed(lambda name=name: generate(
                     model, tok, chunk, sampling, num_samples=args.k,
                     batch_size=args.batch_size, stop_strings=stops, **runs[name]))
@@ -232,6 +235,10 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
         print(f"bf16 loop, fused decode step against the model's forward: "
               f"{median['loop bf16']:.1f} s against {median['bf16 fwd']:.1f} s = "
               f"{median['loop bf16'] / median['bf16 fwd']:.2f}x the time")
+        kernel = "rlhfx's kernel" if decode_attention_kernel() else "torch's (no kernel here)"
+        print(f"bf16 loop, fused step with {kernel} attention against torch's: "
+              f"{median['loop bf16']:.1f} s against {median['bf16 sdpa']:.1f} s = "
+              f"{median['loop bf16'] / median['bf16 sdpa']:.2f}x the time")
     lengths = [len(p) for p in encode_prompts(tok, chunk)]
     decode_floor(model, len(chunk) * args.k, max(lengths) + args.max_new_tokens // 2,
                  args.max_new_tokens - 1, sum(lengths),

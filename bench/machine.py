@@ -10,7 +10,8 @@ the machine is doing, so every timing should be printed beside these.
 from __future__ import annotations
 
 import os
-from pathlib import Path
+
+from rlhfx import hardware
 
 #: The flags worth naming, as /proc/cpuinfo spells them.
 FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
@@ -18,17 +19,7 @@ FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")
 
 def cpu_flags(cpuinfo: str | None = None) -> dict[str, bool]:
     """Which of FLAGS the CPU has (all False where /proc/cpuinfo is missing: not Linux)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            cpuinfo = ""
-    found: set[str] = set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            found.update(value.split())
-            break  # every core lists the same flags
+    found = hardware.cpu_flags(cpuinfo)
     return {flag: flag in found for flag in FLAGS}
 
 

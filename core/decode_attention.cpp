@@ -226,16 +226,20 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys,
     Scratch scratch;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t r = task / heads, h = task % heads;
+      // positions before the row's first live one (its prompt's left padding) are skipped
+      const bool* row_live = m + r * mask_stride;
+      int64_t skip = std::find(row_live, row_live + length, true) - row_live;
+      if (skip == length) skip = 0;
       const auto* qt = q + task * group * size;
-      const auto* kt = k + r * ks.row + h * ks.head;
-      const auto* vt = v + r * vs.row + h * vs.head;
+      const auto* kt = k + r * ks.row + h * ks.head + skip * ks.position;
+      const auto* vt = v + r * vs.row + h * vs.head + skip * vs.position;
       auto* ot = o + task * group * size;
       if (size == 64)
-        attend<64>(qt, kt, vt, m + r * mask_stride, length, ks.position, vs.position, g, fscale,
-                   ot, scratch);
+        attend<64>(qt, kt, vt, row_live + skip, length - skip, ks.position, vs.position, g,
+                   fscale, ot, scratch);
       else
-        attend<128>(qt, kt, vt, m + r * mask_stride, length, ks.position, vs.position, g, fscale,
-                    ot, scratch);
+        attend<128>(qt, kt, vt, row_live + skip, length - skip, ks.position, vs.position, g,
+                    fscale, ot, scratch);
     }
   });
   return out;

@@ -41,7 +41,7 @@ elif [ "$PHASE" = test ]; then
     tests/test_cli.py tests/test_core_recipe.py tests/test_components_cli.py \
     tests/test_trainer_args.py tests/test_raft_unit.py tests/test_data.py tests/test_lora.py \
     tests/test_reward_model.py tests/test_sft.py tests/test_dpo.py tests/test_fused_decode.py \
-    tests/test_decode_attention.py \
+    tests/test_decode_kernels.py \
     tests/test_trainer_resume.py::test_resume_between_logging_steps_keeps_the_loss_curve \
     "tests/test_trainer_resume.py::test_metrics_after_a_crash_and_resume_equal_an_uninterrupted_run[sft]"
   echo "lowest-versions tests took $(( $(date +%s) - start )) s"

@@ -9,8 +9,8 @@ hits both alike (the load is printed with every figure):
    (or with `--bf16`) also the loop in bf16, what the engine's `dtype = "auto"` picks there,
    the loop in bf16 decoding through the model's forward instead of the fused step of
    Llama-family models (`rlhfx.fused_decode`), "bf16 fwd", and the fused step with torch's
-   attention instead of rlhfx's decode attention kernel (`rlhfx.decode_attention`, on CPUs
-   with AVX512-BF16), "bf16 sdpa".
+   operations instead of rlhfx's decode kernels (`rlhfx.decode_kernels`, on CPUs with
+   AVX512-BF16), "bf16 torch".
    Greedy answers of the loop and `generate` are compared token for token first. Printed
    with it: the CPU's flags that matter (AVX2, AVX512, native bf16), the measured matmul rate
    in float32 (and in bf16 when raced), and the floor each rate puts under the run (FLOPs
@@ -187,7 +187,7 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     import torch
 
     from rlhfx.chat import stop_markers
-    from rlhfx.decode_attention import kernel as decode_attention_kernel
+    from rlhfx.decode_kernels import kernels as decode_kernels
     from rlhfx.hardware import cpu_has_native_bf16
     from rlhfx.rollouts import SamplingSettings, encode_prompts, generate
 
@@ -207,16 +207,16 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
     if cpu_has_native_bf16() or args.bf16:
         runs["loop bf16"] = {"decoder": "loop", "dtype": "bfloat16"}
         # the same loop with the model's forward at every step instead of the fused one, and
-        # the fused step with torch's attention instead of rlhfx's kernel
+        # the fused step with torch's operations instead of rlhfx's kernels
         runs["bf16 fwd"] = {"decoder": "loop", "dtype": "bfloat16"}
-        runs["bf16 sdpa"] = {"decoder": "loop", "dtype": "bfloat16"}
+        runs["bf16 torch"] = {"decoder": "loop", "dtype": "bfloat16"}
     names = list(runs)
     times: dict[str, list[float]] = {n: [] for n in names}
     for r in range(args.repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             torch.manual_seed(r)
             switched_off = {"bf16 fwd": "rlhfx.sampling.fused_decoder",
-                            "bf16 sdpa": "rlhfx.fused_decode.decode_attention_kernel"}
+                            "bf16 torch": "rlhfx.fused_decode.decode_kernels"}
             off = (mock.patch(switched_off[name], return_value=None) if name in switched_off
                    else contextlib.nullcontext())
             with off:
@@ -235,10 +235,10 @@ def bench_decoder(model: Any, tok: Any, prompts: list[str], args: Any) -> None:
         print(f"bf16 loop, fused decode step against the model's forward: "
               f"{median['loop bf16']:.1f} s against {median['bf16 fwd']:.1f} s = "
               f"{median['loop bf16'] / median['bf16 fwd']:.2f}x the time")
-        kernel = "rlhfx's kernel" if decode_attention_kernel() else "torch's (no kernel here)"
-        print(f"bf16 loop, fused step with {kernel} attention against torch's: "
-              f"{median['loop bf16']:.1f} s against {median['bf16 sdpa']:.1f} s = "
-              f"{median['loop bf16'] / median['bf16 sdpa']:.2f}x the time")
+        kernels = "rlhfx's kernels" if decode_kernels() else "torch's operations (no kernels here)"
+        print(f"bf16 loop, fused step with {kernels} against torch's operations: "
+              f"{median['loop bf16']:.1f} s against {median['bf16 torch']:.1f} s = "
+              f"{median['loop bf16'] / median['bf16 torch']:.2f}x the time")
     lengths = [len(p) for p in encode_prompts(tok, chunk)]
     decode_floor(model, len(chunk) * args.k, max(lengths) + args.max_new_tokens // 2,
                  args.max_new_tokens - 1, sum(lengths),

@@ -6,13 +6,14 @@ for each adapted one), Python between them, and per-step set-up (masks, cache bo
 With bf16 weights on a CPU this step concatenates q/k/v and gate/up into one product each,
 merges LoRA adapters into those weights once per sampling call, packs them for oneDNN (as
 `rlhfx.packed_linear` does), and computes the attention with the query heads grouped by the
-key-value head they share, with `rlhfx.decode_attention`'s kernel on CPUs with AVX512-BF16
-(the same numbers up to rounding, in a third of the time at SmolLM2's shapes) and torch's
-`sdpa` elsewhere. The rest of the arithmetic is transformers' own, operation for operation
-(RMSNorm in float32, the model's rotary embedding): with torch's attention and without LoRA
-the logits are the forward's bit for bit; a merged adapter rounds once where the forward adds
-two products. Measured on SmolLM2-135M, 48 rows decoding over about 120 positions, 2 threads
-of an AMX Xeon, with torch's attention: 64 ms a step against the forward's 80 ms.
+key-value head they share. On CPUs with AVX512-BF16 the attention and the element-wise
+operations between the products are `rlhfx.decode_kernels`' (one pass each; the same numbers
+up to rounding); elsewhere they are torch's, operation for operation as transformers computes
+them (RMSNorm in float32, the model's rotary embedding, `sdpa` attention with the padding
+mask), and without LoRA the logits are then the forward's bit for bit. A merged adapter
+rounds once where the forward adds two products. Measured on SmolLM2-135M, 48 rows decoding
+over about 120 positions, 2 threads of an AMX Xeon, with torch's operations: 64 ms a step
+against the forward's 80 ms.
 
 Anything else (other architectures, float32 weights, which keep `generate`'s exact samples,
 LoRA variants such as DoRA, sharded or GPU models) decodes through the model's forward.
@@ -23,8 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, cast
 
-from rlhfx.decode_attention import fits
-from rlhfx.decode_attention import kernel as decode_attention_kernel
+from rlhfx.decode_kernels import fits
+from rlhfx.decode_kernels import kernels as decode_kernels
 from rlhfx.packed_linear import pack, packed_product
 
 
@@ -55,37 +56,67 @@ class FusedDecoder:
         self.heads = config.num_attention_heads
         self.kv_heads = config.num_key_value_heads
         self.head_dim = base.model.layers[0].self_attn.head_dim
-        group = self.heads // self.kv_heads
-        #: rlhfx's decode attention kernel where it runs here, else None (torch's attention)
-        self.attention_kernel = (decode_attention_kernel() if fits(self.head_dim, group)
-                                 else None)
+        native = (decode_kernels() if fits(self.head_dim, self.heads // self.kv_heads,
+                                           config.hidden_size, config.intermediate_size)
+                  else None)
+        #: rlhfx's kernels where they run here, else torch's operations
+        self.ops: Any = native if native is not None else TorchOps
+        self.native = native is not None
 
     def step(self, tokens: Any, positions: Any, mask: Any, cache: Any) -> Any:
         import torch
-        from torch.nn.functional import scaled_dot_product_attention, silu
 
-        rows, d = tokens.shape[0], self.head_dim
-        group = self.heads // self.kv_heads
+        ops, rows, d = self.ops, tokens.shape[0], self.head_dim
         h = self.embed[tokens]  # [rows, hidden]
-        cos, sin = self.rotary(h, positions[:, None])  # [rows, 1, head_dim]
+        cos, sin = (t[:, 0] for t in self.rotary(h, positions[:, None]))  # [rows, head_dim]
         live = mask.bool()
-        padding = live[:, None, None, :]
-        sizes = [self.heads * d, self.kv_heads * d, self.kv_heads * d]
-        for layer, cached in zip(self.layers, cache.layers, strict=True):
-            q, k, v = _linear(_rms(h, *layer.norm_in), layer.qkv, layer.qkv_bias).split(sizes, -1)
-            q = _rotate(q.view(rows, self.heads, d), cos, sin)
-            k = _rotate(k.view(rows, self.kv_heads, d), cos, sin)
+        h, normed = ops.add_rms_norm(h, None, *self.layers[0].norm_in)
+        after = [layer.norm_in for layer in self.layers[1:]] + [self.final_norm]
+        for layer, cached, next_norm in zip(self.layers, cache.layers, after, strict=True):
+            qkv = _linear(normed, layer.qkv, layer.qkv_bias)
+            q, k = ops.rotary(qkv, cos, sin, self.heads, self.kv_heads)
+            v = qkv[:, (self.heads + self.kv_heads) * d :]
             keys, values = cached.update(k[:, :, None], v.view(rows, self.kv_heads, 1, d))
-            grouped = q.view(rows, self.kv_heads, group, d)
-            if self.attention_kernel is not None:
-                attended = self.attention_kernel(grouped, keys, values, live, layer.scaling)
-            else:
-                attended = scaled_dot_product_attention(grouped, keys, values,
-                                                        attn_mask=padding, scale=layer.scaling)
-            h = h + _linear(attended.reshape(rows, -1), layer.o, layer.o_bias)
-            gate, up = _linear(_rms(h, *layer.norm_post), layer.gate_up).chunk(2, -1)
-            h = h + _linear(silu(gate) * up, layer.down)
-        return _linear(_rms(h, *self.final_norm), self.head).to(torch.float32)
+            attended = ops.decode_attention(q.view(rows, self.kv_heads, -1, d), keys, values,
+                                            live, layer.scaling)
+            h, normed = ops.add_rms_norm(
+                h, _linear(attended.reshape(rows, -1), layer.o, layer.o_bias), *layer.norm_post)
+            mlp = _linear(ops.silu_mul(_linear(normed, layer.gate_up)), layer.down)
+            h, normed = ops.add_rms_norm(h, mlp, *next_norm)
+        return _linear(normed, self.head).to(torch.float32)
+
+
+class TorchOps:
+    """The step's element-wise operations and attention in torch, operation for operation as
+    transformers' Llama code computes them (the signatures of `rlhfx.decode_kernels`')."""
+
+    @staticmethod
+    def add_rms_norm(h: Any, delta: Any, weight: Any, eps: float) -> tuple[Any, Any]:
+        if delta is not None:
+            h = h + delta
+        return h, _rms(h, weight, eps)
+
+    @staticmethod
+    def rotary(qkv: Any, cos: Any, sin: Any, heads: int, kv_heads: int) -> tuple[Any, Any]:
+        rows, d = qkv.shape[0], cos.shape[-1]
+        q, k = qkv[:, : (heads + kv_heads) * d].split([heads * d, kv_heads * d], -1)
+        cos, sin = cos[:, None], sin[:, None]
+        return (_rotate(q.view(rows, heads, d), cos, sin),
+                _rotate(k.view(rows, kv_heads, d), cos, sin))
+
+    @staticmethod
+    def silu_mul(gate_up: Any) -> Any:
+        from torch.nn.functional import silu
+
+        gate, up = gate_up.chunk(2, -1)
+        return silu(gate) * up
+
+    @staticmethod
+    def decode_attention(query: Any, keys: Any, values: Any, live: Any, scale: float) -> Any:
+        from torch.nn.functional import scaled_dot_product_attention
+
+        return scaled_dot_product_attention(query, keys, values,
+                                            attn_mask=live[:, None, None, :], scale=scale)
 
 
 def fused_decoder(model: Any, rows: int) -> FusedDecoder | None:

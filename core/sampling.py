@@ -126,7 +126,7 @@ def sample_responses(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     fused = fused_decoder(model, rows) if decoding.fused_step else None
     decoding.stats["fused_step"] = fused is not None
-    decoding.stats["attention_kernel"] = fused is not None and fused.attention_kernel is not None
+    decoding.stats["decode_kernels"] = fused is not None and fused.native
     # the fused step packs its own weights; the one pre-fill does not repay packing them all
     with packed_linears(model, rows) if fused is None else contextlib.nullcontext(0) as packed:
         decoding.stats["packed_layers"] = packed

@@ -1,6 +1,6 @@
 """The fused decode step of Llama-family models (rlhfx.fused_decode) against the model's own
 forward inside the sampling loop: the same logits bit for bit with torch's attention, up to
-rounding with rlhfx's decode attention kernel, LoRA merged, fallbacks."""
+rounding with rlhfx's decode kernels, LoRA merged, fallbacks."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ def tok():
 
 
 @pytest.fixture
-def torch_attention(monkeypatch):
-    """The fused step with torch's attention, as on CPUs where rlhfx's kernel does not run."""
-    monkeypatch.setattr("rlhfx.fused_decode.decode_attention_kernel", lambda: None)
+def torch_ops(monkeypatch):
+    """The fused step with torch's operations, as on CPUs where rlhfx's kernels do not run."""
+    monkeypatch.setattr("rlhfx.fused_decode.decode_kernels", lambda: None)
 
 
 def decoder_model(kind: str, vocab: int, **options):
@@ -70,33 +70,33 @@ def run(model, tok, fused: bool, k: int = 2, **settings):
 @pytest.mark.parametrize("kind, options", [
     ("llama", {}), ("llama", {"attention_bias": True}), ("qwen2", {}),
 ])
-def test_each_steps_logits_are_the_forwards_bit_for_bit(tok, torch_attention, kind, options):
+def test_each_steps_logits_are_the_forwards_bit_for_bit(tok, torch_ops, kind, options):
     model = decoder_model(kind, len(tok), **options)
     fused_logits, fused_out, stats = run(model, tok, fused=True)
     forward_logits, forward_out, _ = run(model, tok, fused=False)
-    assert stats["fused_step"] and not stats["attention_kernel"]
+    assert stats["fused_step"] and not stats["decode_kernels"]
     assert len(fused_logits) == len(forward_logits) == 12
     assert all(torch.equal(a, b) for a, b in zip(fused_logits, forward_logits, strict=True))
     assert fused_out == forward_out
 
 
 @pytest.mark.parametrize("kind", ["llama", "qwen2"])
-def test_with_the_attention_kernel_the_logits_are_the_forwards_up_to_rounding(tok, kind):
-    from rlhfx.decode_attention import kernel
+def test_with_rlhfxs_kernels_the_logits_are_the_forwards_up_to_rounding(tok, kind):
+    from rlhfx.decode_kernels import kernels
 
-    if kernel() is None:
-        pytest.skip("the decode attention kernel does not run here")
+    if kernels() is None:
+        pytest.skip("the decode kernels do not run here")
     model = decoder_model(kind, len(tok))
     fused, _, stats = run(model, tok, fused=True, do_sample=False)
     forward, _, _ = run(model, tok, fused=False, do_sample=False)
-    assert stats["fused_step"] and stats["attention_kernel"]
+    assert stats["fused_step"] and stats["decode_kernels"]
     assert torch.equal(fused[0], forward[0])  # the pre-fill: the model's forward in both
     # the first decode step, from the same tokens: bf16 rounding of logits spread over ~30
     spread = (forward[1].amax(-1) - forward[1].amin(-1)).min().item()
     assert (fused[1] - forward[1]).abs().max().item() < 0.02 * spread
 
 
-def test_rows_that_end_leave_the_batch_as_with_the_forward(tok, torch_attention):
+def test_rows_that_end_leave_the_batch_as_with_the_forward(tok, torch_ops):
     """Rows ending at different steps are dropped from the fused step's batch and cache."""
     model = decoder_model("llama", len(tok))
     ends = list(range(0, len(tok), 9))
@@ -114,7 +114,7 @@ def lora(model, **options):
     return peft.get_peft_model(model, config).eval()
 
 
-def test_lora_adapters_are_merged_into_the_fused_weights(tok, torch_attention):
+def test_lora_adapters_are_merged_into_the_fused_weights(tok, torch_ops):
     model = lora(decoder_model("llama", len(tok)))
     fused, _, stats = run(model, tok, fused=True, do_sample=False)
     forward, _, _ = run(model, tok, fused=False, do_sample=False)

@@ -1,5 +1,8 @@
-// Attention of one new query position per row against that row's cached keys, in bf16 on
-// CPUs with AVX512-BF16: the sampling loop's decode step (see decode_attention.py).
+// The fused decode step's own operations, in bf16 on CPUs with AVX512-BF16 (see
+// decode_kernels.py): the attention of one new query position per row against that row's
+// cached keys, and the small element-wise operations around the products (RMSNorm with the
+// residual addition, the rotary embedding, SiLU times the up projection), one pass each where
+// torch takes several operations with their fixed costs.
 //
 // torch's CPU attention kernel is built for blocks of queries; at one query a row it spends
 // most of its time setting up and in products too small to fill the vector units. Here each
@@ -25,10 +28,10 @@ namespace {
 constexpr int kMaxGroup = 16;  // query heads per key-value head
 constexpr int kBlock = 8;      // keys scored together (one horizontal-sum tree)
 
-// exp(x) for x <= 0 (scores less their maximum): 2^n * p(r) with a Cody-Waite reduction and
-// the minimax polynomial of Cephes' expf (relative error near 1e-7).
-inline __m512 exp_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.f));
+// exp(x) as 2^n * p(r) with a Cody-Waite reduction and the minimax polynomial of Cephes'
+// expf (relative error near 1e-7), for x in [-87, 88] (clamped there).
+inline __m512 exp_clamped(__m512 x) {
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.f)), _mm512_set1_ps(88.f));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
@@ -174,7 +177,7 @@ void attend(const at::BFloat16* query, const at::BFloat16* keys, const at::BFloa
     __m512 sum = _mm512_setzero_ps();
     for (int64_t u = 0; u < padded; u += 16) {
       const __m512 e = _mm512_maskz_mov_ps(
-          scratch.kept[u / 16], exp_nonpositive(_mm512_sub_ps(_mm512_loadu_ps(row + u), most)));
+          scratch.kept[u / 16], exp_clamped(_mm512_sub_ps(_mm512_loadu_ps(row + u), most)));
       sum = _mm512_add_ps(sum, e);
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(probs + g * padded + u),
                           (__m256i)_mm512_cvtneps_pbh(e));
@@ -245,11 +248,156 @@ at::Tensor decode_attention(const at::Tensor& query, const at::Tensor& keys,
   return out;
 }
 
+// ---- element-wise operations around the products ------------------------------------------
+// Each rounds to bf16 where transformers' Llama code does (its operations on bf16 tensors
+// compute in float32 and round each result), so they differ from it only where a float32
+// sum is taken in another order (RMSNorm's mean) or exp differs in its last bits (SiLU).
+
+inline __m512 load_bf16(const at::BFloat16* p) {
+  const __m256i raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(raw), 16));
+}
+
+inline void store_bf16(at::BFloat16* p, __m512 x) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), (__m256i)_mm512_cvtneps_pbh(x));
+}
+
+inline __m512 round_bf16(__m512 x) {
+  const __m256i rounded = (__m256i)_mm512_cvtneps_pbh(x);
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(rounded), 16));
+}
+
+void check_rows(const at::Tensor& x, const char* what) {
+  TORCH_CHECK(x.dim() == 2 && x.scalar_type() == at::kBFloat16 && x.stride(1) == 1 &&
+                  x.size(1) % 16 == 0,
+              "decode kernels: ", what,
+              " must be bf16 [rows, features] with contiguous rows, features divisible by 16");
+}
+
+// (h + delta, RMSNorm(h + delta)) with Llama's RMSNorm: x * rsqrt(mean(x^2) + eps) in float32,
+// rounded, times the weight; without delta, (h, RMSNorm(h)).
+std::tuple<at::Tensor, at::Tensor> add_rms_norm(const at::Tensor& h,
+                                                const c10::optional<at::Tensor>& delta,
+                                                const at::Tensor& weight, double eps) {
+  check_rows(h, "the hidden state");
+  const bool adding = delta.has_value() && delta->defined();
+  if (adding) {
+    check_rows(*delta, "the addition");
+    TORCH_CHECK(delta->sizes() == h.sizes(), "decode kernels: the addition's shape is h's");
+  }
+  const int64_t rows = h.size(0), n = h.size(1);
+  TORCH_CHECK(weight.numel() == n && weight.is_contiguous() &&
+                  weight.scalar_type() == at::kBFloat16,
+              "decode kernels: a bf16 norm weight of the hidden size");
+  at::Tensor sum = adding ? at::empty({rows, n}, h.options()) : h;
+  auto out = at::empty({rows, n}, h.options());
+  const auto* a = h.data_ptr<at::BFloat16>();
+  const auto* b = adding ? delta->data_ptr<at::BFloat16>() : nullptr;
+  auto* c = sum.data_ptr<at::BFloat16>();
+  const auto* w = weight.data_ptr<at::BFloat16>();
+  auto* o = out.data_ptr<at::BFloat16>();
+  const int64_t a_stride = h.stride(0), b_stride = adding ? delta->stride(0) : 0,
+                c_stride = sum.stride(0);
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r) {
+      at::BFloat16* x = c + r * c_stride;
+      if (adding)
+        for (int64_t i = 0; i < n; i += 16)
+          store_bf16(x + i, _mm512_add_ps(load_bf16(a + r * a_stride + i),
+                                          load_bf16(b + r * b_stride + i)));
+      __m512 squares = _mm512_setzero_ps();
+      for (int64_t i = 0; i < n; i += 16) {
+        const __m512 v = load_bf16(x + i);
+        squares = _mm512_fmadd_ps(v, v, squares);
+      }
+      const float variance = _mm512_reduce_add_ps(squares) / static_cast<float>(n);
+      const __m512 scale = _mm512_set1_ps(1.f / std::sqrt(variance + static_cast<float>(eps)));
+      for (int64_t i = 0; i < n; i += 16)
+        store_bf16(o + r * n + i, _mm512_mul_ps(load_bf16(w + i),
+                                                round_bf16(_mm512_mul_ps(load_bf16(x + i), scale))));
+    }
+  });
+  return {sum, out};
+}
+
+// The rotary embedding of the query and key heads of a q/k/v product's rows [rows,
+// (heads + 2 kv_heads) * size]: x * cos + rotate_half(x) * sin, each product and the sum
+// rounded as in transformers. Returns q [rows, heads, size] and k [rows, kv_heads, size].
+std::tuple<at::Tensor, at::Tensor> rotary(const at::Tensor& qkv, const at::Tensor& cos,
+                                          const at::Tensor& sin, int64_t heads,
+                                          int64_t kv_heads) {
+  check_rows(qkv, "the q/k/v product");
+  check_rows(cos, "cos");
+  check_rows(sin, "sin");
+  const int64_t rows = qkv.size(0), size = cos.size(1), half = size / 2;
+  TORCH_CHECK(qkv.size(1) == (heads + 2 * kv_heads) * size && half % 16 == 0 &&
+                  cos.size(0) == rows && sin.sizes() == cos.sizes(),
+              "decode kernels: q/k/v rows of (heads + 2 kv_heads) * head size, cos and sin "
+              "[rows, head size], head size divisible by 32");
+  auto q = at::empty({rows, heads, size}, qkv.options());
+  auto k = at::empty({rows, kv_heads, size}, qkv.options());
+  const auto* x = qkv.data_ptr<at::BFloat16>();
+  const auto* c = cos.data_ptr<at::BFloat16>();
+  const auto* s = sin.data_ptr<at::BFloat16>();
+  auto* qo = q.data_ptr<at::BFloat16>();
+  auto* ko = k.data_ptr<at::BFloat16>();
+  const __m512 negative = _mm512_set1_ps(-0.f);
+  for (int64_t r = 0; r < rows; ++r) {
+    const auto* cr = c + r * cos.stride(0);
+    const auto* sr = s + r * sin.stride(0);
+    for (int64_t head = 0; head < heads + kv_heads; ++head) {
+      const auto* in = x + r * qkv.stride(0) + head * size;
+      auto* out = head < heads ? qo + (r * heads + head) * size
+                               : ko + (r * kv_heads + head - heads) * size;
+      for (int64_t i = 0; i < half; i += 16) {
+        const __m512 a = load_bf16(in + i), b = load_bf16(in + half + i);
+        store_bf16(out + i, _mm512_add_ps(
+                                round_bf16(_mm512_mul_ps(a, load_bf16(cr + i))),
+                                round_bf16(_mm512_mul_ps(_mm512_xor_ps(b, negative),
+                                                         load_bf16(sr + i)))));
+        store_bf16(out + half + i,
+                   _mm512_add_ps(round_bf16(_mm512_mul_ps(b, load_bf16(cr + half + i))),
+                                 round_bf16(_mm512_mul_ps(a, load_bf16(sr + half + i)))));
+      }
+    }
+  }
+  return {q, k};
+}
+
+// silu(gate) * up of a gate/up product's rows [rows, 2 * inner] (gate first).
+at::Tensor silu_mul(const at::Tensor& gate_up) {
+  check_rows(gate_up, "the gate/up product");
+  const int64_t rows = gate_up.size(0), inner = gate_up.size(1) / 2;
+  TORCH_CHECK(inner % 16 == 0, "decode kernels: an MLP width divisible by 16");
+  auto out = at::empty({rows, inner}, gate_up.options());
+  const auto* x = gate_up.data_ptr<at::BFloat16>();
+  auto* o = out.data_ptr<at::BFloat16>();
+  const int64_t stride = gate_up.stride(0);
+  at::parallel_for(0, rows, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t r = begin; r < end; ++r)
+      for (int64_t i = 0; i < inner; i += 16) {
+        const __m512 g = load_bf16(x + r * stride + i), u = load_bf16(x + r * stride + inner + i);
+        const __m512 e = exp_clamped(_mm512_sub_ps(_mm512_setzero_ps(), g));
+        const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.f), e));
+        store_bf16(o + r * inner + i, _mm512_mul_ps(round_bf16(silu), u));
+      }
+  });
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(rlhfx, m) {
   m.def("decode_attention(Tensor query, Tensor keys, Tensor values, Tensor live, float scale) "
         "-> Tensor");
+  m.def("add_rms_norm(Tensor h, Tensor? delta, Tensor weight, float eps) -> (Tensor, Tensor)");
+  m.def("rotary(Tensor qkv, Tensor cos, Tensor sin, int heads, int kv_heads) -> (Tensor, Tensor)");
+  m.def("silu_mul(Tensor gate_up) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(rlhfx, CPU, m) { m.impl("decode_attention", &decode_attention); }
+TORCH_LIBRARY_IMPL(rlhfx, CPU, m) {
+  m.impl("decode_attention", &decode_attention);
+  m.impl("add_rms_norm", &add_rms_norm);
+  m.impl("rotary", &rotary);
+  m.impl("silu_mul", &silu_mul);
+}

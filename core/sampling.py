@@ -10,7 +10,9 @@ without transformers' `generate` machinery:
   at every step);
 - bf16 weights are pre-packed for oneDNN once per call (`rlhfx.packed_linear`: the same
   products, faster); Llama-family models with bf16 weights decode through a step written out
-  in fewer, larger operations (`rlhfx.fused_decode`: the same logits, a step in 0.8x the time);
+  in fewer, larger operations (`rlhfx.fused_decode`), with C++ kernels for its attention and
+  small operations on CPUs with AVX512-BF16 (`rlhfx.decode_kernels`: the same logits up to
+  rounding, a step in about half the forward's time; elsewhere torch's, bit for bit);
 - rows that ended (EOS or a stop string) leave the batch once they are an eighth of it, so
   the rows still writing decode (nearly) alone;
 - the next token is chosen with `generate`'s arithmetic (temperature, then top-k, then top-p;
@@ -79,7 +81,8 @@ class Decoding:
     #: noise to draw).
     generate_noise: bool = True
     #: Decode Llama-family models with bf16 weights through `rlhfx.fused_decode` (the same
-    #: arithmetic in fewer operations) instead of the model's forward.
+    #: arithmetic in fewer operations; with `rlhfx.decode_kernels`, the same up to rounding)
+    #: instead of the model's forward.
     fused_step: bool = True
     stats: dict[str, Any] = field(default_factory=dict)  # filled in: groups, steps, rows per step
     #: Called as `watch(None, logits)` on each step's logits before a token is chosen, and

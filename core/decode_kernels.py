@@ -66,7 +66,7 @@ def kernels() -> Any:
         from torch.utils.cpp_extension import load
 
         _find_ninja()
-        log.info("rlhfx: compiling the decode step's kernels (first use only, about 15 s)")
+        log.info("rlhfx: loading the decode step's kernels (compiled the first time, about 15 s)")
         # one build per torch version: a library built against another torch must not load
         version = re.sub(r"\W", "_", torch.__version__)
         load(name=f"rlhfx_decode_kernels_{version}", sources=[str(SOURCE)],

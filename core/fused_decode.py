@@ -7,8 +7,8 @@ With bf16 weights on a CPU this step concatenates q/k/v and gate/up into one pro
 merges LoRA adapters into those weights once per sampling call, packs them for oneDNN (as
 `rlhfx.packed_linear` does), and computes the attention with the query heads grouped by the
 key-value head they share. On CPUs with AVX512-BF16 the attention and the element-wise
-operations between the products are `rlhfx.decode_kernels`' (one pass each; the same numbers
-up to rounding); elsewhere they are torch's, operation for operation as transformers computes
+operations between the products are those of `rlhfx.decode_kernels` (one pass each; the same
+numbers up to rounding); elsewhere they are torch's, operation for operation as transformers computes
 them (RMSNorm in float32, the model's rotary embedding, `sdpa` attention with the padding
 mask), and without LoRA the logits are then the forward's bit for bit. A merged adapter
 rounds once where the forward adds two products. Measured on SmolLM2-135M, 48 rows decoding
@@ -88,7 +88,7 @@ class FusedDecoder:
 
 class TorchOps:
     """The step's element-wise operations and attention in torch, operation for operation as
-    transformers' Llama code computes them (the signatures of `rlhfx.decode_kernels`')."""
+    transformers' Llama code computes them, with the signatures of `rlhfx.decode_kernels`."""
 
     @staticmethod
     def add_rms_norm(h: Any, delta: Any, weight: Any, eps: float) -> tuple[Any, Any]:

@@ -452,6 +452,9 @@ def main() -> None:
     print(f"torch threads {torch.get_num_threads()}, cores {os.cpu_count()}, {load()}")
     _, (model, tok) = timed(load_policy)
     model.eval()
+    from rlhfx.decode_kernels import kernels
+
+    kernels()  # built (the first time on this machine) outside the timed runs
     prompts = chat_prompts(tok, max(args.samples, 48))
     if not args.skip_decoder:
         bench_decoder(model, tok, prompts, args)

@@ -7,13 +7,13 @@ With bf16 weights on a CPU this step concatenates q/k/v and gate/up into one pro
 merges LoRA adapters into those weights once per sampling call, packs them for oneDNN (as
 `rlhfx.packed_linear` does), and computes the attention with the query heads grouped by the
 key-value head they share. On CPUs with AVX512-BF16 the attention and the element-wise
-operations between the products are those of `rlhfx.decode_kernels` (one pass each; the same
-numbers up to rounding); elsewhere they are torch's, operation for operation as transformers computes
-them (RMSNorm in float32, the model's rotary embedding, `sdpa` attention with the padding
-mask), and without LoRA the logits are then the forward's bit for bit. A merged adapter
-rounds once where the forward adds two products. Measured on SmolLM2-135M, 48 rows decoding
-over about 120 positions, 2 threads of an AMX Xeon, with torch's operations: 64 ms a step
-against the forward's 80 ms.
+operations between the products are those of `rlhfx.decode_kernels` (one pass each; the
+same numbers up to rounding); elsewhere they are torch's, operation for operation as
+transformers computes them (RMSNorm in float32, the model's rotary embedding, `sdpa`
+attention with the padding mask), and without LoRA the logits are then the forward's bit for
+bit. A merged adapter rounds once where the forward adds two products. Measured on
+SmolLM2-135M, 48 rows decoding over about 120 positions, 2 threads of an AMX Xeon, with
+torch's operations: 64 ms a step against the forward's 80 ms.
 
 Anything else (other architectures, float32 weights, which keep `generate`'s exact samples,
 LoRA variants such as DoRA, sharded or GPU models) decodes through the model's forward.
